@@ -1,0 +1,42 @@
+"""The ``cfgrl`` command: one subcommand per stage, plus inspection and pipeline helpers.
+
+Each stage module owns its command function (imported here); heavy imports (torch, zarr, LIBERO)
+happen inside the commands so ``cfgrl --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from cfgrl.cli_common import exits_cleanly
+from cfgrl.config import describe
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+
+
+@app.command("config")
+@exits_cleanly
+def config_command() -> None:
+    """Print every setting with its default and a one-line help."""
+    typer.echo(describe())
+
+
+def _register() -> None:
+    from cfgrl.collect.cli import collect_command, inspect_command
+    from cfgrl.evaluate.cli import evaluate_command
+    from cfgrl.label.cli import label_command
+    from cfgrl.policy.cli import export_command
+    from cfgrl.train.cli import train_command
+
+    app.command("collect")(exits_cleanly(collect_command))
+    app.command("inspect")(exits_cleanly(inspect_command))
+    app.command("label")(exits_cleanly(label_command))
+    app.command("train")(exits_cleanly(train_command))
+    app.command("evaluate")(exits_cleanly(evaluate_command))
+    app.command("export")(exits_cleanly(export_command))
+
+
+_register()
+
+if __name__ == "__main__":
+    app()

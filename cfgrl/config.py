@@ -1,0 +1,330 @@
+"""Typed configuration shared by every stage.
+
+Precedence, highest first: command-line overrides (``-o section.key=value``) > environment
+(``PI0_CFG_SCALE``) > a YAML file (``--config``) > the packaged defaults (``configs/default.yaml``,
+which mirrors the dataclass defaults below). Unknown keys are errors; the keys of the retired
+advantage-weighted objective get a message saying what replaces them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from cfgrl.errors import CfgrlError
+
+DEFAULT_YAML = Path(__file__).parent / "configs" / "default.yaml"
+
+CONDITION_MODES = ("token", "bias", "concat")
+LABEL_SOURCES = ("episode_rloo", "window_rloo", "window_return", "none")
+LABEL_SCHEMES = ("binary", "ternary")
+ZERO_VARIANCE_POLICIES = ("unconditional", "drop", "keep")
+ENV_NAMES = ("builtin", "libero")
+OBJECTIVES = ("cfgrl", "filtered_bc", "weighted")
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with a one-line help text (shown by ``cfgrl config``)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class EnvConfig:
+    name: str = _f("builtin", "environment backend: builtin | libero")
+    suite: str = _f("reach", "task suite: builtin 'reach'; LIBERO libero_spatial|libero_object|libero_goal|libero_10|libero_90")
+    tasks: list[int] | None = _f(None, "task ids to use (null = every task of the suite)")
+    init_states: list[int] | None = _f(None, "init-state ids to use (null = the suite's default set)")
+    max_steps: int | None = _f(None, "episode step limit (null = the suite's default)")
+    image_size: int = _f(64, "rendered camera resolution (square); LIBERO uses 224")
+
+
+@dataclass
+class PolicyConfig:
+    path: str | None = _f(None, "policy checkpoint directory (ours or lerobot pi0); null = a fresh preset")
+    preset: str = _f("tiny", "architecture preset for a fresh policy: tiny | mini | pi0")
+    condition_mode: str = _f("token", "how the optimality condition enters the suffix: token | bias | concat")
+    tokenizer: str | None = _f(None, "PaliGemma SentencePiece model path (pi0 preset only)")
+
+
+@dataclass
+class CFGRLConfig:
+    dropout_prob: float = _f(0.1, "probability that a conditioned label is replaced by the unconditional label")
+    label_source: str = _f("episode_rloo", "window advantage estimate: episode_rloo | window_rloo | window_return | none")
+    label_scheme: str = _f("binary", "binary: o in {1, null}; ternary: o in {1, 0, null}")
+    label_threshold: float | None = _f(None, "o=1 iff A_w >= threshold (null = the source's default)")
+    use_prefix_dropout: bool = _f(False, "unconditional samples also drop the language tokens from the prefix")
+    zero_variance_groups: str = _f("unconditional", "groups with one outcome: unconditional | drop | keep")
+    window_stride: int | None = _f(None, "steps between window starts, a multiple of replan_steps (null = every query step)")
+    window_return_reduce: str = _f("sum", "window_return aggregates rewards inside the window by: sum | mean")
+    seed: int = _f(0, "seed of the condition-dropout draw")
+
+
+@dataclass
+class InferenceConfig:
+    cfg_scale: float = _f(1.0, "guidance weight w in v = v_null + w (v_1 - v_null); env PI0_CFG_SCALE overrides")
+    num_steps: int = _f(10, "Euler steps of the flow sampler")
+    replan_steps: int = _f(5, "actions executed from each predicted chunk before querying again")
+
+
+@dataclass
+class CollectConfig:
+    groups: int = _f(4, "number of (task, init state) groups to collect (whole groups)")
+    group_size: int = _f(8, "rollouts per group (K, for RLOO; at least 2)")
+    workers: int | None = _f(None, "environment worker processes (null = fits the machine)")
+    seed: int = _f(0, "base seed; each episode's seed is derived from it")
+    videos: int = _f(0, "write MP4 videos of the first N episodes")
+
+
+@dataclass
+class TrainConfig:
+    objective: str = _f("cfgrl", "cfgrl (unweighted, conditioned per sample) | filtered_bc | weighted (the retired baseline)")
+    steps: int = _f(2000, "optimiser steps")
+    batch_size: int = _f(32, "global batch size")
+    grad_accum: int = _f(1, "gradient accumulation micro-steps per optimiser step")
+    lr: float = _f(2.5e-5, "peak learning rate (AdamW)")
+    betas: list[float] = _f([0.9, 0.95], "AdamW betas")
+    weight_decay: float = _f(1e-10, "AdamW weight decay")
+    warmup_steps: int = _f(1000, "linear warm-up steps")
+    decay_steps: int = _f(30000, "cosine decay steps")
+    decay_lr: float = _f(2.5e-6, "learning rate at the end of the cosine decay")
+    grad_clip: float = _f(1.0, "gradient-norm clip")
+    ema_decay: float | None = _f(None, "keep EMA weights with this decay (null = off)")
+    freeze_vision: bool = _f(False, "freeze the vision tower")
+    train_expert_only: bool = _f(False, "train only the action expert and the projections")
+    gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass")
+    redraw_dropout: bool = _f(False, "redraw condition dropout each epoch from the raw labels")
+    stats: str = _f("checkpoint", "normalisation stats: checkpoint (keep the policy's) | store (recompute)")
+    num_workers: int = _f(0, "data-loader worker processes")
+    seed: int = _f(0, "training seed")
+    save_every: int = _f(500, "checkpoint every N steps")
+    log_every: int = _f(10, "log every N steps")
+    weighted_alpha: float = _f(0.5, "objective=weighted only: weight of the unconditional loss term")
+
+
+@dataclass
+class EvaluateConfig:
+    cfg_scales: list[float] = _f([0.0, 1.0, 1.5, 2.0, 3.0], "guidance weights to sweep")
+    episodes_per_init: int = _f(1, "episodes per (task, init state) for each w")
+    protocol: str = _f("custom", "custom | libero (every task, its 50 init states, one episode each)")
+    seed: int = _f(1000, "base seed of the evaluation episodes (shared by every w)")
+    videos: int = _f(0, "MP4s of the first N episodes per w")
+
+
+@dataclass
+class Config:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    cfgrl: CFGRLConfig = field(default_factory=CFGRLConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def save(self, path: str | Path) -> None:
+        """Write the resolved configuration beside an artefact."""
+        Path(path).write_text(self.to_json() + "\n")
+
+
+LEGACY_KEYS = {
+    "alpha_uncond": "CFGRL trains unweighted: every window gets one FM loss, conditioned on its label "
+    "(o=1) or on nothing (null); tune cfgrl.dropout_prob and inference.cfg_scale instead",
+    "use_binary_advantage": "CFGRL does not weight the loss by advantages; the advantage only sets the label "
+    "(cfgrl.label_source, cfgrl.label_threshold, cfgrl.label_scheme)",
+    "is_positive": "the condition is per sample and comes from the label index; at inference use "
+    "inference.cfg_scale (1 = conditional only, 0 = unconditional only)",
+}
+LEGACY_ENV = {
+    "PI0_IS_POSITIVE": "PI0_IS_POSITIVE is retired: guidance mixes both branches; set PI0_CFG_SCALE "
+    "(1 = conditional only, 0 = unconditional only)",
+}
+
+SECTIONS = [f.name for f in dataclasses.fields(Config)]
+
+
+def _section_class(name: str) -> type:
+    return get_type_hints(Config)[name]
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _unknown(key: str, known: list[str]) -> CfgrlError:
+    leaf = key.rsplit(".", 1)[-1]
+    if leaf in LEGACY_KEYS:
+        return CfgrlError(f"config key '{key}' is retired: {LEGACY_KEYS[leaf]}")
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return CfgrlError(f"unknown config key '{key}'{hint}; valid keys: see `cfgrl config`")
+
+
+def all_keys() -> list[str]:
+    return [f"{s}.{k}" for s in SECTIONS for k in _fields(_section_class(s))]
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check a value against the field's annotation (``int | None``, ``list[float]``, ...)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    optional = type(None) in typing.get_args(hint)
+    base = args[0] if optional and len(args) == 1 else hint
+    if value is None:
+        if optional:
+            return None
+        raise CfgrlError(f"config key '{key}' may not be null")
+    if typing.get_origin(base) is list:
+        (elem,) = typing.get_args(base)
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return [_coerce(f"{key}[]", v, elem) for v in items]
+    if base is bool and not isinstance(value, bool):
+        raise CfgrlError(f"config key '{key}' expects true or false, got {value!r}")
+    if base is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise CfgrlError(f"config key '{key}' expects an integer, got {value!r}")
+    if base is float:
+        if isinstance(value, str):  # PyYAML reads 1e-10 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CfgrlError(f"config key '{key}' expects a number, got {value!r}")
+        return float(value)
+    if base is str and not isinstance(value, str):
+        raise CfgrlError(f"config key '{key}' expects a string, got {value!r}")
+    return value
+
+
+def _apply(cfg: Config, key: str, value: Any) -> None:
+    section, _, leaf = key.partition(".")
+    if section not in SECTIONS or not leaf:
+        raise _unknown(key, all_keys())
+    obj = getattr(cfg, section)
+    hints = get_type_hints(type(obj))
+    if leaf not in hints:
+        raise _unknown(key, all_keys())
+    setattr(obj, leaf, _coerce(key, value, hints[leaf]))
+
+
+def _flatten(tree: dict[str, Any], where: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for section, body in (tree or {}).items():
+        if section in LEGACY_KEYS:
+            raise CfgrlError(f"{where}: config key '{section}' is retired: {LEGACY_KEYS[section]}")
+        if not isinstance(body, dict):
+            raise _unknown(str(section), all_keys())
+        for leaf, value in body.items():
+            flat[f"{section}.{leaf}"] = value
+    return flat
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``section.key=value``; the value is read as YAML (so 0.2, true, null, [1, 2] work)."""
+    key, sep, raw = text.partition("=")
+    if not sep or "." not in key:
+        raise CfgrlError(f"override '{text}' is not of the form section.key=value (e.g. cfgrl.dropout_prob=0.2)")
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise CfgrlError(f"override '{text}': the value is not valid YAML") from None
+
+
+def validate(cfg: Config) -> Config:
+    """Range and choice checks that span all stages; each failure is one line naming what is accepted."""
+    def choice(key: str, value: str, options: tuple[str, ...]) -> None:
+        if value not in options:
+            raise CfgrlError(f"{key} '{value}' is not valid; choose one of: {', '.join(options)}")
+
+    choice("env.name", cfg.env.name, ENV_NAMES)
+    choice("policy.condition_mode", cfg.policy.condition_mode, CONDITION_MODES)
+    choice("cfgrl.label_source", cfg.cfgrl.label_source, LABEL_SOURCES)
+    choice("cfgrl.label_scheme", cfg.cfgrl.label_scheme, LABEL_SCHEMES)
+    choice("cfgrl.zero_variance_groups", cfg.cfgrl.zero_variance_groups, ZERO_VARIANCE_POLICIES)
+    choice("cfgrl.window_return_reduce", cfg.cfgrl.window_return_reduce, ("sum", "mean"))
+    choice("train.objective", cfg.train.objective, OBJECTIVES)
+    choice("train.stats", cfg.train.stats, ("checkpoint", "store"))
+    choice("evaluate.protocol", cfg.evaluate.protocol, ("custom", "libero"))
+    if not 0.0 <= cfg.cfgrl.dropout_prob <= 1.0:
+        raise CfgrlError(f"cfgrl.dropout_prob must be in [0, 1], got {cfg.cfgrl.dropout_prob}")
+    if cfg.inference.cfg_scale < 0:
+        raise CfgrlError(f"inference.cfg_scale must be >= 0 (0 = unconditional, 1 = conditional), got {cfg.inference.cfg_scale}")
+    if not cfg.evaluate.cfg_scales:
+        raise CfgrlError("evaluate.cfg_scales is empty; give at least one guidance weight >= 0")
+    if any(w < 0 for w in cfg.evaluate.cfg_scales):
+        raise CfgrlError(f"evaluate.cfg_scales must all be >= 0, got {cfg.evaluate.cfg_scales}")
+    if cfg.collect.group_size < 2:
+        raise CfgrlError(f"collect.group_size (K) must be at least 2 for leave-one-out baselines, got {cfg.collect.group_size}")
+    if cfg.collect.groups < 1:
+        raise CfgrlError(f"collect.groups must be at least 1, got {cfg.collect.groups}")
+    if cfg.inference.num_steps < 1 or cfg.inference.replan_steps < 1:
+        raise CfgrlError("inference.num_steps and inference.replan_steps must be at least 1")
+    return cfg
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """Resolve the configuration: defaults < YAML file < environment < CLI overrides."""
+    environ = os.environ if environ is None else environ
+    for name, message in LEGACY_ENV.items():
+        if name in environ:
+            raise CfgrlError(message)
+    cfg = Config()
+    layers = [(str(DEFAULT_YAML), DEFAULT_YAML)]
+    if path is not None:
+        if not Path(path).is_file():
+            raise CfgrlError(f"config file '{path}' does not exist")
+        layers.append((str(path), Path(path)))
+    for where, file in layers:
+        try:
+            tree = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise CfgrlError(f"{where} is not valid YAML: {exc}") from None
+        if not isinstance(tree, dict):
+            raise CfgrlError(f"{where} must be a mapping of sections (env, policy, cfgrl, ...)")
+        for key, value in _flatten(tree, where).items():
+            _apply(cfg, key, value)
+    if "PI0_CFG_SCALE" in environ:
+        raw = environ["PI0_CFG_SCALE"]
+        try:
+            _apply(cfg, "inference.cfg_scale", float(raw))
+        except ValueError:
+            raise CfgrlError(f"PI0_CFG_SCALE='{raw}' is not a number; give a guidance weight >= 0") from None
+    for text in overrides or []:
+        _apply(cfg, *parse_override(text))
+    return validate(cfg)
+
+
+def config_from_dict(tree: dict[str, Any]) -> Config:
+    """Rebuild a saved (resolved) configuration, e.g. from a checkpoint's ``config.json``."""
+    cfg = Config()
+    for key, value in _flatten(tree, "saved config").items():
+        _apply(cfg, key, value)
+    return validate(cfg)
+
+
+def describe() -> str:
+    """Every key with its default and help line, for ``cfgrl config``."""
+    lines = []
+    for section in SECTIONS:
+        lines.append(f"{section}:")
+        for name, f in _fields(_section_class(section)).items():
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            lines.append(f"  {name}: {json.dumps(default)}  # {f.metadata.get('help', '')}")
+    return "\n".join(lines)

@@ -1,0 +1,58 @@
+"""The one environment interface both backends (``builtin``, ``libero``) implement.
+
+An episode: ``reset`` (renders), then ``num_wait_steps`` steps of ``wait_action`` that the engine
+records as wait steps, then policy steps until ``success`` or ``max_steps`` policy steps. ``step``
+renders the cameras only when asked: the engine asks only at policy query steps, because rendering
+is the dominant cost in LIBERO.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+STATE_DIM = 8
+ACTION_DIM = 7
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    task_id: int
+    prompt: str
+    num_init_states: int
+    max_steps: int
+
+
+@dataclass
+class Observation:
+    images: dict[str, np.ndarray] | None  # camera -> uint8 (H, W, 3), as the policy receives them
+    state: np.ndarray  # float32 (STATE_DIM,)
+    prompt: str
+
+
+@dataclass
+class StepResult:
+    obs: Observation  # images is None unless the step was asked to render
+    reward: float
+    success: bool  # the episode's `done`
+    # True when this step hits max_steps without success. Set by the engine, which counts policy steps.
+
+
+class Env(Protocol):
+    name: str  # "builtin" | "libero"
+    suite: str
+    camera_names: tuple[str, ...]
+    image_size: int
+    renderer: str  # e.g. "numpy", "egl", "osmesa": recorded in the store's metadata
+    num_wait_steps: int
+    wait_action: np.ndarray  # float32 (ACTION_DIM,)
+
+    def tasks(self) -> list[TaskInfo]: ...
+
+    def reset(self, task_id: int, init_state_id: int, seed: int) -> Observation: ...
+
+    def step(self, action: np.ndarray, render: bool) -> StepResult: ...
+
+    def close(self) -> None: ...
