@@ -1,0 +1,39 @@
+"""Schema identifiers of every on-disk format cfgrl writes, and the one check used on read.
+
+Each artefact carries ``{"schema": NAME, "schema_version": N}`` in its metadata (Zarr root
+attributes, JSON manifests, ``config.json``). Reading any other name or version fails with one line
+that says what was found and what this cfgrl reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cfgrl.errors import CfgrlError
+
+
+@dataclass(frozen=True)
+class Schema:
+    name: str
+    version: int
+
+    def stamp(self) -> dict[str, Any]:
+        return {"schema": self.name, "schema_version": self.version}
+
+    def check(self, meta: dict[str, Any], where: str) -> None:
+        found_name, found_version = meta.get("schema"), meta.get("schema_version")
+        if found_name != self.name:
+            raise CfgrlError(f"{where} is not a {self.name} (its schema is {found_name!r})")
+        if found_version != self.version:
+            raise CfgrlError(
+                f"{where} has {self.name} schema version {found_version}; this cfgrl reads version "
+                f"{self.version} only (re-create it, or use the cfgrl release that wrote it)"
+            )
+
+
+STORE = Schema("cfgrl.store", 1)
+LABEL_INDEX = Schema("cfgrl.label_index", 1)
+POLICY = Schema("cfgrl.policy", 1)
+TRAIN_CHECKPOINT = Schema("cfgrl.train_checkpoint", 1)
+EVAL_RESULTS = Schema("cfgrl.eval_results", 1)
