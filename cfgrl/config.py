@@ -319,6 +319,15 @@ def config_from_dict(tree: dict[str, Any]) -> Config:
     return validate(cfg)
 
 
+def _yaml_scalar(value: Any) -> str:
+    """JSON text that YAML 1.1 reads back as the same value (it needs a dot in 1.0e-10)."""
+    if isinstance(value, float) and "e" in repr(value) and "." not in repr(value):
+        return repr(value).replace("e", ".0e")
+    if isinstance(value, list):
+        return "[" + ", ".join(_yaml_scalar(v) for v in value) + "]"
+    return json.dumps(value)
+
+
 def describe() -> str:
     """Every key with its default and help line, for ``cfgrl config``."""
     lines = []
@@ -326,5 +335,5 @@ def describe() -> str:
         lines.append(f"{section}:")
         for name, f in _fields(_section_class(section)).items():
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            lines.append(f"  {name}: {json.dumps(default)}  # {f.metadata.get('help', '')}")
+            lines.append(f"  {name}: {_yaml_scalar(default)}  # {f.metadata.get('help', '')}")
     return "\n".join(lines)

@@ -1,0 +1,84 @@
+"""Configuration: precedence, validation, retired keys, and the CLI's one-line errors."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from cfgrl.config import DEFAULT_YAML, Config, config_from_dict, load_config
+from cfgrl.errors import CfgrlError
+
+
+def write_yaml(tmp_path, tree):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def test_packaged_yaml_mirrors_dataclass_defaults():
+    assert yaml.safe_load(DEFAULT_YAML.read_text()) == Config().to_dict()
+
+
+def test_precedence_cli_over_env_over_yaml_over_defaults(tmp_path):
+    path = write_yaml(tmp_path, {"inference": {"cfg_scale": 2.0}, "cfgrl": {"dropout_prob": 0.2}})
+    assert load_config(environ={}).inference.cfg_scale == 1.0
+    assert load_config(path, environ={}).inference.cfg_scale == 2.0
+    assert load_config(path, environ={"PI0_CFG_SCALE": "3.5"}).inference.cfg_scale == 3.5
+    cfg = load_config(path, ["inference.cfg_scale=1.5"], environ={"PI0_CFG_SCALE": "3.5"})
+    assert cfg.inference.cfg_scale == 1.5
+    assert cfg.cfgrl.dropout_prob == 0.2
+
+
+def test_overrides_are_typed(tmp_path):
+    cfg = load_config(None, ["cfgrl.label_threshold=0.25", "evaluate.cfg_scales=[0, 2]", "env.tasks=[1,2]",
+                             "cfgrl.use_prefix_dropout=true"], environ={})
+    assert cfg.cfgrl.label_threshold == 0.25
+    assert cfg.evaluate.cfg_scales == [0.0, 2.0]
+    assert cfg.env.tasks == [1, 2]
+    assert cfg.cfgrl.use_prefix_dropout is True
+    with pytest.raises(CfgrlError, match="expects an integer"):
+        load_config(None, ["collect.groups=two"], environ={})
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("policy.condition_mode=film", "choose one of: token, bias, concat"),
+        ("inference.cfg_scale=-1", "must be >= 0"),
+        ("cfgrl.dropout_prob=1.5", r"must be in \[0, 1\]"),
+        ("cfgrl.label_source=gae", "episode_rloo, window_rloo, window_return, none"),
+        ("collect.group_size=1", "at least 2"),
+        ("cfgrl.dropout_pro=0.1", "did you mean 'cfgrl.dropout_prob'"),
+        ("dropout_prob", "section.key=value"),
+    ],
+)
+def test_bad_values_name_what_is_accepted(override, message):
+    with pytest.raises(CfgrlError, match=message):
+        load_config(None, [override], environ={})
+
+
+def test_retired_weighted_loss_keys_explain_replacement(tmp_path):
+    with pytest.raises(CfgrlError, match="CFGRL trains unweighted"):
+        load_config(write_yaml(tmp_path, {"cfgrl": {"alpha_uncond": 0.5}}), environ={})
+    with pytest.raises(CfgrlError, match="retired"):
+        load_config(None, ["train.use_binary_advantage=true"], environ={})
+    with pytest.raises(CfgrlError, match="PI0_CFG_SCALE"):
+        load_config(environ={"PI0_IS_POSITIVE": "1"})
+    with pytest.raises(CfgrlError, match="not a number"):
+        load_config(environ={"PI0_CFG_SCALE": "high"})
+
+
+def test_saved_config_round_trips():
+    cfg = load_config(None, ["cfgrl.label_source=window_rloo", "train.steps=7"], environ={})
+    assert config_from_dict(cfg.to_dict()) == cfg
+
+
+def test_cli_prints_one_line_and_exits_nonzero():
+    result = subprocess.run(
+        [sys.executable, "-m", "cfgrl.cli", "label", "nowhere.zarr", "-o", "policy.condition_mode=film"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
