@@ -1,0 +1,243 @@
+"""The built-in ``reach`` suite: a fast 2-D grasping world drawn with numpy.
+
+Every scene holds four coloured balls (red, green, blue, yellow) on a table seen from above; the
+tasks differ only by the prompt ("grasp the red ball", ...). The ball positions are not in the
+state, so a policy must find the named colour in the images. Success takes a sequence: move the
+effector over the named ball with the gripper open, close the gripper on it (a grasp registers only
+when the gripper closes within reach of a ball) and hold it for ``HOLD_STEPS`` steps. Grasping the
+wrong ball is recoverable: open the gripper, move on.
+
+Why these dynamics: smooth first-order velocity control, a generous grasp radius and well-separated
+balls make the task learnable by a tiny vision-language policy imitating noisy demonstrations,
+while the wrong-ball failure mode gives RL labels something to improve on.
+
+World units: the table is [-1, 1]^2; the effector moves at most ``MAX_SPEED`` per step. The episode
+``seed`` jitters the start position and adds small velocity noise, so K rollouts from one init state
+differ; everything is deterministic given (task_id, init_state_id, seed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from cfgrl.config import EnvConfig
+from cfgrl.envs.base import ACTION_DIM, Observation, StepResult, TaskInfo
+from cfgrl.errors import CfgrlError
+
+SUITES = ("reach",)
+COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 230), "yellow": (235, 200, 30)}
+COLOUR_NAMES = tuple(COLOURS)
+NUM_INIT_STATES = 50
+DEFAULT_MAX_STEPS = 80
+
+MAX_SPEED = 0.07  # world units per step at |action| = 1
+VELOCITY_LAG = 0.4  # v <- lag * v + (1 - lag) * commanded velocity
+GRIP_RATE = 0.5  # gripper closure change per step at |action[6]| = 1 (0 open .. 1 closed)
+CLOSED = 0.75  # gripper closure at which it counts as closed
+BALL_RADIUS = 0.15  # drawn radius
+GRASP_RADIUS = 0.2  # effector-to-ball distance within which closing grasps the ball
+HOLD_STEPS = 3  # steps the named ball must be held for success
+START_JITTER = 0.05  # per-episode uniform jitter of the start position
+VELOCITY_NOISE = 0.004  # per-step std of the velocity disturbance
+WALL = 0.95  # the effector stays inside [-WALL, WALL]^2
+GRID = np.array([-0.65, 0.0, 0.65])  # balls and start sit on jittered cells of this 3x3 grid
+CELL_JITTER = 0.08
+_LAYOUT_SALT = 0x5EAC4
+
+
+@dataclass
+class SimState:
+    """The privileged state of one episode (the policy sees only images, prompt and ``state_vector``)."""
+
+    pos: np.ndarray  # (2,) effector position
+    vel: np.ndarray  # (2,) effector velocity
+    grip: float  # closure, 0 open .. 1 closed
+    balls: np.ndarray  # (4, 2) ball positions, in COLOUR_NAMES order
+    target: int  # index of the named ball
+    held: int  # index of the held ball, -1 if none
+    hold_steps: int  # consecutive steps the named ball has been held
+    steps: int  # policy steps taken
+
+
+def advance(sim: SimState, action: np.ndarray, disturbance: np.ndarray) -> SimState:
+    """One control step; pure so the scripted expert can plan with the same dynamics."""
+    a = np.clip(action, -1.0, 1.0)
+    vel = VELOCITY_LAG * sim.vel + (1.0 - VELOCITY_LAG) * MAX_SPEED * a[:2] + disturbance
+    pos = sim.pos + vel
+    hit_wall = np.abs(pos) > WALL
+    pos, vel = np.clip(pos, -WALL, WALL), np.where(hit_wall, 0.0, vel)
+    grip = float(np.clip(sim.grip + GRIP_RATE * a[6], 0.0, 1.0))
+    balls, held = sim.balls, sim.held
+    if grip < CLOSED:
+        held = -1  # opening drops whatever was held; the ball stays where it was released
+    elif sim.grip < CLOSED:  # closing right now: grasp the nearest ball within reach
+        dists = np.linalg.norm(balls - pos, axis=1)
+        nearest = int(np.argmin(dists))
+        held = nearest if dists[nearest] < GRASP_RADIUS else -1
+    if held >= 0:
+        balls = balls.copy()
+        balls[held] = pos  # a held ball moves with the effector
+    hold_steps = sim.hold_steps + 1 if held == sim.target else 0
+    return replace(sim, pos=pos, vel=vel, grip=grip, balls=balls, held=held, hold_steps=hold_steps, steps=sim.steps + 1)
+
+
+def is_success(sim: SimState) -> bool:
+    return sim.hold_steps >= HOLD_STEPS
+
+
+def initial_layout(task_id: int, init_state_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed init state ``init_state_id`` of task ``task_id``: (ball positions (4, 2), start (2,))."""
+    rng = np.random.default_rng([_LAYOUT_SALT, task_id, init_state_id])
+    cells = np.stack(np.meshgrid(GRID, GRID, indexing="ij"), axis=-1).reshape(-1, 2)
+    order = rng.permutation(len(cells))
+    jitter = rng.uniform(-CELL_JITTER, CELL_JITTER, size=(len(COLOURS) + 1, 2))
+    chosen = cells[order[: len(COLOURS) + 1]] + jitter
+    return chosen[: len(COLOURS)], chosen[len(COLOURS)]
+
+
+class Renderer:
+    """Draws both cameras from precomputed pixel-centre grids (world coordinates per pixel)."""
+
+    BACKGROUND = np.array([200, 196, 184], np.uint8)  # table
+    OUTSIDE = np.array([70, 70, 70], np.uint8)  # beyond the table edge (wrist view only)
+    EFFECTOR = np.array([25, 25, 25], np.uint8)
+    WRIST_HALF_WIDTH = 0.5  # the wrist camera sees a 1x1 window centred on the effector
+
+    def __init__(self, size: int):
+        self.size = size
+        centres = (np.arange(size) + 0.5) / size * 2.0 - 1.0  # [-1, 1], left to right
+        self.gx, self.gy = centres[None, :], -centres[:, None]  # image row 0 is the far edge (y = +1)
+        self.table = np.broadcast_to(self.BACKGROUND, (size, size, 3)).copy()
+        self.colours = np.array(list(COLOURS.values()), np.uint8)
+
+    def _discs(self, img: np.ndarray, gx: np.ndarray, gy: np.ndarray, centres: np.ndarray, radius: float, colours) -> None:
+        r2 = radius * radius
+        for (cx, cy), colour in zip(centres, colours):
+            img[(gx - cx) ** 2 + (gy - cy) ** 2 < r2] = colour
+
+    def _balls_in_draw_order(self, sim: SimState) -> tuple[np.ndarray, np.ndarray]:
+        """The held ball last, so it is drawn on top of anything it was carried over."""
+        order = [i for i in range(len(sim.balls)) if i != sim.held] + ([sim.held] if sim.held >= 0 else [])
+        return sim.balls[order], self.colours[order]
+
+    def agentview(self, sim: SimState) -> np.ndarray:
+        img = self.table.copy()
+        balls, colours = self._balls_in_draw_order(sim)
+        self._discs(img, self.gx, self.gy, balls, BALL_RADIUS, colours)
+        # The effector: a dark ring whose hole shrinks as the gripper closes.
+        d2 = (self.gx - sim.pos[0]) ** 2 + (self.gy - sim.pos[1]) ** 2
+        outer, inner = 0.11, 0.06 * (1.0 - sim.grip)
+        img[(d2 < outer**2) & (d2 >= inner**2)] = self.EFFECTOR
+        return img
+
+    def wrist(self, sim: SimState) -> np.ndarray:
+        gx = self.gx * self.WRIST_HALF_WIDTH + sim.pos[0]
+        gy = self.gy * self.WRIST_HALF_WIDTH + sim.pos[1]
+        img = self.table.copy()
+        img[(np.abs(gx) > 1.0) | (np.abs(gy) > 1.0)] = self.OUTSIDE
+        balls, colours = self._balls_in_draw_order(sim)
+        self._discs(img, gx, gy, balls, BALL_RADIUS, colours)
+        # Two jaws left and right of the centre; their gap closes with the gripper.
+        s, mid = self.size, self.size // 2
+        gap = max(1, int(round((1.0 - sim.grip) * s * 0.22)))
+        thick, half_len = max(1, s // 32), max(2, s // 8)
+        rows = slice(mid - half_len, mid + half_len)
+        img[rows, max(0, mid - gap - thick) : mid - gap] = self.EFFECTOR
+        img[rows, mid + gap : mid + gap + thick] = self.EFFECTOR
+        return img
+
+
+class BuiltinEnv:
+    """The ``builtin`` backend of ``cfgrl.envs.base.Env``."""
+
+    name = "builtin"
+    camera_names = ("agentview", "wrist")
+    renderer = "numpy"
+    num_wait_steps = 0
+
+    def __init__(self, cfg: EnvConfig):
+        if cfg.suite not in SUITES:
+            raise CfgrlError(f"env.suite '{cfg.suite}' is not a builtin suite; choose one of: {', '.join(SUITES)}")
+        if cfg.image_size < 16:
+            raise CfgrlError(f"env.image_size must be at least 16 for the builtin env, got {cfg.image_size}")
+        if cfg.max_steps is not None and cfg.max_steps < 1:
+            raise CfgrlError(f"env.max_steps must be at least 1, got {cfg.max_steps}")
+        self.suite = cfg.suite
+        self.image_size = cfg.image_size
+        self.max_steps = cfg.max_steps or DEFAULT_MAX_STEPS
+        self.wait_action = np.array([0, 0, 0, 0, 0, 0, -1], np.float32)
+        self._renderer = Renderer(cfg.image_size)
+        self._tasks = [
+            TaskInfo(task_id=i, prompt=f"grasp the {colour} ball", num_init_states=NUM_INIT_STATES, max_steps=self.max_steps)
+            for i, colour in enumerate(COLOUR_NAMES)
+        ]
+        self._sim: SimState | None = None
+        self._noise_rng: np.random.Generator | None = None
+        self._expert_rng: np.random.Generator | None = None
+        self._expert_draw = 0.0
+
+    def tasks(self) -> list[TaskInfo]:
+        return list(self._tasks)
+
+    def check_episode(self, task_id: int, init_state_id: int) -> None:
+        """Raise ``CfgrlError`` for a task or init state this suite does not have."""
+        if not 0 <= task_id < len(self._tasks):
+            valid = ", ".join(f"{t.task_id} ({t.prompt})" for t in self._tasks)
+            raise CfgrlError(f"task {task_id} is not in the builtin suite '{self.suite}'; valid tasks: {valid}")
+        if not 0 <= init_state_id < NUM_INIT_STATES:
+            raise CfgrlError(f"init state {init_state_id} is out of range; the builtin suite has 0..{NUM_INIT_STATES - 1}")
+
+    def reset(self, task_id: int, init_state_id: int, seed: int) -> Observation:
+        self.check_episode(task_id, init_state_id)
+        balls, start = initial_layout(task_id, init_state_id)
+        episode_rng = np.random.default_rng([_LAYOUT_SALT, task_id, init_state_id, seed])
+        self._noise_rng, self._expert_rng = episode_rng.spawn(2)
+        self._expert_draw = float(self._expert_rng.random())  # decides whether a noisy expert errs
+        start = start + self._noise_rng.uniform(-START_JITTER, START_JITTER, size=2)
+        self._sim = SimState(
+            pos=start, vel=np.zeros(2), grip=0.0, balls=balls, target=task_id, held=-1, hold_steps=0, steps=0
+        )
+        self._prev_grip = 0.0
+        self._prompt = self._tasks[task_id].prompt
+        return self._observation(render=True)
+
+    def step(self, action: np.ndarray, render: bool) -> StepResult:
+        if self._sim is None:
+            raise RuntimeError("step() before reset()")
+        action = np.asarray(action, dtype=np.float64).reshape(-1)
+        if action.shape != (ACTION_DIM,):
+            raise ValueError(f"expected an action of shape ({ACTION_DIM},), got {action.shape}")
+        disturbance = self._noise_rng.normal(0.0, VELOCITY_NOISE, size=2)
+        self._prev_grip = self._sim.grip
+        self._sim = advance(self._sim, action, disturbance)
+        success = is_success(self._sim)
+        return StepResult(obs=self._observation(render), reward=1.0 if success else 0.0, success=success)
+
+    def scripted_chunk(self, noise: float, horizon: int = 50) -> np.ndarray:
+        """The scripted expert's next action chunk (horizon, ACTION_DIM) from the privileged state."""
+        from cfgrl.envs.scripted import expert_chunk
+
+        if self._sim is None:
+            raise RuntimeError("scripted_chunk() before reset()")
+        return expert_chunk(self._sim, noise, self._expert_draw, self._expert_rng, horizon)
+
+    def close(self) -> None:
+        self._sim = None
+
+    def _state_vector(self) -> np.ndarray:
+        sim = self._sim
+        holding = 1.0 if sim.held >= 0 else 0.0  # a touch sensor: something (not saying what) is held
+        return np.array(
+            [sim.pos[0], sim.pos[1], sim.vel[0] / MAX_SPEED, sim.vel[1] / MAX_SPEED, sim.grip, holding,
+             (sim.grip - self._prev_grip) / GRIP_RATE, sim.steps / self.max_steps],
+            dtype=np.float32,
+        )
+
+    def _observation(self, render: bool) -> Observation:
+        images = None
+        if render:
+            images = {"agentview": self._renderer.agentview(self._sim), "wrist": self._renderer.wrist(self._sim)}
+        return Observation(images=images, state=self._state_vector(), prompt=self._prompt)
+

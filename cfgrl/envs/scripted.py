@@ -1,0 +1,82 @@
+"""A scripted expert for the built-in ``reach`` suite, with one noise knob.
+
+It plans a whole action chunk (like the policy, which predicts H=50 actions and executes
+``replan_steps`` of them) by rolling the environment's own dynamics forward from the privileged
+state: head for the ball, brake, close the gripper on it, hold.
+
+``noise`` in [0, 1] sets how good the demonstrations are, in two ways a learner can tell apart:
+- with probability ``noise`` per episode the expert goes for a wrong ball (it grasps and holds that
+  one: a failure a policy can learn to avoid, and what optimality labels single out);
+- the movement actions get Gaussian jitter of std ``JITTER * noise`` (slower, messier, still fine).
+So the success rate of the expert is close to ``1 - noise``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cfgrl.envs.builtin import CLOSED, MAX_SPEED, SimState, advance
+from cfgrl.errors import CfgrlError
+
+JITTER = 0.5
+APPROACH_GAIN = 0.6  # commanded velocity = gain * remaining offset, capped at MAX_SPEED
+CLOSE_DISTANCE = 0.07  # start closing the gripper when this near the ball's centre
+OPEN, CLOSE = -1.0, 1.0  # gripper action convention: -1 opens, +1 closes
+
+
+def policy_id(noise: float) -> str:
+    return f"scripted-noise{noise:.2f}"
+
+
+def parse_noise(text: str) -> float:
+    """The NOISE of ``--policy scripted:NOISE``."""
+    try:
+        noise = float(text)
+    except ValueError:
+        noise = float("nan")
+    if not 0.0 <= noise <= 1.0:
+        raise CfgrlError(f"scripted policy noise '{text}' is not valid; give a number in [0, 1] as in scripted:0.3")
+    return noise
+
+
+def chosen_ball(target: int, num_balls: int, noise: float, draw: float) -> int:
+    """The ball this episode's expert goes for: the named one, or with probability ``noise`` another."""
+    if draw >= noise:
+        return target
+    offset = 1 + int(draw / noise * (num_balls - 1))  # draw < noise: spread uniformly over the others
+    return (target + min(offset, num_balls - 1)) % num_balls
+
+
+def _expert_action(sim: SimState, goal: int) -> np.ndarray:
+    action = np.zeros(7)
+    if sim.held == goal:
+        action[6] = CLOSE  # hold still, keep the grip
+        return action
+    offset = sim.balls[goal] - sim.pos
+    dist = float(np.linalg.norm(offset))
+    if sim.held >= 0 or sim.grip >= CLOSED:
+        action[6] = OPEN  # wrong ball in hand, or closed on nothing: open before grasping again
+    elif dist < CLOSE_DISTANCE:
+        action[6] = CLOSE
+        return action  # zero velocity command: brake while the gripper closes
+    else:
+        action[6] = OPEN
+    command = APPROACH_GAIN * offset
+    speed = float(np.linalg.norm(command))
+    if speed > MAX_SPEED:
+        command *= MAX_SPEED / speed
+    action[:2] = command / MAX_SPEED
+    return action
+
+
+def expert_chunk(sim: SimState, noise: float, draw: float, rng: np.random.Generator, horizon: int) -> np.ndarray:
+    """``horizon`` actions planned open-loop from ``sim`` (noise-free imagined dynamics)."""
+    goal = chosen_ball(sim.target, len(sim.balls), noise, draw)
+    chunk = np.zeros((horizon, 7), np.float32)
+    imagined = sim
+    for i in range(horizon):
+        action = _expert_action(imagined, goal)
+        imagined = advance(imagined, action, np.zeros(2))
+        chunk[i] = action
+    chunk[:, :2] += rng.normal(0.0, JITTER * noise, size=(horizon, 2))
+    return np.clip(chunk, -1.0, 1.0)
