@@ -105,6 +105,8 @@ class TrainConfig:
     redraw_dropout: bool = _f(False, "redraw condition dropout each epoch from the raw labels")
     stats: str = _f("checkpoint", "normalisation stats: checkpoint (keep the policy's) | store (recompute)")
     num_workers: int = _f(0, "data-loader worker processes")
+    cache_dir: str | None = _f(None, "where the decompressed memory-mapped window cache lives (null = RUN_DIR/cache)")
+    wandb: bool = _f(False, "also log to Weights & Biases (needs wandb installed)")
     seed: int = _f(0, "training seed")
     save_every: int = _f(500, "checkpoint every N steps")
     log_every: int = _f(10, "log every N steps")
