@@ -1,0 +1,162 @@
+"""PI0's two-stream transformer: SigLIP + Gemma prefix LM + Gemma action expert, one joint attention.
+
+Built from transformers' SigLIP vision model and Gemma layer components; the joint-attention loop is
+ours. At every layer each stream (prefix tokens through the Gemma LM weights, suffix tokens through the
+expert weights) applies its own input norm and q/k/v projections; the q/k/v of both streams are
+concatenated along the sequence, rotated with RoPE and attend jointly under one mask; each stream then
+applies its own output projection, residual, norm and MLP.
+
+A KV cache of the prefix (per layer, keys after RoPE) lets sampling run the prefix once and then only
+the suffix stream at every Euler step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers import GemmaConfig, SiglipVisionConfig
+from transformers.models.gemma.modeling_gemma import (
+    GemmaDecoderLayer,
+    GemmaRMSNorm,
+    GemmaRotaryEmbedding,
+    apply_rotary_pos_emb,
+)
+from transformers.models.siglip.modeling_siglip import SiglipVisionModel
+
+from cfgrl.policy.config import PI0Config
+
+# Additive logit for masked pairs: the most negative bfloat16-safe value, as PI0 uses.
+MASK_VALUE = -2.3819763e38
+KVCache = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def gemma_config(cfg: PI0Config, width: int, mlp: int) -> GemmaConfig:
+    config = GemmaConfig(
+        vocab_size=cfg.vocab_size, hidden_size=width, intermediate_size=mlp, num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
+        hidden_act="gelu_pytorch_tanh", rms_norm_eps=cfg.rms_norm_eps,
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+    )
+    config._attn_implementation = "eager"
+    return config
+
+
+class GemmaStack(nn.Module):
+    """Gemma decoder layers and final norm (and token embeddings for the prefix LM only)."""
+
+    def __init__(self, config: GemmaConfig, with_embeddings: bool) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size) if with_embeddings else None
+        self.layers = nn.ModuleList(GemmaDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = GemmaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+
+def make_attention_mask(pad: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
+    """PI0's block mask: i attends to j iff cumsum(flags)[j] <= cumsum(flags)[i] and neither is padding."""
+    blocks = torch.cumsum(flags.long(), dim=1)
+    allowed = blocks[:, None, :] <= blocks[:, :, None]
+    return allowed & pad[:, None, :] & pad[:, :, None]
+
+
+def additive(mask: torch.Tensor) -> torch.Tensor:
+    """(B, Q, K) bool -> (B, 1, Q, K) float32 logit offsets."""
+    return torch.where(mask[:, None], 0.0, MASK_VALUE).to(torch.float32)
+
+
+class JointTransformer(nn.Module):
+    def __init__(self, cfg: PI0Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+        vision_config = SiglipVisionConfig(
+            hidden_size=cfg.vision_width, intermediate_size=cfg.vision_mlp, num_hidden_layers=cfg.vision_layers,
+            num_attention_heads=cfg.vision_heads, image_size=cfg.image_size, patch_size=cfg.patch_size,
+            hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6, vision_use_head=False,
+        )
+        vision_config._attn_implementation = "sdpa"
+        self.vision = SiglipVisionModel(vision_config)
+        self.projector = nn.Linear(cfg.vision_width, cfg.prefix_width)
+        prefix_config = gemma_config(cfg, cfg.prefix_width, cfg.prefix_mlp)
+        self.prefix_lm = GemmaStack(prefix_config, with_embeddings=True)
+        self.expert = GemmaStack(gemma_config(cfg, cfg.expert_width, cfg.expert_mlp), with_embeddings=False)
+        self.rotary = GemmaRotaryEmbedding(prefix_config)
+        self.scaling = cfg.head_dim**-0.5
+        self.gradient_checkpointing = False
+
+    def embed_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) in [-1, 1] -> (N, tokens_per_image, prefix_width)."""
+        dtype = self.projector.weight.dtype
+        features = self.vision(pixel_values=pixels.to(dtype)).last_hidden_state
+        return self.projector(features)
+
+    def embed_language(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.prefix_lm.embed_tokens(tokens) * math.sqrt(self.cfg.prefix_width)
+
+    def forward(
+        self,
+        prefix: torch.Tensor | None,
+        suffix: torch.Tensor | None,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        cache: KVCache | None = None,
+        build_cache: bool = False,
+    ) -> tuple[torch.Tensor | None, KVCache | None]:
+        """Run both streams (or one) through every layer.
+
+        ``mask`` (B, Q, K) bool over queries = the given tokens and keys = cache + given tokens.
+        Returns the expert stream's final-normed output (None without a suffix) and, with
+        ``build_cache``, the per-layer keys/values of the given tokens.
+        """
+        hidden = [prefix, suffix]
+        offsets = additive(mask)
+        cos, sin = self.rotary(next(h for h in hidden if h is not None), positions)
+        new_cache: KVCache = []
+        for i in range(self.cfg.num_layers):
+            past = cache[i] if cache is not None else None
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                hidden, kv = checkpoint(self._layer, i, hidden, offsets, cos, sin, past, use_reentrant=False)
+            else:
+                hidden, kv = self._layer(i, hidden, offsets, cos, sin, past)
+            if build_cache:
+                new_cache.append(kv)
+        out = self.expert.norm(hidden[1]) if hidden[1] is not None else None
+        return out, (new_cache if build_cache else None)
+
+    def _layer(self, i, hidden, offsets, cos, sin, past):
+        layers = (self.prefix_lm.layers[i], self.expert.layers[i])
+        active = [(h, layer) for h, layer in zip(hidden, layers) if h is not None]
+        queries, keys, values = [], [], []
+        for h, layer in active:
+            x = layer.input_layernorm(h)
+            shape = (*x.shape[:-1], -1, self.cfg.head_dim)
+            queries.append(layer.self_attn.q_proj(x).view(shape).transpose(1, 2))
+            keys.append(layer.self_attn.k_proj(x).view(shape).transpose(1, 2))
+            values.append(layer.self_attn.v_proj(x).view(shape).transpose(1, 2))
+        q, k = apply_rotary_pos_emb(torch.cat(queries, 2), torch.cat(keys, 2), cos, sin)
+        v = torch.cat(values, 2)
+        kv = (k, v)
+        if past is not None:
+            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
+        attended = self._attention(q, k, v, offsets)
+
+        outputs, start = [], 0
+        for h, layer in zip(hidden, layers):
+            if h is None:
+                outputs.append(None)
+                continue
+            end = start + h.shape[1]
+            x = layer.self_attn.o_proj(attended[:, start:end]) + h
+            outputs.append(layer.mlp(layer.post_attention_layernorm(x)) + x)
+            start = end
+        return outputs, kv
+
+    def _attention(self, q, k, v, offsets):
+        groups = self.cfg.num_heads // self.cfg.num_kv_heads
+        if groups > 1 and self.cfg.num_kv_heads > 1:
+            k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
+        logits = torch.matmul(q, k.transpose(2, 3)) * self.scaling  # one KV head broadcasts over all heads
+        probs = torch.softmax(logits.float() + offsets, dim=-1).to(v.dtype)
+        out = torch.matmul(probs, v).transpose(1, 2)
+        return out.reshape(*out.shape[:2], -1)

@@ -1,0 +1,155 @@
+"""Policy checkpoints: our directory format, reading lerobot pi0 directories, exporting to lerobot.
+
+Our format (schema version 1), one directory:
+  config.json        {"format": "cfgrl-pi0-policy", "schema_version", "policy_id", "condition_trained", "config"}
+  model.safetensors  PI0Model weights under our key names
+  stats.json         normalisation stats
+  tokenizer.json | tokenizer.model   the byte tokenizer, or the PaliGemma SentencePiece model
+Writes are atomic: a sibling temporary directory is renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from cfgrl.errors import CfgrlError
+from cfgrl.policy import lerobot_format
+from cfgrl.policy.config import PI0Config
+from cfgrl.policy.normalize import NormStats
+from cfgrl.policy.tokenizer import make_tokenizer
+
+FORMAT = "cfgrl-pi0-policy"
+SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
+
+
+def _write_atomically(target: Path, fill) -> Path:
+    target = Path(target)
+    if target.exists() and not (target / "config.json").is_file():
+        if not target.is_dir() or any(target.iterdir()):
+            raise CfgrlError(f"{target} exists and is not a policy checkpoint; refusing to overwrite it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        fill(staging)
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+            staging.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def save_policy(policy, directory: Path) -> Path:
+    def fill(staging: Path) -> None:
+        save_file(_contiguous(policy.model.state_dict()), str(staging / "model.safetensors"))
+        policy.stats.save(staging / "stats.json")
+        policy.tokenizer.save(staging)
+        meta = {
+            "format": FORMAT, "schema_version": SCHEMA_VERSION, "policy_id": policy.policy_id,
+            "condition_trained": policy.condition_trained, "config": policy.config.to_dict(),
+        }
+        (staging / "config.json").write_text(json.dumps(meta, indent=1))
+
+    return _write_atomically(directory, fill)
+
+
+def _read_config(directory: Path) -> dict[str, Any]:
+    path = directory / "config.json"
+    if not path.is_file():
+        raise CfgrlError(f"{directory} is not a policy checkpoint (no config.json)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CfgrlError(f"{path} is not valid JSON: {exc}") from None
+
+
+def load_policy(directory: Path, tokenizer: str | Path | None = None, overrides: dict[str, Any] | None = None):
+    from cfgrl.policy.policy import PI0Policy
+
+    meta = _read_config(directory)
+    if meta.get("format") == FORMAT:
+        return _load_ours(PI0Policy, directory, meta, tokenizer, overrides or {})
+    if meta.get("type") == "pi0":
+        return _load_lerobot(PI0Policy, directory, meta, tokenizer, overrides or {})
+    raise CfgrlError(f"{directory} is neither a cfgrl policy nor a lerobot pi0 checkpoint (config.json has no known format)")
+
+
+def _tokenizer(config: PI0Config, directory: Path, path: str | Path | None):
+    """The saved or given tokenizer; a pi0 checkpoint without one loads, and fails clearly when prompted."""
+    from cfgrl.policy.tokenizer import SENTENCEPIECE_FILE
+
+    if config.tokenizer == "sentencepiece" and path is None and not (directory / SENTENCEPIECE_FILE).is_file():
+        return None
+    return make_tokenizer(config.tokenizer, config.max_token_len, directory, path)
+
+
+def _check_keys(missing: list[str], unexpected: list[str], directory: Path) -> None:
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {', '.join(sorted(missing)[:10])}{' ...' if len(missing) > 10 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys: {', '.join(sorted(unexpected)[:10])}{' ...' if len(unexpected) > 10 else ''}")
+        raise CfgrlError(f"{directory}/model.safetensors does not match the policy architecture ({'; '.join(parts)})")
+
+
+def _load_ours(cls, directory: Path, meta: dict, tokenizer, overrides: dict):
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise CfgrlError(f"{directory}: policy schema version {meta.get('schema_version')!r} is not supported (expected {SCHEMA_VERSION})")
+    config_values = {**meta["config"], **overrides}
+    config = PI0Config.from_dict(config_values)
+    policy = cls(config, stats=NormStats.load(directory / "stats.json"),
+                 tokenizer=_tokenizer(config, directory, tokenizer))
+    result = policy.model.load_state_dict(load_file(str(directory / "model.safetensors")), strict=False)
+    _check_keys(result.missing_keys, result.unexpected_keys, directory)
+    policy.condition_trained = bool(meta.get("condition_trained", False))
+    if not overrides and policy.policy_id != meta.get("policy_id"):
+        raise CfgrlError(f"{directory}: content hash {policy.policy_id} differs from the recorded policy id {meta.get('policy_id')} (corrupted or edited checkpoint)")
+    return policy
+
+
+def _load_lerobot(cls, directory: Path, meta: dict, tokenizer, overrides: dict):
+    config = PI0Config.from_dict({**lerobot_format.config_values(meta), **overrides})
+    weights = load_file(str(directory / "model.safetensors"))
+    state, stats, notes = lerobot_format.to_ours(weights, directory, config)
+    policy = cls(config, stats=stats, tokenizer=_tokenizer(config, directory, tokenizer))
+    result = policy.model.load_state_dict(state, strict=False)
+    condition_keys = [k for k in result.missing_keys if k.startswith("condition.")]
+    missing = [k for k in result.missing_keys if not k.startswith("condition.")]
+    _check_keys(missing, list(result.unexpected_keys), directory)
+    notes.append(f"initialised new condition parameters ({config.condition_mode}): {', '.join(condition_keys)}")
+    policy.load_report = notes
+    for note in notes:
+        log.info("%s: %s", directory, note)
+    return policy
+
+
+def export_lerobot(policy, directory: Path) -> Path:
+    """Write ``policy`` in lerobot's pi0 layout (condition parameters have no place there and are dropped)."""
+    def fill(staging: Path) -> None:
+        weights, stats = lerobot_format.from_ours(policy.model.state_dict(), policy.stats)
+        save_file(_contiguous(weights), str(staging / "model.safetensors"))
+        save_file(_contiguous(stats), str(staging / lerobot_format.STATS_FILE))
+        (staging / "config.json").write_text(json.dumps(lerobot_format.config_json(policy.config), indent=1))
+        if policy.config.tokenizer == "sentencepiece":
+            policy.tokenizer.save(staging)
+
+    return _write_atomically(directory, fill)

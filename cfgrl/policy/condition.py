@@ -1,0 +1,78 @@
+"""The CFGRL optimality condition o in the action expert's suffix.
+
+Labels: 1 = optimal, 0 = not optimal, -1 = the unconditional label (null). Only the two real classes
+own parameters; a null sample injects nothing, so its output is exactly the model without any
+condition machinery whatever values these parameters hold. How a real class enters (condition_mode):
+
+* token:  a learned token placed just before the state token, in the state's attention block (the
+          prefix never sees it; the state and action tokens do). For null samples it is padding.
+* bias:   a learned vector added to every action token (zero-initialised).
+* concat: a learned vector concatenated to the [action, time] input of ``action_time_mlp_in``; its extra
+          input columns (kept here as ``concat_columns``, zero-initialised) are a linear map, so
+          ``mlp_in([a, t, e]) = mlp_in([a, t]) + concat_columns(e)`` and null samples skip the sum.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cfgrl.errors import CfgrlError
+from cfgrl.policy.config import NUM_CONDITION_CLASSES, PI0Config, UNCONDITIONAL
+
+
+def check_labels(o: torch.Tensor | None, batch_size: int) -> torch.Tensor | None:
+    """Validate an optimality-label tensor: integers in {1, 0, -1}, one per sample."""
+    if o is None:
+        return None
+    o = torch.as_tensor(o)
+    if o.dtype.is_floating_point or o.dtype == torch.bool or o.shape != (batch_size,):
+        raise CfgrlError(f"condition labels o must be an integer tensor of shape ({batch_size},), got {tuple(o.shape)} {o.dtype}")
+    if not bool(((o == 1) | (o == 0) | (o == UNCONDITIONAL)).all()):
+        raise CfgrlError("condition labels o accept only 1 (optimal), 0 (not optimal) and -1 (unconditional)")
+    return o.long()
+
+
+def any_conditioned(o: torch.Tensor | None) -> bool:
+    return o is not None and bool((o != UNCONDITIONAL).any())
+
+
+class Condition(nn.Module):
+    def __init__(self, cfg: PI0Config) -> None:
+        super().__init__()
+        self.mode = cfg.condition_mode
+        width = cfg.expert_width
+        if self.mode == "token":
+            self.tokens = nn.Parameter(torch.randn(NUM_CONDITION_CLASSES, width) * 0.02)
+        elif self.mode == "bias":
+            self.biases = nn.Parameter(torch.zeros(NUM_CONDITION_CLASSES, width))
+        elif self.mode == "concat":
+            # The class vectors must start non-zero: with zero columns *and* zero vectors neither would
+            # ever receive a gradient.
+            self.vectors = nn.Parameter(torch.randn(NUM_CONDITION_CLASSES, width) / width**0.5)
+            self.concat_columns = nn.Linear(width, width, bias=False)
+            nn.init.zeros_(self.concat_columns.weight)
+        else:
+            raise CfgrlError(f"unknown condition_mode {self.mode!r}; accepted: token, bias, concat")
+
+    @staticmethod
+    def active(o: torch.Tensor) -> torch.Tensor:
+        return o != UNCONDITIONAL
+
+    @staticmethod
+    def _class_index(o: torch.Tensor) -> torch.Tensor:
+        return o.clamp(min=0)  # null rows read class 0 but their result is never used
+
+    def token(self, o: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """token mode: (B, 1, W) condition tokens and their (B, 1) pad mask (False for null)."""
+        return self.tokens[self._class_index(o)][:, None].to(dtype), self.active(o)[:, None]
+
+    def add_bias(self, action_tokens: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+        """bias mode: action tokens + the class vector, untouched for null rows."""
+        biased = action_tokens + self.biases[self._class_index(o)][:, None].to(action_tokens.dtype)
+        return torch.where(self.active(o)[:, None, None], biased, action_tokens)
+
+    def add_concat(self, mlp_in_out: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+        """concat mode: add the extra input columns' contribution, untouched for null rows."""
+        extra = self.concat_columns(self.vectors[self._class_index(o)].to(mlp_in_out.dtype))
+        return torch.where(self.active(o)[:, None, None], mlp_in_out + extra[:, None], mlp_in_out)

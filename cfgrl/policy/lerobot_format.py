@@ -1,0 +1,155 @@
+"""Key and config mapping between our PI0Model and lerobot's pi0 checkpoints.
+
+lerobot keeps PaliGemma and the expert as transformers submodules, so its keys carry those module
+paths. Two PaliGemma layouts exist (transformers >= 4.52 and older); both are read, the current one is
+written. The tied PaliGemma lm_head and the expert's unused lm_head are accepted and dropped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from cfgrl.errors import CfgrlError
+from cfgrl.policy.config import PRESETS, PI0Config
+from cfgrl.policy.normalize import NormStats
+
+PG = "model.paligemma_with_expert.paligemma."
+EXPERT = "model.paligemma_with_expert.gemma_expert."
+STATS_FILE = "normalizer_stats.safetensors"
+IMAGE_FEATURE = "observation.images."
+
+# (ours, lerobot current layout, lerobot older layout)
+PREFIXES = [
+    ("transformer.vision.", PG + "model.vision_tower.", PG + "vision_tower."),
+    ("transformer.projector.", PG + "model.multi_modal_projector.linear.", PG + "multi_modal_projector.linear."),
+    ("transformer.prefix_lm.", PG + "model.language_model.", PG + "language_model.model."),
+    ("transformer.expert.", EXPERT + "model.", EXPERT + "model."),
+] + [(f"{p}.", f"model.{p}.", f"model.{p}.") for p in
+     ("state_proj", "action_in_proj", "action_out_proj", "action_time_mlp_in", "action_time_mlp_out")]
+TIED_HEADS = (PG + "lm_head.weight", PG + "language_model.lm_head.weight")
+IGNORED = (EXPERT + "lm_head.weight",)
+CLASSIC_STATS = {
+    "state_mean": "normalize_inputs.buffer_observation_state.mean",
+    "state_std": "normalize_inputs.buffer_observation_state.std",
+    "action_mean": ("normalize_targets.buffer_action.mean", "unnormalize_outputs.buffer_action.mean"),
+    "action_std": ("normalize_targets.buffer_action.std", "unnormalize_outputs.buffer_action.std"),
+}
+PROCESSOR_STATS = {"state_mean": "observation.state.mean", "state_std": "observation.state.std",
+                   "action_mean": "action.mean", "action_std": "action.std"}
+
+
+def config_values(meta: dict[str, Any]) -> dict[str, Any]:
+    """PI0Config fields implied by a lerobot pi0 config.json (sizes: the pi0 preset unless recorded)."""
+    values: dict[str, Any] = {**PRESETS["pi0"], "preset": "pi0", **meta.get("cfgrl_config", {})}
+    inputs, outputs = meta.get("input_features") or {}, meta.get("output_features") or {}
+    cameras = [k[len(IMAGE_FEATURE):] for k in inputs if k.startswith(IMAGE_FEATURE)]
+    if cameras:
+        values["camera_names"] = cameras
+    if "observation.state" in inputs:
+        values["state_dim"] = int(inputs["observation.state"]["shape"][-1])
+    if "action" in outputs:
+        values["action_dim"] = int(outputs["action"]["shape"][-1])
+    for ours, theirs in (("chunk_size", "chunk_size"), ("max_state_dim", "max_state_dim"), ("max_action_dim", "max_action_dim"),
+                         ("max_token_len", "tokenizer_max_length"), ("num_steps", "num_inference_steps"), ("num_steps", "num_steps")):
+        if meta.get(theirs) is not None:
+            values[ours] = int(meta[theirs])
+    if meta.get("image_resolution"):
+        values["image_size"] = int(meta["image_resolution"][0])
+    return values
+
+
+def to_ours(weights: dict[str, torch.Tensor], directory: Path, config: PI0Config) -> tuple[dict, NormStats, list[str]]:
+    """lerobot state dict -> (our state dict, stats, notes). Unknown keys are passed through to fail the load."""
+    state: dict[str, torch.Tensor] = {}
+    found: dict[str, torch.Tensor] = {}
+    tied_head = None
+    notes: list[str] = []
+    for key, tensor in weights.items():
+        if key in TIED_HEADS:
+            tied_head = tensor
+            continue
+        if key in IGNORED:
+            continue
+        if key.startswith(("normalize_", "unnormalize_")):
+            found[key] = tensor
+            continue
+        for ours, current, older in PREFIXES:
+            prefix = current if key.startswith(current) else older if key.startswith(older) else None
+            if prefix is not None:
+                state[ours + key[len(prefix):]] = tensor
+                break
+        else:
+            state[key] = tensor  # reported as unexpected by the caller
+    embed = "transformer.prefix_lm.embed_tokens.weight"
+    if embed not in state and tied_head is not None:
+        state[embed] = tied_head
+        notes.append("token embeddings taken from the tied lm_head")
+    return state, _stats(found, directory, config, notes), notes
+
+
+def _finite(t: torch.Tensor | None) -> np.ndarray | None:
+    if t is None:
+        return None
+    array = t.float().numpy().reshape(-1)
+    return array if np.all(np.isfinite(array)) else None  # lerobot fills never-set buffers with inf
+
+
+def _stats(buffers: dict[str, torch.Tensor], directory: Path, config: PI0Config, notes: list[str]) -> NormStats:
+    values: dict[str, np.ndarray | None] = {}
+    for field, keys in CLASSIC_STATS.items():
+        keys = (keys,) if isinstance(keys, str) else keys
+        values[field] = next((a for a in (_finite(buffers.get(k)) for k in keys) if a is not None), None)
+    if all(v is not None for v in values.values()):
+        notes.append("normalisation stats taken from the classic normaliser buffers")
+        return NormStats(**values)
+    for path in sorted(directory.glob("*.safetensors")):
+        if path.name == "model.safetensors":
+            continue
+        tensors = load_file(str(path))
+        if all(k in tensors for k in PROCESSOR_STATS.values()):
+            notes.append(f"normalisation stats taken from {path.name}")
+            return NormStats(**{f: tensors[k].float().numpy() for f, k in PROCESSOR_STATS.items()})
+    notes.append("no normalisation stats found: using identity stats (set them before training)")
+    return NormStats.identity(config.state_dim, config.action_dim)
+
+
+def from_ours(state: dict[str, torch.Tensor], stats: NormStats) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Our state dict -> (lerobot weights in the current layout, processor-style stats tensors)."""
+    weights: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        if key.startswith("condition."):
+            continue  # lerobot's pi0 has no condition parameters
+        for ours, current, _ in PREFIXES:
+            if key.startswith(ours):
+                weights[current + key[len(ours):]] = tensor
+                break
+        else:
+            raise CfgrlError(f"cannot export parameter {key} to the lerobot layout")
+    weights[TIED_HEADS[0]] = weights[PG + "model.language_model.embed_tokens.weight"].clone()
+    stats_tensors = {k: torch.tensor(getattr(stats, f), dtype=torch.float32) for f, k in PROCESSOR_STATS.items()}
+    return weights, stats_tensors
+
+
+def config_json(config: PI0Config) -> dict[str, Any]:
+    image = {"type": "VISUAL", "shape": [3, config.image_size, config.image_size]}
+    sizes = {k: v for k, v in config.to_dict().items() if k not in ("condition_mode", "use_prefix_dropout")}
+    return {
+        "type": "pi0",
+        "input_features": {
+            **{IMAGE_FEATURE + cam: image for cam in config.camera_names},
+            "observation.state": {"type": "STATE", "shape": [config.state_dim]},
+        },
+        "output_features": {"action": {"type": "ACTION", "shape": [config.action_dim]}},
+        "normalization_mapping": {"VISUAL": "IDENTITY", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"},
+        "chunk_size": config.chunk_size, "n_action_steps": config.chunk_size,
+        "max_state_dim": config.max_state_dim, "max_action_dim": config.max_action_dim,
+        "tokenizer_max_length": config.max_token_len, "num_inference_steps": config.num_steps,
+        "image_resolution": [config.image_size, config.image_size],
+        "paligemma_variant": "gemma_2b", "action_expert_variant": "gemma_300m",
+        "cfgrl_config": sizes,  # our exact sizes, so non-pi0 presets round-trip
+    }

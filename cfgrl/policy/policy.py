@@ -1,0 +1,179 @@
+"""PI0Policy: raw observations in, raw actions out; CFGRL losses and guided sampling.
+
+Wraps ``PI0Model`` with everything between the robot and the tensors: image resizing, prompt
+tokenisation, state/action normalisation and padding, the per-sample CFGRL labels, and the record of
+whether the condition parameters were ever trained (an untrained policy is exactly the base policy
+whatever guidance weight it is asked for).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cfgrl.errors import CfgrlError
+from cfgrl.policy.condition import check_labels
+from cfgrl.policy.config import PI0Config
+from cfgrl.policy.images import prepare_images
+from cfgrl.policy.model import PI0Model, validate_cfg_scale
+from cfgrl.policy.normalize import NormStats
+from cfgrl.policy.tokenizer import Tokenizer, make_tokenizer
+
+
+def _pad_last(x: torch.Tensor, size: int) -> torch.Tensor:
+    return torch.nn.functional.pad(x, (0, size - x.shape[-1]))
+
+
+class PI0Policy(nn.Module):
+    def __init__(self, config: PI0Config, stats: NormStats | None = None, tokenizer: Tokenizer | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.model = PI0Model(config)
+        self.condition_trained = False
+        self._tokenizer = tokenizer
+        self.load_report: list[str] = []  # what from_pretrained had to initialise or convert
+        self._id_cache: tuple[Any, str] | None = None
+        self.set_stats(stats if stats is not None else NormStats.identity(config.state_dim, config.action_dim))
+
+    # ----- stats and tokenizer ---------------------------------------------------------------------
+    @property
+    def stats(self) -> NormStats:
+        return self._stats
+
+    def set_stats(self, stats: NormStats) -> None:
+        stats.check_dims(self.config.state_dim, self.config.action_dim)
+        self._stats = stats
+        self._norm = {
+            name: torch.tensor(value, dtype=torch.float32)
+            for name, value in (
+                ("state_mean", stats.state_mean), ("state_std", NormStats.safe_std(stats.state_std)),
+                ("action_mean", stats.action_mean), ("action_std", NormStats.safe_std(stats.action_std)),
+            )
+        }
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = make_tokenizer(self.config.tokenizer, self.config.max_token_len)
+        return self._tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.action_out_proj.weight.device
+
+    def _norm_on(self, name: str) -> torch.Tensor:
+        return self._norm[name].to(self.device)
+
+    # ----- inputs ----------------------------------------------------------------------------------
+    def _model_inputs(self, obs: dict[str, Any]) -> tuple[list, list, torch.Tensor, torch.Tensor, torch.Tensor]:
+        missing = [k for k in ("images", "state", "prompt") if k not in obs]
+        if missing:
+            raise CfgrlError(f"observation lacks {', '.join(missing)}; expected images, state and prompt")
+        state = torch.as_tensor(obs["state"], dtype=torch.float32, device=self.device)
+        if state.ndim != 2 or state.shape[1] != self.config.state_dim:
+            raise CfgrlError(f"state must have shape (B, {self.config.state_dim}), got {tuple(state.shape)}")
+        batch = state.shape[0]
+        prompts = [obs["prompt"]] * batch if isinstance(obs["prompt"], str) else list(obs["prompt"])
+        if len(prompts) != batch:
+            raise CfgrlError(f"got {len(prompts)} prompts for a batch of {batch}")
+        images, img_masks = prepare_images(obs["images"], self.config.camera_names, self.config.image_size, batch, self.device)
+        lang_tokens, lang_masks = self.tokenizer(prompts)
+        state = (state - self._norm_on("state_mean")) / self._norm_on("state_std")
+        return images, img_masks, lang_tokens.to(self.device), lang_masks.to(self.device), _pad_last(state, self.config.max_state_dim)
+
+    # ----- training --------------------------------------------------------------------------------
+    def compute_loss(self, batch: dict[str, Any], noise: torch.Tensor | None = None, time: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-sample flow-matching loss (B,): masked MSE over the chunk, each sample under its own label o."""
+        images, img_masks, lang_tokens, lang_masks, state = self._model_inputs(batch)
+        actions = torch.as_tensor(batch["actions"], dtype=torch.float32, device=self.device)
+        expected = (state.shape[0], self.config.chunk_size, self.config.action_dim)
+        if tuple(actions.shape) != expected:
+            raise CfgrlError(f"actions must have shape {expected}, got {tuple(actions.shape)}")
+        actions = _pad_last((actions - self._norm_on("action_mean")) / self._norm_on("action_std"), self.config.max_action_dim)
+        o = batch.get("o")
+        o = check_labels(torch.as_tensor(o, device=self.device), state.shape[0]) if o is not None else None
+        losses = self.model(images, img_masks, lang_tokens, lang_masks, state, actions, noise=noise, time=time, o=o)
+        is_pad = batch.get("action_is_pad")
+        if is_pad is not None:
+            losses = losses * (~torch.as_tensor(is_pad, device=self.device).bool())[:, :, None]
+        return losses.mean(dim=(1, 2))
+
+    def forward(self, batch: dict[str, Any], noise: torch.Tensor | None = None, time: torch.Tensor | None = None) -> torch.Tensor:
+        return self.compute_loss(batch, noise=noise, time=time)
+
+    def configure_training(self, freeze_vision: bool = False, train_expert_only: bool = False, gradient_checkpointing: bool = False) -> list[nn.Parameter]:
+        """Set requires_grad for the chosen regime and return the trainable parameters.
+
+        train_expert_only trains the action expert, the state/action projections and the condition
+        parameters (vision tower and prefix LM frozen); freeze_vision freezes the vision tower only.
+        """
+        transformer = self.model.transformer
+        frozen: set[int] = set()
+        if freeze_vision or train_expert_only:
+            frozen |= {id(p) for p in transformer.vision.parameters()}
+        if train_expert_only:
+            frozen |= {id(p) for p in [*transformer.projector.parameters(), *transformer.prefix_lm.parameters()]}
+        for p in self.parameters():
+            p.requires_grad_(id(p) not in frozen)
+        transformer.gradient_checkpointing = gradient_checkpointing
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # ----- sampling --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_actions(self, obs: dict[str, Any], cfg_scale: float = 1.0, noise: torch.Tensor | None = None, num_steps: int | None = None) -> torch.Tensor:
+        """Raw actions (B, chunk, action_dim) with guidance v = v_null + w (v_1 - v_null), w = cfg_scale."""
+        validate_cfg_scale(cfg_scale)
+        images, img_masks, lang_tokens, lang_masks, state = self._model_inputs(obs)
+        shape = (state.shape[0], self.config.chunk_size, self.config.max_action_dim)
+        if noise is not None:
+            noise = torch.as_tensor(noise, dtype=torch.float32, device=self.device)
+            if tuple(noise.shape) != shape:
+                raise CfgrlError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
+        actions = self.model.sample_actions(
+            images, img_masks, lang_tokens, lang_masks, state, noise=noise, cfg_scale=cfg_scale,
+            use_condition=self.condition_trained, num_steps=num_steps,
+        )
+        actions = actions[:, :, : self.config.action_dim]
+        return actions * self._norm_on("action_std") + self._norm_on("action_mean")
+
+    # ----- identity and checkpoints ----------------------------------------------------------------
+    @property
+    def policy_id(self) -> str:
+        """Content hash of config, weights, stats, tokenizer and condition_trained (cached per weight version)."""
+        key = (tuple(t._version for t in self.model.state_dict().values()), id(self._stats), self.condition_trained)
+        if self._id_cache is None or self._id_cache[0] != key:
+            self._id_cache = (key, self._content_hash())
+        return self._id_cache[1]
+
+    def _content_hash(self) -> str:
+        digest = hashlib.blake2b(digest_size=10)
+        digest.update(json.dumps({"config": self.config.to_dict(), "condition_trained": self.condition_trained}, sort_keys=True).encode())
+        digest.update(json.dumps(self._stats.to_dict(), sort_keys=True).encode())
+        digest.update(self.tokenizer.content() if self.config.tokenizer == "byte" or self._tokenizer else b"")
+        for name, tensor in sorted(self.model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        from cfgrl.policy.checkpoint import save_policy
+
+        return save_policy(self, Path(directory))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, tokenizer: str | Path | None = None, **overrides: Any) -> "PI0Policy":
+        """Load our checkpoint or a lerobot pi0 one; ``overrides`` are PI0Config fields (e.g. sizes, condition_mode)."""
+        from cfgrl.policy.checkpoint import load_policy
+
+        return load_policy(Path(directory), tokenizer=tokenizer, overrides=overrides)
+
+
+def stats_from_arrays(state: np.ndarray, actions: np.ndarray) -> NormStats:
+    """Mean/std of raw state rows (N, state_dim) and action rows (N, action_dim)."""
+    return NormStats(state.mean(0), state.std(0), actions.mean(0), actions.std(0))
