@@ -1,7 +1,54 @@
-"""`cfgrl label` (being written)."""
-from cfgrl.errors import CfgrlError
+"""`cfgrl label`: label the windows of one or more stores and save a versioned label index."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cfgrl.cli_common import ConfigOption, OverrideOption, resolve
 
 
-def label_command() -> None:
-    """Not implemented yet."""
-    raise CfgrlError("label is not implemented yet")
+def _print_versions(root: Path) -> None:
+    from cfgrl.label.index import list_versions
+
+    versions = list_versions(root)
+    if not versions:
+        typer.echo(f"{root}: no label version yet")
+        return
+    typer.echo(f"{root}:")
+    for v in versions:
+        s, c = v["settings"], v["counts"]
+        names = f"  names: {', '.join(v['names'])}" if v["names"] else ""
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(v["created"]))
+        typer.echo(
+            f"  {v['version']}  {created} UTC  {s['label_source']}/{s['label_scheme']}  threshold {s['label_threshold']}  "
+            f"dropout {s['dropout_prob']}  seed {s['seed']}  {c['windows']} windows, o=1 {c['label_share']['1']:.1%}{names}"
+        )
+
+
+def label_command(
+    stores: Annotated[list[Path], typer.Argument(help="Store directories (.zarr) written by `cfgrl collect`.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Directory of the label versions (default: STORE.labels beside the first store).")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Alias for the version (never moved once given).")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the label versions of the stores and exit.")] = False,
+    config: ConfigOption = None,
+    overrides: OverrideOption = None,
+) -> None:
+    """Label windows with optimality labels (cfgrl.* settings) and save a versioned parquet index."""
+    from cfgrl.label.index import labels_dir, make_label_index
+    from cfgrl.label.report import summary_text
+    from cfgrl.store import open_stores
+
+    if list_:
+        roots = [out.absolute()] if out is not None else [labels_dir(p) for p in stores]
+        for root in dict.fromkeys(roots):
+            _print_versions(root)
+        return
+    cfg = resolve(config, overrides)
+    index = make_label_index(open_stores(list(stores)), cfg.cfgrl, cfg.inference.replan_steps, out, name)
+    typer.echo(summary_text(index.manifest))
+    verb = "reused existing" if index.reused else "wrote"
+    typer.echo(f"{verb} version {index.version}: {index.path}" + (f" (name '{name}')" if name else ""))

@@ -1,0 +1,65 @@
+"""What `cfgrl label` prints and saves: label shares per task and overall, the dropout hit rate,
+and a histogram of the window advantages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _share_line(title: str, windows: int, share: dict[str, float]) -> str:
+    return f"  {title:<10} {windows:>9}  o=1 {share['1']:6.1%}  o=0 {share['0']:6.1%}  o=∅ {share['null']:6.1%}"
+
+
+def summary_text(manifest: dict[str, Any]) -> str:
+    s, c = manifest["settings"], manifest["counts"]
+    threshold = "n/a" if s["label_threshold"] is None else f"{s['label_threshold']:g}"
+    lines = [
+        f"label index {manifest['version']}  ({s['label_source']}, {s['label_scheme']}, threshold {threshold}, "
+        f"dropout {s['dropout_prob']:g}, seed {s['seed']}, stride {s['window_stride']}, zero-variance groups: "
+        f"{s['zero_variance_groups']})",
+        f"  {c['episodes']} episodes in {c['groups']} groups ({c['zero_variance_groups']} with one outcome); "
+        f"{c['windows']} windows ({c['windows_before_drop'] - c['windows']} dropped)",
+        "  final labels after condition dropout:",
+        f"  {'task':<10} {'windows':>9}",
+    ]
+    for task, row in c["label_share_per_task"].items():
+        lines.append(_share_line(f"task {task}", row["windows"], row))
+    lines.append(_share_line("overall", c["windows"], c["label_share"]))
+    lines.append(
+        f"  dropout hit rate among conditioned labels: {c['dropout_hit_rate']:.2%} "
+        f"({c['dropout_hits']} of {c['conditioned']})"
+    )
+    if c["advantage"] is not None:
+        a = c["advantage"]
+        lines.append(f"  advantage: min {a['min']:.4g}  mean {a['mean']:.4g}  max {a['max']:.4g}")
+    return "\n".join(lines)
+
+
+def write_histogram(advantage: np.ndarray, manifest: dict[str, Any], path: Path) -> None:
+    """A PNG histogram of A_w with the threshold marked (an empty note for label_source none)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = manifest["settings"]
+    values = advantage[~np.isnan(advantage)]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if len(values):
+        counts, edges = np.histogram(values, bins=50)
+        ax.stairs(counts, edges, fill=True, alpha=0.7)
+        if settings["label_threshold"] is not None:
+            ax.axvline(settings["label_threshold"], color="crimson", linestyle="--", label="threshold")
+            ax.legend()
+        ax.set_xlabel("window advantage A_w")
+        ax.set_ylabel("windows")
+    else:
+        ax.text(0.5, 0.5, "no advantage (label_source none)", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+    ax.set_title(f"{settings['label_source']} - version {manifest['version']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
