@@ -1,0 +1,232 @@
+"""The ``libero`` backend: the LIBERO benchmark (robosuite on MuJoCo) behind ``cfgrl.envs.base.Env``.
+
+Conventions are PI0's LIBERO ones (openpi): both cameras rotated by 180 degrees, state = eef position
++ axis-angle of the eef quaternion + the two gripper finger positions, 7-d delta-pose actions with the
+gripper last (-1 open, +1 close), ``NUM_WAIT_STEPS`` "do nothing" steps while the objects settle,
+the benchmark's own 50 init states per task, reward 1.0 only on success, and success = LIBERO's done.
+
+Rendering is the dominant cost on a CPU (llvmpipe), so the simulator is built WITHOUT camera
+observations and ``render`` draws the two cameras only when asked: at reset and at the steps whose
+images the policy uses. Set-up (``scripts/setup_libero.sh``) installs LIBERO and its scene assets.
+Before LIBERO is imported this module chooses the GL back-end (``MUJOCO_GL``, default ``egl``) and
+points ``LIBERO_CONFIG_PATH`` at a config it writes beside the installed package, so importing LIBERO
+never asks an interactive question nor writes into the home directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from cfgrl.config import EnvConfig
+from cfgrl.envs.base import ACTION_DIM, STATE_DIM, Observation, StepResult, TaskInfo
+from cfgrl.errors import CfgrlError
+
+# openpi's LIBERO step limits (policy steps, wait steps excluded): the longest demonstration of each suite plus margin.
+SUITE_MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
+SUITES = tuple(SUITE_MAX_STEPS)
+NUM_WAIT_STEPS = 10  # objects fall onto the table for a few steps after an init state is set
+RENDERERS = ("egl", "osmesa")  # headless MuJoCo GL back-ends; egl with Mesa runs on llvmpipe without a GPU
+DEFAULT_RENDERER = "egl"  # measured here: works with Debian's Mesa EGL; libOSMesa is not installed by default
+CAMERAS = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}  # our name -> robosuite camera
+SETUP_HINT = "run scripts/setup_libero.sh .venv (installs LIBERO and its scene assets)"
+
+
+def configure_process() -> str:
+    """Set the process-wide variables LIBERO and MuJoCo read at import time; returns the renderer.
+
+    Must run before ``mujoco`` is imported: MuJoCo picks its GL back-end once, at import.
+    """
+    renderer = os.environ.setdefault("MUJOCO_GL", DEFAULT_RENDERER).strip().lower()
+    if renderer not in RENDERERS:
+        raise CfgrlError(f"MUJOCO_GL='{renderer}' cannot render headless LIBERO; use one of: {', '.join(RENDERERS)}")
+    os.environ.setdefault("PYOPENGL_PLATFORM", renderer)
+    if "LIBERO_CONFIG_PATH" in os.environ:
+        if not (Path(os.environ["LIBERO_CONFIG_PATH"]) / "config.yaml").is_file():
+            raise CfgrlError(
+                f"LIBERO_CONFIG_PATH={os.environ['LIBERO_CONFIG_PATH']} has no config.yaml; unset it to use the installed package's files"
+            )
+    else:
+        os.environ["LIBERO_CONFIG_PATH"] = str(_write_libero_config(_libero_package_dir()))
+    return renderer
+
+
+def _libero_package_dir() -> Path:
+    """``.../site-packages/libero/libero`` of the installed hf-libero, found without importing it."""
+    spec = importlib.util.find_spec("libero")
+    if spec is None or not spec.submodule_search_locations:
+        raise CfgrlError(f"LIBERO is not installed in this Python ({sys.prefix}); {SETUP_HINT}")
+    package = Path(next(iter(spec.submodule_search_locations))) / "libero"
+    if not (package / "assets" / "scenes").is_dir():
+        raise CfgrlError(f"LIBERO's scene assets are missing ({package / 'assets'}); {SETUP_HINT}")
+    return package
+
+
+def _write_libero_config(package: Path) -> Path:
+    """LIBERO's config.yaml pointing at the package's own files; rewritten only when it differs.
+
+    It lives beside the installed package (inside the virtual environment), never in the home directory.
+    """
+    paths = {
+        "benchmark_root": package,
+        "bddl_files": package / "bddl_files",
+        "init_states": package / "init_files",
+        "datasets": package.parent / "datasets",  # unused: cfgrl never reads LIBERO's demonstration files
+        "assets": package / "assets",
+    }
+    text = yaml.safe_dump({key: str(path) for key, path in paths.items()})
+    config_dir = package.parent / "cfgrl_libero_config"
+    config = config_dir / "config.yaml"
+    if not config.is_file() or config.read_text() != text:
+        config_dir.mkdir(exist_ok=True)
+        partial = config.with_suffix(f".{os.getpid()}.tmp")  # parallel workers: write aside, rename atomically
+        partial.write_text(text)
+        partial.replace(config)
+    return config_dir
+
+
+def _import_libero() -> tuple[Any, Any, Any]:
+    """(benchmark module, OffScreenRenderEnv, get_libero_path), imported quietly once the process is configured."""
+    with contextlib.redirect_stdout(io.StringIO()):  # LIBERO prints banners and task orders on import
+        from libero.libero import benchmark, get_libero_path
+        from libero.libero.envs import OffScreenRenderEnv
+    return benchmark, OffScreenRenderEnv, get_libero_path
+
+
+def quat_to_axis_angle(quat_xyzw: np.ndarray) -> np.ndarray:
+    """Rotation vector (axis * angle) of a unit quaternion in robosuite's (x, y, z, w) order."""
+    w = float(np.clip(quat_xyzw[3], -1.0, 1.0))
+    sin_half = np.sqrt(1.0 - w * w)  # |sin(angle / 2)|
+    if np.isclose(sin_half, 0.0):
+        return np.zeros(3)  # no rotation: the axis is undefined
+    return np.asarray(quat_xyzw[:3]) * (2.0 * np.arccos(w) / sin_half)
+
+
+def state_vector(raw_obs: dict[str, np.ndarray]) -> np.ndarray:
+    """PI0's 8-d LIBERO state from robosuite's observation dict."""
+    state = np.concatenate(
+        [raw_obs["robot0_eef_pos"], quat_to_axis_angle(raw_obs["robot0_eef_quat"]), raw_obs["robot0_gripper_qpos"]]
+    ).astype(np.float32)
+    assert state.shape == (STATE_DIM,)
+    return state
+
+
+class LiberoEnv:
+    """The ``libero`` backend of ``cfgrl.envs.base.Env``: one simulator at a time, rebuilt when the task changes."""
+
+    name = "libero"
+    camera_names = tuple(CAMERAS)
+    num_wait_steps = NUM_WAIT_STEPS
+
+    def __init__(self, cfg: EnvConfig):
+        if cfg.suite not in SUITES:
+            raise CfgrlError(f"env.suite '{cfg.suite}' is not a LIBERO suite; choose one of: {', '.join(SUITES)}")
+        if cfg.image_size < 16:
+            raise CfgrlError(f"env.image_size must be at least 16, got {cfg.image_size} (PI0 on LIBERO uses 224)")
+        if cfg.max_steps is not None and cfg.max_steps < 1:
+            raise CfgrlError(f"env.max_steps must be at least 1, got {cfg.max_steps}")
+        self.suite = cfg.suite
+        self.image_size = cfg.image_size
+        self.max_steps = cfg.max_steps or SUITE_MAX_STEPS[cfg.suite]
+        self.wait_action = np.array([0, 0, 0, 0, 0, 0, -1], np.float32)  # hold still, gripper open
+        self.renderer = configure_process()
+        benchmark, self._env_class, get_libero_path = _import_libero()
+        with contextlib.redirect_stdout(io.StringIO()):
+            self._benchmark = benchmark.get_benchmark_dict()[cfg.suite]()
+        self._bddl_dir = Path(get_libero_path("bddl_files"))
+        self._init_states: dict[int, np.ndarray] = {}
+        self._sim: Any = None  # LIBERO's OffScreenRenderEnv of task self._sim_task
+        self._sim_task: int | None = None
+        for task_id in cfg.tasks or []:
+            self._check_task(task_id)
+
+    def tasks(self) -> list[TaskInfo]:
+        return [
+            TaskInfo(task_id=i, prompt=self._benchmark.get_task(i).language,
+                     num_init_states=len(self._task_init_states(i)), max_steps=self.max_steps)
+            for i in range(self._benchmark.n_tasks)
+        ]
+
+    def check_episode(self, task_id: int, init_state_id: int) -> None:
+        """Raise ``CfgrlError`` for a task or init state this suite does not have."""
+        self._check_task(task_id)
+        count = len(self._task_init_states(task_id))
+        if not 0 <= init_state_id < count:
+            raise CfgrlError(f"init state {init_state_id} is out of range; task {task_id} of {self.suite} has 0..{count - 1}")
+
+    def reset(self, task_id: int, init_state_id: int, seed: int) -> Observation:
+        """Rebuild the scene (LIBERO's hard reset), then set the benchmark's init state ``init_state_id``."""
+        self.check_episode(task_id, init_state_id)
+        if self._sim_task != task_id:
+            self._open_task(task_id)
+        self._sim.seed(seed)  # LIBERO seeds numpy's global generator; the init state fixes the scene
+        self._sim.reset()
+        raw = self._sim.set_init_state(self._task_init_states(task_id)[init_state_id])
+        return Observation(images=self.render(), state=state_vector(raw), prompt=self._prompt)
+
+    def step(self, action: np.ndarray, render: bool) -> StepResult:
+        action = np.asarray(action, np.float64)
+        if action.shape != (ACTION_DIM,) or not np.all(np.isfinite(action)):
+            raise ValueError(f"a LIBERO action is {ACTION_DIM} finite numbers, got shape {action.shape}")
+        raw, _, done, _ = self._sim.step(np.clip(action, -1.0, 1.0))
+        success = bool(done)  # LIBERO's done is its success check (the time limit is the engine's)
+        obs = Observation(images=self.render() if render else None, state=state_vector(raw), prompt=self._prompt)
+        return StepResult(obs=obs, reward=1.0 if success else 0.0, success=success)
+
+    def render(self) -> dict[str, np.ndarray]:
+        """Both cameras as the policy sees them: uint8 (S, S, 3), rotated 180 degrees from the GL frame."""
+        return {name: np.ascontiguousarray(self.raw_frame(camera)[::-1, ::-1]) for name, camera in CAMERAS.items()}
+
+    def raw_frame(self, camera: str) -> np.ndarray:
+        """One camera straight from MuJoCo's offscreen buffer (OpenGL's bottom-up rows; robosuite's default)."""
+        size = self.image_size
+        return self._sim.env.sim.render(camera_name=camera, width=size, height=size, depth=False)
+
+    def close(self) -> None:
+        if self._sim is not None:
+            self._sim.close()
+        self._sim, self._sim_task = None, None
+
+    def _check_task(self, task_id: int) -> None:
+        if not 0 <= task_id < self._benchmark.n_tasks:
+            names = ", ".join(f"{i} ({self._benchmark.get_task(i).language})" for i in range(self._benchmark.n_tasks))
+            raise CfgrlError(f"task {task_id} is not in LIBERO suite '{self.suite}'; valid tasks: {names}")
+
+    def _task_init_states(self, task_id: int) -> np.ndarray:
+        """The benchmark's fixed init states of a task (pickles shipped inside the LIBERO package)."""
+        if task_id not in self._init_states:
+            self._init_states[task_id] = np.asarray(self._benchmark.get_task_init_states(task_id))
+        return self._init_states[task_id]
+
+    def _open_task(self, task_id: int) -> None:
+        self.close()
+        task = self._benchmark.get_task(task_id)
+        with contextlib.redirect_stdout(io.StringIO()):
+            self._sim = self._env_class(
+                bddl_file_name=str(self._bddl_dir / task.problem_folder / task.bddl_file),
+                camera_names=list(CAMERAS.values()), camera_heights=self.image_size, camera_widths=self.image_size,
+                use_camera_obs=False,  # cameras are drawn by render(), only when asked
+                ignore_done=True,  # episode length is the engine's business, not robosuite's horizon
+            )
+        self._sim_task = task_id
+        self._prompt = task.language
+
+
+def check_install(suite: str = "libero_spatial", image_size: int = 224) -> str:
+    """Build a real LIBERO env, reset, render, step once: a one-line report (also warms numba's cache)."""
+    env = LiberoEnv(EnvConfig(name="libero", suite=suite, image_size=image_size))
+    try:
+        obs = env.reset(0, 0, seed=0)
+        env.step(env.wait_action, render=False)
+        shapes = {name: img.shape for name, img in obs.images.items()}
+        return f"LIBERO ok: {suite} has {len(env.tasks())} tasks; renderer {env.renderer}; cameras {shapes}"
+    finally:
+        env.close()

