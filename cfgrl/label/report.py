@@ -48,6 +48,7 @@ def write_histogram(advantage: np.ndarray, manifest: dict[str, Any], path: Path)
     settings = manifest["settings"]
     values = advantage[~np.isnan(advantage)]
     fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.15, top=0.9)  # fixed margins: tight_layout draws twice
     if len(values):
         counts, edges = np.histogram(values, bins=50)
         ax.stairs(counts, edges, fill=True, alpha=0.7)
@@ -60,6 +61,5 @@ def write_histogram(advantage: np.ndarray, manifest: dict[str, Any], path: Path)
         ax.text(0.5, 0.5, "no advantage (label_source none)", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
     ax.set_title(f"{settings['label_source']} - version {manifest['version']}")
-    fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -1,0 +1,84 @@
+"""`cfgrl label`: what it prints and saves, --list, --name, --out, and one clear line on bad input."""
+
+import json
+
+import pytest
+import zarr
+from typer.testing import CliRunner
+
+from cfgrl.cli import app
+from cfgrl.store import StoreWriter
+
+from conftest import LAYOUT, Ep, sparse, write_store
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, ["label", *map(str, args)])
+
+
+@pytest.fixture
+def store(tmp_path):
+    episodes = [Ep(sparse(20 + 5 * i, i % 2 == 0), group=g, task=g) for g in range(2) for i in range(4)]
+    return write_store(tmp_path / "reach.zarr", episodes)
+
+
+def test_label_prints_shares_per_task_and_dropout_rate_then_lists(store, tmp_path):
+    result = run(store.path, "--name", "first", "-o", "cfgrl.label_scheme=ternary")
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "task 0" in out and "task 1" in out and "overall" in out and "o=1" in out and "o=0" in out and "o=∅" in out
+    assert "dropout hit rate among conditioned labels" in out and "wrote version" in out
+    versions = [p for p in (tmp_path / "reach.labels").iterdir() if p.name != "names"]
+    assert len(versions) == 1
+    assert (versions[0] / "summary.txt").read_text().startswith("label index ")
+    assert json.loads((tmp_path / "reach.labels" / "names" / "first.json").read_text()) == {"version": versions[0].name}
+    again = run(store.path, "-o", "cfgrl.label_scheme=ternary")
+    assert "reused existing version" in again.output
+    listed = run("--list", store.path)
+    assert listed.exit_code == 0 and versions[0].name in listed.output and "names: first" in listed.output
+
+
+def test_several_stores_go_under_out(store, tmp_path):
+    other = write_store(tmp_path / "more.zarr", [Ep(sparse(15, True), group=0), Ep(sparse(15, False), group=0)])
+    result = run(store.path, other.path, "--out", tmp_path / "joint")
+    assert result.exit_code == 0, result.output
+    (version,) = [p for p in (tmp_path / "joint").iterdir()]
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert [s["path"] for s in manifest["stores"]] == [str(store.path.absolute()), str(other.path.absolute())]
+    assert "more.zarr" not in str(version) and not (tmp_path / "reach.labels").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["cfgrl.label_source=advantage"], "cfgrl.label_source 'advantage' is not valid; choose one of: episode_rloo, window_rloo, window_return, none"),
+        (["cfgrl.label_scheme=quaternary"], "cfgrl.label_scheme 'quaternary' is not valid; choose one of: binary, ternary"),
+        (["cfgrl.dropout_prob=1.5"], "cfgrl.dropout_prob must be in [0, 1], got 1.5"),
+        (["cfgrl.window_stride=3"], "cfgrl.window_stride=3 must be a positive multiple of inference.replan_steps=5"),
+    ],
+)
+def test_bad_settings_fail_with_one_line(store, tmp_path, overrides, message):
+    result = run(store.path, *[a for o in overrides for a in ("-o", o)])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert not (tmp_path / "reach.labels").exists()
+
+
+def test_empty_store_other_schema_and_no_signal_fail_with_one_line(tmp_path, store):
+    StoreWriter(tmp_path / "empty.zarr", LAYOUT).close()
+    result = run(tmp_path / "empty.zarr")
+    assert result.exit_code == 2 and "has no finished episode yet" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+    flat = write_store(tmp_path / "flat.zarr", [Ep(sparse(10, True), group=0), Ep(sparse(10, True), group=0)])
+    result = run(flat.path)
+    assert result.exit_code == 2 and "every group had the same outcome" in result.output
+    assert not (tmp_path / "flat.labels").exists() or not any((tmp_path / "flat.labels").iterdir())
+    assert run(flat.path, "-o", "cfgrl.label_source=none").exit_code == 0  # allowed for plain BC
+
+    zarr.open_group(str(store.path), mode="r+").attrs["schema_version"] = 7
+    result = run(store.path)
+    assert result.exit_code == 2 and "schema version 7" in result.output
