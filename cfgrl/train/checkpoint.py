@@ -1,0 +1,150 @@
+"""Training checkpoints: atomic, pickle-free, with a ``last`` pointer.
+
+``RUN_DIR/checkpoints/step_N/`` is a policy directory (``PI0Policy.from_pretrained`` loads it) plus::
+
+    training_state/trainer.json          schema, step, epoch, batch position in the epoch, world size
+    training_state/config.json           the resolved configuration of the run
+    training_state/optimizer.safetensors AdamW tensors, keyed "<param index>.<name>"
+    training_state/optimizer.json        AdamW param groups and non-tensor state
+    training_state/scheduler.json        the lr scheduler's state
+    training_state/rng.safetensors       torch CPU (and CUDA) generator states of rank 0
+    training_state/rng.json              numpy and python generator states of rank 0
+    training_state/ema.safetensors       EMA weights (only with train.ema_decay)
+
+It is written to a temporary directory and renamed into place, then ``RUN_DIR/last`` (a relative
+symlink) is swapped to it, so a kill at any moment leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from cfgrl.errors import CfgrlError
+from cfgrl.schemas import TRAIN_CHECKPOINT
+
+STATE_DIR = "training_state"
+
+
+def _tensors_and_json(state: dict) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors, plain = {}, {}
+    for pid, entries in state.items():
+        for name, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                plain.setdefault(str(pid), {})[name] = value
+    return tensors, plain
+
+
+def save_checkpoint(run_dir: Path, step: int, policy: Any, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, trainer: dict, config: dict,
+                    ema: dict[str, torch.Tensor] | None) -> Path:
+    """Write ``checkpoints/step_<step>`` atomically and point ``last`` at it (rank 0 only)."""
+    ckpt_root = run_dir / "checkpoints"
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    final = ckpt_root / f"step_{step}"
+    tmp = ckpt_root / f".tmp-step_{step}-{uuid.uuid4().hex[:8]}"
+    try:
+        policy.save_pretrained(tmp)
+        state = tmp / STATE_DIR
+        state.mkdir()
+        (state / "trainer.json").write_text(json.dumps({**TRAIN_CHECKPOINT.stamp(), **trainer, "step": step}, indent=1))
+        (state / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
+        opt = optimizer.state_dict()
+        tensors, plain = _tensors_and_json(opt["state"])
+        save_file(tensors, str(state / "optimizer.safetensors"))
+        (state / "optimizer.json").write_text(json.dumps({"param_groups": opt["param_groups"], "state": plain}))
+        (state / "scheduler.json").write_text(json.dumps(scheduler.state_dict()))
+        _save_rng(state)
+        if ema is not None:
+            save_file({k: v.contiguous() for k, v in ema.items()}, str(state / "ema.safetensors"))
+        if final.exists():  # the same step saved again after a resume: replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    point(run_dir / "last", final)
+    return final
+
+
+def point(link: Path, target: Path) -> None:
+    """Atomically (re)point a relative symlink."""
+    tmp = link.with_name(f".{link.name}-{uuid.uuid4().hex[:8]}")
+    os.symlink(os.path.relpath(target, link.parent), tmp)
+    os.replace(tmp, link)
+
+
+def _save_rng(state: Path) -> None:
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_{i}"] = s
+    save_file(tensors, str(state / "rng.safetensors"))
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    (state / "rng.json").write_text(json.dumps({
+        "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+        "python": [py_version, list(py_state), py_gauss],
+    }))
+
+
+def _load_rng(state: Path) -> None:
+    tensors = load_file(str(state / "rng.safetensors"))
+    torch.set_rng_state(tensors["torch_cpu"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("torch_cuda_"))]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    saved = json.loads((state / "rng.json").read_text())
+    kind, keys, pos, has_gauss, gauss = saved["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, py_state, py_gauss = saved["python"]
+    random.setstate((version, tuple(py_state), py_gauss))
+
+
+def resolve_last(run_dir: Path) -> Path:
+    last = run_dir / "last"
+    if not last.exists():
+        raise CfgrlError(f"--resume: '{run_dir}' has no checkpoint yet (no {last}); start without --resume")
+    return last.resolve()
+
+
+def read_trainer_state(ckpt: Path) -> dict:
+    path = ckpt / STATE_DIR / "trainer.json"
+    if not path.is_file():
+        raise CfgrlError(f"'{ckpt}' is not a training checkpoint (no {STATE_DIR}/trainer.json)")
+    trainer = json.loads(path.read_text())
+    TRAIN_CHECKPOINT.check(trainer, f"checkpoint '{ckpt}'")
+    return trainer
+
+
+def read_config(ckpt: Path) -> dict:
+    return json.loads((ckpt / STATE_DIR / "config.json").read_text())
+
+
+def restore_training_state(ckpt: Path, optimizer: torch.optim.Optimizer,
+                           scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[str, torch.Tensor] | None:
+    """Load optimiser, scheduler and RNG states in place; return the EMA weights if saved."""
+    state = ckpt / STATE_DIR
+    saved = json.loads((state / "optimizer.json").read_text())
+    tensors = load_file(str(state / "optimizer.safetensors"))
+    per_param: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        pid, name = key.split(".", 1)
+        per_param.setdefault(int(pid), {})[name] = value
+    for pid, entries in saved["state"].items():
+        per_param.setdefault(int(pid), {}).update(entries)
+    optimizer.load_state_dict({"state": per_param, "param_groups": saved["param_groups"]})
+    scheduler.load_state_dict(json.loads((state / "scheduler.json").read_text()))
+    _load_rng(state)
+    ema = state / "ema.safetensors"
+    return load_file(str(ema)) if ema.is_file() else None

@@ -1,0 +1,108 @@
+"""The three training objectives, and each window's condition per epoch.
+
+* ``cfgrl`` (default): plain flow matching over every labelled window, ONE forward per batch, each
+  sample under its own label: ``L = mean_i ||v(x_t, t | o_i) - (eps - a)||^2`` with o_i in {1, 0, ∅}.
+  No advantage weight, no second forward: the label only decides which condition is injected.
+* ``filtered_bc``: the same loss, only on windows whose raw label is o=1, all unconditional.
+* ``weighted``: the advantage-weighted two-branch baseline the project migrates away from,
+  ``L = mean_i w_i L_i(o=1) + alpha mean_i L_i(∅)`` with ``w_i = 1[A_i >= threshold]``. Both branches
+  run as one doubled batch, so a DDP step still has a single forward.
+
+Noise and flow time are drawn per sample from a generator seeded by (seed, step, window): a
+window gets the same draw however the batch is split over processes or resumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cfgrl.errors import CfgrlError
+from cfgrl.label import condition_dropout
+from cfgrl.train.data import O_NULL, O_POSITIVE, conditions_from_labels
+
+
+@dataclass
+class EpochLabels:
+    """Per window: its condition o, whether dropout turned it into ∅, and the weighted baseline's w."""
+
+    o: np.ndarray  # int64 in {1, 0, -1}
+    dropout_hit: np.ndarray  # bool
+    conditioned: np.ndarray  # bool: the raw label was 1 or 0
+    w_pos: np.ndarray  # float32, objective=weighted only (else ones)
+
+
+def training_rows(objective: str, windows: pd.DataFrame) -> np.ndarray | None:
+    """The windows an objective trains on (None = all)."""
+    if objective != "filtered_bc":
+        return None
+    rows = np.flatnonzero(windows["raw_label"].eq(O_POSITIVE).fillna(False).to_numpy())
+    if len(rows) == 0:
+        raise CfgrlError("objective filtered_bc: the label index has no window with raw label o=1; relabel or use objective cfgrl")
+    return rows
+
+
+def epoch_labels(objective: str, windows: pd.DataFrame, manifest: dict, redraw: bool, seed: int, epoch: int) -> EpochLabels:
+    raw = windows["raw_label"]
+    conditioned = raw.notna().to_numpy()
+    ones = np.ones(len(windows), np.float32)
+    if objective == "filtered_bc":
+        return EpochLabels(np.full(len(windows), O_NULL), np.zeros(len(windows), bool), conditioned, ones)
+    if objective == "weighted":
+        threshold = manifest["settings"].get("label_threshold")
+        advantage = windows["advantage"].to_numpy(np.float64)
+        if threshold is None or not np.isfinite(advantage).any():
+            raise CfgrlError("objective weighted needs window advantages; this label index has none (label_source none)")
+        w_pos = (advantage >= threshold).astype(np.float32)  # NaN compares False: weight 0
+        return EpochLabels(np.full(len(windows), O_POSITIVE), np.zeros(len(windows), bool), conditioned, w_pos)
+    if redraw:
+        p = manifest["settings"]["dropout_prob"]
+        labels, hit = condition_dropout(raw, p, np.random.default_rng([seed, epoch]))
+        return EpochLabels(conditions_from_labels(pd.Series(labels)), hit, conditioned, ones)
+    return EpochLabels(conditions_from_labels(windows["label"]), windows["dropout_hit"].to_numpy(bool), conditioned, ones)
+
+
+def _seed(*parts: int) -> int:
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def flow_draws(windows: np.ndarray, step: int, seed: int, shape: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise (B, *shape) and flow time (B,) keyed by (seed, step, window index); global RNG untouched.
+
+    Time follows PI0's training distribution (``cfgrl.policy.model.sample_flow_time``):
+    Beta(1.5, 1) squeezed into [0.001, 1], drawn here by inverse CDF (F(x) = x^1.5, so x = u^(2/3))
+    because torch's Beta sampler takes no generator."""
+    generator = torch.Generator()
+    noise, uniform = [], []
+    for w in np.asarray(windows).tolist():
+        generator.manual_seed(_seed(seed, step, w))
+        noise.append(torch.randn(shape, generator=generator))
+        uniform.append(torch.rand((), generator=generator))
+    time = torch.stack(uniform) ** (1 / 1.5) * 0.999 + 0.001
+    return torch.stack(noise).to(device, non_blocking=True), time.to(device, non_blocking=True)
+
+
+def objective_loss(objective: str, model: torch.nn.Module, batch: dict, w_pos: torch.Tensor, alpha: float,
+                   noise: torch.Tensor, time: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss to minimise, per-sample losses, their conditions) for one micro-batch."""
+    if objective != "weighted":
+        losses = model(batch, noise, time)  # ONE forward, per-sample o (mixed batch)
+        return losses.mean(), losses, batch["o"]
+    n = len(w_pos)
+    doubled = {
+        "images": {cam: torch.cat([img, img]) for cam, img in batch["images"].items()},
+        "state": torch.cat([batch["state"]] * 2),
+        "actions": torch.cat([batch["actions"]] * 2),
+        "action_is_pad": torch.cat([batch["action_is_pad"]] * 2),
+        "prompt": batch["prompt"] * 2,
+        "o": torch.cat([torch.full_like(batch["o"], O_POSITIVE), torch.full_like(batch["o"], O_NULL)]),
+    }
+    losses = model(doubled, torch.cat([noise, noise]), torch.cat([time, time]))
+    positive, unconditional = losses[:n], losses[n:]
+    loss = (w_pos * positive).mean() + alpha * unconditional.mean()
+    return loss, losses, doubled["o"]

@@ -1,0 +1,108 @@
+"""Everything a run needs before its first step: processes, the policy and its statistics.
+
+Distributed: ``torchrun`` sets RANK / WORLD_SIZE / LOCAL_RANK; without them the run is one process.
+NCCL on CUDA, gloo on CPU. Only rank 0 writes (logs, cache, checkpoints).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+
+from cfgrl.config import Config
+from cfgrl.errors import CfgrlError
+from cfgrl.policy import NormStats, PI0Config, PI0Policy
+from cfgrl.store import Store
+from cfgrl.train.stats import mismatch_report, store_stats
+
+
+@dataclass
+class Processes:
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def init_processes() -> Processes:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return Processes(int(os.environ.get("RANK", "0")), world, device)
+
+
+def close_processes(procs: Processes) -> None:
+    if procs.world > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def common_layout(stores: list[Store]):
+    layout = stores[0].layout
+    for store in stores[1:]:
+        if store.layout != layout:
+            raise CfgrlError(f"store '{store.path}' holds {store.layout} but '{stores[0].path}' holds {layout}; train on stores of one layout")
+    return layout
+
+
+def load_policy_dir(path: Path) -> PI0Policy:
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise CfgrlError(f"--policy '{path}' is not a policy checkpoint (no config.json); give a directory written by "
+                         "cfgrl (save_pretrained / train) or a lerobot pi0 checkpoint")
+    return PI0Policy.from_pretrained(path)
+
+
+def build_policy(cfg: Config, stores: list[Store], source: Path | None, say: Callable[[str], None]) -> PI0Policy:
+    """A policy from ``source`` (a checkpoint) or a fresh ``policy.preset`` shaped by the stores."""
+    layout = common_layout(stores)
+    if source is None:
+        pcfg = PI0Config.from_preset(
+            cfg.policy.preset, condition_mode=cfg.policy.condition_mode, use_prefix_dropout=cfg.cfgrl.use_prefix_dropout,
+            image_size=layout.image_shape[0], camera_names=tuple(layout.camera_names), state_dim=layout.state_dim,
+            action_dim=layout.action_dim,
+        )
+        policy = PI0Policy(pcfg, stats=store_stats(stores))
+        say(f"fresh '{cfg.policy.preset}' policy, {sum(p.numel() for p in policy.parameters()) / 1e6:.1f} M parameters; "
+            "normalisation stats computed from the stores")
+        return policy
+
+    policy = load_policy_dir(source)
+    pcfg = policy.config
+    if (pcfg.state_dim, pcfg.action_dim) != (layout.state_dim, layout.action_dim):
+        raise CfgrlError(f"policy '{source}' uses state/action dims {pcfg.state_dim}/{pcfg.action_dim}, the stores hold "
+                         f"{layout.state_dim}/{layout.action_dim}")
+    missing = sorted(set(layout.camera_names) - set(pcfg.camera_names))
+    if missing:
+        raise CfgrlError(f"policy '{source}' has no camera {', '.join(missing)} (it uses {', '.join(pcfg.camera_names)}); "
+                         "train on stores with its cameras")
+    computed = store_stats(stores)
+    if cfg.train.stats == "store" or _has_identity_stats(policy):
+        policy.set_stats(computed)
+        why = "train.stats=store" if cfg.train.stats == "store" else "the checkpoint carries none"
+        say(f"normalisation stats computed from the stores ({why})")
+    else:
+        for line in mismatch_report(policy.stats, computed):
+            say(f"warning: normalisation stats differ, kept the checkpoint's (train.stats=store recomputes): {line}")
+    return policy
+
+
+def _has_identity_stats(policy: PI0Policy) -> bool:
+    """True when a loaded checkpoint carried no statistics (the policy fell back to identity)."""
+    ident = NormStats.identity(policy.config.state_dim, policy.config.action_dim)
+    return all((getattr(policy.stats, k) == getattr(ident, k)).all() for k in ("state_mean", "state_std", "action_mean", "action_std"))

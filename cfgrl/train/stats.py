@@ -1,0 +1,58 @@
+"""Normalisation statistics of state and action, streamed from the stores, and the mismatch report.
+
+A fine-tuned checkpoint keeps its own statistics by default: its action space must not shift under
+it. ``train.stats=store`` (or a fresh model) recomputes them here, over every committed step of the
+given stores, in blocks (sums in float64), so the stores never need to fit in memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cfgrl.policy import NormStats
+from cfgrl.store import Store
+
+STEP_BLOCK = 1 << 16
+
+
+def _moments(stores: list[Store], name: str) -> tuple[np.ndarray, np.ndarray]:
+    total, sq, count = 0.0, 0.0, 0
+    for store in stores:
+        array, n = store.steps(name), store.num_steps
+        for lo in range(0, n, STEP_BLOCK):
+            block = np.asarray(array[lo : min(n, lo + STEP_BLOCK)], dtype=np.float64)
+            total = total + block.sum(0)
+            sq = sq + (block**2).sum(0)
+            count += len(block)
+    mean = total / count
+    std = np.sqrt(np.maximum(sq / count - mean**2, 0.0))
+    return mean, NormStats.safe_std(std)  # a (near-)constant dimension is left unscaled
+
+
+def store_stats(stores: list[Store]) -> NormStats:
+    state_mean, state_std = _moments(stores, "state")
+    action_mean, action_std = _moments(stores, "action")
+    return NormStats(state_mean, state_std, action_mean, action_std)
+
+
+def mismatch_report(checkpoint: NormStats, store: NormStats, rtol: float = 0.1) -> list[str]:
+    """One line per statistic whose checkpoint and store values differ, with both values.
+
+    Compared on the scale of the checkpoint's std: a shift of a tenth of a std is reported."""
+    lines = []
+    for name in ("state", "action"):
+        mean_c, std_c = getattr(checkpoint, f"{name}_mean"), getattr(checkpoint, f"{name}_std")
+        mean_s, std_s = getattr(store, f"{name}_mean"), getattr(store, f"{name}_std")
+        if mean_c.shape != mean_s.shape:
+            lines.append(f"{name}: checkpoint has {mean_c.shape[0]} dims, the stores have {mean_s.shape[0]}")
+            continue
+        scale = NormStats.safe_std(std_c)
+        if np.any(np.abs(mean_c - mean_s) > rtol * scale):
+            lines.append(f"{name}_mean: checkpoint {_fmt(mean_c)} vs stores {_fmt(mean_s)}")
+        if np.any(np.abs(std_c - std_s) > rtol * scale):
+            lines.append(f"{name}_std: checkpoint {_fmt(std_c)} vs stores {_fmt(std_s)}")
+    return lines
+
+
+def _fmt(values: np.ndarray) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in np.asarray(values, dtype=np.float64)) + "]"

@@ -1,0 +1,220 @@
+"""The training run: stores + label version -> checkpoints of a CFGRL-conditioned PI0 policy.
+
+One process:   cfgrl train data/builtin/reach.zarr --labels data/builtin/reach.zarr --out runs/r1
+Several GPUs:  torchrun --nproc_per_node 8 -m cfgrl.cli train STORE --labels SPEC --out RUN_DIR
+Several nodes: torchrun --nnodes 2 --node_rank R --master_addr HOST --nproc_per_node 8 -m cfgrl.cli train ...
+
+Each optimiser step: ``grad_accum`` micro-batches of ``batch_size / (world * grad_accum)`` windows
+per process, ONE forward each with every sample under its own condition o, then clip, AdamW step,
+schedule step, EMA update. Rank 0 logs and saves; DDP averages the gradients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from cfgrl.config import Config, config_from_dict
+from cfgrl.errors import CfgrlError
+from cfgrl.label import load_label_index
+from cfgrl.store import open_stores
+from cfgrl.train import checkpoint as ckpt_io
+from cfgrl.train.cache import ensure_cache
+from cfgrl.train.data import ResumableBatchSampler, WindowBatches, make_loader, to_device
+from cfgrl.train.logging import Logger, Meter, summarise
+from cfgrl.train.objectives import epoch_labels, flow_draws, objective_loss, training_rows
+from cfgrl.train.optim import EMA, make_optimizer, make_scheduler
+from cfgrl.train.setup import Processes, build_policy, close_processes, init_processes
+
+
+def train(cfg: Config, store_paths: list[Path], labels_spec: str, run_dir: Path, resume: bool) -> Path:
+    """Run (or resume) training; returns the final policy directory (``RUN_DIR/policy``)."""
+    procs = init_processes()
+    try:
+        return Run(cfg, store_paths, labels_spec, Path(run_dir), resume, procs).loop()
+    finally:
+        close_processes(procs)
+
+
+class Run:
+    def __init__(self, cfg: Config, store_paths: list[Path], labels_spec: str, run_dir: Path, resume: bool, procs: Processes):
+        self.procs, self.run_dir = procs, run_dir
+        self.say = tqdm.write if procs.is_main else (lambda _msg: None)
+        source = Path(cfg.policy.path) if cfg.policy.path else None
+        resumed = None
+        if resume:
+            resumed = ckpt_io.resolve_last(run_dir)
+            self.trainer_state = ckpt_io.read_trainer_state(resumed)
+            cfg, source = config_from_dict(ckpt_io.read_config(resumed)), resumed
+            self.say(f"resuming {resumed} at step {self.trainer_state['step']} with its saved configuration")
+        elif (run_dir / "last").exists():
+            raise CfgrlError(f"'{run_dir}' already holds a run (its 'last' checkpoint); pass --resume to continue it, or choose another --out")
+        self.cfg, t = cfg, cfg.train
+
+        stores = open_stores(store_paths)
+        self.index = load_label_index(labels_spec)
+        self.index.check_stores(stores)
+        self.windows = self.index.windows
+        if len(self.windows) == 0:
+            raise CfgrlError(f"label index {self.index.version} has no window; collect longer episodes or check cfgrl.window_stride")
+        if t.batch_size % (procs.world * t.grad_accum):
+            raise CfgrlError(f"train.batch_size={t.batch_size} must be divisible by processes x train.grad_accum = {procs.world * t.grad_accum}")
+        self.micro = t.batch_size // (procs.world * t.grad_accum)
+
+        torch.manual_seed(t.seed)  # the fresh model's initial weights
+        policy = build_policy(cfg, stores, source, self.say)
+        self.horizon = policy.config.chunk_size
+        if self.index.manifest.get("horizon", self.horizon) != self.horizon:
+            raise CfgrlError(f"label index windows have {self.index.manifest['horizon']} actions, the policy's chunk is {self.horizon}")
+        params = policy.configure_training(t.freeze_vision, t.train_expert_only, t.gradient_checkpointing)
+        self.policy = policy.to(procs.device)
+        self.model = policy
+        if procs.world > 1:  # unused parameters: the condition's classes absent from a batch, frozen towers
+            self.model = DistributedDataParallel(policy, find_unused_parameters=True)
+        self.params = params
+        self.optimizer = make_optimizer(params, t)
+        self.scheduler = make_scheduler(self.optimizer, t)
+        named = {n: p for n, p in policy.named_parameters() if p.requires_grad}
+        self.ema = EMA(named, t.ema_decay) if t.ema_decay is not None else None
+        self.step, self.epoch, self.samples_into_epoch = 0, 0, 0
+        if resumed is not None:
+            ema = ckpt_io.restore_training_state(resumed, self.optimizer, self.scheduler)
+            if self.ema is not None and ema is not None:
+                self.ema.shadow = {k: v.to(procs.device) for k, v in ema.items()}
+            self.step = self.trainer_state["step"]
+            self.epoch = self.trainer_state["epoch"]
+            self.samples_into_epoch = self.trainer_state["samples_into_epoch"]
+
+        cache_root = Path(t.cache_dir) if t.cache_dir else run_dir / "cache"
+        if procs.is_main:
+            self.cache = ensure_cache(cache_root, stores, self.windows, self.horizon)
+        procs.barrier()
+        if not procs.is_main:
+            self.cache = ensure_cache(cache_root, stores, self.windows, self.horizon)
+        self.batches = ResumableBatchSampler(len(self.windows), self.micro, procs.world, procs.rank, t.seed,
+                                             training_rows(t.objective, self.windows))
+        if len(self.batches) < 1:
+            raise CfgrlError(f"{len(self.batches.subset)} training windows are fewer than one batch of {t.batch_size}; lower train.batch_size")
+        self.loader = make_loader(WindowBatches(self.cache), self.batches, t.num_workers, procs.device.type == "cuda")
+        self.conditioned_seen = bool(policy.condition_trained)
+        if procs.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(run_dir / "config.json")
+        self.logger = Logger(run_dir, procs.is_main, t.wandb, cfg.to_dict())
+        self.say(f"{len(self.batches.subset)} windows from label index {self.index.version}; objective {t.objective}; "
+                 f"global batch {t.batch_size} = {procs.world} process(es) x {t.grad_accum} micro-step(s) x {self.micro}")
+
+    # -- the loop --------------------------------------------------------------------------------
+    def loop(self) -> Path:
+        t = self.cfg.train
+        meter, epoch_meter = Meter(), Meter()
+        batches = self._start_epoch()
+        bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step", disable=not self.procs.is_main, dynamic_ncols=True)
+        autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if self.procs.device.type == "cuda" else contextlib.nullcontext
+        self.model.train()
+        while self.step < t.steps:
+            for micro in range(t.grad_accum):
+                started = time.perf_counter()
+                raw = next(batches, None)
+                if raw is None:  # epoch over: summarise, then redraw labels and reshuffle
+                    self._log_epoch(epoch_meter)
+                    self.epoch, self.samples_into_epoch = self.epoch + 1, 0
+                    batches = self._start_epoch()
+                    raw = next(batches)
+                self.samples_into_epoch += self.micro * self.procs.world
+                ready = time.perf_counter()
+                index = np.asarray(raw["index"])
+                batch = to_device(raw, self.cache.prompts, self.labels.o[index], self.procs.device)
+                noise, flow_time = flow_draws(index, self.step, t.seed, (self.horizon, self.policy.config.max_action_dim), self.procs.device)
+                w_pos = torch.as_tensor(self.labels.w_pos[index], device=self.procs.device)
+                sync = self.model.no_sync if micro < t.grad_accum - 1 and self.procs.world > 1 else contextlib.nullcontext
+                with sync():  # gradients are all-reduced on the last micro-step only
+                    with autocast():
+                        loss, losses, o = objective_loss(t.objective, self.model, batch, w_pos, t.weighted_alpha, noise, flow_time)
+                    (loss / t.grad_accum).backward()
+                self.conditioned_seen |= bool((o != -1).any())
+                for m in (meter, epoch_meter):
+                    m.add_losses(losses, o)
+                    m.add("conditioned", self.labels.conditioned[index].sum())
+                    m.add("dropout_hits", self.labels.dropout_hit[index].sum())
+                    m.add("wait_s", ready - started)
+                    m.add("busy_s", time.perf_counter() - ready)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, t.grad_clip if t.grad_clip > 0 else float("inf"))
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.ema is not None:
+                self.ema.update()
+            self.step += 1
+            bar.update(1)
+            if self.step % t.log_every == 0 or self.step == t.steps:
+                metrics = {**summarise(meter.reduce(), self.procs.world), "lr": lr, "grad_norm": float(grad_norm), "epoch": self.epoch}
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", wait=f"{metrics['data_wait_share']:.0%}")
+                self.logger.log("train", self.step, metrics)
+            if self.step % t.save_every == 0 or self.step == t.steps:
+                self._save()
+        bar.close()
+        self.logger.close()
+        return self._finish()
+
+    def _start_epoch(self):
+        t = self.cfg.train
+        self.labels = epoch_labels(t.objective, self.windows, self.index.manifest, t.redraw_dropout, self.cfg.cfgrl.seed, self.epoch)
+        skip = self.samples_into_epoch // (self.micro * self.procs.world)
+        self.batches.set_position(self.epoch, skip)
+        return iter(self.loader)
+
+    def _log_epoch(self, meter: Meter) -> None:
+        metrics = {**summarise(meter.reduce(), self.procs.world), "epoch": self.epoch}
+        self.logger.log("epoch", self.step, metrics)
+        shares = ", ".join(f"o={k} {metrics[f'share_{k}']:.0%} loss {metrics[f'loss_{k}']:.4f}" for k in ("1", "0", "null"))
+        self.say(f"epoch {self.epoch} done at step {self.step}: loss {metrics['loss']:.4f} ({shares}); "
+                 f"data wait {metrics['data_wait_share']:.1%}")
+
+    # -- saving ----------------------------------------------------------------------------------
+    def _save(self) -> None:
+        seen = torch.tensor([float(self.conditioned_seen)])
+        if self.procs.world > 1:
+            seen = seen.to(self.procs.device)
+            dist.all_reduce(seen, op=dist.ReduceOp.MAX)
+        # The condition parameters count as trained once any process fed a conditioned label.
+        self.policy.condition_trained = bool(seen.item())
+        if self.procs.is_main:
+            trainer = {"epoch": self.epoch, "samples_into_epoch": self.samples_into_epoch, "world_size": self.procs.world,
+                       "label_version": self.index.version, "objective": self.cfg.train.objective}
+            ema = {k: v.cpu() for k, v in self.ema.shadow.items()} if self.ema is not None else None
+            path = ckpt_io.save_checkpoint(self.run_dir, self.step, self.policy, self.optimizer, self.scheduler, trainer,
+                                           self.cfg.to_dict(), ema)
+            self.say(f"saved {path}")
+        self.procs.barrier()
+
+    def _finish(self) -> Path:
+        """Point ``RUN_DIR/policy`` at the final weights (the EMA weights when train.ema_decay is set)."""
+        final = self.run_dir / "checkpoints" / f"step_{self.step}"
+        if self.procs.is_main:
+            target = final
+            if self.ema is not None:
+                target = final / "ema_policy"
+                if not target.exists():
+                    averaged = copy.deepcopy(self.policy)
+                    self.ema.copy_to(averaged)
+                    tmp = final / f".ema_policy-{os.getpid()}"
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    averaged.save_pretrained(tmp)
+                    os.replace(tmp, target)
+            ckpt_io.point(self.run_dir / "policy", target)
+            (self.run_dir / "summary.json").write_text(json.dumps({"step": self.step, "policy": str(target)}, indent=1))
+        self.procs.barrier()
+        return self.run_dir / "policy"
