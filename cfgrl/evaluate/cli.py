@@ -1,7 +1,55 @@
-"""`cfgrl evaluate` (being written)."""
+"""``cfgrl evaluate``: success of a checkpoint against the guidance weight w, with intervals."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cfgrl.cli_common import ConfigOption, OverrideOption, resolve
 from cfgrl.errors import CfgrlError
 
 
-def evaluate_command() -> None:
-    """Not implemented yet."""
-    raise CfgrlError("evaluate is not implemented yet")
+def parse_cfg_scales(text: str) -> list[float]:
+    """``0,1,1.5`` -> [0.0, 1.0, 1.5]; empty or negative lists are errors."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise CfgrlError(f"--cfg-scales '{text}' is empty; give comma-separated guidance weights >= 0, e.g. 0,1,2")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise CfgrlError(f"--cfg-scales '{text}' is not a comma-separated list of numbers (e.g. 0,1,1.5,3)") from None
+    if any(v < 0 for v in values):
+        raise CfgrlError(f"--cfg-scales must all be >= 0 (0 = unconditional, 1 = conditional), got {text}")
+    return values
+
+
+def evaluate_command(
+    policy: Annotated[Path, typer.Argument(help="Policy checkpoint directory to evaluate.")],
+    cfg_scales: Annotated[Optional[str], typer.Option("--cfg-scales", help="Comma-separated guidance weights, e.g. 0,1,1.5,2,3 (default: evaluate.cfg_scales; PI0_CFG_SCALE alone gives one w).")] = None,
+    baseline: Annotated[Optional[Path], typer.Option("--baseline", help="Base checkpoint evaluated unguided (w=0) on the same episodes, as an extra row.")] = None,
+    store: Annotated[Optional[Path], typer.Option("--store", help="Also append the evaluation episodes to this Zarr store (one run per w).")] = None,
+    suite: Annotated[Optional[list[str]], typer.Option("--suite", help="Suite to evaluate (repeatable; default env.suite).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default POLICY/eval/<run name>); rerunning into it resumes.")] = None,
+    config: ConfigOption = None,
+    overrides: OverrideOption = None,
+) -> None:
+    """Roll out POLICY at each guidance weight w on the same init states and seeds; write results.json,
+    results.csv, success_vs_w.png, config.json and episodes.jsonl; print the best w."""
+    extra = []
+    if cfg_scales is not None:
+        extra.append(f"evaluate.cfg_scales=[{', '.join(repr(w) for w in parse_cfg_scales(cfg_scales))}]")
+    cfg = resolve(config, overrides, *extra)
+    w_on_command_line = cfg_scales is not None or any(o.strip().startswith("evaluate.cfg_scales") for o in overrides or [])
+    if not w_on_command_line and "PI0_CFG_SCALE" in os.environ:
+        cfg.evaluate.cfg_scales = [cfg.inference.cfg_scale]  # config copied PI0_CFG_SCALE there
+
+    from cfgrl.evaluate.runner import evaluate_policy
+    from cfgrl.evaluate.summary import format_table
+
+    results = evaluate_policy(cfg, policy, out_dir=out, baseline_dir=baseline, store=store, suites=suite)
+    typer.echo(format_table(results))
+    typer.echo(f"best cfg_scale: {results['best_cfg_scale']:g}")
+    typer.echo(f"results: {results['out_dir']}")

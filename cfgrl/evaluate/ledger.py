@@ -1,0 +1,95 @@
+"""The append-only record of finished evaluation episodes, which makes an evaluation resumable.
+
+``episodes.jsonl`` in the run directory: a header line (schema and version), then one JSON object
+per finished episode, written and fsync'ed as soon as the episode ends (the per-episode commit). A
+crash can only leave a partial last line, which is dropped on reopen; a rerun skips every episode
+whose key is already recorded. The key names everything that decides an outcome — checkpoint
+content, env/inference settings, role, w, suite, task, init state, seed — so a retrained checkpoint
+or a changed setting never reuses stale episodes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cfgrl.errors import CfgrlError
+from cfgrl.evaluate.plan import EvalEpisode
+from cfgrl.schemas import EVAL_RESULTS
+
+LEDGER_KIND = "episodes"
+_SAMPLE_BYTES = 1 << 20  # bytes hashed at each end of a weight file: cheap even for a 15 GB PI0
+
+
+def checkpoint_fingerprint(policy_dir: str | Path) -> str:
+    """Identity of a checkpoint's content: file names, sizes and the bytes at both ends of each file."""
+    root = Path(policy_dir)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(root)}:{size}".encode())
+        with path.open("rb") as f:
+            digest.update(f.read(_SAMPLE_BYTES))
+            if size > 2 * _SAMPLE_BYTES:
+                f.seek(size - _SAMPLE_BYTES)
+                digest.update(f.read())
+    return digest.hexdigest()[:16]
+
+
+def episode_key(episode: EvalEpisode, checkpoint: str, settings: str) -> str:
+    s = episode.slot
+    return f"{checkpoint}|{settings}|{episode.role}|w={episode.cfg_scale:g}|{s.suite}|t{s.task_id}|i{s.init_state_id}|r{s.repeat}|s{s.seed}"
+
+
+class EpisodeLedger:
+    """Reads the committed episodes of a run directory and appends new ones one at a time."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.records: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            self._load()
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._write_line({**EVAL_RESULTS.stamp(), "kind": LEDGER_KIND})
+
+    def _load(self) -> None:
+        raw = self.path.read_bytes()
+        complete = raw[: raw.rfind(b"\n") + 1]  # a line without its newline was cut by a crash
+        if len(complete) != len(raw):
+            with self.path.open("r+b") as f:
+                f.truncate(len(complete))
+        lines = complete.decode().splitlines()
+        if not lines:
+            self._write_line({**EVAL_RESULTS.stamp(), "kind": LEDGER_KIND})
+            return
+        try:
+            header = json.loads(lines[0])
+        except json.JSONDecodeError:
+            raise CfgrlError(f"'{self.path}' is not an evaluation episode log (its first line is not JSON)") from None
+        EVAL_RESULTS.check(header, f"episode log '{self.path}'")
+        if header.get("kind") != LEDGER_KIND:
+            raise CfgrlError(f"'{self.path}' is not an evaluation episode log (kind {header.get('kind')!r})")
+        for number, line in enumerate(lines[1:], start=2):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise CfgrlError(f"episode log '{self.path}' line {number} is not valid JSON; fix or delete that line") from None
+            self.records[record["key"]] = record
+
+    def _write_line(self, obj: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(obj, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.records
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Commit one finished episode (``record['key']`` must be set)."""
+        self._write_line(record)
+        self.records[record["key"]] = record

@@ -1,0 +1,138 @@
+"""Evaluation episodes on collect's rollout engine (one engine for both stages).
+
+This module only translates: evaluation slots become collect ``EpisodeSpec``s, and each finished
+episode is committed — to the store first (when one is given), then to the episode log — from the
+engine's per-episode callback, so an interruption loses at most the episodes still running.
+In a store, each (role, w, suite) is its own run id and each (task, init state) its own group, whose
+rollouts are the ``episodes_per_init`` repeats: evaluation episodes can become training data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from cfgrl.collect.engine import run_episodes
+from cfgrl.collect.specs import EpisodeSpec, run_id
+from cfgrl.collect.worker import FinishedEpisode
+from cfgrl.config import Config, EnvConfig
+from cfgrl.envs import ACTION_DIM, STATE_DIM
+from cfgrl.errors import CfgrlError
+from cfgrl.evaluate.plan import EvalEpisode
+from cfgrl.store import EpisodeData, Store, StoreLayout, StoreWriter
+
+POLICY_FORMATS = "a cfgrl policy (cfgrl train / cfgrl export) or a lerobot pi0 checkpoint"
+
+
+def check_policy_dir(path: str | Path, what: str) -> Path:
+    """Cheap up-front check that ``path`` is a policy checkpoint, before any rollout starts."""
+    path = Path(path)
+    config = path / "config.json"
+    if not path.is_dir() or not config.is_file():
+        raise CfgrlError(f"{what} '{path}' is not a policy checkpoint (no {config.name} in a directory); give {POLICY_FORMATS}")
+    try:
+        meta = json.loads(config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise CfgrlError(f"{what} '{path}' is not a policy checkpoint ({config} is not JSON); give {POLICY_FORMATS}") from None
+    if not isinstance(meta, dict) or not (meta.get("format") == "cfgrl-pi0-policy" or meta.get("type") == "pi0"):
+        raise CfgrlError(f"{what} '{path}' is not a policy checkpoint (unknown config.json format); give {POLICY_FORMATS}")
+    return path
+
+
+def load_checkpoint(path: Path) -> Any:
+    from cfgrl.policy import PI0Policy
+
+    return PI0Policy.from_pretrained(path)
+
+
+def store_layout(camera_names: tuple[str, ...], image_size: int) -> StoreLayout:
+    return StoreLayout(tuple(camera_names), (image_size, image_size, 3), STATE_DIM, ACTION_DIM)
+
+
+def store_run_id(episode: EvalEpisode, checkpoint: str, settings: str) -> str:
+    return run_id(stage="evaluate", checkpoint=checkpoint, settings=settings, role=episode.role,
+                  cfg_scale=episode.cfg_scale, suite=episode.slot.suite)
+
+
+def group_id(run: str, task_id: int, init_state_id: int) -> int:
+    """A store-wide unique group per (run, task, init state): labelling groups by ``group_id`` alone,
+    so evaluation groups must never collide with collect's or another w's."""
+    digest = hashlib.sha256(f"cfgrl-eval-group/{run}/{task_id}/{init_state_id}".encode()).digest()
+    return int.from_bytes(digest[:7], "little")
+
+
+def _spec(episode: EvalEpisode, run: str) -> EpisodeSpec:
+    s = episode.slot
+    return EpisodeSpec(s.task_id, s.init_state_id, s.seed, group_id(run, s.task_id, s.init_state_id), s.repeat)
+
+
+def recorded_in_store(path: Path, run: str) -> dict[tuple[int, int, int], bool]:
+    """(group, rollout, seed) -> success of this run's episodes already committed to the store, so a
+    crash between the store commit and the log commit is healed without a duplicate episode."""
+    if not path.exists():
+        return {}
+    episodes = Store(path).episodes
+    mine = episodes[episodes.run_id == run]
+    return {(int(r.group_id), int(r.rollout_index), int(r.seed)): bool(r.success) for r in mine.itertuples()}
+
+
+def heal_from_store(batch: list[EvalEpisode], path: Path, run: str, commit: Callable[[EvalEpisode, bool, int], None]) -> list[EvalEpisode]:
+    """Log the episodes of ``batch`` already in the store (length unknown: -1); return the others."""
+    recorded = recorded_in_store(path, run)
+    rest = []
+    for episode in batch:
+        spec = _spec(episode, run)
+        found = recorded.get((spec.group_id, spec.rollout_index, spec.seed))
+        if found is None:
+            rest.append(episode)
+        else:
+            commit(episode, found, -1)
+    return rest
+
+
+def roll_out(
+    cfg: Config,
+    env_cfg: EnvConfig,
+    policy: Any,
+    cfg_scale: float,
+    batch: list[EvalEpisode],
+    run: str,
+    commit: Callable[[EvalEpisode, bool, int], None],
+    store: tuple[Path, StoreLayout] | None,
+    video_dir: Path | None,
+    progress: bool,
+) -> None:
+    """Run ``batch`` (one policy, one w, one suite, all of run ``run``) and ``commit`` every finished
+    episode, after appending it to ``store`` (path, layout) when one is given."""
+    by_spec = {_spec(episode, run): episode for episode in batch}
+    writer = StoreWriter(store[0], store[1], flush_every=1) if store is not None else None
+
+    def on_episode(spec: EpisodeSpec, finished: FinishedEpisode) -> None:
+        episode = by_spec[spec]
+        if writer is not None:
+            writer.append(_episode_data(spec, finished, episode, env_cfg, policy.policy_id, run))  # commits: flush_every=1
+        commit(episode, finished.success, len(finished.action) - finished.num_wait_steps)
+
+    try:
+        run_episodes(
+            env_cfg, policy, list(by_spec), cfg_scale, workers=cfg.collect.workers, progress=progress,
+            replan_steps=cfg.inference.replan_steps, num_steps=cfg.inference.num_steps, on_episode=on_episode,
+            videos=cfg.evaluate.videos if video_dir is not None else 0, video_dir=video_dir,
+        )
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _episode_data(spec: EpisodeSpec, ep: FinishedEpisode, episode: EvalEpisode, env_cfg: EnvConfig,
+                  policy_id: str, run: str) -> EpisodeData:
+    meta = {
+        "num_wait_steps": ep.num_wait_steps, "task_id": spec.task_id, "init_state_id": spec.init_state_id,
+        "group_id": spec.group_id, "rollout_index": spec.rollout_index, "seed": spec.seed, "success": ep.success,
+        "cfg_scale": episode.cfg_scale, "env": env_cfg.name, "suite": env_cfg.suite, "prompt": ep.prompt,
+        "policy_id": policy_id, "run_id": run, "renderer": ep.renderer,
+    }
+    return EpisodeData(ep.state, ep.action, ep.reward, ep.done, ep.is_wait, ep.frames, ep.frame_step, meta)

@@ -1,0 +1,143 @@
+"""``evaluate_policy``: roll a checkpoint out at every guidance weight on the same episodes, then
+summarise, plot and write the results.
+
+Steps: resolve the slots (the paired design, ``plan``), skip every episode the run directory's
+``episodes.jsonl`` already holds (resume), roll out the rest on collect's engine one (role, w,
+suite) batch at a time committing each finished episode to the log (and, with a store, to the
+store: one run id per w, one group per (task, init state)), then build the tables, the plot and
+the files from the log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+from cfgrl.collect.videos import require_video_support
+from cfgrl.config import Config, EnvConfig, validate
+from cfgrl.envs import make_env
+from cfgrl.errors import CfgrlError
+from cfgrl.store import StoreWriter
+from cfgrl.evaluate.ledger import EpisodeLedger, checkpoint_fingerprint, episode_key
+from cfgrl.evaluate.plan import (
+    BASELINE, BASELINE_CFG_SCALE, POLICY, EvalEpisode, Slot, check_protocol, plan_episodes, settings_digest, slots_for_suite,
+)
+from cfgrl.evaluate.plot import plot_success_vs_w
+from cfgrl.evaluate.summary import arm_name, build_results, summarise, write_results
+from cfgrl.evaluate import rollouts
+
+
+def default_out_dir(policy_dir: str | Path, run_name: str) -> Path:
+    return Path(policy_dir) / "eval" / run_name
+
+
+def default_run_name(cfg: Config, suites: list[str]) -> str:
+    """Stable across reruns of the same command, so an interrupted evaluation resumes by default."""
+    return f"{cfg.env.name}-{'+'.join(suites)}-{cfg.evaluate.protocol}-seed{cfg.evaluate.seed}"
+
+
+def resolve_slots(cfg: Config, suites: list[str]) -> tuple[list[Slot], dict[str, EnvConfig], tuple[str, ...]]:
+    """The slots of every suite, each suite's env config, and the cameras (for a store's layout)."""
+    slots: list[Slot] = []
+    env_cfgs: dict[str, EnvConfig] = {}
+    cameras: tuple[str, ...] = ()
+    for suite in suites:
+        env_cfg = env_cfgs[suite] = dataclasses.replace(cfg.env, suite=suite)
+        env = make_env(env_cfg)  # raises a clear error for an unknown suite
+        try:
+            tasks, cameras = env.tasks(), tuple(env.camera_names)
+        finally:
+            env.close()
+        slots += slots_for_suite(env_cfg, tasks, cfg)
+    return slots, env_cfgs, cameras
+
+
+def evaluate_policy(
+    cfg: Config,
+    policy_dir: str | Path,
+    out_dir: str | Path | None = None,
+    baseline_dir: str | Path | None = None,
+    store: str | Path | None = None,
+    suites: list[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate ``policy_dir`` at every ``cfg.evaluate.cfg_scales`` (plus ``baseline_dir`` at w=0).
+
+    Writes results.json, results.csv, success_vs_w.png, config.json and episodes.jsonl into
+    ``out_dir`` (default ``<policy_dir>/eval/<run name>``) and returns the results dict.
+    """
+    validate(cfg)
+    check_protocol(cfg)
+    suites = list(dict.fromkeys(suites or [cfg.env.suite]))
+    policy_dir = rollouts.check_policy_dir(policy_dir, "policy")
+    baseline_dir = rollouts.check_policy_dir(baseline_dir, "baseline") if baseline_dir is not None else None
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(policy_dir, default_run_name(cfg, suites))
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CfgrlError(f"output '{out_dir}' exists and is not a directory")
+
+    if cfg.evaluate.videos > 0:
+        require_video_support()
+    slots, env_cfgs, cameras = resolve_slots(cfg, suites)
+    layout = rollouts.store_layout(cameras, cfg.env.image_size)
+    if store is not None:
+        StoreWriter(store, layout).close()  # a store of another layout or schema fails here, before any rollout
+    episodes = plan_episodes(slots, cfg.evaluate.cfg_scales, with_baseline=baseline_dir is not None)
+    checkpoints = {POLICY: (policy_dir, checkpoint_fingerprint(policy_dir))}
+    if baseline_dir is not None:
+        checkpoints[BASELINE] = (baseline_dir, checkpoint_fingerprint(baseline_dir))
+    settings = settings_digest(cfg)
+    keys = {ep: episode_key(ep, checkpoints[ep.role][1], settings) for ep in episodes}
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(out_dir / "config.json")  # the resolved configuration, reloadable with config_from_dict
+    ledger = EpisodeLedger(out_dir / "episodes.jsonl")
+    pending = [ep for ep in episodes if keys[ep] not in ledger]
+    if len(pending) < len(episodes):
+        print(f"resuming: {len(episodes) - len(pending)} of {len(episodes)} episodes already recorded in {out_dir}", file=sys.stderr)
+    _run_pending(cfg, pending, keys, checkpoints, settings, ledger, env_cfgs, out_dir, store, layout, progress)
+
+    outcomes = {ep: bool(ledger.records[keys[ep]]["success"]) for ep in episodes}
+    arms = list(dict.fromkeys((ep.role, ep.cfg_scale) for ep in episodes))
+    meta = {
+        "policy": str(policy_dir), "baseline": str(baseline_dir) if baseline_dir else None,
+        "env": cfg.env.name, "suites": suites, "protocol": cfg.evaluate.protocol,
+        "cfg_scales": [w for role, w in arms if role == POLICY], "baseline_cfg_scale": BASELINE_CFG_SCALE if baseline_dir else None,
+        "episodes_per_w": len(slots), "out_dir": str(out_dir), "store": str(store) if store else None, "config": cfg.to_dict(),
+    }
+    results = build_results(summarise(outcomes, slots, arms), meta)
+    write_results(results, out_dir)
+    plot_success_vs_w(results, out_dir / "success_vs_w.png")
+    return results
+
+
+def _run_pending(cfg, pending, keys, checkpoints, settings, ledger, env_cfgs, out_dir, store, layout, progress) -> None:
+    """One engine call per (role, w, suite): the engine takes one policy and one w per call. Each
+    checkpoint is loaded only when it has episodes left, and dropped before the next one loads."""
+    batches: dict[tuple[str, float, str], list[EvalEpisode]] = {}
+    for ep in pending:
+        batches.setdefault((ep.role, ep.cfg_scale, ep.slot.suite), []).append(ep)
+    loaded: tuple[str, Any] | None = None
+    for (role, w, suite), batch in batches.items():
+        policy_dir, fingerprint = checkpoints[role]
+        run = rollouts.store_run_id(batch[0], fingerprint, settings)
+
+        def commit(episode: EvalEpisode, success: bool, length: int) -> None:
+            ledger.append({"key": keys[episode], "checkpoint": fingerprint, "store_run_id": run,
+                           **episode.record_fields(), "success": bool(success), "length": int(length)})
+
+        if store is not None:
+            batch = rollouts.heal_from_store(batch, Path(store), run, commit)
+            if not batch:
+                continue
+        if loaded is None or loaded[0] != role:
+            loaded = None  # free the previous checkpoint before loading the next
+            loaded = (role, rollouts.load_checkpoint(policy_dir))
+        name = arm_name(role, w)
+        print(f"evaluate {name} on {suite}: {len(batch)} episodes", file=sys.stderr)
+        rollouts.roll_out(
+            cfg, env_cfgs[suite], loaded[1], w, batch, run, commit,
+            store=(Path(store), layout) if store is not None else None,
+            video_dir=out_dir / "videos" / name / suite if cfg.evaluate.videos > 0 else None, progress=progress,
+        )
