@@ -55,3 +55,12 @@ def perturb_condition(policy: PI0Policy, seed: int = 5) -> None:
 @pytest.fixture
 def policy() -> PI0Policy:
     return make_policy()
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny models run fastest on one thread; with other tests busy, two threads thrash."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
