@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Mapping, Optional
 
 import typer
 
 from cfgrl.cli_common import ConfigOption, OverrideOption, resolve
+from cfgrl.config import Config
 from cfgrl.errors import CfgrlError
 
 
@@ -24,6 +25,14 @@ def parse_cfg_scales(text: str) -> list[float]:
     if any(v < 0 for v in values):
         raise CfgrlError(f"--cfg-scales must all be >= 0 (0 = unconditional, 1 = conditional), got {text}")
     return values
+
+
+def apply_env_cfg_scale(cfg: Config, listed_on_command_line: bool, environ: Mapping[str, str] | None = None) -> Config:
+    """PI0_CFG_SCALE evaluates that single w, unless a list was given on the command line (which wins)."""
+    environ = os.environ if environ is None else environ
+    if not listed_on_command_line and "PI0_CFG_SCALE" in environ:
+        cfg.evaluate.cfg_scales = [cfg.inference.cfg_scale]  # load_config already copied PI0_CFG_SCALE there
+    return cfg
 
 
 def evaluate_command(
@@ -42,9 +51,7 @@ def evaluate_command(
     if cfg_scales is not None:
         extra.append(f"evaluate.cfg_scales=[{', '.join(repr(w) for w in parse_cfg_scales(cfg_scales))}]")
     cfg = resolve(config, overrides, *extra)
-    w_on_command_line = cfg_scales is not None or any(o.strip().startswith("evaluate.cfg_scales") for o in overrides or [])
-    if not w_on_command_line and "PI0_CFG_SCALE" in os.environ:
-        cfg.evaluate.cfg_scales = [cfg.inference.cfg_scale]  # config copied PI0_CFG_SCALE there
+    apply_env_cfg_scale(cfg, cfg_scales is not None or any(o.strip().startswith("evaluate.cfg_scales") for o in overrides or []))
 
     from cfgrl.evaluate.runner import evaluate_policy
     from cfgrl.evaluate.summary import format_table

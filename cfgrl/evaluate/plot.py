@@ -28,7 +28,9 @@ def plot_success_vs_w(results: dict[str, Any], path: str | Path) -> Path:
                 lw=0.8, alpha=0.45, color="grey", label="per task" if i == 0 else None)
     ax.fill_between(ws, [r["ci_low"] for r in overall], [r["ci_high"] for r in overall],
                     color="tab:blue", alpha=0.2, label="overall 95% Wilson band")
-    ax.plot(ws, [r["success_rate"] for r in overall], "o-", color="tab:blue", lw=2, label="overall")
+    rates = [r["success_rate"] for r in overall]
+    ax.errorbar(ws, rates, yerr=[[p - r["ci_low"] for p, r in zip(rates, overall)], [r["ci_high"] - p for p, r in zip(rates, overall)]],
+                fmt="o-", color="tab:blue", lw=2, capsize=3, label="overall")
     base = [r for r in rows if r["role"] == BASELINE and r["scope"] == "overall"]
     if base:
         b = base[0]

@@ -78,7 +78,10 @@ def evaluate_policy(
         raise CfgrlError(f"output '{out_dir}' exists and is not a directory")
 
     if cfg.evaluate.videos > 0:
-        require_video_support()
+        try:
+            require_video_support()
+        except CfgrlError:
+            raise CfgrlError("evaluate.videos > 0 needs imageio-ffmpeg for MP4s; `pip install imageio-ffmpeg`, or set evaluate.videos=0") from None
     slots, env_cfgs, cameras = resolve_slots(cfg, suites)
     layout = rollouts.store_layout(cameras, cfg.env.image_size)
     if store is not None:

@@ -1,0 +1,175 @@
+"""A real tiny PI0 evaluated on the built-in env: paired episodes across w, the files, resume, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cfgrl.cli import app
+from cfgrl.config import config_from_dict, load_config
+from cfgrl.evaluate import evaluate_policy, load_results
+from cfgrl.evaluate import rollouts
+from cfgrl.evaluate.ledger import EpisodeLedger
+from cfgrl.policy import PI0Config, PI0Policy
+from cfgrl.store import Store
+
+pytestmark = pytest.mark.slow
+
+SETTINGS = [
+    "env.image_size=32", "env.max_steps=5", "env.tasks=[0, 1]", "env.init_states=[4]",
+    "evaluate.cfg_scales=[1, 2]", "collect.workers=1", "inference.num_steps=2",
+]
+WS = [1.0, 2.0]
+
+
+def save_tiny_policy(path: Path, condition_trained: bool) -> Path:
+    torch.manual_seed(0)
+    policy = PI0Policy(PI0Config.from_preset("tiny", image_size=32, patch_size=8, max_token_len=24, num_steps=2))
+    if condition_trained:  # give the condition real weight, so w changes the sampled actions
+        g = torch.Generator().manual_seed(5)
+        with torch.no_grad():
+            for p in policy.model.condition.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * 3.0)
+        policy.condition_trained = True
+    return policy.save_pretrained(path)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("ckpt")
+    return save_tiny_policy(root / "policy", True), save_tiny_policy(root / "base", False)
+
+
+@pytest.fixture(scope="module")
+def evaluated(checkpoints, tmp_path_factory):
+    policy, base = checkpoints
+    root = tmp_path_factory.mktemp("eval")
+    cfg = load_config(None, SETTINGS, environ={})
+    results = evaluate_policy(cfg, policy, root / "run", baseline_dir=base, store=root / "eval.zarr", progress=False)
+    return results, root / "run", root / "eval.zarr"
+
+
+def test_real_policy_at_two_weights_writes_every_file(evaluated):
+    results, run, _ = evaluated
+    for name in ("results.json", "results.csv", "success_vs_w.png", "config.json", "episodes.jsonl"):
+        assert (run / name).stat().st_size > 0, name
+    assert (run / "success_vs_w.png").read_bytes().startswith(b"\x89PNG")
+    assert load_results(run) == results
+    assert config_from_dict(json.loads((run / "config.json").read_text())).evaluate.cfg_scales == WS
+    overall = {r["arm"]: r for r in results["rows"] if r["scope"] == "overall"}
+    assert list(overall) == ["w=1", "w=2", "baseline"]
+    assert all(r["episodes"] == 2 for r in overall.values())
+    assert overall["w=2"]["diff_vs_w1"] is not None and overall["w=1"]["diff_vs_w1"] is None
+    assert results["best_cfg_scale"] in WS
+    tasks = [r for r in results["rows"] if r["arm"] == "w=2" and r["scope"] == "task"]
+    assert [(r["task_id"], r["prompt"]) for r in tasks] == [(0, "grasp the red ball"), (1, "grasp the green ball")]
+    assert len(EpisodeLedger(run / "episodes.jsonl").records) == 6
+
+
+def test_every_w_ran_the_same_init_states_and_seeds(evaluated):
+    """Read back from the store: same (task, init, seed) for every w, identical first states (same
+    env seed), different actions (guidance is applied), one run id and separate groups per w."""
+    _, _, store_path = evaluated
+    store = Store(store_path)
+    ep = store.episodes
+    assert len(ep) == 6 and sorted(set(ep.cfg_scale)) == [0.0, 1.0, 2.0]
+    per_w = {w: ep[(ep.cfg_scale == w) & (ep.policy_id == ep.policy_id[ep.cfg_scale == 1.0].iloc[0])] for w in WS}
+    slots = {w: sorted(zip(d.task_id, d.init_state_id, d.seed)) for w, d in per_w.items()}
+    assert slots[1.0] == slots[2.0]
+    assert per_w[1.0].run_id.nunique() == 1 and per_w[1.0].run_id.iloc[0] != per_w[2.0].run_id.iloc[0]
+    assert not set(per_w[1.0].group_id) & set(per_w[2.0].group_id)
+    differs = []
+    for (_, a), (_, b) in zip(per_w[1.0].sort_values("seed").iterrows(), per_w[2.0].sort_values("seed").iterrows()):
+        first_a = store.steps("state")[a.step_start]
+        first_b = store.steps("state")[b.step_start]
+        np.testing.assert_array_equal(first_a, first_b)
+        acts_a = store.steps("action")[a.step_start : a.step_start + a.length]
+        acts_b = store.steps("action")[b.step_start : b.step_start + b.length]
+        differs.append(not np.allclose(acts_a, acts_b))
+    assert any(differs)
+
+
+def test_an_interrupted_evaluation_resumes_without_rerunning_or_duplicating(evaluated, checkpoints, tmp_path, monkeypatch):
+    reference, _, _ = evaluated
+    policy, _ = checkpoints
+    cfg = load_config(None, SETTINGS, environ={})
+    run, store = tmp_path / "run", tmp_path / "eval.zarr"
+
+    real_append, calls = EpisodeLedger.append, []
+
+    def crash_on_second(self, record):
+        calls.append(record["key"])
+        if len(calls) == 2:  # the 2nd episode is already in the store; the process dies before logging it
+            raise KeyboardInterrupt
+        real_append(self, record)
+
+    monkeypatch.setattr(EpisodeLedger, "append", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_policy(cfg, policy, run, store=store, progress=False)
+    monkeypatch.setattr(EpisodeLedger, "append", real_append)
+    assert len(EpisodeLedger(run / "episodes.jsonl").records) == 1
+    assert Store(store).num_episodes == 2
+
+    rolled = []
+    real_run = rollouts.run_episodes
+    monkeypatch.setattr(rollouts, "run_episodes", lambda env_cfg, policy, specs, *a, **k: rolled.extend(specs) or real_run(env_cfg, policy, specs, *a, **k))
+    resumed = evaluate_policy(cfg, policy, run, store=store, progress=False)
+    assert len(rolled) == 2  # only w=2: w=1's first episode was logged, its second healed from the store
+    assert Store(store).num_episodes == 4  # no duplicate of the episode the crash left in the store
+    assert len(EpisodeLedger(run / "episodes.jsonl").records) == 4
+    policy_rows = lambda res: [{k: r[k] for k in ("arm", "scope", "task_id", "successes", "episodes")}
+                               for r in res["rows"] if r["role"] == "policy"]
+    assert policy_rows(resumed) == policy_rows(reference)
+
+
+def _cli(args, env=None):
+    return CliRunner().invoke(app, ["evaluate", *args], env=env)
+
+
+def test_cli_prints_the_table_and_best_w_and_honours_pi0_cfg_scale(evaluated, checkpoints):
+    _, run, _ = evaluated
+    policy, _ = checkpoints
+    overrides = [x for s in SETTINGS if not s.startswith("evaluate.cfg_scales") for x in ("-o", s)]
+    result = _cli([str(policy), "--out", str(run), "--cfg-scales", "1,2", *overrides])
+    assert result.exit_code == 0, result.output
+    assert "best cfg_scale:" in result.output and "w=2" in result.output
+    # Only PI0_CFG_SCALE: that single w (already recorded in the run, so no rollout happens).
+    result = _cli([str(policy), "--out", str(run), *overrides], env={"PI0_CFG_SCALE": "2"})
+    assert result.exit_code == 0, result.output
+    assert load_results(run)["cfg_scales"] == [2.0]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--cfg-scales", ""], "empty"),
+        (["--cfg-scales", "1,-2"], ">= 0"),
+        (["-o", "evaluate.cfg_scales=[]"], "empty"),
+        (["--suite", "nope"], "not a builtin suite"),
+        (["-o", "env.tasks=[9]"], "task 9 is not in suite"),
+        (["-o", "env.init_states=[]"], "zero episodes"),
+        (["-o", "evaluate.episodes_per_init=0"], "zero episodes"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_writes_nothing(checkpoints, tmp_path, extra, message):
+    policy, _ = checkpoints
+    result = _cli([str(policy), "--out", str(tmp_path / "run"), "-o", "env.image_size=32", *extra])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_refuses_a_checkpoint_that_is_not_a_policy(evaluated, tmp_path):
+    _, run, store = evaluated
+    before = (run / "results.json").read_bytes()
+    for not_a_policy in (store, tmp_path, tmp_path / "missing"):
+        result = _cli([str(not_a_policy), "--out", str(run)])
+        assert result.exit_code == 2
+        assert result.output.strip().startswith("error:") and "is not a policy checkpoint" in result.output
+    assert (run / "results.json").read_bytes() == before  # nothing already written is touched

@@ -1,0 +1,177 @@
+"""The paired design, the episode log, the results table and the plot, without rollouts."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cfgrl.config import load_config
+from cfgrl.envs.base import TaskInfo
+from cfgrl.errors import CfgrlError
+from cfgrl.evaluate.cli import apply_env_cfg_scale, parse_cfg_scales
+from cfgrl.evaluate.ledger import EpisodeLedger
+from cfgrl.evaluate.plan import BASELINE, POLICY, check_protocol, plan_episodes, slots_for_suite
+from cfgrl.evaluate.plot import plot_success_vs_w
+from cfgrl.evaluate.summary import best_cfg_scale, build_results, load_results, summarise, write_results
+from cfgrl.evaluate.stats import wilson_interval
+
+TASKS = [TaskInfo(0, "grasp the red ball", 50, 80), TaskInfo(1, "grasp the green ball", 50, 80)]
+
+
+def cfg(*overrides):
+    return load_config(None, list(overrides), environ={})
+
+
+def test_every_w_and_the_baseline_run_the_same_slots_and_seeds():
+    c = cfg("env.init_states=[3, 7]", "evaluate.episodes_per_init=2")
+    slots = slots_for_suite(c.env, TASKS, c)
+    assert len(slots) == 2 * 2 * 2
+    episodes = plan_episodes(slots, [0.0, 1.0, 2.5, 1.0], with_baseline=True)
+    by_arm = {}
+    for ep in episodes:
+        by_arm.setdefault((ep.role, ep.cfg_scale), []).append(ep.slot)
+    assert list(by_arm) == [(POLICY, 0.0), (POLICY, 1.0), (POLICY, 2.5), (BASELINE, 0.0)]  # duplicates dropped
+    assert all(arm_slots == slots for arm_slots in by_arm.values())
+    seeds = [s.seed for s in slots]
+    assert len(set(seeds)) == len(seeds)  # repeats of one init state get different seeds
+
+
+def test_seeds_depend_on_the_evaluation_seed_only_not_on_the_selection():
+    a = slots_for_suite(cfg("env.tasks=[0, 1]", "env.init_states=[5]").env, TASKS, cfg())
+    b = slots_for_suite(cfg("env.tasks=[1]", "env.init_states=[5]").env, TASKS, cfg())
+    assert b[0].seed == a[1].seed  # task 1, init 5 keeps its seed when task 0 is dropped
+    c = cfg("env.tasks=[1]", "env.init_states=[5]", "evaluate.seed=7")
+    assert slots_for_suite(c.env, TASKS, c)[0].seed != b[0].seed
+
+
+def test_default_init_states_are_all_of_the_suite():
+    c = cfg()
+    assert len(slots_for_suite(c.env, TASKS, c)) == 2 * 50
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["env.tasks=[9]"], "task 9 is not in suite 'reach'"),
+        (["env.init_states=[50]"], "init state 50 is out of range"),
+        (["env.tasks=[]"], "zero episodes"),
+        (["env.init_states=[]"], "zero episodes"),
+    ],
+)
+def test_bad_selection_is_one_clear_error(overrides, message):
+    c = cfg(*overrides)
+    with pytest.raises(CfgrlError, match=message):
+        slots_for_suite(c.env, TASKS, c)
+
+
+def test_zero_episodes_per_init_and_libero_protocol_conflicts_are_errors():
+    with pytest.raises(CfgrlError, match="zero episodes"):
+        check_protocol(cfg("evaluate.episodes_per_init=0"))
+    with pytest.raises(CfgrlError, match="protocol=libero"):
+        check_protocol(cfg("evaluate.protocol=libero", "env.tasks=[0]"))
+    check_protocol(cfg("evaluate.protocol=libero"))
+
+
+def test_cfg_scale_lists_from_the_command_line_and_the_environment():
+    assert parse_cfg_scales("0, 1,1.5") == [0.0, 1.0, 1.5]
+    for bad, message in [("", "empty"), (" , ", "empty"), ("0,-1", ">= 0"), ("a,b", "not a comma-separated")]:
+        with pytest.raises(CfgrlError, match=message):
+            parse_cfg_scales(bad)
+    with pytest.raises(CfgrlError, match="empty"):
+        cfg("evaluate.cfg_scales=[]")
+    env = {"PI0_CFG_SCALE": "2.5"}
+    c = load_config(None, [], environ=env)
+    assert apply_env_cfg_scale(c, listed_on_command_line=False, environ=env).evaluate.cfg_scales == [2.5]
+    c = load_config(None, ["evaluate.cfg_scales=[0, 1]"], environ=env)
+    assert apply_env_cfg_scale(c, listed_on_command_line=True, environ=env).evaluate.cfg_scales == [0.0, 1.0]
+    c = load_config(None, [], environ={})
+    assert apply_env_cfg_scale(c, listed_on_command_line=False, environ={}).evaluate.cfg_scales == [0.0, 1.0, 1.5, 2.0, 3.0]
+
+
+def _outcomes(slots, table):
+    """table: arm -> list of 0/1 per slot."""
+    out = {}
+    for (role, w), flags in table.items():
+        for ep, ok in zip(plan_episodes(slots, [w], False) if role == POLICY else plan_episodes(slots, [], True), flags):
+            out[ep] = bool(ok)
+    return out
+
+
+def _results(tmp_path=None):
+    c = cfg("env.init_states=[0, 1, 2, 3, 4]")
+    slots = slots_for_suite(c.env, TASKS, c)  # task 0 then task 1, 5 init states each
+    table = {
+        (POLICY, 0.0): [1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        (POLICY, 1.0): [1, 1, 0, 0, 0, 1, 0, 0, 0, 0],
+        (POLICY, 2.0): [1, 1, 1, 1, 0, 1, 1, 0, 0, 0],
+        (BASELINE, 0.0): [1, 0, 0, 0, 0, 1, 0, 0, 0, 0],
+    }
+    rows = summarise(_outcomes(slots, table), slots, list(table))
+    return build_results(rows, {"policy": "p", "cfg_scales": [0.0, 1.0, 2.0]}), rows
+
+
+def test_rows_hold_rates_wilson_intervals_and_paired_differences():
+    results, rows = _results()
+    get = {(r["arm"], r["scope"], r["task_id"]): r for r in rows}
+    w2 = get[("w=2", "overall", None)]
+    assert (w2["episodes"], w2["successes"], w2["success_rate"]) == (10, 6, 0.6)
+    assert (w2["ci_low"], w2["ci_high"]) == pytest.approx(wilson_interval(6, 10))
+    assert w2["diff_vs_w1"] == pytest.approx(0.3)  # 3 slots gained, none lost against w=1
+    assert w2["diff_ci_low"] < 0.3 < w2["diff_ci_high"]
+    assert get[("w=1", "overall", None)]["diff_vs_w1"] is None
+    assert get[("w=2", "task", 0)]["successes"] == 4 and get[("w=2", "task", 1)]["successes"] == 2
+    assert get[("w=2", "suite", None)]["successes"] == 6
+    assert get[("baseline", "overall", None)]["diff_vs_w1"] == pytest.approx(-0.1)
+    assert best_cfg_scale(results) == 2.0
+
+
+def test_best_cfg_scale_breaks_ties_towards_less_guidance():
+    results, _ = _results()
+    for r in results["rows"]:
+        if r["arm"] == "w=1" and r["scope"] == "overall":
+            r.update(success_rate=0.6, ci_low=0.5)
+        if r["arm"] == "w=2" and r["scope"] == "overall":
+            r.update(ci_low=0.5)
+    assert best_cfg_scale(results) == 1.0
+
+
+def test_results_files_round_trip_and_check_their_schema(tmp_path):
+    results, rows = _results()
+    write_results(results, tmp_path)
+    assert load_results(tmp_path) == json.loads((tmp_path / "results.json").read_text())
+    csv = (tmp_path / "results.csv").read_text().splitlines()
+    assert len(csv) == 1 + len(rows) and csv[0].startswith("arm,role,cfg_scale,scope")
+    broken = {**results, "schema_version": 99}
+    (tmp_path / "results.json").write_text(json.dumps(broken))
+    with pytest.raises(CfgrlError, match="schema version 99"):
+        load_results(tmp_path)
+
+
+def test_plot_is_written(tmp_path):
+    results, _ = _results()
+    path = plot_success_vs_w(results, tmp_path / "success_vs_w.png")
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG") and len(data) > 10_000
+
+
+def test_ledger_keeps_committed_episodes_and_drops_a_torn_last_line(tmp_path):
+    path = tmp_path / "episodes.jsonl"
+    ledger = EpisodeLedger(path)
+    ledger.append({"key": "a", "success": True})
+    ledger.append({"key": "b", "success": False})
+    with path.open("a") as f:
+        f.write('{"key": "c", "succ')  # a crash in the middle of a write
+    reopened = EpisodeLedger(path)
+    assert set(reopened.records) == {"a", "b"}
+    reopened.append({"key": "c", "success": True})
+    assert set(EpisodeLedger(path).records) == {"a", "b", "c"}
+
+
+def test_ledger_of_another_schema_version_is_refused(tmp_path):
+    path = tmp_path / "episodes.jsonl"
+    path.write_text(json.dumps({"schema": "cfgrl.eval_results", "schema_version": 0, "kind": "episodes"}) + "\n")
+    with pytest.raises(CfgrlError, match="schema version 0"):
+        EpisodeLedger(path)
+    path.write_text("not json\n")
+    with pytest.raises(CfgrlError, match="not an evaluation episode log"):
+        EpisodeLedger(path)
