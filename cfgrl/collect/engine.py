@@ -1,0 +1,235 @@
+"""The rollout engine: worker processes hold the environments, the main process holds the policy.
+
+Each round, every running episode contributes its query observation to ONE batched policy call;
+each worker then executes the first ``replan_steps`` actions of its chunk and returns the next query
+observation. The flow noise of every query comes from the episode's own generator (seeded by the
+episode seed), so an episode's actions do not depend on which other episodes shared its batch.
+Finished episodes are written (and forgotten) at once, so memory does not grow with the run.
+
+Termination: every round advances every running episode by at least one policy step, every
+episode ends by its ``max_steps``, and a worker that stops answering raises after a timeout.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from collections import deque
+from dataclasses import dataclass
+from functools import partial
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Any, Callable
+
+from tqdm import tqdm
+
+from cfgrl.collect.sources import ChunkPolicy, ScriptedExpert, flow_noise_generator, query_chunks
+from cfgrl.collect.specs import EpisodeSpec
+from cfgrl.collect.videos import write_video
+from cfgrl.collect.worker import FinishedEpisode, serve
+from cfgrl.config import EnvConfig
+from cfgrl.errors import CfgrlError
+from cfgrl.store import EpisodeData
+
+WORKER_TIMEOUT_S = 900.0  # far above a LIBERO reset plus a chunk; a silent worker is a hung worker
+LIBERO_WORKER_GB = 2.1
+BUILTIN_WORKERS = 8  # builtin workers are cheap; more of them make bigger policy batches
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    spec: EpisodeSpec
+    success: bool
+    length: int  # policy steps (settle steps excluded)
+    prompt: str
+
+
+def episode_data(env_cfg: EnvConfig, spec: EpisodeSpec, ep: FinishedEpisode, policy_id: str, cfg_scale: float,
+                 run_id: str) -> EpisodeData:
+    """A finished episode with every metadata column of the store's episode table."""
+    meta = dict(
+        num_wait_steps=ep.num_wait_steps, task_id=spec.task_id, init_state_id=spec.init_state_id,
+        group_id=spec.group_id, rollout_index=spec.rollout_index, seed=spec.seed, success=ep.success,
+        cfg_scale=cfg_scale, env=env_cfg.name, suite=env_cfg.suite, prompt=ep.prompt, policy_id=policy_id,
+        run_id=run_id, renderer=ep.renderer,
+    )
+    return EpisodeData(state=ep.state, action=ep.action, reward=ep.reward, done=ep.done, is_wait=ep.is_wait,
+                       frames=ep.frames, frame_step=ep.frame_step, meta=meta)
+
+
+def default_workers(env_cfg: EnvConfig, num_episodes: int) -> int:
+    """As many workers as fit: LIBERO by memory (~2.1 GB each) and cores, builtin a fixed few."""
+    if env_cfg.name == "libero":
+        fits = int(_available_memory_gb() // LIBERO_WORKER_GB)
+        wanted = min(os.cpu_count() or 1, fits)
+    else:
+        wanted = BUILTIN_WORKERS
+    return max(1, min(wanted, num_episodes))
+
+
+def _available_memory_gb() -> float:
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) / 2**20
+    except (OSError, KeyError, ValueError):
+        return LIBERO_WORKER_GB * 2
+
+
+class WorkerPool:
+    """``n`` spawned processes, each serving one environment over a pipe."""
+
+    def __init__(self, env_cfg: EnvConfig, n: int):
+        ctx = mp.get_context("spawn")
+        self.conns, self.procs = [], []
+        for _ in range(n):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=serve, args=(child, env_cfg), daemon=True)
+            proc.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(proc)
+
+    def send(self, worker: int, message: tuple) -> None:
+        self.conns[worker].send(message)
+
+    def recv(self, worker: int) -> tuple[str, Any]:
+        conn = self.conns[worker]
+        if not conn.poll(WORKER_TIMEOUT_S):
+            raise RuntimeError(f"environment worker {worker} did not answer within {WORKER_TIMEOUT_S:.0f} s")
+        try:
+            reply = conn.recv()
+        except EOFError:
+            raise RuntimeError(
+                f"environment worker {worker} died (exit code {self.procs[worker].exitcode}); see its output above"
+            ) from None
+        if reply[0] == "error":
+            _, message, bad_input = reply
+            raise CfgrlError(message) if bad_input else RuntimeError(f"environment worker {worker} failed: {message}")
+        return reply
+
+    def wait_any(self, workers: list[int]) -> list[int]:
+        ready = wait([self.conns[w] for w in workers], timeout=WORKER_TIMEOUT_S)
+        if not ready:
+            raise RuntimeError(f"no environment worker answered within {WORKER_TIMEOUT_S:.0f} s")
+        return [w for w in workers if self.conns[w] in ready]
+
+    def close(self) -> None:
+        for conn in self.conns:
+            try:
+                conn.send(("close",))
+            except (BrokenPipeError, OSError):
+                pass
+        for proc in self.procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=5)
+        for conn in self.conns:
+            conn.close()
+
+
+@dataclass
+class _Running:
+    index: int  # position in the spec list (decides whether it is filmed)
+    spec: EpisodeSpec
+    obs: Any
+    generator: Any
+
+
+def run_episodes(
+    env_cfg: EnvConfig,
+    policy: ChunkPolicy | ScriptedExpert,
+    specs: list[EpisodeSpec],
+    cfg_scale: float,
+    workers: int | None = None,
+    progress: bool = True,
+    replan_steps: int = 5,
+    num_steps: int | None = None,
+    on_episode: Callable[[EpisodeSpec, FinishedEpisode], None] | None = None,
+    videos: int = 0,
+    video_dir: Path | None = None,
+) -> list[EpisodeResult]:
+    """Roll out every spec; hand each finished episode to ``on_episode`` as soon as it ends (e.g. to
+    append it to a store, see ``episode_data``) and film the first ``videos`` specs into
+    ``video_dir``. ``num_steps``: flow-sampler steps (None = the policy's own). Returns one small
+    summary per episode, in the order they finished."""
+    if not specs:
+        return []
+    num_workers = min(workers or default_workers(env_cfg, len(specs)), len(specs))
+    results: list[EpisodeResult] = []
+    bar = tqdm(total=len(specs), unit="ep", disable=not progress, dynamic_ncols=True)
+    started = time.monotonic()
+    env_steps = 0
+
+    def finish(index: int, spec: EpisodeSpec, episode: FinishedEpisode) -> None:
+        nonlocal env_steps
+        if on_episode is not None:
+            on_episode(spec, episode)
+        if episode.video is not None and video_dir is not None:
+            write_video(video_dir / f"episode{index:05d}_group{spec.group_id}_rollout{spec.rollout_index}.mp4", episode.video)
+        env_steps += len(episode.action)
+        length = len(episode.action) - episode.num_wait_steps
+        results.append(EpisodeResult(spec, episode.success, length, episode.prompt))
+        wins = sum(r.success for r in results)
+        rate = env_steps / max(time.monotonic() - started, 1e-9)
+        bar.set_postfix_str(f"success {wins}/{len(results)}, {rate:.0f} env-steps/s", refresh=False)
+        bar.update(1)
+
+    pool = WorkerPool(env_cfg, num_workers)
+    try:
+        pending = deque(enumerate(specs))
+        if isinstance(policy, ScriptedExpert):
+            _run_scripted(pool, policy, pending, replan_steps, videos, finish)
+        else:
+            sample = partial(query_chunks, policy, cfg_scale=cfg_scale, num_steps=num_steps)
+            _run_batched(pool, sample, pending, replan_steps, videos, finish)
+    finally:
+        pool.close()
+        bar.close()
+    return results
+
+
+def _run_batched(pool: WorkerPool, sample: Callable, pending: deque, replan_steps: int, videos: int,
+                 finish: Callable) -> None:
+    running: dict[int, _Running] = {}
+    idle = list(range(len(pool.conns)))
+    while pending or running:
+        starting = []
+        while idle and pending:
+            worker, (index, spec) = idle.pop(), pending.popleft()
+            pool.send(worker, ("reset", spec, index < videos))
+            starting.append((worker, index, spec))
+        for worker, index, spec in starting:
+            _, obs = pool.recv(worker)
+            running[worker] = _Running(index, spec, obs, flow_noise_generator(spec.seed))
+        order = sorted(running)
+        chunks = sample([running[w].obs for w in order], [running[w].generator for w in order])
+        for worker, chunk in zip(order, chunks):
+            pool.send(worker, ("act", chunk[:replan_steps]))
+        for worker in order:
+            kind, payload = pool.recv(worker)
+            if kind == "obs":
+                running[worker].obs = payload
+            else:
+                done = running.pop(worker)
+                finish(done.index, done.spec, payload)
+                idle.append(worker)
+
+
+def _run_scripted(pool: WorkerPool, expert: ScriptedExpert, pending: deque, replan_steps: int, videos: int,
+                  finish: Callable) -> None:
+    """The scripted expert plans inside the workers: each worker plays whole episodes."""
+    busy: dict[int, tuple[int, EpisodeSpec]] = {}
+    idle = list(range(len(pool.conns)))
+    while pending or busy:
+        while idle and pending:
+            worker, (index, spec) = idle.pop(), pending.popleft()
+            pool.send(worker, ("scripted", spec, index < videos, expert.noise, replan_steps))
+            busy[worker] = (index, spec)
+        for worker in pool.wait_any(sorted(busy)):
+            _, episode = pool.recv(worker)
+            index, spec = busy.pop(worker)
+            finish(index, spec, episode)
+            idle.append(worker)

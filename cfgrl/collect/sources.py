@@ -1,0 +1,98 @@
+"""Where the actions come from: a PI0 checkpoint, a fresh random PI0, or the scripted expert.
+
+``--policy DIR`` loads a checkpoint, ``--policy scripted:NOISE`` uses the builtin env's scripted
+expert (its chunks need the privileged state, so the workers compute them), and no policy at all
+means a fresh ``policy.preset`` PI0 with random weights: it runs the whole pipeline but cannot
+solve anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from cfgrl.config import Config
+from cfgrl.envs import Observation
+from cfgrl.envs.scripted import parse_noise, policy_id
+from cfgrl.errors import CfgrlError
+
+SCRIPTED_PREFIX = "scripted:"
+_FLOW_NOISE_SALT = 0x0F10  # keeps the flow-noise stream apart from the env's use of the same seed
+
+
+class ChunkPolicy(Protocol):
+    """What the engine needs from a PI0 policy (``cfgrl.policy.PI0Policy``)."""
+
+    policy_id: str
+    config: Any  # PI0Config: chunk_size, max_action_dim
+
+    def sample_actions(self, obs: dict[str, Any], cfg_scale: float, noise: Any, num_steps: int | None) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ScriptedExpert:
+    """The builtin env's scripted expert; ``noise`` 0 is perfect (see ``cfgrl.envs.scripted``)."""
+
+    noise: float
+
+    @property
+    def policy_id(self) -> str:
+        return policy_id(self.noise)
+
+
+def load_policy(source: str | None, cfg: Config, camera_names: tuple[str, ...], image_size: int,
+                say: Callable[[str], None] = print) -> ScriptedExpert | ChunkPolicy:
+    """Resolve ``--policy`` (or ``policy.path``; none = a fresh preset) into a policy object."""
+    source = source if source is not None else cfg.policy.path
+    if source is not None and source.startswith(SCRIPTED_PREFIX):
+        if cfg.env.name != "builtin":
+            raise CfgrlError(f"--policy {source}: the scripted expert exists for env.name=builtin only, not {cfg.env.name}")
+        return ScriptedExpert(parse_noise(source[len(SCRIPTED_PREFIX):]))
+    if source is not None:
+        path = Path(source)
+        if not path.is_dir():
+            raise CfgrlError(
+                f"policy '{source}' is not a directory; give a checkpoint directory, scripted:NOISE, or no --policy"
+            )
+        from cfgrl.policy import PI0Policy
+
+        return PI0Policy.from_pretrained(path)
+    import torch
+
+    from cfgrl.policy import PI0Config, PI0Policy
+
+    say(f"note: no --policy given: using a fresh '{cfg.policy.preset}' PI0 with random weights; "
+        "it exercises the pipeline but will not learn anything useful from these rollouts")
+    torch.manual_seed(cfg.collect.seed)
+    return PI0Policy(PI0Config.from_preset(  # shaped like the policy `cfgrl train` would start from
+        cfg.policy.preset, camera_names=tuple(camera_names), image_size=image_size,
+        condition_mode=cfg.policy.condition_mode, use_prefix_dropout=cfg.cfgrl.use_prefix_dropout,
+    ))
+
+
+def flow_noise_generator(episode_seed: int):
+    """The episode's own stream of flow-matching noise: results do not depend on batching."""
+    import torch
+
+    return torch.Generator().manual_seed((episode_seed ^ _FLOW_NOISE_SALT) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def query_chunks(policy: ChunkPolicy, observations: list[Observation], generators: list, cfg_scale: float,
+                 num_steps: int | None = None) -> np.ndarray:
+    """One batched policy call for every waiting episode: (B, chunk, ACTION_DIM) raw actions."""
+    import torch
+
+    cams = observations[0].images.keys()
+    horizon, width = policy.config.chunk_size, policy.config.max_action_dim
+    noise = torch.stack([torch.randn(horizon, width, generator=g) for g in generators])
+    batch = {
+        "images": {c: torch.from_numpy(np.stack([o.images[c] for o in observations])) for c in cams},
+        "state": torch.from_numpy(np.stack([o.state for o in observations])),
+        "prompt": [o.prompt for o in observations],
+    }
+    with torch.inference_mode():
+        actions = policy.sample_actions(batch, cfg_scale=cfg_scale, noise=noise, num_steps=num_steps)
+    return np.asarray(actions.detach().cpu().numpy(), np.float32)

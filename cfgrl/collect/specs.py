@@ -1,0 +1,69 @@
+"""Which episodes a collection runs: the deterministic group grid, per-episode seeds, shards.
+
+A group is K rollouts (RLOO's group) from one (task, init state), all with one policy and one
+cfg_scale. Group ``g`` of a run always maps to the same (task, init state) and its rollouts always
+get the same seeds, whatever the shard, the worker count or how often the run was resumed, so a
+re-run can skip exactly the (group, rollout) pairs already committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from cfgrl.errors import CfgrlError
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """One episode to roll out; ``cfgrl evaluate`` builds these too (same init states and seeds for every w)."""
+
+    task_id: int
+    init_state_id: int
+    seed: int
+    group_id: int
+    rollout_index: int
+
+
+def episode_seed(base_seed: int, group_id: int, rollout_index: int) -> int:
+    """A 56-bit seed that depends only on (base seed, group, rollout)."""
+    digest = hashlib.sha256(f"cfgrl-episode/{base_seed}/{group_id}/{rollout_index}".encode()).digest()
+    return int.from_bytes(digest[:7], "little")
+
+
+def group_grid(tasks: list[int], init_states: list[int], num_groups: int) -> list[tuple[int, int]]:
+    """(task, init state) of groups 0..num_groups-1: cycle over tasks fastest, so any prefix is balanced
+    across tasks; past tasks x init states the grid repeats (new group ids, so new seeds)."""
+    if not tasks or not init_states:
+        raise CfgrlError("no task or no init state selected; check env.tasks and env.init_states")
+    cells = len(tasks) * len(init_states)
+    return [(tasks[(g % cells) % len(tasks)], init_states[(g % cells) // len(tasks)]) for g in range(num_groups)]
+
+
+def shard_groups(num_groups: int, shard: int, num_shards: int) -> list[int]:
+    """The group ids of one shard: whole groups, round-robin, so shards are balanced across tasks."""
+    if num_shards < 1 or not 0 <= shard < num_shards:
+        raise CfgrlError(f"--shard {shard} --num-shards {num_shards} is not valid; need 0 <= shard < num_shards")
+    return [g for g in range(num_groups) if g % num_shards == shard]
+
+
+def group_specs(
+    tasks: list[int], init_states: list[int], num_groups: int, group_size: int, base_seed: int,
+    shard: int = 0, num_shards: int = 1,
+) -> list[EpisodeSpec]:
+    """Every episode of this shard's groups, group by group."""
+    grid = group_grid(tasks, init_states, num_groups)
+    return [
+        EpisodeSpec(task, init, episode_seed(base_seed, g, k), g, k)
+        for g in shard_groups(num_groups, shard, num_shards)
+        for task, init in [grid[g]]
+        for k in range(group_size)
+    ]
+
+
+def run_id(**identity: object) -> str:
+    """Short stable hash of everything that makes two collections' episodes interchangeable
+    (env, tasks, policy, cfg_scale, seeds, K, ...), never of counts, shards or worker numbers."""
+    text = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

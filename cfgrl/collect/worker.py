@@ -1,0 +1,158 @@
+"""The environment side of the rollout engine: one process, one environment, one episode at a time.
+
+Workers are started with the ``spawn`` method (fork and OpenGL contexts do not mix) and never import
+torch: the policy lives in the main process, which sends each worker the ``replan_steps`` actions to
+execute and gets back the next query observation. The worker records the episode itself, so only
+small messages cross the pipe until the episode is finished.
+
+Messages (main -> worker): ``("reset", spec, video)``, ``("act", actions)``,
+``("scripted", spec, video, noise, replan_steps)``, ``("close",)``. Replies: ``("obs", Observation)``,
+``("done", FinishedEpisode)``, ``("error", message, is_bad_input)``.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+
+import numpy as np
+
+from cfgrl.config import EnvConfig
+from cfgrl.envs import Env, Observation, make_env
+from cfgrl.errors import CfgrlError
+
+
+@dataclass
+class FinishedEpisode:
+    """What a worker hands back when an episode ends (the engine adds the metadata)."""
+
+    state: np.ndarray  # (T, STATE_DIM) observed before each step's action
+    action: np.ndarray  # (T, ACTION_DIM) executed (clipped to [-1, 1], as the env applies it)
+    reward: np.ndarray  # (T,)
+    done: np.ndarray  # (T,) True on the success step
+    is_wait: np.ndarray  # (T,)
+    frames: dict[str, np.ndarray]  # camera -> (F, H, W, 3) uint8 at the query steps
+    frame_step: np.ndarray  # (F,) step index of each frame
+    success: bool
+    prompt: str
+    num_wait_steps: int
+    renderer: str
+    video: np.ndarray | None = None  # (T + 1, H, W * cameras, 3) every step, when asked
+
+
+@dataclass
+class EpisodeRecorder:
+    """Plays one episode on ``env`` and keeps everything the store needs."""
+
+    env: Env
+    max_steps: int
+    video: bool
+    policy_steps: int = 0
+    success: bool = False
+    prompt: str = ""
+    _steps: list[tuple[np.ndarray, np.ndarray, float, bool, bool]] = field(default_factory=list)
+    _frames: list[tuple[int, dict[str, np.ndarray]]] = field(default_factory=list)
+    _video: list[np.ndarray] = field(default_factory=list)
+
+    def start(self, task_id: int, init_state_id: int, seed: int) -> Observation:
+        """Reset, play the settle steps, return the first query observation."""
+        obs = self.env.reset(task_id, init_state_id, seed)
+        self.prompt = obs.prompt
+        self._film(obs)
+        for i in range(self.env.num_wait_steps):
+            obs = self._step(obs, self.env.wait_action, render=self.video or i == self.env.num_wait_steps - 1, wait=True)
+        self._query(obs)
+        return obs
+
+    @property
+    def finished(self) -> bool:
+        return self.success or self.policy_steps >= self.max_steps
+
+    def play(self, actions: np.ndarray, obs: Observation) -> Observation | None:
+        """Execute ``actions`` from ``obs``; the next query observation, or None once the episode ended."""
+        for i, action in enumerate(actions):
+            last = i == len(actions) - 1
+            obs = self._step(obs, action, render=self.video or last, wait=False)
+            self.policy_steps += 1
+            if self.finished:
+                return None
+        self._query(obs)
+        return obs
+
+    def _step(self, obs: Observation, action: np.ndarray, render: bool, wait: bool) -> Observation:
+        action = np.clip(np.asarray(action, np.float32), -1.0, 1.0)
+        result = self.env.step(action, render=render)
+        self._steps.append((obs.state, action, result.reward, result.success, wait))
+        self.success = self.success or (result.success and not wait)
+        self._film(result.obs)
+        return result.obs
+
+    def _query(self, obs: Observation) -> None:
+        self._frames.append((len(self._steps), obs.images))
+
+    def _film(self, obs: Observation) -> None:
+        if self.video and obs.images is not None:
+            self._video.append(np.concatenate([obs.images[c] for c in self.env.camera_names], axis=1))
+
+    def finish(self) -> FinishedEpisode:
+        states, actions, rewards, dones, waits = zip(*self._steps)
+        return FinishedEpisode(
+            state=np.stack(states).astype(np.float32),
+            action=np.stack(actions).astype(np.float32),
+            reward=np.asarray(rewards, np.float32),
+            done=np.asarray(dones, bool),
+            is_wait=np.asarray(waits, bool),
+            frames={c: np.stack([images[c] for _, images in self._frames]) for c in self.env.camera_names},
+            frame_step=np.asarray([step for step, _ in self._frames], np.int64),
+            success=self.success,
+            prompt=self.prompt,
+            num_wait_steps=self.env.num_wait_steps,
+            renderer=self.env.renderer,
+            video=np.stack(self._video) if self.video else None,
+        )
+
+
+def _max_steps(env: Env, task_id: int) -> int:
+    return next(t.max_steps for t in env.tasks() if t.task_id == task_id)
+
+
+def serve(conn: Connection, env_cfg: EnvConfig) -> None:
+    """Worker process entry point: answer messages until ``close`` (or the main process is gone)."""
+    env = make_env(env_cfg)
+    recorder: EpisodeRecorder | None = None
+    obs: Observation | None = None
+    try:
+        while True:
+            try:
+                message = conn.recv()
+            except EOFError:  # the main process died: nothing to hand back
+                return
+            kind = message[0]
+            if kind == "close":
+                return
+            try:
+                if kind == "reset":
+                    _, spec, video = message
+                    recorder = EpisodeRecorder(env, _max_steps(env, spec.task_id), video)
+                    obs = recorder.start(spec.task_id, spec.init_state_id, spec.seed)
+                    conn.send(("obs", obs))
+                elif kind == "act":
+                    obs = recorder.play(message[1], obs)
+                    conn.send(("obs", obs) if obs is not None else ("done", recorder.finish()))
+                elif kind == "scripted":
+                    _, spec, video, noise, replan_steps = message
+                    recorder = EpisodeRecorder(env, _max_steps(env, spec.task_id), video)
+                    obs = recorder.start(spec.task_id, spec.init_state_id, spec.seed)
+                    while obs is not None:
+                        chunk = env.scripted_chunk(noise)  # only the builtin env has privileged scripted actions
+                        obs = recorder.play(chunk[:replan_steps], obs)
+                    conn.send(("done", recorder.finish()))
+                else:
+                    raise ValueError(f"unknown worker message {kind!r}")
+            except CfgrlError as exc:  # bad input: the main process shows the one line
+                conn.send(("error", str(exc), True))
+            except Exception as exc:  # noqa: BLE001 - a bug: the main process raises it with the trace
+                conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", False))
+    finally:
+        env.close()
