@@ -23,13 +23,15 @@ EXPERT = "model.paligemma_with_expert.gemma_expert."
 STATS_FILE = "normalizer_stats.safetensors"
 IMAGE_FEATURE = "observation.images."
 
-# (ours, lerobot current layout, lerobot older layout)
+# (ours, [lerobot key prefixes]): the first is written (current layout); all are read. transformers >= 5
+# dropped SigLIP's inner `vision_model` module, so a vision key may come with or without it.
 PREFIXES = [
-    ("transformer.vision.", PG + "model.vision_tower.", PG + "vision_tower."),
-    ("transformer.projector.", PG + "model.multi_modal_projector.linear.", PG + "multi_modal_projector.linear."),
-    ("transformer.prefix_lm.", PG + "model.language_model.", PG + "language_model.model."),
-    ("transformer.expert.", EXPERT + "model.", EXPERT + "model."),
-] + [(f"{p}.", f"model.{p}.", f"model.{p}.") for p in
+    ("transformer.vision.", [PG + "model.vision_tower.vision_model.", PG + "vision_tower.vision_model.",
+                             PG + "model.vision_tower.", PG + "vision_tower."]),
+    ("transformer.projector.", [PG + "model.multi_modal_projector.linear.", PG + "multi_modal_projector.linear."]),
+    ("transformer.prefix_lm.", [PG + "model.language_model.", PG + "language_model.model."]),
+    ("transformer.expert.", [EXPERT + "model."]),
+] + [(f"{p}.", [f"model.{p}."]) for p in
      ("state_proj", "action_in_proj", "action_out_proj", "action_time_mlp_in", "action_time_mlp_out")]
 TIED_HEADS = (PG + "lm_head.weight", PG + "language_model.lm_head.weight")
 IGNORED = (EXPERT + "lm_head.weight",)
@@ -78,8 +80,8 @@ def to_ours(weights: dict[str, torch.Tensor], directory: Path, config: PI0Config
         if key.startswith(("normalize_", "unnormalize_")):
             found[key] = tensor
             continue
-        for ours, current, older in PREFIXES:
-            prefix = current if key.startswith(current) else older if key.startswith(older) else None
+        for ours, theirs in PREFIXES:
+            prefix = next((p for p in theirs if key.startswith(p)), None)
             if prefix is not None:
                 state[ours + key[len(prefix):]] = tensor
                 break
@@ -124,9 +126,9 @@ def from_ours(state: dict[str, torch.Tensor], stats: NormStats) -> tuple[dict[st
     for key, tensor in state.items():
         if key.startswith("condition."):
             continue  # lerobot's pi0 has no condition parameters
-        for ours, current, _ in PREFIXES:
+        for ours, theirs in PREFIXES:
             if key.startswith(ours):
-                weights[current + key[len(ours):]] = tensor
+                weights[theirs[0] + key[len(ours):]] = tensor
                 break
         else:
             raise CfgrlError(f"cannot export parameter {key} to the lerobot layout")
