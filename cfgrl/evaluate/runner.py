@@ -11,6 +11,7 @@ the files from the log.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from cfgrl.collect.videos import require_video_support
 from cfgrl.config import Config, EnvConfig, validate
 from cfgrl.envs import make_env
 from cfgrl.errors import CfgrlError
-from cfgrl.store import StoreWriter
+from cfgrl.store import StoreLayout, StoreWriter
 from cfgrl.evaluate.ledger import EpisodeLedger, checkpoint_fingerprint, episode_key
 from cfgrl.evaluate.plan import (
     BASELINE, BASELINE_CFG_SCALE, POLICY, EvalEpisode, Slot, check_protocol, plan_episodes, settings_digest, slots_for_suite,
@@ -99,7 +100,9 @@ def evaluate_policy(
     pending = [ep for ep in episodes if keys[ep] not in ledger]
     if len(pending) < len(episodes):
         print(f"resuming: {len(episodes) - len(pending)} of {len(episodes)} episodes already recorded in {out_dir}", file=sys.stderr)
-    _run_pending(cfg, pending, keys, checkpoints, settings, ledger, env_cfgs, out_dir, store, layout, progress)
+    context = _RunContext(cfg, keys, checkpoints, settings, ledger, env_cfgs, out_dir,
+                          (Path(store), layout) if store is not None else None, progress)
+    _run_pending(pending, context)
 
     outcomes = {ep: bool(ledger.records[keys[ep]]["success"]) for ep in episodes}
     arms = list(dict.fromkeys((ep.role, ep.cfg_scale) for ep in episodes))
@@ -115,7 +118,22 @@ def evaluate_policy(
     return results
 
 
-def _run_pending(cfg, pending, keys, checkpoints, settings, ledger, env_cfgs, out_dir, store, layout, progress) -> None:
+@dataclass(frozen=True)
+class _RunContext:
+    """What every batch of one evaluation shares."""
+
+    cfg: Config
+    keys: dict[EvalEpisode, str]  # the episode log's key of every planned episode
+    checkpoints: dict[str, tuple[Path, str]]  # role -> (directory, content fingerprint)
+    settings: str  # digest of the env/inference settings that change outcomes
+    ledger: EpisodeLedger
+    env_cfgs: dict[str, EnvConfig]  # per suite
+    out_dir: Path
+    store: tuple[Path, StoreLayout] | None
+    progress: bool
+
+
+def _run_pending(pending: list[EvalEpisode], ctx: _RunContext) -> None:
     """One engine call per (role, w, suite): the engine takes one policy and one w per call. Each
     checkpoint is loaded only when it has episodes left, and dropped before the next one loads."""
     batches: dict[tuple[str, float, str], list[EvalEpisode]] = {}
@@ -123,15 +141,15 @@ def _run_pending(cfg, pending, keys, checkpoints, settings, ledger, env_cfgs, ou
         batches.setdefault((ep.role, ep.cfg_scale, ep.slot.suite), []).append(ep)
     loaded: tuple[str, Any] | None = None
     for (role, w, suite), batch in batches.items():
-        policy_dir, fingerprint = checkpoints[role]
-        run = rollouts.store_run_id(batch[0], fingerprint, settings)
+        policy_dir, fingerprint = ctx.checkpoints[role]
+        run = rollouts.store_run_id(batch[0], fingerprint, ctx.settings)
 
         def commit(episode: EvalEpisode, success: bool, length: int) -> None:
-            ledger.append({"key": keys[episode], "checkpoint": fingerprint, "store_run_id": run,
-                           **episode.record_fields(), "success": bool(success), "length": int(length)})
+            ctx.ledger.append({"key": ctx.keys[episode], "checkpoint": fingerprint, "store_run_id": run,
+                               **episode.record_fields(), "success": bool(success), "length": int(length)})
 
-        if store is not None:
-            batch = rollouts.heal_from_store(batch, Path(store), run, commit)
+        if ctx.store is not None:
+            batch = rollouts.heal_from_store(batch, ctx.store[0], run, commit)
             if not batch:
                 continue
         if loaded is None or loaded[0] != role:
@@ -140,7 +158,6 @@ def _run_pending(cfg, pending, keys, checkpoints, settings, ledger, env_cfgs, ou
         name = arm_name(role, w)
         print(f"evaluate {name} on {suite}: {len(batch)} episodes", file=sys.stderr)
         rollouts.roll_out(
-            cfg, env_cfgs[suite], loaded[1], w, batch, run, commit,
-            store=(Path(store), layout) if store is not None else None,
-            video_dir=out_dir / "videos" / name / suite if cfg.evaluate.videos > 0 else None, progress=progress,
+            ctx.cfg, ctx.env_cfgs[suite], loaded[1], w, batch, run, commit, store=ctx.store,
+            video_dir=ctx.out_dir / "videos" / name / suite if ctx.cfg.evaluate.videos > 0 else None, progress=ctx.progress,
         )
