@@ -1,0 +1,82 @@
+"""The input side: the memory-mapped cache against direct store reads, its rebuild rules, batches
+and their split over processes, streaming statistics."""
+
+import numpy as np
+
+from cfgrl.label import load_label_index
+from cfgrl.store import Store
+from cfgrl.train.cache import ensure_cache
+from cfgrl.train.data import ResumableBatchSampler, WindowBatches
+from cfgrl.train.stats import mismatch_report, store_stats
+from conftest import label, write_store
+
+
+def test_cache_matches_direct_store_reads(tmp_path, small_run_inputs):
+    store_path, labels = small_run_inputs
+    store, windows = Store(store_path), load_label_index(labels).windows
+    cache = ensure_cache(tmp_path / "cache", [store], windows, 50)
+    assert len(cache) == len(windows) and cache.images["wrist"].dtype == np.uint8
+    actions, states = np.asarray(store.steps("action")[:]), np.asarray(store.steps("state")[:])
+    for i in (0, 3, len(windows) - 1):
+        w = windows.iloc[i]
+        first = int(store.episodes.step_start[w.episode]) + int(w.start)
+        np.testing.assert_array_equal(cache.state[i], states[first])
+        np.testing.assert_array_equal(cache.actions[i, : w.num_valid], actions[first : first + w.num_valid])
+        assert not cache.actions[i, w.num_valid :].any()
+        np.testing.assert_array_equal(cache.images["agentview"][i], store.frames("agentview")[int(w.frame)])
+        assert cache.prompts[cache.prompt[i]] == store.episodes.prompt[w.episode]
+    batch = WindowBatches(cache)[[5, 1]]
+    assert batch["index"].tolist() == [1, 5]
+    np.testing.assert_array_equal(batch["action_is_pad"][0], np.arange(50) >= windows.num_valid[1])
+
+
+def test_cache_is_reused_and_rebuilt_when_store_or_windows_change(tmp_path):
+    store_path = write_store(tmp_path / "s.zarr", episodes=4)
+    windows = load_label_index(label([store_path])).windows
+    first = ensure_cache(tmp_path / "cache", [Store(store_path)], windows, 50)
+    again = ensure_cache(tmp_path / "cache", [Store(store_path)], windows, 50)
+    assert again.path == first.path
+    fewer = ensure_cache(tmp_path / "cache", [Store(store_path)], windows.iloc[::2].reset_index(drop=True), 50)
+    assert fewer.path != first.path and len(fewer) == (len(windows) + 1) // 2
+    write_store(store_path, episodes=4, offset=4)  # appends 4 episodes: another fingerprint
+    grown = ensure_cache(tmp_path / "cache", [Store(store_path)], windows, 50)
+    assert grown.path not in (first.path, fewer.path)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [grown.path.name]  # stale caches removed
+
+
+def test_two_processes_see_the_global_batches_of_one():
+    one = ResumableBatchSampler(37, 8, 1, 0, seed=3)
+    ranks = [ResumableBatchSampler(37, 4, 2, r, seed=3) for r in (0, 1)]
+    for sampler in (one, *ranks):
+        sampler.set_position(epoch=2, skip_batches=0)
+    for single, half0, half1 in zip(one, *ranks):
+        assert sorted(single) == sorted(half0 + half1)
+    one.set_position(epoch=2, skip_batches=3)  # resuming mid-epoch skips exactly the consumed batches
+    full = ResumableBatchSampler(37, 8, 1, 0, seed=3)
+    full.set_position(2, 0)
+    assert list(one) == list(full)[3:]
+
+
+def test_streaming_stats_and_mismatch_report(tmp_path):
+    store = Store(write_store(tmp_path / "s.zarr", episodes=3))
+    stats = store_stats([store])
+    actions = np.asarray(store.steps("action")[:], np.float64)
+    np.testing.assert_allclose(stats.action_mean, actions.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(stats.action_std, actions.std(0), rtol=1e-5)
+    shifted = type(stats)(stats.state_mean, stats.state_std, stats.action_mean + 5.0, stats.action_std)
+    lines = mismatch_report(shifted, stats)
+    assert len(lines) == 1 and lines[0].startswith("action_mean: checkpoint [") and "vs stores [" in lines[0]
+    assert mismatch_report(stats, stats) == []
+
+
+def test_near_constant_dimension_gets_unit_std(tmp_path):
+    path = write_store(tmp_path / "s.zarr", episodes=2)
+    import zarr
+
+    root = zarr.open_group(str(path), mode="r+")
+    state = np.asarray(root["steps/state"][:])
+    state[:, 3] = 0.25
+    root["steps/state"][:] = state
+    stats = store_stats([Store(path)])
+    assert stats.state_std[3] == 1.0 and stats.state_mean[3] == np.float32(0.25)
+    assert (stats.state_std[np.arange(8) != 3] != 1.0).all()
