@@ -1,4 +1,4 @@
-"""Window advantage estimates A_w (``cfgrl.label_source``) and the group structure they use.
+"""Window advantage estimates A_w (``cfgrl.label_source``) and the RLOO groups they use.
 
 Groups are the store's RLOO groups (``group_id``: K rollouts of one task from one init state by one
 policy at one cfg_scale). Let group g hold rollouts i = 1..K with episode returns R_i (the sum of
@@ -10,12 +10,12 @@ their rewards; the success, 0 or 1, for LIBERO), lengths T_i and success flags s
   and V_j(t) = G_j(t) if t < T_j, else s_j: a rollout that already ended sits in its terminal
   state, absorbing, and is worth its success.
 - ``window_return``: the sum (``window_return_reduce=sum``) or the mean over its real actions
-  (``mean``) of the rewards inside the window.
+  (``mean``) of the rewards inside the window (steps t .. t + num_valid - 1).
 - ``none``: no estimate (NaN); every window is unconditional (plain behaviour cloning).
 
 Edge cases: a group of one rollout has no leave-one-out baseline; its baseline is its own value, so
 A = 0 (and the group counts as zero-variance). Steps are counted within the episode, wait steps
-included (every rollout of a group has the same number of wait steps).
+included (every rollout of a group has the same number of wait steps). Groups never span stores.
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ import numpy as np
 import pandas as pd
 
 from cfgrl.errors import CfgrlError
-from cfgrl.label.windows import HORIZON, EpisodeRewards, Windows
+from cfgrl.label.windows import HORIZON, StoreData, Windows
 
 GROUP_KEYS = ("task_id", "init_state_id", "policy_id", "cfg_scale")
 
 
 def default_threshold(label_source: str, window_return_reduce: str) -> float | None:
-    """Each source's own threshold: 0 for the RLOO sources (better than the baseline); for
-    window_return with 0/1 rewards, "the window holds the success" (0.5 for the sum, 0.5 / H for
+    """Each source's own threshold: 0 for the RLOO sources (at least as good as the baseline); for
+    window_return with 0/1 rewards, "the window holds the success" (0.5 for the sum; 0.5 / H for
     the mean, since a window holding the success has mean >= 1 / H)."""
     if label_source in ("episode_rloo", "window_rloo"):
         return 0.0
@@ -42,86 +42,104 @@ def default_threshold(label_source: str, window_return_reduce: str) -> float | N
     return None
 
 
+def leave_one_out_baseline(own: np.ndarray, group_total: np.ndarray, group_size: np.ndarray) -> np.ndarray:
+    """mean_{j != i} of the group's values: (sum - own) / (K - 1); ``own`` for a group of one."""
+    k = group_size.astype(np.float64)
+    return np.where(k > 1, (group_total - own) / np.maximum(k - 1.0, 1.0), own)
+
+
 def rloo_advantage(returns: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """A_i = R_i - mean_{j != i, j in group(i)} R_j (0 for a group of one)."""
     returns = np.asarray(returns, dtype=np.float64)
-    codes, _ = pd.factorize(np.asarray(groups))
-    size = np.bincount(codes).astype(np.float64)
-    total = np.bincount(codes, weights=returns)
-    others = np.maximum(size[codes] - 1.0, 1.0)
-    baseline = np.where(size[codes] > 1, (total[codes] - returns) / others, returns)
-    return returns - baseline
+    code, _ = pd.factorize(np.asarray(groups))
+    size, total = np.bincount(code), np.bincount(code, weights=returns)
+    return returns - leave_one_out_baseline(returns, total[code], size[code])
 
 
 @dataclass(frozen=True)
 class Groups:
-    """The RLOO groups of one store: a code per episode and the members of each group."""
+    """The RLOO groups of one store: a dense code per episode and the size of each group."""
 
-    code: np.ndarray  # (E,) group index of each episode
-    members: np.ndarray  # (G, Kmax) episode rows, -1 where a group is smaller
+    code: np.ndarray  # (E,)
     size: np.ndarray  # (G,)
 
     @classmethod
-    def of(cls, episodes: pd.DataFrame, where: str) -> "Groups":
+    def of(cls, data: StoreData) -> "Groups":
+        episodes = data.episodes
         code, _ = pd.factorize(episodes.group_id.to_numpy())
-        mixed = episodes.groupby(code)[list(GROUP_KEYS)].nunique().max(axis=1)
-        if (mixed > 1).any():
-            bad = episodes.group_id.to_numpy()[np.flatnonzero(code == mixed.index[mixed.to_numpy() > 1][0])[0]]
+        distinct = episodes.groupby(code)[list(GROUP_KEYS)].nunique().max(axis=1).to_numpy()
+        if (distinct > 1).any():
+            bad = episodes.group_id.to_numpy()[np.argmax(distinct[code] > 1)]
             raise CfgrlError(
-                f"{where}: group {bad} mixes rollouts of different {', '.join(GROUP_KEYS)}; an RLOO group must "
-                "share all of them (was the store written by two runs with clashing group ids?)"
+                f"store '{data.path}': group {bad} mixes rollouts of different {', '.join(GROUP_KEYS)}; an RLOO "
+                "group must share all of them (was the store written by two runs with clashing group ids?)"
             )
-        size = np.bincount(code)
-        order = np.argsort(code, kind="stable")
-        first = np.cumsum(size) - size
-        position = np.arange(len(code)) - first[code[order]]
-        members = np.full((len(size), int(size.max())), -1, dtype=np.int64)
-        members[code[order], position] = order
-        return cls(code=code, members=members, size=size)
+        return cls(code=code, size=np.bincount(code))
 
-    def zero_variance(self, rewards: EpisodeRewards) -> np.ndarray:
+    def zero_variance(self, data: StoreData) -> np.ndarray:
         """(G,) True where every rollout has the same outcome: the same success and the same return."""
-        frame = pd.DataFrame({"g": self.code, "s": rewards.success, "r": rewards.episode_return()})
-        by_group = frame.groupby("g")[["s", "r"]]
-        spread = (by_group.max() - by_group.min()).to_numpy()
-        return (spread <= 1e-9).all(axis=1)  # prefix-sum differences of equal returns may differ by rounding
+        spread = np.zeros(len(self.size), dtype=bool)
+        for outcome in (data.success(), data.episode_return()):
+            high = np.full(len(self.size), -np.inf)
+            low = np.full(len(self.size), np.inf)
+            np.maximum.at(high, self.code, outcome)
+            np.minimum.at(low, self.code, outcome)
+            spread |= high - low > 1e-9  # prefix-sum differences of equal returns may differ by rounding
+        return ~spread
+
+    def all_succeeded(self, data: StoreData) -> np.ndarray:
+        return np.bincount(self.code, weights=data.success()) == self.size
 
 
-def episode_rloo(windows: Windows, rewards: EpisodeRewards, groups: Groups) -> np.ndarray:
-    return rloo_advantage(rewards.episode_return(), groups.code)[windows.episode]
+def episode_rloo(windows: Windows, data: StoreData, groups: Groups) -> np.ndarray:
+    return rloo_advantage(data.episode_return(), groups.code)[windows.episode]
 
 
-def window_rloo(windows: Windows, rewards: EpisodeRewards, groups: Groups, block: int = 1 << 20) -> np.ndarray:
-    """Reward-to-go minus the leave-one-out mean of the group's values at the same step (see module)."""
-    advantage = np.empty(len(windows), dtype=np.float64)
-    for lo in range(0, len(windows), block):  # blocks bound the (windows x K) gather
-        episode = windows.episode[lo : lo + block]
-        step = windows.start[lo : lo + block].astype(np.int64)
-        own = rewards.reward_to_go(episode, step)
-        members = groups.members[groups.code[episode]]  # (n, Kmax)
-        present = members >= 0
-        member = np.where(present, members, 0)
-        running = step[:, None] < rewards.length[member]
-        value = np.where(running, rewards.reward_to_go(member, np.minimum(step[:, None], rewards.length[member])),
-                         rewards.success[member])
-        total = np.where(present, value, 0.0).sum(axis=1)
-        k = groups.size[groups.code[episode]].astype(np.float64)
-        baseline = np.where(k > 1, (total - own) / np.maximum(k - 1.0, 1.0), own)
-        advantage[lo : lo + block] = own - baseline
-    return advantage
+def group_value_sums(windows: Windows, data: StoreData, groups: Groups) -> np.ndarray:
+    """sum_{j in group} V_j(t) for each window's group and start step t, in O(steps + windows).
+
+    Rewards of all rollouts of a group are summed per step index k (R_g[k]) and the successes of
+    the rollouts that end at k are summed too (E_g[k]); then
+    sum_j V_j(t) = sum_{k >= t} R_g[k] (the running rollouts' reward-to-go; an ended one has no
+    reward left) + sum_{k <= t} E_g[k] (the ended rollouts, worth their success).
+    """
+    length, step_start = data.column("length"), data.column("step_start")
+    span = np.zeros(len(groups.size), dtype=np.int64)
+    np.maximum.at(span, groups.code, length + 1)  # step indices 0 .. T_max of the group
+    offset = np.cumsum(span) - span  # each group's slice of the flat per-(group, step) buckets
+    first_step_row = np.cumsum(length) - length
+    # bucket of each stored step: its group's offset + its step index within the episode
+    step_bucket = np.arange(int(length.sum()), dtype=np.int64) + np.repeat(offset[groups.code] - first_step_row, length)
+    flat_step = np.arange(int(length.sum()), dtype=np.int64) + np.repeat(step_start - first_step_row, length)
+    rewards = np.bincount(step_bucket, weights=data.reward[flat_step], minlength=int(span.sum()))
+    ended = np.bincount(offset[groups.code] + length, weights=data.success(), minlength=int(span.sum()))
+    rewards_before = np.concatenate([[0.0], np.cumsum(rewards)])
+    ended_before = np.concatenate([[0.0], np.cumsum(ended)])
+    g = groups.code[windows.episode]
+    bucket = offset[g] + windows.start
+    running = rewards_before[offset[g] + span[g]] - rewards_before[bucket]
+    absorbed = ended_before[bucket + 1] - ended_before[offset[g]]
+    return running + absorbed
 
 
-def window_return(windows: Windows, rewards: EpisodeRewards, reduce: str) -> np.ndarray:
-    total = rewards.window_reward_sum(windows.episode, windows.start.astype(np.int64), windows.num_valid.astype(np.int64))
+def window_rloo(windows: Windows, data: StoreData, groups: Groups) -> np.ndarray:
+    """A = G_i(t) - mean_{j != i} V_j(t) (see the module docstring)."""
+    own = data.reward_to_go(windows.episode, windows.start)
+    total = group_value_sums(windows, data, groups)
+    return own - leave_one_out_baseline(own, total, groups.size[groups.code[windows.episode]])
+
+
+def window_return(windows: Windows, data: StoreData, reduce: str) -> np.ndarray:
+    total = data.window_reward_sum(windows.episode, windows.start, windows.num_valid)
     return total if reduce == "sum" else total / windows.num_valid
 
 
-def estimate(source: str, windows: Windows, rewards: EpisodeRewards, groups: Groups, reduce: str) -> np.ndarray:
+def estimate(source: str, windows: Windows, data: StoreData, groups: Groups, reduce: str | None) -> np.ndarray:
     """A_w for every window under ``source`` (NaN for ``none``)."""
     if source == "episode_rloo":
-        return episode_rloo(windows, rewards, groups)
+        return episode_rloo(windows, data, groups)
     if source == "window_rloo":
-        return window_rloo(windows, rewards, groups)
+        return window_rloo(windows, data, groups)
     if source == "window_return":
-        return window_return(windows, rewards, reduce)
+        return window_return(windows, data, reduce or "sum")
     return np.full(len(windows), np.nan)

@@ -16,8 +16,7 @@ from cfgrl.config import Config, CFGRLConfig, validate
 from cfgrl.errors import CfgrlError
 from cfgrl.label.advantage import Groups, default_threshold, estimate
 from cfgrl.label.labels import binary_labels, condition_dropout, ternary_labels
-from cfgrl.label.windows import HORIZON, EpisodeRewards, make_windows, resolve_stride
-from cfgrl.store import Store
+from cfgrl.label.windows import HORIZON, StoreData, make_windows, resolve_stride
 
 COLUMNS = {
     "store": "int16",
@@ -50,68 +49,57 @@ def resolve_settings(cfg: CFGRLConfig, replan_steps: int) -> dict[str, Any]:
     return settings
 
 
-def _store_windows(store: Store, index: int, settings: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, int]]:
+def _store_windows(data: StoreData, index: int, settings: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """The windows of one store with their advantage and whether their group has zero variance."""
-    where = f"store '{store.path}'"
-    if store.num_episodes == 0:
-        raise CfgrlError(f"{where} has no finished episode yet")
-    episodes = store.episodes
-    windows = make_windows(store, settings["window_stride"], settings["replan_steps"])
-    rewards = EpisodeRewards.read(store)
-    groups = Groups.of(episodes, where)
-    advantage = estimate(settings["label_source"], windows, rewards, groups, settings["window_return_reduce"])
-    zero_variance = groups.zero_variance(rewards)
-    table = pd.DataFrame(
-        {
-            "store": np.full(len(windows), index, np.int16),
-            "episode": windows.episode,
-            "start": windows.start,
-            "num_valid": windows.num_valid,
-            "frame": windows.frame,
-            "task_id": episodes.task_id.to_numpy(np.int32)[windows.episode],
-            "group_id": episodes.group_id.to_numpy(np.int64)[windows.episode],
-            "advantage": advantage,
-            "zero_variance": zero_variance[groups.code[windows.episode]],
-        }
-    )
-    counts = {"episodes": len(episodes), "groups": len(groups.size), "zero_variance_groups": int(zero_variance.sum()),
-              "all_success_groups": int((zero_variance & _group_success(groups, rewards)).sum())}
-    return table, counts
+    windows = make_windows(data, settings["window_stride"], settings["replan_steps"])
+    groups = Groups.of(data)
+    zero_variance = groups.zero_variance(data)
+    columns = {
+        "store": np.full(len(windows), index, np.int16),
+        "episode": windows.episode,
+        "start": windows.start.astype(np.int32),
+        "num_valid": windows.num_valid.astype(np.int16),
+        "frame": windows.frame,
+        "task_id": data.column("task_id", "int32")[windows.episode],
+        "group_id": data.column("group_id")[windows.episode],
+        "advantage": estimate(settings["label_source"], windows, data, groups, settings["window_return_reduce"]),
+        "zero_variance": zero_variance[groups.code[windows.episode]],
+    }
+    counts = {"episodes": len(data.episodes), "groups": len(groups.size), "zero_variance_groups": int(zero_variance.sum()),
+              "all_success_groups": int((zero_variance & groups.all_succeeded(data)).sum())}
+    return columns, counts
 
 
-def _group_success(groups: Groups, rewards: EpisodeRewards) -> np.ndarray:
-    return np.bincount(groups.code, weights=rewards.success) == groups.size
-
-
-def label_windows(stores: list[Store], settings: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The window table (columns ``COLUMNS``) and its counts."""
-    parts = [_store_windows(store, i, settings) for i, store in enumerate(stores)]
-    table = pd.concat([t for t, _ in parts], ignore_index=True)
+def label_windows(datas: list[StoreData], settings: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The window table (columns ``COLUMNS``) and its counts: A_w -> o -> condition dropout."""
+    parts = [_store_windows(data, i, settings) for i, data in enumerate(datas)]
+    columns = {name: np.concatenate([p[name] for p, _ in parts]) for name in parts[0][0]}
     counts: dict[str, Any] = {key: sum(c[key] for _, c in parts) for key in parts[0][1]}
     source, policy = settings["label_source"], settings["zero_variance_groups"]
-    counts["windows_before_drop"] = len(table)
-    if len(table) == 0:
+    counts["windows_before_drop"] = len(columns["episode"])
+    if counts["windows_before_drop"] == 0:
         raise CfgrlError("the stores hold no window start (no stored observation after the wait steps)")
 
+    zero_variance = columns.pop("zero_variance")
     if source != "none" and policy == "drop":
-        table = table[~table.zero_variance.to_numpy()].reset_index(drop=True)
+        columns = {name: values[~zero_variance] for name, values in columns.items()}
+        zero_variance = zero_variance[~zero_variance]
     to_labels = ternary_labels if settings["label_scheme"] == "ternary" else binary_labels
     if source == "none":
-        raw = to_labels(np.full(len(table), np.nan), 0.0)  # every window ∅: plain behaviour cloning
+        raw = to_labels(np.full(len(columns["episode"]), np.nan), 0.0)  # every window ∅: plain behaviour cloning
     else:
-        raw = to_labels(table.advantage.to_numpy(), settings["label_threshold"])
+        raw = to_labels(columns["advantage"], settings["label_threshold"])
         if policy == "unconditional":
-            raw[table.zero_variance.to_numpy()] = pd.NA  # a group with one outcome carries no signal
+            raw[zero_variance] = pd.NA  # a group with one outcome carries no signal
     if source != "none" and raw.isna().all():
-        raise CfgrlError(_why_no_label(table, counts, settings))
+        raise CfgrlError(_why_no_label(columns["advantage"], counts, settings))
     label, hit = condition_dropout(raw, settings["dropout_prob"], np.random.default_rng(settings["seed"]))
-    table["raw_label"], table["label"], table["dropout_hit"] = raw, label, hit
-    table = table.drop(columns="zero_variance").astype(COLUMNS)
+    table = pd.DataFrame({**columns, "raw_label": raw, "label": label, "dropout_hit": hit})
     counts.update(_label_counts(table))
     return table, counts
 
 
-def _why_no_label(table: pd.DataFrame, counts: dict[str, Any], settings: dict[str, Any]) -> str:
+def _why_no_label(advantage: np.ndarray, counts: dict[str, Any], settings: dict[str, Any]) -> str:
     groups, flat = counts["groups"], counts["zero_variance_groups"]
     if flat == groups and settings["zero_variance_groups"] != "keep":
         success = counts["all_success_groups"]
@@ -120,34 +108,34 @@ def _why_no_label(table: pd.DataFrame, counts: dict[str, Any], settings: dict[st
             f"succeeded, {groups - success} all failed), so none carries an RLOO signal; collect more varied "
             "rollouts, or set cfgrl.zero_variance_groups=keep, or cfgrl.label_source=none for plain behaviour cloning"
         )
-    top = np.nanmax(table.advantage.to_numpy()) if table.advantage.notna().any() else float("nan")
+    top = np.nanmax(advantage) if (~np.isnan(advantage)).any() else float("nan")
     return (
         f"no window got a conditioned label: no advantage reached cfgrl.label_threshold={settings['label_threshold']} "
         f"(largest A_w = {top:.4g} among windows of groups with a signal); lower the threshold or use cfgrl.label_source=none"
     )
 
 
-def _shares(labels: pd.Series) -> dict[str, float]:
-    n = max(len(labels), 1)
-    return {
-        "1": float((labels == 1).sum()) / n,
-        "0": float((labels == 0).sum()) / n,
-        "null": float(labels.isna().sum()) / n,
-    }
+def _shares(counts: np.ndarray) -> dict[str, float]:
+    """Shares of o = 1, 0, ∅ from counts in that order."""
+    n = max(int(counts.sum()), 1)
+    return {"1": counts[0] / n, "0": counts[1] / n, "null": counts[2] / n}
 
 
 def _label_counts(table: pd.DataFrame) -> dict[str, Any]:
+    def classes(labels: pd.Series) -> np.ndarray:  # 0: o=1, 1: o=0, 2: ∅
+        return np.where(labels.isna().to_numpy(), 2, 1 - labels.to_numpy(np.int8, na_value=0))
+
+    tasks, task_index = np.unique(table.task_id.to_numpy(), return_inverse=True)
+    per_task = np.bincount(task_index * 3 + classes(table.label), minlength=3 * len(tasks)).reshape(-1, 3)
     conditioned = int(table.raw_label.notna().sum())
     hits = int(table.dropout_hit.sum())
-    per_task = {
-        str(task): {"windows": len(rows), **_shares(rows.label)} for task, rows in table.groupby("task_id", sort=True)
-    }
-    advantage = table.advantage.dropna()
+    advantage = table.advantage.to_numpy()
+    advantage = advantage[~np.isnan(advantage)]
     return {
         "windows": len(table),
-        "raw_label_share": _shares(table.raw_label),
-        "label_share": _shares(table.label),
-        "label_share_per_task": per_task,
+        "raw_label_share": _shares(np.bincount(classes(table.raw_label), minlength=3)),
+        "label_share": _shares(per_task.sum(axis=0)),
+        "label_share_per_task": {str(t): {"windows": int(c.sum()), **_shares(c)} for t, c in zip(tasks, per_task)},
         "conditioned": conditioned,
         "dropout_hits": hits,
         "dropout_hit_rate": hits / conditioned if conditioned else 0.0,

@@ -30,7 +30,8 @@ import pandas as pd
 
 from cfgrl.config import CFGRLConfig
 from cfgrl.errors import CfgrlError
-from cfgrl.label.build import label_windows, resolve_settings
+from cfgrl.label.build import COLUMNS, label_windows, resolve_settings
+from cfgrl.label.windows import StoreData
 from cfgrl.label.windows import HORIZON
 from cfgrl.schemas import LABEL_INDEX
 from cfgrl.store import Store
@@ -64,7 +65,11 @@ class LabelIndex:
         except json.JSONDecodeError as exc:
             raise CfgrlError(f"{manifest_path} is not valid JSON ({exc})") from None
         LABEL_INDEX.check(manifest, f"label index '{path}'")
-        return cls(path=path, manifest=manifest, windows=pd.read_parquet(path / WINDOWS))
+        windows = pd.read_parquet(path / WINDOWS)
+        found = {name: str(dtype) for name, dtype in windows.dtypes.items()}
+        if found != COLUMNS:
+            raise CfgrlError(f"label index '{path}': {WINDOWS} has columns {found}, expected {COLUMNS}")
+        return cls(path=path, manifest=manifest, windows=windows)
 
     def check_stores(self, stores: list[Store]) -> None:
         """Raise unless ``stores`` hold exactly the episodes this index was labelled from."""
@@ -165,7 +170,7 @@ def make_label_index(
         _check_name(root, name, version)
     reused = (root / version / MANIFEST).is_file()
     if not reused:
-        table, counts = label_windows(stores, settings)
+        table, counts = label_windows([StoreData.read(store) for store in stores], settings)
         manifest = {
             **LABEL_INDEX.stamp(),
             "version": version,

@@ -7,7 +7,7 @@ import pytest
 from cfgrl.config import CFGRLConfig
 from cfgrl.errors import CfgrlError
 from cfgrl.label import make_label_index
-from cfgrl.label.windows import make_windows, resolve_stride
+from cfgrl.label.windows import StoreData, make_windows, resolve_stride
 from cfgrl.store import StoreWriter
 
 from conftest import LAYOUT, REPLAN, Ep, episode_data, sparse
@@ -24,12 +24,12 @@ def by_window(table):
 
 def test_windows_start_at_query_steps_after_the_wait_with_padding(make_store):
     store = make_store([Ep(sparse(20, True), group=0, wait=3), Ep(sparse(7, False), group=0, wait=3)])
-    w = make_windows(store, resolve_stride(None, REPLAN), REPLAN)
+    w = make_windows(StoreData.read(store), resolve_stride(None, REPLAN), REPLAN)
     assert list(zip(w.episode.tolist(), w.start.tolist())) == [(0, 3), (0, 8), (0, 13), (0, 18), (1, 3)]
     assert w.num_valid.tolist() == [17, 12, 7, 2, 4]
     assert (store.frame_steps()[w.frame] == w.start).all()  # `frame` is obs0's row in frames/<cam>
     assert w.frame.tolist() == [0, 1, 2, 3, 4]
-    thinned = make_windows(store, resolve_stride(10, REPLAN), REPLAN)
+    thinned = make_windows(StoreData.read(store), resolve_stride(10, REPLAN), REPLAN)
     assert list(zip(thinned.episode.tolist(), thinned.start.tolist())) == [(0, 3), (0, 13), (1, 3)]
     with pytest.raises(CfgrlError, match="multiple of inference.replan_steps=5"):
         resolve_stride(7, REPLAN)
@@ -43,7 +43,7 @@ def test_a_frame_stored_during_the_wait_starts_no_window(tmp_path):
         writer.append(data)
     from cfgrl.store import Store
 
-    w = make_windows(Store(tmp_path / "s.zarr"), REPLAN, REPLAN)
+    w = make_windows(StoreData.read(Store(tmp_path / "s.zarr")), REPLAN, REPLAN)
     assert w.start.tolist() == [2, 7] and w.frame.tolist() == [1, 2] and w.num_valid.tolist() == [10, 5]
 
 
@@ -167,3 +167,24 @@ def test_no_conditioned_label_is_an_error_that_says_why(make_store, tmp_path):
     varied = make_store([Ep(sparse(10, True), group=0), Ep(sparse(10, False), group=0)], name="v")
     with pytest.raises(CfgrlError, match="no advantage reached cfgrl.label_threshold=2"):
         label([varied], tmp_path, label_threshold=2.0)
+
+
+def test_window_rloo_matches_the_definition_on_random_dense_rewards(make_store, tmp_path):
+    rng = np.random.default_rng(4)
+    eps = []
+    for group in range(4):
+        for _ in range(int(rng.integers(1, 5))):
+            n = int(rng.integers(3, 40))
+            eps.append(Ep(rng.choice([0.0, 0.5, 1.0], n).tolist(), group=group, success=bool(rng.random() < 0.5), wait=2))
+    store = make_store(eps)
+    table = label([store], tmp_path, label_source="window_rloo", zero_variance_groups="keep", label_threshold=-99.0)
+    rewards = [np.asarray(e.rewards) for e in eps]
+
+    def value(j, t):  # V_j(t): reward-to-go while running, its success once ended
+        return rewards[j][t:].sum() if t < len(rewards[j]) else float(store.episodes.success[j])
+
+    for row in table.itertuples():
+        others = [j for j, e in enumerate(eps) if e.group == eps[row.episode].group and j != row.episode]
+        own = rewards[row.episode][row.start:].sum()
+        expected = own - (np.mean([value(j, row.start) for j in others]) if others else own)
+        assert row.advantage == pytest.approx(expected), (row.episode, row.start)

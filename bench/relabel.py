@@ -1,0 +1,112 @@
+"""Relabelling benchmark: (1) labelling speed on a large synthetic store (target >= 1e6 windows/s),
+(2) relabel time on a store with images over the same episodes without images (target <= 1.10:
+relabelling reads only the episode table, rewards and frame steps, never an image).
+
+    .venv/bin/python bench/relabel.py                 # defaults: ~2M windows; 200 episodes with 2x96x96 images
+    .venv/bin/python bench/relabel.py --episodes 20000 --image-episodes 50   # quicker
+
+The ratio is printed last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from cfgrl.config import CFGRLConfig
+from cfgrl.label import make_label_index
+from cfgrl.label.build import label_windows, resolve_settings
+from cfgrl.label.windows import StoreData
+from cfgrl.store import EpisodeData, Store, StoreLayout, StoreWriter
+
+REPLAN = 5
+GROUP_SIZE = 8
+
+
+def synthetic_store(path: Path, episodes: int, length: int, cameras: tuple[str, ...], image_size: int) -> Store:
+    """RLOO groups of 8 with sparse 0/1 success rewards; zero states and actions; random images."""
+    layout = StoreLayout(cameras, (image_size, image_size, 3), 8, 7)
+    rng = np.random.default_rng(0)
+    query = np.arange(0, length, REPLAN)
+    with StoreWriter(path, layout, flush_every=2000, flush_seconds=1e9) as writer:
+        for i in tqdm(range(episodes), desc=f"writing {path.name}", leave=False):
+            n = int(length - rng.integers(0, length // 2)) if i % 3 else length  # some succeed early
+            success = bool(rng.random() < 0.5)
+            reward = np.zeros(n, np.float32)
+            reward[-1] = float(success)
+            steps = query[query < n]
+            image_rng = np.random.default_rng(i)  # the same images whatever else was drawn
+            writer.append(EpisodeData(
+                state=np.zeros((n, 8), np.float32), action=np.zeros((n, 7), np.float32), reward=reward,
+                done=reward > 0, is_wait=np.zeros(n, bool),
+                frames={c: image_rng.integers(0, 256, (len(steps), image_size, image_size, 3), dtype=np.uint8) for c in cameras},
+                frame_step=steps,
+                meta=dict(num_wait_steps=0, task_id=i // GROUP_SIZE % 10, init_state_id=i // GROUP_SIZE,
+                          group_id=i // GROUP_SIZE, rollout_index=i % GROUP_SIZE, seed=i, success=success,
+                          cfg_scale=1.0, env="builtin", suite="reach", prompt="p", policy_id="p", run_id="bench",
+                          renderer="numpy"),
+            ))
+    return Store(path)
+
+
+def time_label(store_path: Path, out: Path, source: str) -> float:
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    make_label_index([Store(store_path)], CFGRLConfig(label_source=source), REPLAN, out, None)  # fresh open: no cache
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--episodes", type=int, default=50_000, help="episodes of the large store (no images)")
+    parser.add_argument("--length", type=int, default=200, help="steps per episode (a window every 5)")
+    parser.add_argument("--image-episodes", type=int, default=200, help="episodes of the image / no-image pair")
+    parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="cfgrl-bench-relabel-"))
+    try:
+        big = synthetic_store(work / "big.zarr", args.episodes, args.length, (), 8)
+        start = time.perf_counter()
+        data = [StoreData.read(Store(big.path))]
+        read = time.perf_counter() - start
+        print(f"large store: {big.num_episodes:,} episodes, {big.num_steps:,} steps; reading the episode table, "
+              f"rewards and frame steps: {read:.2f} s")
+        for source in ("episode_rloo", "window_rloo", "window_return"):
+            settings = resolve_settings(CFGRLConfig(label_source=source), REPLAN)
+            core = []
+            for _ in range(3):
+                start = time.perf_counter()
+                table, _ = label_windows(data, settings)
+                core.append(time.perf_counter() - start)
+            whole = min(time_label(big.path, work / "big.labels", source) for _ in range(2))
+            print(f"{source:>14}: {len(table):,} windows; labelling {len(table) / min(core):,.0f} windows/s "
+                  f"({min(core):.2f} s, target >= 1e6/s); end to end with reading, parquet, manifest and histogram "
+                  f"{len(table) / whole:,.0f} windows/s ({whole:.2f} s)")
+
+        with_images = synthetic_store(work / "images.zarr", args.image_episodes, args.length, ("agentview", "wrist"), args.image_size)
+        without = synthetic_store(work / "plain.zarr", args.image_episodes, args.length, (), args.image_size)
+        assert with_images.fingerprint() == without.fingerprint()  # the same episodes
+        gib = with_images.size_bytes() / 2**30
+        times = {"images": [], "plain": []}
+        for _ in range(args.repeats):  # interleaved, so a busy machine slows both alike
+            times["images"].append(time_label(with_images.path, work / "i.labels", "episode_rloo"))
+            times["plain"].append(time_label(without.path, work / "p.labels", "episode_rloo"))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(f"relabel, store with images ({gib:.2f} GiB): median {med['images']:.3f} s; "
+              f"same episodes without images ({without.size_bytes() / 2**20:.1f} MiB): median {med['plain']:.3f} s "
+              f"({args.repeats} runs each)")
+        print(f"relabel time ratio images / no images: {med['images'] / med['plain']:.3f} (target <= 1.10)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
