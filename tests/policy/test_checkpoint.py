@@ -1,0 +1,149 @@
+"""Checkpoints: our format round trip and identity, lerobot's layouts in and out, the export command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+from cfgrl.cli import app
+from cfgrl.errors import CfgrlError
+from cfgrl.policy import NormStats, PI0Policy
+from conftest import make_batch, make_noise, make_obs, make_policy, perturb_condition
+
+
+def outputs(policy, w=2.0):
+    with torch.no_grad():
+        return (policy.sample_actions(make_obs(2), cfg_scale=w, noise=make_noise(2)),
+                policy.compute_loss(make_batch(2, o=[1, -1]), noise=make_noise(2), time=torch.tensor([0.3, 0.7])))
+
+
+def test_save_load_round_trip_is_identical(tmp_path):
+    policy = make_policy(condition_mode="concat")
+    perturb_condition(policy)
+    policy.condition_trained = True
+    path = policy.save_pretrained(tmp_path / "ckpt")
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors", "stats.json", "tokenizer.json"]
+    loaded = PI0Policy.from_pretrained(path).eval()
+    assert loaded.policy_id == policy.policy_id and loaded.condition_trained
+    assert loaded.config == policy.config
+    np.testing.assert_array_equal(loaded.stats.action_std, policy.stats.action_std)
+    for a, b in zip(outputs(policy), outputs(loaded)):
+        assert torch.equal(a, b)
+
+
+def test_policy_id_follows_the_content(tmp_path):
+    policy = make_policy()
+    first = policy.policy_id
+    assert policy.policy_id == first == make_policy().policy_id
+    with torch.no_grad():
+        policy.model.action_out_proj.bias.add_(1.0)
+    assert policy.policy_id != first
+    second = policy.policy_id
+    policy.condition_trained = True
+    assert policy.policy_id != second
+
+
+def test_untrained_checkpoint_ignores_w(tmp_path):
+    policy = make_policy()
+    loaded = PI0Policy.from_pretrained(policy.save_pretrained(tmp_path / "base"))
+    assert not loaded.condition_trained
+    actions = [loaded.sample_actions(make_obs(2), cfg_scale=w, noise=make_noise(2)) for w in (0.0, 1.0, 5.0)]
+    assert torch.equal(actions[0], actions[1]) and torch.equal(actions[0], actions[2])
+
+
+def test_tampered_or_foreign_checkpoints_fail_clearly(tmp_path):
+    path = make_policy().save_pretrained(tmp_path / "ckpt")
+    weights = load_file(str(path / "model.safetensors"))
+    weights["state_proj.bias"] += 1
+    save_file(weights, str(path / "model.safetensors"))
+    with pytest.raises(CfgrlError, match="differs from the recorded policy id"):
+        PI0Policy.from_pretrained(path)
+    meta = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**meta, "schema_version": 99}))
+    with pytest.raises(CfgrlError, match="schema version 99 is not supported"):
+        PI0Policy.from_pretrained(path)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text("{}")
+    with pytest.raises(CfgrlError, match="neither a cfgrl policy nor a lerobot pi0"):
+        PI0Policy.from_pretrained(tmp_path / "other")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    with pytest.raises(CfgrlError, match="refusing to overwrite"):
+        make_policy().save_pretrained(tmp_path / "notes")
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
+
+
+def test_export_to_lerobot_and_back(tmp_path):
+    policy = make_policy()
+    out = tmp_path / "lerobot"
+    result = CliRunner().invoke(app, ["export", str(policy.save_pretrained(tmp_path / "ours")), str(out), "--lerobot"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["type"] == "pi0" and meta["input_features"]["observation.state"]["shape"] == [8]
+    keys = load_file(str(out / "model.safetensors")).keys()
+    assert "model.paligemma_with_expert.paligemma.model.language_model.layers.0.self_attn.q_proj.weight" in keys
+    assert "model.paligemma_with_expert.paligemma.model.vision_tower.vision_model.embeddings.patch_embedding.weight" in keys
+    assert "model.paligemma_with_expert.gemma_expert.model.norm.weight" in keys
+    assert not any("condition" in k for k in keys)
+    loaded = PI0Policy.from_pretrained(out).eval()
+    assert any("initialised new condition parameters (token): condition.tokens" in n for n in loaded.load_report)
+    np.testing.assert_allclose(loaded.stats.state_mean, policy.stats.state_mean, rtol=1e-6)
+    a, b = outputs(policy, w=1.0)[0], outputs(loaded, w=1.0)[0]
+    torch.testing.assert_close(a, b)
+    again = CliRunner().invoke(app, ["export", str(tmp_path / "ours"), str(out), "--lerobot"])
+    assert again.exit_code == 2 and "already exists" in again.output
+
+
+def _as_older_lerobot(directory, tmp_path, classic_stats: NormStats | None = None):
+    """Rewrite an exported checkpoint into the transformers < 4.52 key layout with classic normaliser buffers."""
+    weights = load_file(str(directory / "model.safetensors"))
+    pg = "model.paligemma_with_expert.paligemma."
+    renamed = {}
+    for key, value in weights.items():
+        key = key.replace(pg + "model.vision_tower.", pg + "vision_tower.")
+        key = key.replace(pg + "model.multi_modal_projector.", pg + "multi_modal_projector.")
+        key = key.replace(pg + "model.language_model.", pg + "language_model.model.")
+        key = key.replace(pg + "lm_head.", pg + "language_model.lm_head.")
+        renamed[key] = value
+    renamed["model.paligemma_with_expert.gemma_expert.lm_head.weight"] = torch.zeros(3, 4)
+    if classic_stats is not None:
+        for prefix, mean, std in (("normalize_inputs.buffer_observation_state", classic_stats.state_mean, classic_stats.state_std),
+                                  ("normalize_targets.buffer_action", classic_stats.action_mean, classic_stats.action_std),
+                                  ("unnormalize_outputs.buffer_action", classic_stats.action_mean, classic_stats.action_std)):
+            renamed[f"{prefix}.mean"], renamed[f"{prefix}.std"] = torch.tensor(mean).float(), torch.tensor(std).float()
+    older = tmp_path / "older"
+    older.mkdir()
+    (older / "config.json").write_text((directory / "config.json").read_text())
+    save_file(renamed, str(older / "model.safetensors"))
+    return older
+
+
+def test_older_lerobot_layout_with_classic_stats_loads(tmp_path):
+    from cfgrl.policy.checkpoint import export_lerobot
+
+    policy = make_policy()
+    exported = export_lerobot(policy, tmp_path / "exported")
+    stats = NormStats(np.arange(8), np.full(8, 2.0), np.arange(7), np.full(7, 3.0))
+    loaded = PI0Policy.from_pretrained(_as_older_lerobot(exported, tmp_path, stats), condition_mode="bias")
+    assert loaded.config.condition_mode == "bias"
+    np.testing.assert_array_equal(loaded.stats.action_std, np.full(7, 3.0))
+    assert any("classic normaliser buffers" in n for n in loaded.load_report)
+    loaded.set_stats(policy.stats)
+    torch.testing.assert_close(outputs(policy, w=1.0)[0], outputs(loaded.eval(), w=1.0)[0])
+
+
+def test_lerobot_checkpoint_with_wrong_keys_names_them(tmp_path):
+    from cfgrl.policy.checkpoint import export_lerobot
+
+    exported = export_lerobot(make_policy(), tmp_path / "exported")
+    weights = load_file(str(exported / "model.safetensors"))
+    weights["model.some_new_head.weight"] = torch.zeros(2)
+    del weights["model.state_proj.bias"]
+    save_file(weights, str(exported / "model.safetensors"))
+    with pytest.raises(CfgrlError, match=r"missing keys: state_proj.bias; unexpected keys: model.some_new_head.weight"):
+        PI0Policy.from_pretrained(exported)
