@@ -1,0 +1,58 @@
+"""Input preparation: resize with padding, prompt tokenisation, normalisation stats."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cfgrl.errors import CfgrlError
+from cfgrl.policy import NormStats
+from cfgrl.policy.images import prepare_images, resize_with_pad
+from cfgrl.policy.tokenizer import BOS_ID, PAD_ID, ByteTokenizer, make_tokenizer
+
+
+def test_resize_with_pad_keeps_aspect_and_centres():
+    white = torch.ones(1, 3, 20, 40)
+    out = resize_with_pad(white, 32)
+    assert out.shape == (1, 3, 32, 32)
+    rows = out[0, 0].mean(dim=1)
+    assert torch.all(rows[:8] == 0) and torch.all(rows[24:] == 0) and torch.allclose(rows[8:24], torch.ones(16))
+    same = torch.rand(2, 3, 32, 32)
+    assert resize_with_pad(same, 32) is same
+
+
+def test_prepare_images_scales_to_minus_one_one_and_masks_missing_cameras():
+    images = {"a": torch.full((2, 10, 10, 3), 255, dtype=torch.uint8)}
+    pixels, masks = prepare_images(images, ("a", "b"), 16, 2, torch.device("cpu"))
+    assert torch.all(pixels[0] == 1.0) and torch.all(pixels[1] == -1.0)
+    assert masks[0].all() and not masks[1].any()
+
+
+def test_byte_tokenizer_pads_truncates_and_round_trips(tmp_path):
+    tok = ByteTokenizer(max_len=8)
+    ids, mask = tok(["hi", "a long prompt"])
+    assert ids[0].tolist() == [BOS_ID, ord("h") + 3, ord("i") + 3, ord("\n") + 3, PAD_ID, PAD_ID, PAD_ID, PAD_ID]
+    assert mask[0].tolist() == [True] * 4 + [False] * 4 and mask[1].all()
+    tok.save(tmp_path)
+    again = make_tokenizer("byte", 99, tmp_path)
+    assert again.max_len == 8 and torch.equal(again(["hi"])[0], tok(["hi"])[0])
+
+
+def test_missing_sentencepiece_model_is_a_clear_error(tmp_path):
+    with pytest.raises(CfgrlError, match="--tokenizer PATH"):
+        make_tokenizer("sentencepiece", 48, tmp_path)
+    with pytest.raises(CfgrlError, match="does not exist"):
+        make_tokenizer("sentencepiece", 48, tmp_path, tmp_path / "nope.model")
+
+
+def test_norm_stats_guard_constant_dims_and_round_trip(tmp_path):
+    stats = NormStats(np.zeros(2), np.array([1e-9, 2.0]), np.ones(1), np.array([0.0]))
+    np.testing.assert_array_equal(NormStats.safe_std(stats.state_std), [1.0, 2.0])
+    stats.save(tmp_path / "s.json")
+    again = NormStats.load(tmp_path / "s.json")
+    np.testing.assert_array_equal(again.state_std, stats.state_std)
+    with pytest.raises(CfgrlError, match="NaN"):
+        NormStats(np.zeros(2), np.array([np.nan, 1.0]), np.ones(1), np.ones(1))
+    with pytest.raises(CfgrlError, match="dims 2/1"):
+        stats.check_dims(8, 7)
