@@ -1,0 +1,196 @@
+"""`cfgrl collect` / `cfgrl inspect` end to end on the builtin env: real stores, real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cfgrl.config import EnvConfig
+from cfgrl.collect.specs import group_specs
+from cfgrl.envs import make_env
+from cfgrl.envs.scripted import policy_id
+from cfgrl.store import Store
+
+ENV = ["-o", "env.image_size=32", "-o", "env.max_steps=30"]
+
+
+def cfgrl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "cfgrl.cli", *args], capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"cfgrl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def replay(task: int, init: int, seed: int, noise: float, max_steps: int, replan: int = 5):
+    """The episode recomputed in-process from the env and the scripted expert."""
+    env = make_env(EnvConfig(image_size=32, max_steps=max_steps))
+    obs = env.reset(task, init, seed)
+    states, actions, rewards, frames, frame_steps = [], [], [], [], []
+    for t in range(max_steps):
+        if t % replan == 0:
+            frames.append(obs.images)
+            frame_steps.append(t)
+            chunk = env.scripted_chunk(noise)
+        action = np.clip(chunk[t % replan], -1, 1)
+        result = env.step(action, render=(t % replan == replan - 1))
+        states.append(obs.state)
+        actions.append(action)
+        rewards.append(result.reward)
+        obs = result.obs
+        if result.success:
+            break
+    return np.array(states), np.array(actions), np.array(rewards), frames, frame_steps
+
+
+@pytest.mark.slow
+def test_collect_writes_every_field_as_the_env_produced_it(tmp_path):
+    store_path = tmp_path / "reach.zarr"
+    out = cfgrl("collect", str(store_path), "--policy", "scripted:0.4", "--episodes", "5", "--workers", "2",
+                "-o", "collect.group_size=3", *ENV)
+    assert "2 groups x K=3" in out.stdout and "collected 6 episodes" in out.stdout
+    store = Store(store_path)
+    ep = store.episodes.sort_values(["group_id", "rollout_index"])
+    expected = group_specs([0, 1, 2, 3], list(range(50)), 2, 3, 0)
+    assert [(s.group_id, s.rollout_index, s.seed, s.task_id, s.init_state_id) for s in expected] == list(
+        zip(ep.group_id, ep.rollout_index, ep.seed, ep.task_id, ep.init_state_id))
+    assert set(ep.policy_id) == {policy_id(0.4)} and ep.run_id.nunique() == 1
+    assert set(ep.env) == {"builtin"} and set(ep.suite) == {"reach"} and set(ep.renderer) == {"numpy"}
+    assert (ep.num_wait_steps == 0).all() and (ep.cfg_scale == 1.0).all()
+    for i, row in ep.iterrows():
+        states, actions, rewards, frames, frame_steps = replay(row.task_id, row.init_state_id, row.seed, 0.4, 30)
+        np.testing.assert_array_equal(store.episode_steps(i, "state"), states)
+        np.testing.assert_array_equal(store.episode_steps(i, "action"), actions.astype(np.float32))
+        np.testing.assert_array_equal(store.episode_steps(i, "reward"), rewards.astype(np.float32))
+        done = store.episode_steps(i, "done")
+        assert bool(row.success) == bool(done[-1]) == (rewards[-1] == 1.0) and not done[:-1].any()
+        assert not store.episode_steps(i, "is_wait").any()
+        rows = slice(row.frame_start, row.frame_start + row.frame_count)
+        np.testing.assert_array_equal(store.frame_steps()[rows], frame_steps)
+        for cam in ("agentview", "wrist"):
+            np.testing.assert_array_equal(store.frames(cam)[rows], np.stack([f[cam] for f in frames]))
+        assert row.prompt == make_env(EnvConfig()).tasks()[row.task_id].prompt
+
+    summary = cfgrl("inspect", str(store_path)).stdout
+    assert "episodes: 6" in summary and "schema: cfgrl.store version 1" in summary
+    assert "'grasp the red ball'" in summary and policy_id(0.4) in summary and "MiB" in summary
+
+
+def _committed(path: Path) -> int:
+    try:
+        return json.loads((path / "zarr.json").read_text())["attributes"]["num_episodes"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_reaches_the_count_without_duplicates(tmp_path):
+    store_path = tmp_path / "killed.zarr"
+    args = ["collect", str(store_path), "--policy", "scripted:0.5", "--episodes", "64", "--workers", "2",
+            "-o", "collect.group_size=4", *ENV]
+    proc = subprocess.Popen([sys.executable, "-m", "cfgrl.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while _committed(store_path) < 8 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the collector and its workers, mid-run
+    proc.wait()
+    killed = Store(store_path)
+    assert 8 <= killed.num_episodes < 64, "the kill should land mid-run"
+    ep = killed.episodes
+    # Only whole episodes: contiguous step ranges, each ending where the next starts.
+    assert (ep.step_start.to_numpy() == np.concatenate([[0], np.cumsum(ep.length)[:-1]])).all()
+    assert killed.steps("action").shape[0] >= killed.num_steps  # uncommitted rows may trail: ignored
+    done, frame_steps = np.asarray(killed.steps("done")[: killed.num_steps]), killed.frame_steps()
+    for row in ep.itertuples():
+        assert done[row.step_start + row.length - 1] == row.success
+        assert not done[row.step_start : row.step_start + row.length - 1].any()
+        rows = slice(row.frame_start, row.frame_start + row.frame_count)
+        np.testing.assert_array_equal(frame_steps[rows], np.arange(0, row.length, 5))
+
+    cfgrl(*args)  # the same command resumes
+    resumed = Store(store_path).episodes
+    pairs = list(zip(resumed.group_id, resumed.rollout_index))
+    assert len(pairs) == 64 and len(set(pairs)) == 64
+    assert set(pairs) == {(g, k) for g in range(16) for k in range(4)}
+
+    # Resumed episodes are the ones an uninterrupted run produces.
+    fresh_path = tmp_path / "fresh.zarr"
+    cfgrl("collect", str(fresh_path), "--policy", "scripted:0.5", "--episodes", "64", "-o", "collect.group_size=4", *ENV)
+    key = ["group_id", "rollout_index", "seed", "length", "success", "run_id"]
+    a = resumed[key].sort_values(key[:2]).reset_index(drop=True)
+    b = Store(fresh_path).episodes[key].sort_values(key[:2]).reset_index(drop=True)
+    assert a.equals(b)
+
+
+def test_shards_split_whole_groups_and_merge_to_the_full_grid():
+    full = group_specs([0, 1, 2, 3], list(range(50)), 10, 3, 7)
+    shards = [group_specs([0, 1, 2, 3], list(range(50)), 10, 3, 7, shard=i, num_shards=3) for i in range(3)]
+    def by_id(specs):
+        return sorted(specs, key=lambda s: (s.group_id, s.rollout_index))
+
+    assert by_id(s for shard in shards for s in shard) == by_id(full)
+    for shard in shards:
+        groups = {s.group_id for s in shard}
+        assert all(sum(s.group_id == g for s in shard) == 3 for g in groups)  # never inside a group
+    assert len({s.seed for s in full}) == len(full)
+    assert [s.task_id for s in full[::3]][:4] == [0, 1, 2, 3]  # tasks cycle fastest: prefixes are balanced
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["-o", "env.suite=nope"], "choose one of: reach"),
+        (["-o", "env.tasks=[7]"], "valid task ids: 0 (grasp the red ball)"),
+        (["-o", "env.init_states=[50]"], "init states 0..49"),
+        (["-o", "collect.group_size=1"], "at least 2"),
+        (["--policy", "/nonexistent/ckpt"], "is not a directory"),
+        (["--policy", "scripted:2"], "in [0, 1]"),
+        (["--episodes", "0"], "at least 1"),
+        (["--shard", "3", "--num-shards", "2"], "0 <= shard < num_shards"),
+    ],
+)
+def test_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, extra, message):
+    store_path = tmp_path / "bad.zarr"
+    policy = [] if "--policy" in extra else ["--policy", "scripted:0.1"]
+    proc = cfgrl("collect", str(store_path), *policy, "--episodes", "2", *extra, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and message in proc.stderr, proc.stderr
+    assert not store_path.exists()
+
+
+def test_other_schema_version_is_refused_and_left_untouched(tmp_path):
+    store_path = tmp_path / "old.zarr"
+    cfgrl("collect", str(store_path), "--policy", "scripted:0.1", "--episodes", "2", "--workers", "1", *ENV)
+    meta_file = store_path / "zarr.json"
+    meta = json.loads(meta_file.read_text())
+    meta["attributes"]["schema_version"] = 99
+    meta_file.write_text(json.dumps(meta))
+    before = {p: p.read_bytes() for p in store_path.rglob("*") if p.is_file()}
+    for command in (["collect", str(store_path), "--policy", "scripted:0.1", "--episodes", "4", *ENV],
+                    ["inspect", str(store_path)]):
+        proc = cfgrl(*command, check=False)
+        assert proc.returncode == 2 and "schema version 99" in proc.stderr and proc.stderr.count("\n") == 1
+    assert before == {p: p.read_bytes() for p in store_path.rglob("*") if p.is_file()}
+
+
+def test_videos_of_the_first_episodes(tmp_path):
+    store_path = tmp_path / "filmed.zarr"
+    proc = cfgrl("collect", str(store_path), "--policy", "scripted:0.0", "--episodes", "2", "--workers", "1",
+                 "-o", "collect.videos=1", *ENV, check=False)
+    try:
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:  # the encoder is optional: then the run must refuse clearly, before writing
+        assert proc.returncode == 2 and "imageio-ffmpeg is not installed" in proc.stderr
+        assert not store_path.exists()
+        return
+    assert proc.returncode == 0, proc.stderr
+    videos = sorted((tmp_path / "filmed.zarr.videos").glob("*.mp4"))
+    assert len(videos) == 1 and videos[0].stat().st_size > 1000
