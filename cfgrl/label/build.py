@@ -6,7 +6,6 @@ of relabelling does not grow with image bytes. Every step is vectorised over all
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -34,19 +33,23 @@ COLUMNS = {
 
 
 def resolve_settings(cfg: CFGRLConfig, replan_steps: int) -> dict[str, Any]:
-    """The effective settings (they name the version): defaults resolved, inapplicable ones null."""
+    """The effective labelling settings (they name the version): defaults resolved, and the ones
+    that do not apply to the source set to null, so they cannot split one labelling into two."""
     validate(Config(cfgrl=cfg))  # the same one-line messages as the config loader
-    settings = dataclasses.asdict(cfg)
-    reduce = cfg.window_return_reduce if cfg.label_source == "window_return" else None
-    threshold = cfg.label_threshold if cfg.label_threshold is not None else default_threshold(cfg.label_source, cfg.window_return_reduce)
-    settings.update(
-        label_threshold=None if cfg.label_source == "none" else threshold,
-        window_return_reduce=reduce,
-        window_stride=resolve_stride(cfg.window_stride, replan_steps),
-        replan_steps=replan_steps,
-        horizon=HORIZON,
-    )
-    return settings
+    source = cfg.label_source
+    threshold = cfg.label_threshold if cfg.label_threshold is not None else default_threshold(source, cfg.window_return_reduce)
+    return {
+        "label_source": source,
+        "label_scheme": cfg.label_scheme,
+        "label_threshold": None if source == "none" else threshold,
+        "zero_variance_groups": cfg.zero_variance_groups,
+        "window_return_reduce": cfg.window_return_reduce if source == "window_return" else None,
+        "window_stride": resolve_stride(cfg.window_stride, replan_steps),
+        "replan_steps": replan_steps,
+        "horizon": HORIZON,
+        "dropout_prob": cfg.dropout_prob,
+        "seed": cfg.seed,
+    }
 
 
 def _store_windows(data: StoreData, index: int, settings: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
