@@ -73,27 +73,33 @@ def _store_windows(data: StoreData, index: int, settings: dict[str, Any]) -> tup
     return columns, counts
 
 
+def optimality_labels(advantage: np.ndarray, zero_variance: np.ndarray, settings: dict[str, Any]) -> pd.arrays.IntegerArray:
+    """The raw label o of each window: 1 if A_w >= threshold, else ∅ (binary) or 0 (ternary);
+    ∅ everywhere for label_source none, and for the windows of zero-variance groups by default."""
+    if settings["label_source"] == "none":
+        return binary_labels(np.full(len(advantage), np.nan), 0.0)  # plain behaviour cloning
+    to_labels = ternary_labels if settings["label_scheme"] == "ternary" else binary_labels
+    raw = to_labels(advantage, settings["label_threshold"])
+    if settings["zero_variance_groups"] == "unconditional":
+        raw[zero_variance] = pd.NA  # a group with one outcome carries no signal
+    return raw
+
+
 def label_windows(datas: list[StoreData], settings: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The window table (columns ``COLUMNS``) and its counts: A_w -> o -> condition dropout."""
     parts = [_store_windows(data, i, settings) for i, data in enumerate(datas)]
     columns = {name: np.concatenate([p[name] for p, _ in parts]) for name in parts[0][0]}
     counts: dict[str, Any] = {key: sum(c[key] for _, c in parts) for key in parts[0][1]}
-    source, policy = settings["label_source"], settings["zero_variance_groups"]
+    source = settings["label_source"]
     counts["windows_before_drop"] = len(columns["episode"])
     if counts["windows_before_drop"] == 0:
         raise CfgrlError("the stores hold no window start (no stored observation after the wait steps)")
 
     zero_variance = columns.pop("zero_variance")
-    if source != "none" and policy == "drop":
+    if source != "none" and settings["zero_variance_groups"] == "drop":
         columns = {name: values[~zero_variance] for name, values in columns.items()}
         zero_variance = zero_variance[~zero_variance]
-    to_labels = ternary_labels if settings["label_scheme"] == "ternary" else binary_labels
-    if source == "none":
-        raw = to_labels(np.full(len(columns["episode"]), np.nan), 0.0)  # every window ∅: plain behaviour cloning
-    else:
-        raw = to_labels(columns["advantage"], settings["label_threshold"])
-        if policy == "unconditional":
-            raw[zero_variance] = pd.NA  # a group with one outcome carries no signal
+    raw = optimality_labels(columns["advantage"], zero_variance, settings)
     if source != "none" and raw.isna().all():
         raise CfgrlError(_why_no_label(columns["advantage"], counts, settings))
     label, hit = condition_dropout(raw, settings["dropout_prob"], np.random.default_rng(settings["seed"]))
