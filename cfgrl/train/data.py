@@ -31,14 +31,21 @@ class WindowBatches(Dataset):
     """``dataset[indices]`` -> one batch (dict of numpy arrays) read from the cache's memory maps."""
 
     def __init__(self, cache: WindowCache):
-        self.cache = cache
+        self.path, self.size = cache.path, len(cache)
+        self._cache: WindowCache | None = cache
+
+    def __getstate__(self) -> dict:
+        # A worker started by "spawn" reopens the maps: pickling a memmap would copy the whole cache.
+        return {"path": self.path, "size": self.size, "_cache": None}
 
     def __len__(self) -> int:
-        return len(self.cache)
+        return self.size
 
     def __getitem__(self, indices: list[int]) -> dict:
+        if self._cache is None:
+            self._cache = WindowCache.open(self.path)
         idx = np.sort(np.asarray(indices, dtype=np.int64))  # sorted reads walk the maps forward
-        cache = self.cache
+        cache = self._cache
         horizon = cache.actions.shape[1]
         return {
             "index": idx,

@@ -1,12 +1,14 @@
 """The input side: the memory-mapped cache against direct store reads, its rebuild rules, batches
 and their split over processes, streaming statistics."""
 
+import pickle
+
 import numpy as np
 
 from cfgrl.label import load_label_index
 from cfgrl.store import Store
 from cfgrl.train.cache import ensure_cache
-from cfgrl.train.data import ResumableBatchSampler, WindowBatches
+from cfgrl.train.data import ResumableBatchSampler, WindowBatches, make_loader
 from cfgrl.train.stats import mismatch_report, store_stats
 from conftest import label, write_store
 
@@ -25,9 +27,25 @@ def test_cache_matches_direct_store_reads(tmp_path, small_run_inputs):
         assert not cache.actions[i, w.num_valid :].any()
         np.testing.assert_array_equal(cache.images["agentview"][i], store.frames("agentview")[int(w.frame)])
         assert cache.prompts[cache.prompt[i]] == store.episodes.prompt[w.episode]
-    batch = WindowBatches(cache)[[5, 1]]
+    dataset = WindowBatches(cache)
+    batch = dataset[[5, 1]]
     assert batch["index"].tolist() == [1, 5]
     np.testing.assert_array_equal(batch["action_is_pad"][0], np.arange(50) >= windows.num_valid[1])
+    shipped = pickle.dumps(dataset)  # what a spawned loader worker receives: a path, not the arrays
+    assert len(shipped) < 2000
+    np.testing.assert_array_equal(pickle.loads(shipped)[[5, 1]]["images"]["wrist"], batch["images"]["wrist"])
+
+
+def test_loader_workers_deliver_the_same_batches(small_run_inputs, tmp_path):
+    store_path, labels = small_run_inputs
+    cache = ensure_cache(tmp_path / "cache", [Store(store_path)], load_label_index(labels).windows, 50)
+    delivered = []
+    for workers in (0, 2):
+        sampler = ResumableBatchSampler(len(cache), 8, 1, 0, seed=1)
+        sampler.set_position(1, 1)
+        loader = make_loader(WindowBatches(cache), sampler, workers, pin_memory=False)
+        delivered.append([(b["index"].tolist(), b["images"]["agentview"].sum().item()) for b in loader])
+    assert delivered[0] == delivered[1] and len(delivered[0]) == len(cache) // 8 - 1
 
 
 def test_cache_is_reused_and_rebuilt_when_store_or_windows_change(tmp_path):
