@@ -145,8 +145,8 @@ def serve(conn: Connection, env_cfg: EnvConfig) -> None:
                     recorder = EpisodeRecorder(env, _max_steps(env, spec.task_id), video)
                     obs = recorder.start(spec.task_id, spec.init_state_id, spec.seed)
                     while obs is not None:
-                        chunk = env.scripted_chunk(noise)  # only the builtin env has privileged scripted actions
-                        obs = recorder.play(chunk[:replan_steps], obs)
+                        # Only the builtin env has a scripted expert; only the executed part of its chunk is planned.
+                        obs = recorder.play(env.scripted_chunk(noise, horizon=replan_steps), obs)
                     conn.send(("done", recorder.finish()))
                 else:
                     raise ValueError(f"unknown worker message {kind!r}")

@@ -19,6 +19,7 @@ from cfgrl.envs.builtin import CLOSED, MAX_SPEED, SimState, advance
 from cfgrl.errors import CfgrlError
 
 JITTER = 0.5
+CHUNK = 50  # the policy's chunk length H
 APPROACH_GAIN = 0.6  # commanded velocity = gain * remaining offset, capped at MAX_SPEED
 CLOSE_DISTANCE = 0.07  # start closing the gripper when this near the ball's centre
 OPEN, CLOSE = -1.0, 1.0  # gripper action convention: -1 opens, +1 closes
@@ -78,5 +79,8 @@ def expert_chunk(sim: SimState, noise: float, draw: float, rng: np.random.Genera
         action = _expert_action(imagined, goal)
         imagined = advance(imagined, action, np.zeros(2))
         chunk[i] = action
-    chunk[:, :2] += rng.normal(0.0, JITTER * noise, size=(horizon, 2))
+    # Jitter is drawn for a whole chunk whatever the horizon, so the episode's random stream (and the
+    # episode) does not depend on how much of each chunk is planned.
+    jitter = rng.normal(0.0, JITTER * noise, size=(max(horizon, CHUNK), 2))
+    chunk[:, :2] += jitter[:horizon]
     return np.clip(chunk, -1.0, 1.0)

@@ -154,3 +154,13 @@ def test_bad_suite_task_and_noise_are_clear_errors(env):
     with pytest.raises(CfgrlError, match="in \\[0, 1\\]"):
         parse_noise("lots")
     assert policy_id(parse_noise("0.3")) == "scripted-noise0.30"
+
+
+def test_expert_executes_the_same_actions_whatever_it_plans_ahead(env):
+    env.reset(1, 2, 5)
+    full = env.scripted_chunk(0.4, horizon=50)
+    env.reset(1, 2, 5)
+    short = env.scripted_chunk(0.4, horizon=5)
+    assert full.shape == (50, 7) and short.shape == (5, 7)
+    np.testing.assert_array_equal(full[:5], short)
+    assert np.abs(full).max() <= 1.0

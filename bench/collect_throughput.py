@@ -1,0 +1,94 @@
+"""Rollout throughput: the environment alone, and the whole `cfgrl collect` command.
+
+    .venv/bin/python bench/collect_throughput.py                     # builtin: env alone + collect
+    .venv/bin/python bench/collect_throughput.py --env libero --suite libero_spatial --image-size 224
+
+Numbers are control steps per second. "env alone" is one process stepping with random actions
+(images rendered at the policy's query steps only, as the engine does, and again rendering every
+step for comparison). "collect" runs the real command into a temporary store and divides the
+steps it committed by its wall time, start-up included.
+The LIBERO comparison the project tracks is `collect` (2 workers, tiny policy) against the plain
+loop rendering both cameras every step: ``compare_with_plain_loop``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cfgrl.config import EnvConfig
+from cfgrl.envs import make_env
+from cfgrl.store import Store
+
+
+def env_alone(env_cfg: EnvConfig, steps: int, render_every: int) -> float:
+    """Steps/s of one env in this process, random actions, rendering every ``render_every`` steps."""
+    env = make_env(env_cfg)
+    task = env.tasks()[0]
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, size=(steps, 7)).astype(np.float32)
+    env.reset(task.task_id, 0, 0)
+    started, done_in_episode = time.perf_counter(), 0
+    for i in range(steps):
+        result = env.step(actions[i], render=(i % render_every == render_every - 1))
+        done_in_episode += 1
+        if result.success or done_in_episode >= task.max_steps:
+            env.reset(task.task_id, (i // task.max_steps) % task.num_init_states, i)
+            done_in_episode = 0
+    rate = steps / (time.perf_counter() - started)
+    env.close()
+    return rate
+
+
+def through_collect(env_args: list[str], policy: list[str], episodes: int, workers: int) -> tuple[float, int, float]:
+    """(steps/s, steps, seconds) of `cfgrl collect` into a fresh temporary store."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "bench.zarr"
+        command = [sys.executable, "-m", "cfgrl.cli", "collect", str(store), *policy, "--episodes", str(episodes),
+                   "--workers", str(workers), *env_args]
+        started = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        seconds = time.perf_counter() - started
+        steps = Store(store).num_steps
+    return steps / seconds, steps, seconds
+
+
+def compare_with_plain_loop(env_cfg: EnvConfig, env_args: list[str], episodes: int, workers: int, steps: int) -> None:
+    """The tracked comparison: collect with ``workers`` workers and a fresh tiny policy against one
+    plain loop rendering every camera at every step."""
+    plain = env_alone(env_cfg, steps, render_every=1)
+    rate, n, seconds = through_collect(env_args, [], episodes, workers)
+    print(f"plain loop, every camera every step: {plain:8.1f} steps/s")
+    print(f"cfgrl collect, {workers} workers, fresh tiny PI0: {rate:8.1f} steps/s ({n} steps in {seconds:.1f} s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="builtin", choices=["builtin", "libero"])
+    parser.add_argument("--suite", default="reach")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=20000, help="env-alone steps")
+    parser.add_argument("--episodes", type=int, default=64, help="episodes per collect run")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    env_cfg = EnvConfig(name=args.env, suite=args.suite, image_size=args.image_size)
+    env_args = ["-o", f"env.name={args.env}", "-o", f"env.suite={args.suite}", "-o", f"env.image_size={args.image_size}"]
+    if args.env == "libero":
+        compare_with_plain_loop(env_cfg, env_args, args.episodes, args.workers, args.steps)
+        return
+    print(f"builtin env alone, render at query steps (every 5th): {env_alone(env_cfg, args.steps, 5):8.0f} steps/s")
+    print(f"builtin env alone, render every step:                 {env_alone(env_cfg, args.steps, 1):8.0f} steps/s")
+    rate, n, seconds = through_collect(env_args, ["--policy", "scripted:0.3"], args.episodes, args.workers)
+    print(f"cfgrl collect, scripted expert, {args.workers} workers: {rate:8.0f} steps/s ({n} steps in {seconds:.1f} s, start-up included)")
+    rate, n, seconds = through_collect(env_args, [], max(2, args.episodes // 8), args.workers)
+    print(f"cfgrl collect, fresh tiny PI0, {args.workers} workers:  {rate:8.0f} steps/s ({n} steps in {seconds:.1f} s, start-up included)")
+
+
+if __name__ == "__main__":
+    main()
