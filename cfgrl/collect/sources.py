@@ -15,7 +15,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from cfgrl.config import Config
-from cfgrl.envs import Observation
+from cfgrl.envs import ACTION_DIM, STATE_DIM, Observation
 from cfgrl.envs.scripted import parse_noise, policy_id
 from cfgrl.errors import CfgrlError
 
@@ -59,7 +59,9 @@ def load_policy(source: str | None, cfg: Config, camera_names: tuple[str, ...], 
             )
         from cfgrl.policy import PI0Policy
 
-        return PI0Policy.from_pretrained(path)
+        policy = PI0Policy.from_pretrained(path)
+        _check_fits_env(policy, source, camera_names)
+        return policy
     import torch
 
     from cfgrl.policy import PI0Config, PI0Policy
@@ -71,6 +73,18 @@ def load_policy(source: str | None, cfg: Config, camera_names: tuple[str, ...], 
         cfg.policy.preset, camera_names=tuple(camera_names), image_size=image_size,
         condition_mode=cfg.policy.condition_mode, use_prefix_dropout=cfg.cfgrl.use_prefix_dropout,
     ))
+
+
+def _check_fits_env(policy: ChunkPolicy, source: str, camera_names: tuple[str, ...]) -> None:
+    """Refuse, before any rollout, a checkpoint that cannot read this env's observations."""
+    pcfg = policy.config
+    if (pcfg.state_dim, pcfg.action_dim) != (STATE_DIM, ACTION_DIM):
+        raise CfgrlError(f"policy '{source}' uses state/action dims {pcfg.state_dim}/{pcfg.action_dim}; "
+                         f"the environments have {STATE_DIM}/{ACTION_DIM}")
+    unknown = sorted(set(camera_names) - set(pcfg.camera_names))
+    if unknown:
+        raise CfgrlError(f"policy '{source}' has no camera {', '.join(unknown)} (it reads {', '.join(pcfg.camera_names)}); "
+                         "collect with an env that renders its cameras")
 
 
 def flow_noise_generator(episode_seed: int):

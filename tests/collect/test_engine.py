@@ -76,3 +76,11 @@ def test_policy_sources_and_worker_defaults():
         load_policy("scripted:0.1", libero, CAMERAS, 64)
     assert default_workers(EnvConfig(), 3) == 3 and default_workers(EnvConfig(), 100) >= 2
     assert 1 <= default_workers(libero.env, 100) <= (os.cpu_count() or 1)
+
+
+def test_a_checkpoint_without_the_env_cameras_is_refused_before_any_rollout(tmp_path):
+    from cfgrl.policy import PI0Config, PI0Policy
+
+    PI0Policy(PI0Config.from_preset("tiny", camera_names=("agentview",), image_size=32)).save_pretrained(tmp_path / "one_cam")
+    with pytest.raises(CfgrlError, match="has no camera wrist"):
+        load_policy(str(tmp_path / "one_cam"), load_config(), CAMERAS, 32)
