@@ -38,6 +38,7 @@ def apply_env_cfg_scale(cfg: Config, listed_on_command_line: bool, environ: Mapp
 def evaluate_command(
     policy: Annotated[Path, typer.Argument(help="Policy checkpoint directory to evaluate.")],
     cfg_scales: Annotated[Optional[str], typer.Option("--cfg-scales", help="Comma-separated guidance weights, e.g. 0,1,1.5,2,3 (default: evaluate.cfg_scales; PI0_CFG_SCALE alone gives one w).")] = None,
+    protocol: Annotated[Optional[str], typer.Option("--protocol", help="libero (every task, its 50 fixed init states, one episode each) or custom (env.tasks x env.init_states).")] = None,
     baseline: Annotated[Optional[Path], typer.Option("--baseline", help="Base checkpoint evaluated unguided (w=0) on the same episodes, as an extra row.")] = None,
     store: Annotated[Optional[Path], typer.Option("--store", help="Also append the evaluation episodes to this Zarr store (one run per w).")] = None,
     suite: Annotated[Optional[list[str]], typer.Option("--suite", help="Suite to evaluate (repeatable; default env.suite).")] = None,
@@ -50,6 +51,8 @@ def evaluate_command(
     extra = []
     if cfg_scales is not None:
         extra.append(f"evaluate.cfg_scales=[{', '.join(repr(w) for w in parse_cfg_scales(cfg_scales))}]")
+    if protocol is not None:
+        extra.append(f"evaluate.protocol={protocol}")
     cfg = resolve(config, overrides, *extra)
     apply_env_cfg_scale(cfg, cfg_scales is not None or any(o.strip().startswith("evaluate.cfg_scales") for o in overrides or []))
 

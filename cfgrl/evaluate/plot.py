@@ -29,8 +29,9 @@ def plot_success_vs_w(results: dict[str, Any], path: str | Path) -> Path:
     ax.fill_between(ws, [r["ci_low"] for r in overall], [r["ci_high"] for r in overall],
                     color="tab:blue", alpha=0.2, label="overall 95% Wilson band")
     rates = [r["success_rate"] for r in overall]
-    ax.errorbar(ws, rates, yerr=[[p - r["ci_low"] for p, r in zip(rates, overall)], [r["ci_high"] - p for p, r in zip(rates, overall)]],
-                fmt="o-", color="tab:blue", lw=2, capsize=3, label="overall")
+    below = [max(0.0, p - r["ci_low"]) for p, r in zip(rates, overall)]  # max: rounding at 0/n and n/n
+    above = [max(0.0, r["ci_high"] - p) for p, r in zip(rates, overall)]
+    ax.errorbar(ws, rates, yerr=[below, above], fmt="o-", color="tab:blue", lw=2, capsize=3, label="overall")
     base = [r for r in rows if r["role"] == BASELINE and r["scope"] == "overall"]
     if base:
         b = base[0]

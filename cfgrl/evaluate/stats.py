@@ -42,8 +42,10 @@ def wilson_interval(successes: int, n: int, confidence: float = CONFIDENCE) -> t
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n)) / denom
-    # Clamp rounding noise at the ends (0/n gives exactly 0 in exact arithmetic).
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # 0/n and n/n have exact ends (0 and 1); floating point lands a few ulps off them.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
 
 
 @dataclass(frozen=True)

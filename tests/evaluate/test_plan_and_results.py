@@ -154,6 +154,14 @@ def test_plot_is_written(tmp_path):
     assert data.startswith(b"\x89PNG") and len(data) > 10_000
 
 
+def test_plot_of_a_sweep_without_any_success(tmp_path):
+    c = cfg("env.init_states=[0, 1, 2, 3, 4]")
+    slots = slots_for_suite(c.env, TASKS, c)
+    table = {(POLICY, 1.0): [0] * 10, (POLICY, 3.0): [0] * 10}
+    results = build_results(summarise(_outcomes(slots, table), slots, list(table)), {})
+    assert plot_success_vs_w(results, tmp_path / "p.png").stat().st_size > 10_000
+
+
 def test_ledger_keeps_committed_episodes_and_drops_a_torn_last_line(tmp_path):
     path = tmp_path / "episodes.jsonl"
     ledger = EpisodeLedger(path)

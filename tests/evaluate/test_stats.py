@@ -39,6 +39,13 @@ def test_wilson_half_width_for_half_successes():
     assert 0.5 - low == pytest.approx(half, rel=1e-6)
 
 
+@pytest.mark.parametrize("n", [1, 5, 10, 13, 50])
+def test_wilson_ends_are_exact_at_zero_and_all_successes(n):
+    assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0
+    low, high = wilson_interval(n, n)
+    assert low <= 1.0 <= high
+
+
 def test_wilson_rejects_impossible_counts():
     with pytest.raises(ValueError):
         wilson_interval(0, 0)
