@@ -339,3 +339,11 @@ def describe() -> str:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             lines.append(f"  {name}: {_yaml_scalar(default)}  # {f.metadata.get('help', '')}")
     return "\n".join(lines)
+
+
+def with_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """A validated copy of ``cfg`` with ``section.key=value`` overrides applied."""
+    out = config_from_dict(cfg.to_dict())
+    for text in overrides:
+        _apply(out, *parse_override(text))
+    return validate(out)

@@ -1,0 +1,101 @@
+# cfgrl: one target per stage. `make collect label train eval` installs everything (into .venv) and
+# runs the main job on the built-in environment; `make test` runs the test suite.
+#
+#   ENV=builtin (default): a base policy is pre-trained by behaviour cloning on noisy scripted
+#                          demonstrations (`make base`), then collect -> label -> train -> eval.
+#   ENV=libero POLICY=DIR: the same stages on LIBERO from a real PI0 checkpoint (ours or lerobot's).
+#   ENV=libero alone:      runs a fresh `tiny` random policy: it exercises the loop, it learns nothing.
+#
+# Every target prints where it wrote; re-running a target skips finished work (collect resumes to
+# its count, label reuses an identical version, train and eval skip a finished run).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+ENV ?= builtin
+VENV ?= .venv
+PYTHON ?= python3
+TORCH_SPEC ?= torch==2.13.0
+CONFIG ?= configs/$(ENV).yaml
+DATA ?= data/$(ENV)
+CFGRL := $(VENV)/bin/cfgrl
+SETUP := $(VENV)/.cfgrl-setup
+
+STORE := $(DATA)/rollouts.zarr
+RUN := $(DATA)/cfgrl
+EVAL := $(DATA)/eval
+
+ifeq ($(ENV),builtin)
+BASE := $(DATA)/base/policy
+POLICY ?= $(BASE)
+else
+POLICY ?=
+endif
+POLICY_FLAG := $(if $(POLICY),--policy $(POLICY),)
+
+# The built-in base policy: behaviour cloning on noisy scripted demonstrations.
+DEMO_NOISE ?= 0.5
+DEMO_EPISODES ?= 256
+BASE_STEPS ?= 1500
+
+.PHONY: help setup base collect label train eval test bench round ablate demo clean-data
+
+help:
+	@sed -n '2,12p' Makefile | sed 's/^# \{0,1\}//'
+
+setup: $(SETUP)
+
+# torch first, and only if none is importable: a GPU box keeps the CUDA build it already has;
+# TORCH_SPEC pins the CPU build on this project's machines (a bare `torch` can pull GBs of CUDA).
+$(SETUP): pyproject.toml scripts/setup_libero.sh
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(VENV)/bin/python -c "import torch" 2>/dev/null || $(VENV)/bin/python -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e ".[dev,video]"
+	scripts/setup_libero.sh $(VENV)
+	touch $@
+	@echo "setup: installed into $(VENV)"
+
+ifeq ($(ENV),builtin)
+base: $(BASE)/config.json
+
+$(BASE)/config.json: | $(SETUP)
+	$(CFGRL) collect $(DATA)/demos.zarr --policy scripted:$(DEMO_NOISE) --episodes $(DEMO_EPISODES) -c $(CONFIG)
+	$(CFGRL) label $(DATA)/demos.zarr -c $(CONFIG) -o cfgrl.label_source=none
+	$(CFGRL) train $(DATA)/demos.zarr --labels $(DATA)/demos.zarr --out $(DATA)/base -c $(CONFIG) \
+	  -o train.steps=$(BASE_STEPS)
+	@echo "base: base policy in $(BASE)"
+
+collect: base
+else
+base:
+	@echo "base: ENV=$(ENV) uses POLICY=$(if $(POLICY),$(POLICY),<a fresh tiny random policy: it will not learn>)"
+
+collect: | $(SETUP)
+endif
+	$(CFGRL) collect $(STORE) $(POLICY_FLAG) -c $(CONFIG)
+	@echo "collect: episodes in $(STORE)"
+
+label: | $(SETUP)
+	$(CFGRL) label $(STORE) -c $(CONFIG)
+	@echo "label: versions in $(STORE:.zarr=.labels)"
+
+train: | $(SETUP)
+	@if [ -e $(RUN)/policy/config.json ]; then echo "train: skip, $(RUN)/policy is finished (remove $(RUN) to retrain)"; \
+	else $(CFGRL) train $(STORE) --labels $(STORE) $(POLICY_FLAG) --out $(RUN) -c $(CONFIG) \
+	  $$( [ -e $(RUN)/last ] && echo --resume ); fi
+	@echo "train: policy in $(RUN)/policy"
+
+eval: | $(SETUP)
+	$(CFGRL) evaluate $(RUN)/policy $(if $(POLICY),--baseline $(POLICY),) --out $(EVAL) -c $(CONFIG)
+	@echo "eval: results, table and plot in $(EVAL)"
+
+test: | $(SETUP)
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+bench: | $(SETUP)
+	for b in bench/*.py; do echo "== $$b"; $(VENV)/bin/python $$b; done
+
+clean-data:
+	rm -rf $(DATA)

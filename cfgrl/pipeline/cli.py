@@ -1,0 +1,42 @@
+"""`cfgrl round`, `cfgrl ablate` and `cfgrl demo`: the stages chained, resumable at every step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cfgrl.cli_common import ConfigOption, OverrideOption, resolve
+
+
+def round_command(
+    root: Annotated[Path, typer.Argument(help="Directory of the rounds (round_001/, round_002/, ...).")],
+    policy: Annotated[Optional[Path], typer.Option("--policy", help="Starting checkpoint of round 1 (later rounds start from the previous round's).")] = None,
+    rounds: Annotated[int, typer.Option("--rounds", help="How many rounds to run now.")] = 1,
+    keep_stores: Annotated[int, typer.Option("--keep-stores", help="Also train on the stores of this many earlier rounds.")] = 0,
+    config: ConfigOption = None,
+    overrides: OverrideOption = None,
+) -> None:
+    """Collect with the latest checkpoint at its best w, label its own store, train from it, evaluate."""
+    from cfgrl.pipeline.rounds import lineage, run_round
+
+    cfg = resolve(config, overrides)
+    for _ in range(rounds):
+        run_round(cfg, root, policy, keep_stores)
+    typer.echo(lineage(root))
+
+
+def ablate_command(
+    store: Annotated[Path, typer.Argument(help="The store every setting relabels (collected once).")],
+    policy: Annotated[Path, typer.Option("--policy", help="The checkpoint every setting fine-tunes.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory of the ablation runs, table and plot.")],
+    grid: Annotated[Optional[list[str]], typer.Option("--grid", help="section.key=v1,v2,... (repeatable); default: dropout_prob, label_source, label_scheme, condition_mode.")] = None,
+    config: ConfigOption = None,
+    overrides: OverrideOption = None,
+) -> None:
+    """Sweep the design note's factors one at a time from the defaults; write one table and one plot."""
+    from cfgrl.pipeline.ablate import parse_grid, run_ablation
+
+    cfg = resolve(config, overrides)
+    run_ablation(cfg, store, policy, out, parse_grid(grid))
