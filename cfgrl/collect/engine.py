@@ -161,10 +161,10 @@ def run_episodes(
     results: list[EpisodeResult] = []
     bar = tqdm(total=len(specs), unit="ep", disable=not progress, dynamic_ncols=True)
     started = time.monotonic()
-    env_steps = 0
+    env_steps = wins = 0
 
     def finish(index: int, spec: EpisodeSpec, episode: FinishedEpisode) -> None:
-        nonlocal env_steps
+        nonlocal env_steps, wins
         if on_episode is not None:
             on_episode(spec, episode)
         if episode.video is not None and video_dir is not None:
@@ -172,7 +172,7 @@ def run_episodes(
         env_steps += len(episode.action)
         length = len(episode.action) - episode.num_wait_steps
         results.append(EpisodeResult(spec, episode.success, length, episode.prompt))
-        wins = sum(r.success for r in results)
+        wins += episode.success
         rate = env_steps / max(time.monotonic() - started, 1e-9)
         bar.set_postfix_str(f"success {wins}/{len(results)}, {rate:.0f} env-steps/s", refresh=False)
         bar.update(1)

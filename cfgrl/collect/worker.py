@@ -12,6 +12,7 @@ Messages (main -> worker): ``("reset", spec, video)``, ``("act", actions)``,
 
 from __future__ import annotations
 
+import signal
 import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -119,6 +120,7 @@ def _max_steps(env: Env, task_id: int) -> int:
 
 def serve(conn: Connection, env_cfg: EnvConfig) -> None:
     """Worker process entry point: answer messages until ``close`` (or the main process is gone)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: it closes us
     env = make_env(env_cfg)
     recorder: EpisodeRecorder | None = None
     obs: Observation | None = None
