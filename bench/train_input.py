@@ -8,7 +8,8 @@
 
 Targets: pipeline >= 5x (a), pipeline >= 5x (b), wait < 5%. The ratio to (a) is printed last.
 
-    .venv/bin/python bench/train_input.py                    # 224x224, 2 cameras, 24 episodes
+    .venv/bin/python bench/train_input.py                    # 224x224, 2 cameras, 24 episodes, no workers
+    .venv/bin/python bench/train_input.py --workers 2        # also the same with loader workers
     .venv/bin/python bench/train_input.py --episodes 8 --image-size 64 --workers 0   # quick
 """
 
@@ -39,14 +40,15 @@ BATCH = 32
 
 
 def write_store(path: Path, episodes: int, length: int, size: int) -> Store:
-    """Smooth random images (compressible like camera frames), random-walk states and actions."""
+    """Blocky images with pixel noise (they compress about like camera frames), random states and actions."""
     layout = StoreLayout(CAMERAS, (size, size, 3), 8, 7)
     rng = np.random.default_rng(0)
     with StoreWriter(path, layout, flush_every=4) as writer:
         for e in range(episodes):
             query = np.arange(0, length, REPLAN)
-            coarse = rng.integers(0, 255, size=(len(query), size // 8, size // 8, 3), dtype=np.uint8)
-            frames = {cam: np.repeat(np.repeat(coarse, 8, 1), 8, 2) for cam in CAMERAS}
+            coarse = rng.integers(0, 230, size=(len(query), size // 8, size // 8, 3), dtype=np.uint8)
+            smooth = np.repeat(np.repeat(coarse, 8, 1), 8, 2)
+            frames = {cam: smooth + rng.integers(0, 24, size=smooth.shape, dtype=np.uint8) for cam in CAMERAS}
             success = e % 2 == 0
             reward = np.zeros(length, np.float32)
             reward[-1] = float(success)
@@ -127,7 +129,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=24)
     parser.add_argument("--length", type=int, default=120, help="steps per episode (a window every 5)")
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--workers", type=int, default=2, help="loader worker processes of the pipeline")
+    parser.add_argument("--workers", type=int, default=0, help="loader worker processes of the pipeline (0 = read in the training process)")
     parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per reader")
     parser.add_argument("--train-steps", type=int, default=10, help="steps of the real training run (data-wait share)")
     parser.add_argument("--dir", type=Path, default=None, help="work directory (default: a temporary one)")

@@ -90,7 +90,8 @@ def make_loader(dataset: WindowBatches, batches: ResumableBatchSampler, num_work
         batch_size=None,  # the dataset returns whole batches
         num_workers=num_workers,
         pin_memory=pin_memory,
-        persistent_workers=False,  # the sampler's epoch and position change between iterations
+        # The batch sampler runs in this process, so workers can live across epochs and resumes.
+        persistent_workers=num_workers > 0,
         prefetch_factor=4 if num_workers else None,
     )
 
