@@ -109,13 +109,19 @@ def _stats(buffers: dict[str, torch.Tensor], directory: Path, config: PI0Config,
     if all(v is not None for v in values.values()):
         notes.append("normalisation stats taken from the classic normaliser buffers")
         return NormStats(**values)
+    processor: dict[str, torch.Tensor] = {}
+    sources = []
     for path in sorted(directory.glob("*.safetensors")):
         if path.name == "model.safetensors":
             continue
         tensors = load_file(str(path))
-        if all(k in tensors for k in PROCESSOR_STATS.values()):
-            notes.append(f"normalisation stats taken from {path.name}")
-            return NormStats(**{f: tensors[k].float().numpy() for f, k in PROCESSOR_STATS.items()})
+        wanted = {k: tensors[k] for k in PROCESSOR_STATS.values() if k in tensors and k not in processor}
+        if wanted:
+            processor.update(wanted)
+            sources.append(path.name)
+    if all(k in processor for k in PROCESSOR_STATS.values()):
+        notes.append(f"normalisation stats taken from {', '.join(sources)}")
+        return NormStats(**{f: processor[k].float().numpy() for f, k in PROCESSOR_STATS.items()})
     notes.append("no normalisation stats found: using identity stats (set them before training)")
     return NormStats.identity(config.state_dim, config.action_dim)
 

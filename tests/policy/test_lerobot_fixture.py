@@ -1,0 +1,88 @@
+"""Our PI0 reproduces lerobot 0.6.1's PI0 on the same weights, inputs, noise and time (float32).
+
+The fixture (tests/fixtures/lerobot_pi0/, made by tests/fixtures/make_lerobot_pi0.py) is a tiny random
+lerobot PI0 saved with lerobot's own save_pretrained, its architecture sizes (arch.json) and the inputs
+and outputs of lerobot's inner model (io.safetensors).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cfgrl.policy import PI0Policy
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "lerobot_pi0"
+
+
+def max_relative_error(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    return float((ours.float() - theirs.float()).abs().max() / theirs.float().abs().max())
+
+
+def sizes(arch: dict) -> dict:
+    vision, prefix, expert = arch["vision"], arch["prefix"], arch["expert"]
+    assert prefix["head_dim"] == expert["head_dim"] and prefix["heads"] == expert["heads"]
+    return dict(
+        image_size=vision["image_size"], patch_size=vision["patch"], vision_width=vision["hidden"],
+        vision_layers=vision["layers"], vision_heads=vision["heads"], vision_mlp=vision["mlp"],
+        num_layers=prefix["depth"], num_heads=prefix["heads"], num_kv_heads=prefix["kv_heads"],
+        head_dim=prefix["head_dim"], prefix_width=prefix["width"], prefix_mlp=prefix["mlp"], vocab_size=prefix["vocab"],
+        expert_width=expert["width"], expert_mlp=expert["mlp"], rms_norm_eps=prefix["rms_norm_eps"],
+        rope_theta=prefix["rope_theta"],
+    )
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    arch = json.loads((FIXTURE / "arch.json").read_text())
+    policy = PI0Policy.from_pretrained(FIXTURE, **sizes(arch)).eval()
+    io = load_file(str(FIXTURE / "io.safetensors"))
+    cameras = sorted(k for k in io if k.startswith("image_") and "mask" not in k)
+    images = [io[name] for name in cameras]
+    masks = [io[name.replace("image_", "image_mask_")] for name in cameras]
+    return policy, arch, io, (images, masks, io["lang_tokens"], io["lang_masks"])
+
+
+def test_fixture_loads_with_our_config_and_stats(loaded):
+    policy, arch, _, _ = loaded
+    assert policy.config.camera_names == ("image", "wrist_image", "empty_camera_0")
+    assert (policy.config.state_dim, policy.config.action_dim) == (8, 7)
+    stats = arch["dataset_stats"]
+    np.testing.assert_allclose(policy.stats.state_mean, stats["observation.state"]["mean"], rtol=1e-6)
+    np.testing.assert_allclose(policy.stats.action_std, stats["action"]["std"], rtol=1e-6)
+    assert any("initialised new condition parameters" in note for note in policy.load_report)
+    assert not policy.condition_trained
+
+
+def test_embeddings_match_lerobot(loaded):
+    policy, _, io, prefix = loaded
+    with torch.no_grad():
+        prefix_embs, _, _ = policy.model.embed_prefix(*prefix)
+        suffix_embs, _, _ = policy.model.embed_suffix(io["state"], io["x_t"], io["time"], None)
+    assert max_relative_error(prefix_embs, io["prefix_embs"]) <= 1e-4
+    assert max_relative_error(suffix_embs, io["suffix_embs"]) <= 1e-4
+
+
+def test_training_losses_match_lerobot(loaded):
+    policy, _, io, prefix = loaded
+    with torch.no_grad():
+        losses = policy.model(*prefix, io["state"], io["actions"], noise=io["noise"], time=io["time"])
+        velocity = policy.model.velocity(*prefix, io["state"], io["x_t"], io["time"], use_condition=False)
+    assert losses.shape == io["losses"].shape == (2, 50, 32)
+    assert max_relative_error(velocity, io["velocity"]) <= 1e-4
+    assert max_relative_error(losses, io["losses"]) <= 1e-4
+
+
+def test_cached_sampling_matches_lerobot(loaded):
+    policy, _, io, prefix = loaded
+    with torch.no_grad():
+        cache, prefix_pad = policy.model._prefix_cache(*prefix, None, 2, 1)
+        cached = policy.model._suffix_velocity(cache, prefix_pad, io["state"], io["x_t"], io["time"], None)
+        sampled = policy.model.sample_actions(*prefix, io["state"], noise=io["sample_noise"], use_condition=False)
+    assert max_relative_error(cached, io["velocity_cached"]) <= 1e-4
+    assert max_relative_error(sampled, io["sampled_actions"]) <= 1e-4
