@@ -13,8 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cfgrl.config import EnvConfig
+from typer.testing import CliRunner
+
+from cfgrl.cli import app
 from cfgrl.collect.specs import group_specs
+from cfgrl.config import EnvConfig
 from cfgrl.envs import make_env
 from cfgrl.envs.scripted import policy_id
 from cfgrl.store import Store
@@ -22,11 +25,12 @@ from cfgrl.store import Store
 ENV = ["-o", "env.image_size=32", "-o", "env.max_steps=30"]
 
 
-def cfgrl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "cfgrl.cli", *args], capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"cfgrl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
+def cfgrl(*args: str, check: bool = True):
+    """The real command line, in-process (fast); the SIGKILL test runs it as a separate process."""
+    result = CliRunner().invoke(app, list(args))
+    if check and result.exit_code != 0:
+        raise AssertionError(f"cfgrl {' '.join(args)} failed ({result.exit_code}):\n{result.stdout}\n{result.stderr}\n{result.exception}")
+    return result
 
 
 def replay(task: int, init: int, seed: int, noise: float, max_steps: int, replan: int = 5):
@@ -161,7 +165,7 @@ def test_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, extra, messa
     store_path = tmp_path / "bad.zarr"
     policy = [] if "--policy" in extra else ["--policy", "scripted:0.1"]
     proc = cfgrl("collect", str(store_path), *policy, "--episodes", "2", *extra, check=False)
-    assert proc.returncode == 2
+    assert proc.exit_code == 2
     assert proc.stderr.strip().count("\n") == 0 and message in proc.stderr, proc.stderr
     assert not store_path.exists()
 
@@ -177,7 +181,7 @@ def test_other_schema_version_is_refused_and_left_untouched(tmp_path):
     for command in (["collect", str(store_path), "--policy", "scripted:0.1", "--episodes", "4", *ENV],
                     ["inspect", str(store_path)]):
         proc = cfgrl(*command, check=False)
-        assert proc.returncode == 2 and "schema version 99" in proc.stderr and proc.stderr.count("\n") == 1
+        assert proc.exit_code == 2 and "schema version 99" in proc.stderr and proc.stderr.count("\n") == 1
     assert before == {p: p.read_bytes() for p in store_path.rglob("*") if p.is_file()}
 
 
@@ -188,9 +192,9 @@ def test_videos_of_the_first_episodes(tmp_path):
     try:
         import imageio_ffmpeg  # noqa: F401
     except ImportError:  # the encoder is optional: then the run must refuse clearly, before writing
-        assert proc.returncode == 2 and "imageio-ffmpeg is not installed" in proc.stderr
+        assert proc.exit_code == 2 and "imageio-ffmpeg is not installed" in proc.stderr
         assert not store_path.exists()
         return
-    assert proc.returncode == 0, proc.stderr
+    assert proc.exit_code == 0, proc.stderr
     videos = sorted((tmp_path / "filmed.zarr.videos").glob("*.mp4"))
     assert len(videos) == 1 and videos[0].stat().st_size > 1000
