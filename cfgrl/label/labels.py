@@ -14,8 +14,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-NULL_LABEL = pd.NA  # ∅: the unconditional label
-
 
 def _labels(values: np.ndarray, is_null: np.ndarray) -> pd.arrays.IntegerArray:
     return pd.arrays.IntegerArray(values.astype(np.int8), is_null.astype(bool))

@@ -1,10 +1,10 @@
-"""Small real Zarr stores with rewards, outcomes and groups chosen by each test."""
+"""Small real Zarr stores with rewards, outcomes and groups chosen by each test (a uniquely named
+module: every test folder has its own conftest, and "from conftest import" would pick whichever
+was imported first)."""
 
 from dataclasses import dataclass, field
 
 import numpy as np
-import pytest
-
 from cfgrl.store import EpisodeData, Store, StoreLayout, StoreWriter
 
 LAYOUT = StoreLayout(("agentview", "wrist"), (4, 4, 3), 8, 7)
@@ -59,11 +59,3 @@ def sparse(length: int, success: bool) -> list[float]:
     if success:
         rewards[-1] = 1.0
     return rewards
-
-
-@pytest.fixture
-def make_store(tmp_path):
-    def make(episodes: list[Ep], name: str = "s") -> Store:
-        return write_store(tmp_path / f"{name}.zarr", episodes)
-
-    return make

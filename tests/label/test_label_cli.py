@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from cfgrl.cli import app
 from cfgrl.store import StoreWriter
 
-from conftest import LAYOUT, Ep, sparse, write_store
+from label_stores import LAYOUT, Ep, sparse, write_store
 
 runner = CliRunner()
 

@@ -10,7 +10,7 @@ from cfgrl.label import make_label_index
 from cfgrl.label.windows import StoreData, make_windows, resolve_stride
 from cfgrl.store import StoreWriter
 
-from conftest import LAYOUT, REPLAN, Ep, episode_data, sparse
+from label_stores import LAYOUT, REPLAN, Ep, episode_data, sparse
 
 
 def label(stores, tmp_path, **settings):

@@ -15,7 +15,7 @@ from cfgrl.errors import CfgrlError
 from cfgrl.label import labels_dir, list_versions, load_label_index, make_label_index
 from cfgrl.store import Store
 
-from conftest import REPLAN, Ep, sparse, write_store
+from label_stores import REPLAN, Ep, sparse, write_store
 
 
 def varied_episodes(groups: int = 3, k: int = 4) -> list[Ep]:
