@@ -5,6 +5,7 @@ was imported first)."""
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from cfgrl.store import EpisodeData, Store, StoreLayout, StoreWriter
 
 LAYOUT = StoreLayout(("agentview", "wrist"), (4, 4, 3), 8, 7)
