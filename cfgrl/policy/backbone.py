@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import GemmaConfig, SiglipVisionConfig
@@ -153,10 +154,11 @@ class JointTransformer(nn.Module):
         return outputs, kv
 
     def _attention(self, q, k, v, offsets):
-        groups = self.cfg.num_heads // self.cfg.num_kv_heads
-        if groups > 1 and self.cfg.num_kv_heads > 1:
-            k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
-        logits = torch.matmul(q, k.transpose(2, 3)) * self.scaling  # one KV head broadcasts over all heads
-        probs = torch.softmax(logits.float() + offsets, dim=-1).to(v.dtype)
-        out = torch.matmul(probs, v).transpose(1, 2)
+        """Softmax(q k^T * scale + offsets) v over all heads; one KV head is shared by all query heads.
+
+        PyTorch's fused kernel accumulates the softmax in float32 for every input dtype (as PI0 demands)
+        and never materialises the (heads, Q, K) logits, which dominate the prefix pass otherwise.
+        """
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=offsets.to(q.dtype), scale=self.scaling, enable_gqa=True)
+        out = out.transpose(1, 2)
         return out.reshape(*out.shape[:2], -1)
