@@ -25,12 +25,16 @@ _SAMPLE_BYTES = 1 << 20  # bytes hashed at each end of a weight file: cheap even
 
 
 def checkpoint_fingerprint(policy_dir: str | Path) -> str:
-    """Identity of a checkpoint's content: file names, sizes and the bytes at both ends of each file."""
+    """Identity of a checkpoint's content: names, sizes and the bytes at both ends of its files.
+
+    A cfgrl checkpoint's config.json carries its full content hash (``policy_id``), so any retraining
+    changes it. Only the top-level files count: a checkpoint is flat, and its ``eval/`` runs (this
+    stage's default output) live inside it and must not change its identity as they grow."""
     root = Path(policy_dir)
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in sorted(p for p in root.iterdir() if p.is_file()):
         size = path.stat().st_size
-        digest.update(f"{path.relative_to(root)}:{size}".encode())
+        digest.update(f"{path.name}:{size}".encode())
         with path.open("rb") as f:
             digest.update(f.read(_SAMPLE_BYTES))
             if size > 2 * _SAMPLE_BYTES:

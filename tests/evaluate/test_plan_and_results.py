@@ -9,7 +9,7 @@ from cfgrl.config import load_config
 from cfgrl.envs.base import TaskInfo
 from cfgrl.errors import CfgrlError
 from cfgrl.evaluate.cli import apply_env_cfg_scale, parse_cfg_scales
-from cfgrl.evaluate.ledger import EpisodeLedger
+from cfgrl.evaluate.ledger import EpisodeLedger, checkpoint_fingerprint
 from cfgrl.evaluate.plan import BASELINE, POLICY, check_protocol, plan_episodes, slots_for_suite
 from cfgrl.evaluate.plot import plot_success_vs_w
 from cfgrl.evaluate.summary import best_cfg_scale, build_results, load_results, summarise, write_results
@@ -183,3 +183,16 @@ def test_ledger_of_another_schema_version_is_refused(tmp_path):
     path.write_text("not json\n")
     with pytest.raises(CfgrlError, match="not an evaluation episode log"):
         EpisodeLedger(path)
+
+
+def test_checkpoint_fingerprint_follows_the_weights_not_the_eval_runs_inside(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(bytes(range(256)) * 20_000)  # > 2 MiB: both ends hashed
+    before = checkpoint_fingerprint(tmp_path)
+    (tmp_path / "eval" / "run").mkdir(parents=True)
+    (tmp_path / "eval" / "run" / "episodes.jsonl").write_text("{}\n")
+    assert checkpoint_fingerprint(tmp_path) == before
+    weights = bytearray((tmp_path / "model.safetensors").read_bytes())
+    weights[-1] ^= 1  # the last byte of a retrained tensor
+    (tmp_path / "model.safetensors").write_bytes(bytes(weights))
+    assert checkpoint_fingerprint(tmp_path) != before
