@@ -140,3 +140,21 @@ def test_behaviour_cloning_with_label_source_none_lowers_the_loss(tmp_path):
     assert not trained.condition_trained  # no conditioned label was ever seen
     records = _records(tmp_path / "run", "train")
     assert all(r["share_null"] == 1.0 for r in records)
+
+
+def test_objectives_and_freezing_run_end_to_end(small_run_inputs, tmp_path):
+    store, labels = small_run_inputs
+    start = initial_policy([store]).state_dict()
+    final = run_train(tmp_path / "expert", [store], labels, "train.steps=2", "train.train_expert_only=true",
+                      "train.gradient_checkpointing=true", "train.grad_accum=2", "train.objective=weighted")
+    trained = PI0Policy.from_pretrained(final).state_dict()
+    vision = [k for k in start if ".vision." in k]
+    expert = [k for k in start if ".expert." in k]
+    assert vision and expert
+    assert all(torch.equal(start[k], trained[k]) for k in vision)  # frozen
+    assert any(not torch.equal(start[k], trained[k]) for k in expert)  # trained
+    assert PI0Policy.from_pretrained(final).condition_trained  # the o=1 branch of the weighted loss
+    final = run_train(tmp_path / "fbc", [store], labels, "train.steps=2", "train.objective=filtered_bc", "train.freeze_vision=true")
+    assert not PI0Policy.from_pretrained(final).condition_trained  # unconditional only
+    (record,) = _records(tmp_path / "fbc", "train")
+    assert record["share_null"] == 1.0
