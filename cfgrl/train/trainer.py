@@ -177,7 +177,10 @@ class Run:
         return iter(self.loader)
 
     def _log_epoch(self, meter: Meter) -> None:
-        metrics = {**summarise(meter.reduce(), self.procs.world), "epoch": self.epoch}
+        sums = meter.reduce()
+        if sums["samples"] == 0:  # resumed exactly at an epoch's end: nothing of it was seen here
+            return
+        metrics = {**summarise(sums, self.procs.world), "epoch": self.epoch}
         self.logger.log("epoch", self.step, metrics)
         shares = ", ".join(f"o={k} {metrics[f'share_{k}']:.0%} loss {metrics[f'loss_{k}']:.4f}" for k in ("1", "0", "null"))
         self.say(f"epoch {self.epoch} done at step {self.step}: loss {metrics['loss']:.4f} ({shares}); "
