@@ -145,7 +145,11 @@ class PI0Policy(nn.Module):
     # ----- identity and checkpoints ----------------------------------------------------------------
     @property
     def policy_id(self) -> str:
-        """Content hash of config, weights, stats, tokenizer and condition_trained (cached per weight version)."""
+        """Content hash of config, weights, stats and condition_trained (cached per weight version).
+
+        The tokenizer is left out: the byte one is fixed by the config, and the PaliGemma SentencePiece
+        model is an external asset that may be supplied by path at load time.
+        """
         key = (tuple(t._version for t in self.model.state_dict().values()), id(self._stats), self.condition_trained)
         if self._id_cache is None or self._id_cache[0] != key:
             self._id_cache = (key, self._content_hash())
@@ -155,7 +159,6 @@ class PI0Policy(nn.Module):
         digest = hashlib.blake2b(digest_size=10)
         digest.update(json.dumps({"config": self.config.to_dict(), "condition_trained": self.condition_trained}, sort_keys=True).encode())
         digest.update(json.dumps(self._stats.to_dict(), sort_keys=True).encode())
-        digest.update(self.tokenizer.content() if self.config.tokenizer == "byte" or self._tokenizer else b"")
         for name, tensor in sorted(self.model.state_dict().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())

@@ -60,9 +60,6 @@ class ByteTokenizer:
             raise CfgrlError(f"{path}: byte tokenizer offset {data.get('offset')} is not supported (expected {cls.offset})")
         return cls(int(data["max_len"]))
 
-    def content(self) -> bytes:
-        return json.dumps({"type": "byte", "offset": self.offset, "max_len": self.max_len}).encode()
-
 
 class SentencePieceTokenizer:
     def __init__(self, model_path: Path, max_len: int) -> None:
@@ -82,9 +79,6 @@ class SentencePieceTokenizer:
         target = Path(directory) / SENTENCEPIECE_FILE
         if target.resolve() != self.path.resolve():
             shutil.copyfile(self.path, target)
-
-    def content(self) -> bytes:
-        return self.path.read_bytes()
 
 
 Tokenizer = ByteTokenizer | SentencePieceTokenizer

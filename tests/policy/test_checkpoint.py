@@ -147,3 +147,35 @@ def test_lerobot_checkpoint_with_wrong_keys_names_them(tmp_path):
     save_file(weights, str(exported / "model.safetensors"))
     with pytest.raises(CfgrlError, match=r"missing keys: state_proj.bias; unexpected keys: model.some_new_head.weight"):
         PI0Policy.from_pretrained(exported)
+
+
+def _train_sentencepiece(directory) -> str:
+    import sentencepiece
+
+    words = "pick up the black bowl and place it on the plate open the top drawer put the cup in the basket".split()
+    lines = [" ".join(words[i:] + words[:i]) for i in range(len(words))]
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines * 4), model_prefix=str(directory / "sp"), vocab_size=60, model_type="bpe",
+        pad_id=0, eos_id=1, bos_id=2, unk_id=3, minloglevel=2,
+    )
+    return str(directory / "sp.model")
+
+
+def test_sentencepiece_tokenizer_is_saved_and_found_in_the_checkpoint(tmp_path):
+    from cfgrl.policy.tokenizer import SentencePieceTokenizer
+
+    model_file = _train_sentencepiece(tmp_path)
+    policy = make_policy(tokenizer="sentencepiece")
+    policy._tokenizer = SentencePieceTokenizer(model_file, policy.config.max_token_len)
+    ids, mask = policy.tokenizer(["pick up the bowl"])
+    assert ids[0, 0] == 2 and mask[0].sum() > 2 and int(ids.max()) < 60
+    path = policy.save_pretrained(tmp_path / "ckpt")
+    assert (path / "tokenizer.model").is_file()
+    loaded = PI0Policy.from_pretrained(path)
+    assert torch.equal(outputs(loaded.eval())[0], outputs(policy)[0])
+    (path / "tokenizer.model").unlink()
+    bare = PI0Policy.from_pretrained(path)
+    with pytest.raises(CfgrlError, match="needs the PaliGemma SentencePiece tokenizer"):
+        bare.sample_actions(make_obs(1))
+    explicit = PI0Policy.from_pretrained(path, tokenizer=model_file)
+    assert torch.equal(outputs(explicit.eval())[0], outputs(policy)[0])
