@@ -167,7 +167,8 @@ class LiberoEnv:
         self.check_episode(task_id, init_state_id)
         if self._sim_task != task_id:
             self._open_task(task_id)
-        self._sim.seed(seed)  # LIBERO seeds numpy's global generator; the init state fixes the scene
+        # LIBERO seeds numpy's global (32-bit) generator; episode seeds are wider. The init state fixes the scene.
+        self._sim.seed(seed % 2**32)
         self._sim.reset()
         raw = self._sim.set_init_state(self._task_init_states(task_id)[init_state_id])
         return Observation(images=self.render(), state=state_vector(raw), prompt=self._prompt)
