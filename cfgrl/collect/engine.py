@@ -6,6 +6,9 @@ observation. The flow noise of every query comes from the episode's own generato
 episode seed), so an episode's actions do not depend on which other episodes shared its batch.
 Finished episodes are written (and forgotten) at once, so memory does not grow with the run.
 
+Workers are spawned, so a script that calls ``run_episodes`` needs the usual
+``if __name__ == "__main__":`` guard (the ``cfgrl`` command has it).
+
 Termination: every round advances every running episode by at least one policy step, every
 episode ends by its ``max_steps``, and a worker that stops answering raises after a timeout.
 """

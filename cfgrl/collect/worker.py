@@ -118,43 +118,53 @@ def _max_steps(env: Env, task_id: int) -> int:
     return next(t.max_steps for t in env.tasks() if t.task_id == task_id)
 
 
+class _Episodes:
+    """The worker's state between messages: its env and the episode being played."""
+
+    def __init__(self, env_cfg: EnvConfig):
+        self.env = make_env(env_cfg)
+        self.recorder: EpisodeRecorder | None = None
+        self.obs: Observation | None = None
+
+    def _start(self, spec, video: bool) -> None:
+        self.recorder = EpisodeRecorder(self.env, _max_steps(self.env, spec.task_id), video)
+        self.obs = self.recorder.start(spec.task_id, spec.init_state_id, spec.seed)
+
+    def handle(self, message: tuple) -> tuple:
+        kind = message[0]
+        try:
+            if kind == "reset":
+                _, spec, video = message
+                self._start(spec, video)
+                return ("obs", self.obs)
+            if kind == "act":
+                self.obs = self.recorder.play(message[1], self.obs)
+                return ("obs", self.obs) if self.obs is not None else ("done", self.recorder.finish())
+            if kind == "scripted":
+                _, spec, video, noise, replan_steps = message
+                self._start(spec, video)
+                while self.obs is not None:
+                    # Only the builtin env has a scripted expert; only the executed part of its chunk is planned.
+                    self.obs = self.recorder.play(self.env.scripted_chunk(noise, horizon=replan_steps), self.obs)
+                return ("done", self.recorder.finish())
+            raise ValueError(f"unknown worker message {kind!r}")
+        except CfgrlError as exc:  # bad input: the main process shows the one line
+            return ("error", str(exc), True)
+        except Exception as exc:  # noqa: BLE001 - a bug: the main process raises it with the trace
+            return ("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", False)
+
+
 def serve(conn: Connection, env_cfg: EnvConfig) -> None:
-    """Worker process entry point: answer messages until ``close`` (or the main process is gone)."""
+    """Worker process entry point: answer messages until ``close`` or until the main process is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: it closes us
-    env = make_env(env_cfg)
-    recorder: EpisodeRecorder | None = None
-    obs: Observation | None = None
+    worker = _Episodes(env_cfg)
     try:
         while True:
-            try:
-                message = conn.recv()
-            except EOFError:  # the main process died: nothing to hand back
+            message = conn.recv()
+            if message[0] == "close":
                 return
-            kind = message[0]
-            if kind == "close":
-                return
-            try:
-                if kind == "reset":
-                    _, spec, video = message
-                    recorder = EpisodeRecorder(env, _max_steps(env, spec.task_id), video)
-                    obs = recorder.start(spec.task_id, spec.init_state_id, spec.seed)
-                    conn.send(("obs", obs))
-                elif kind == "act":
-                    obs = recorder.play(message[1], obs)
-                    conn.send(("obs", obs) if obs is not None else ("done", recorder.finish()))
-                elif kind == "scripted":
-                    _, spec, video, noise, replan_steps = message
-                    recorder = EpisodeRecorder(env, _max_steps(env, spec.task_id), video)
-                    obs = recorder.start(spec.task_id, spec.init_state_id, spec.seed)
-                    while obs is not None:
-                        # Only the builtin env has a scripted expert; only the executed part of its chunk is planned.
-                        obs = recorder.play(env.scripted_chunk(noise, horizon=replan_steps), obs)
-                    conn.send(("done", recorder.finish()))
-                else:
-                    raise ValueError(f"unknown worker message {kind!r}")
-            except CfgrlError as exc:  # bad input: the main process shows the one line
-                conn.send(("error", str(exc), True))
-            except Exception as exc:  # noqa: BLE001 - a bug: the main process raises it with the trace
-                conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", False))
+            conn.send(worker.handle(message))
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return  # the main process died (e.g. SIGKILL): nothing to hand back
     finally:
-        env.close()
+        worker.env.close()
