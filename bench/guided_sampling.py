@@ -6,8 +6,9 @@ Per preset, medians of: the prefix pass alone, a 10-step sample at w=1 (conditio
 at w=2 (both branches in one batched suffix pass per step). Reports the plain ratio t(w=2)/t(w=1) and
 the guidance overhead (t(w=2) - t(w=1)) / (t(w=1) - t(prefix)): the extra cost measured in units of
 one unguided suffix pass (10 steps). One more full suffix pass per step costs 1.0, which is the
-minimum on a CPU; the target is <= 1.1 on mini. Also reports the pi0 preset's bf16 parameter memory
-(built on the meta device, no weights allocated). The last line is mini's overhead.
+minimum when compute-bound; the target is <= 1.1 on mini. Also reports the pi0 preset's bf16
+parameter memory (built on the meta device, no weights allocated) and one tiny training step. The last
+line is mini's overhead.
 """
 
 from __future__ import annotations
@@ -56,6 +57,28 @@ def measure(preset: str, repeats: int) -> dict[str, float]:
     return {"prefix": t_prefix, "w1": t_w1, "w2": t_w2, "ratio": t_w2 / t_w1, "overhead": (t_w2 - t_w1) / (t_w1 - t_prefix)}
 
 
+def tiny_training_step(repeats: int) -> float:
+    """Median seconds of one forward+backward+AdamW step of the tiny preset (batch 1, 224x224, two cameras)."""
+    from cfgrl.policy import PI0Policy
+
+    torch.manual_seed(0)
+    policy = PI0Policy(PI0Config.from_preset("tiny")).train()
+    optimiser = torch.optim.AdamW(policy.configure_training(), lr=1e-4)
+    batch = {
+        "images": {cam: torch.randint(0, 256, (1, 224, 224, 3), dtype=torch.uint8) for cam in policy.config.camera_names},
+        "state": torch.randn(1, 8), "prompt": ["put the bowl on the plate"], "actions": torch.randn(1, 50, 7),
+        "action_is_pad": torch.zeros(1, 50, dtype=torch.bool), "o": torch.tensor([1]),
+    }
+
+    def step():
+        loss = policy.compute_loss(batch).mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+
+    return interleaved_medians([step], repeats)[0]
+
+
 def pi0_bf16_gib() -> float:
     with torch.device("meta"):
         model = PI0Model(PI0Config.from_preset("pi0"))
@@ -71,6 +94,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, batch 1, 10 Euler steps, medians of {args.repeats}")
     print(f"pi0 preset parameters in bf16: {pi0_bf16_gib():.2f} GiB (activations and KV cache come on top)")
+    print(f"tiny: training step (batch 1) {tiny_training_step(args.repeats) * 1e3:.1f} ms")
     results = {}
     for preset in args.presets:
         r = results[preset] = measure(preset, args.repeats)

@@ -31,8 +31,11 @@ def _pad_last(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class PI0Policy(nn.Module):
-    def __init__(self, config: PI0Config, stats: NormStats | None = None, tokenizer: Tokenizer | None = None) -> None:
+    def __init__(self, config: PI0Config, stats: NormStats | None = None, tokenizer: Tokenizer | str | Path | None = None) -> None:
+        """``tokenizer``: a tokenizer object or, for the pi0 preset, the PaliGemma SentencePiece model path."""
         super().__init__()
+        if isinstance(tokenizer, (str, Path)):
+            tokenizer = make_tokenizer(config.tokenizer, config.max_token_len, path=tokenizer)
         self.config = config
         self.model = PI0Model(config)
         self.condition_trained = False

@@ -162,11 +162,11 @@ def _train_sentencepiece(directory) -> str:
 
 
 def test_sentencepiece_tokenizer_is_saved_and_found_in_the_checkpoint(tmp_path):
-    from cfgrl.policy.tokenizer import SentencePieceTokenizer
+    from conftest import make_config, make_stats
 
     model_file = _train_sentencepiece(tmp_path)
-    policy = make_policy(tokenizer="sentencepiece")
-    policy._tokenizer = SentencePieceTokenizer(model_file, policy.config.max_token_len)
+    torch.manual_seed(0)
+    policy = PI0Policy(make_config(tokenizer="sentencepiece"), stats=make_stats(), tokenizer=model_file).eval()
     ids, mask = policy.tokenizer(["pick up the bowl"])
     assert ids[0, 0] == 2 and mask[0].sum() > 2 and int(ids.max()) < 60
     path = policy.save_pretrained(tmp_path / "ckpt")
