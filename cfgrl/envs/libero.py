@@ -174,6 +174,8 @@ class LiberoEnv:
         return Observation(images=self.render(), state=state_vector(raw), prompt=self._prompt)
 
     def step(self, action: np.ndarray, render: bool) -> StepResult:
+        if self._sim is None:
+            raise RuntimeError("LiberoEnv.step() before reset(): reset a task first")
         action = np.asarray(action, np.float64)
         if action.shape != (ACTION_DIM,) or not np.all(np.isfinite(action)):
             raise ValueError(f"a LIBERO action is {ACTION_DIM} finite numbers, got shape {action.shape}")
