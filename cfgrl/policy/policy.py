@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -179,7 +178,3 @@ class PI0Policy(nn.Module):
 
         return load_policy(Path(directory), tokenizer=tokenizer, overrides=overrides)
 
-
-def stats_from_arrays(state: np.ndarray, actions: np.ndarray) -> NormStats:
-    """Mean/std of raw state rows (N, state_dim) and action rows (N, action_dim)."""
-    return NormStats(state.mean(0), state.std(0), actions.mean(0), actions.std(0))
