@@ -127,7 +127,7 @@ def _load_ours(cls, directory: Path, meta: dict, tokenizer, overrides: dict):
 
 
 def _load_lerobot(cls, directory: Path, meta: dict, tokenizer, overrides: dict):
-    config = PI0Config.from_dict({**lerobot_format.config_values(meta), **overrides})
+    config = PI0Config.from_dict({**lerobot_format.config_values(meta, directory), **overrides})
     weights = load_file(str(directory / "model.safetensors"))
     state, stats, notes = lerobot_format.to_ours(weights, directory, config)
     policy = cls(config, stats=stats, tokenizer=_tokenizer(config, directory, tokenizer))
@@ -149,6 +149,7 @@ def export_lerobot(policy, directory: Path) -> Path:
         save_file(_contiguous(weights), str(staging / "model.safetensors"))
         save_file(_contiguous(stats), str(staging / lerobot_format.STATS_FILE))
         (staging / "config.json").write_text(json.dumps(lerobot_format.config_json(policy.config), indent=1))
+        (staging / lerobot_format.SIZES_FILE).write_text(json.dumps(lerobot_format.sizes_json(policy.config), indent=1))
         if policy.config.tokenizer == "sentencepiece":
             policy.tokenizer.save(staging)
 

@@ -7,6 +7,7 @@ written. The tied PaliGemma lm_head and the expert's unused lm_head are accepted
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ from cfgrl.policy.normalize import NormStats
 PG = "model.paligemma_with_expert.paligemma."
 EXPERT = "model.paligemma_with_expert.gemma_expert."
 STATS_FILE = "normalizer_stats.safetensors"
+# Our exact sizes beside an exported checkpoint (lerobot's config.json would reject unknown fields), so
+# a non-pi0 preset round-trips; lerobot itself ignores this file.
+SIZES_FILE = "cfgrl_sizes.json"
 IMAGE_FEATURE = "observation.images."
 
 # (ours, [lerobot key prefixes]): the first is written (current layout); all are read. transformers >= 5
@@ -45,9 +49,11 @@ PROCESSOR_STATS = {"state_mean": "observation.state.mean", "state_std": "observa
                    "action_mean": "action.mean", "action_std": "action.std"}
 
 
-def config_values(meta: dict[str, Any]) -> dict[str, Any]:
+def config_values(meta: dict[str, Any], directory: Path) -> dict[str, Any]:
     """PI0Config fields implied by a lerobot pi0 config.json (sizes: the pi0 preset unless recorded)."""
-    values: dict[str, Any] = {**PRESETS["pi0"], "preset": "pi0", **meta.get("cfgrl_config", {})}
+    sizes_file = directory / SIZES_FILE
+    recorded = json.loads(sizes_file.read_text()) if sizes_file.is_file() else {}
+    values: dict[str, Any] = {**PRESETS["pi0"], "preset": "pi0", **recorded}
     inputs, outputs = meta.get("input_features") or {}, meta.get("output_features") or {}
     cameras = [k[len(IMAGE_FEATURE):] for k in inputs if k.startswith(IMAGE_FEATURE)]
     if cameras:
@@ -143,9 +149,12 @@ def from_ours(state: dict[str, torch.Tensor], stats: NormStats) -> tuple[dict[st
     return weights, stats_tensors
 
 
+def sizes_json(config: PI0Config) -> dict[str, Any]:
+    return {k: v for k, v in config.to_dict().items() if k not in ("condition_mode", "use_prefix_dropout")}
+
+
 def config_json(config: PI0Config) -> dict[str, Any]:
     image = {"type": "VISUAL", "shape": [3, config.image_size, config.image_size]}
-    sizes = {k: v for k, v in config.to_dict().items() if k not in ("condition_mode", "use_prefix_dropout")}
     return {
         "type": "pi0",
         "input_features": {
@@ -159,5 +168,4 @@ def config_json(config: PI0Config) -> dict[str, Any]:
         "tokenizer_max_length": config.max_token_len, "num_inference_steps": config.num_steps,
         "image_resolution": [config.image_size, config.image_size],
         "paligemma_variant": "gemma_2b", "action_expert_variant": "gemma_300m",
-        "cfgrl_config": sizes,  # our exact sizes, so non-pi0 presets round-trip
     }

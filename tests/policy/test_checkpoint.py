@@ -85,6 +85,7 @@ def test_export_to_lerobot_and_back(tmp_path):
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "config.json").read_text())
     assert meta["type"] == "pi0" and meta["input_features"]["observation.state"]["shape"] == [8]
+    assert json.loads((out / "cfgrl_sizes.json").read_text())["expert_width"] == policy.config.expert_width
     keys = load_file(str(out / "model.safetensors")).keys()
     assert "model.paligemma_with_expert.paligemma.model.language_model.layers.0.self_attn.q_proj.weight" in keys
     assert "model.paligemma_with_expert.paligemma.model.vision_tower.vision_model.embeddings.patch_embedding.weight" in keys
@@ -118,7 +119,8 @@ def _as_older_lerobot(directory, tmp_path, classic_stats: NormStats | None = Non
             renamed[f"{prefix}.mean"], renamed[f"{prefix}.std"] = torch.tensor(mean).float(), torch.tensor(std).float()
     older = tmp_path / "older"
     older.mkdir()
-    (older / "config.json").write_text((directory / "config.json").read_text())
+    for name in ("config.json", "cfgrl_sizes.json"):
+        (older / name).write_text((directory / name).read_text())
     save_file(renamed, str(older / "model.safetensors"))
     return older
 
