@@ -61,11 +61,11 @@ def common_layout(stores: list[Store]):
     return layout
 
 
-def load_policy_dir(path: Path) -> PI0Policy:
+def load_policy_dir(path: Path, tokenizer: str | None) -> PI0Policy:
     if not path.is_dir() or not (path / "config.json").is_file():
         raise CfgrlError(f"--policy '{path}' is not a policy checkpoint (no config.json); give a directory written by "
                          "cfgrl (save_pretrained / train) or a lerobot pi0 checkpoint")
-    return PI0Policy.from_pretrained(path)
+    return PI0Policy.from_pretrained(path, tokenizer=tokenizer)
 
 
 def build_policy(cfg: Config, stores: list[Store], source: Path | None, say: Callable[[str], None]) -> PI0Policy:
@@ -77,12 +77,12 @@ def build_policy(cfg: Config, stores: list[Store], source: Path | None, say: Cal
             image_size=layout.image_shape[0], camera_names=tuple(layout.camera_names), state_dim=layout.state_dim,
             action_dim=layout.action_dim,
         )
-        policy = PI0Policy(pcfg, stats=store_stats(stores))
+        policy = PI0Policy(pcfg, stats=store_stats(stores), tokenizer=cfg.policy.tokenizer)
         say(f"fresh '{cfg.policy.preset}' policy, {sum(p.numel() for p in policy.parameters()) / 1e6:.1f} M parameters; "
             "normalisation stats computed from the stores")
         return policy
 
-    policy = load_policy_dir(source)
+    policy = load_policy_dir(source, cfg.policy.tokenizer)
     pcfg = policy.config
     if (pcfg.state_dim, pcfg.action_dim) != (layout.state_dim, layout.action_dim):
         raise CfgrlError(f"policy '{source}' uses state/action dims {pcfg.state_dim}/{pcfg.action_dim}, the stores hold "
