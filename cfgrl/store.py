@@ -59,7 +59,7 @@ EPISODE_COLUMNS = {
     "renderer": "str",
 }
 OFFSET_COLUMNS = ("step_start", "length", "frame_start", "frame_count")
-STEP_CHUNK = 8192
+STEP_CHUNK = 65536  # relabelling reads whole reward columns: big chunks keep that fast
 FRAME_CHUNK = 16
 EPISODE_CHUNK = 4096
 

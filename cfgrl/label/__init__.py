@@ -8,10 +8,27 @@ labels, hit = condition_dropout(idx.windows.raw_label, 0.1, np.random.default_rn
 ```
 """
 
-from cfgrl.label.advantage import default_threshold, episode_rloo, rloo_advantage, window_return, window_rloo
-from cfgrl.label.index import LabelIndex, labels_dir, list_versions, load_label_index, make_label_index
-from cfgrl.label.labels import binary_labels, condition_dropout, ternary_labels
-from cfgrl.label.windows import HORIZON
+from typing import Any
+
+# Imported lazily (numpy/pandas/zarr): `cfgrl.cli` imports this package's command module, and every
+# spawned collector worker re-imports `cfgrl.cli`.
+_EXPORTS = {
+    "default_threshold": "advantage", "episode_rloo": "advantage", "rloo_advantage": "advantage",
+    "window_return": "advantage", "window_rloo": "advantage",
+    "LabelIndex": "index", "labels_dir": "index", "list_versions": "index", "load_label_index": "index",
+    "make_label_index": "index",
+    "binary_labels": "labels", "condition_dropout": "labels", "ternary_labels": "labels",
+    "HORIZON": "windows",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f"cfgrl.label.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'cfgrl.label' has no attribute {name!r}")
+
 
 __all__ = [
     "HORIZON",

@@ -40,3 +40,18 @@ def ablate_command(
 
     cfg = resolve(config, overrides)
     run_ablation(cfg, store, policy, out, parse_grid(grid))
+
+
+def demo_command(
+    root: Annotated[Path, typer.Argument(help="Directory of the demonstration (base, rounds, baselines, report).")],
+    demo_noise: Annotated[float, typer.Option("--demo-noise", help="Noise of the scripted demonstrations the base imitates.")] = 0.5,
+    demo_episodes: Annotated[int, typer.Option("--demo-episodes", help="Scripted demonstrations for the base policy.")] = 256,
+    base_steps: Annotated[int, typer.Option("--base-steps", help="Behaviour-cloning steps of the base policy.")] = 1500,
+    second_round: Annotated[bool, typer.Option("--second-round/--one-round", help="Also run round 2.")] = True,
+    config: ConfigOption = None,
+    overrides: OverrideOption = None,
+) -> None:
+    """Base policy by BC, a CFGRL round with a w sweep, filtered-BC and weighted baselines, round 2, a report."""
+    from cfgrl.pipeline.demo import run_demo
+
+    run_demo(resolve(config, overrides), root, demo_noise, demo_episodes, base_steps, second_round)
