@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from cfgrl.collect.engine import run_episodes
+from cfgrl.collect.engine import episode_data, run_episodes
+from cfgrl.collect.plan import EnvInfo
+from cfgrl.collect.sources import load_policy
 from cfgrl.collect.specs import EpisodeSpec, run_id
 from cfgrl.collect.worker import FinishedEpisode
 from cfgrl.config import Config, EnvConfig
 from cfgrl.envs import ACTION_DIM, STATE_DIM
 from cfgrl.errors import CfgrlError
 from cfgrl.evaluate.plan import EvalEpisode
-from cfgrl.store import EpisodeData, Store, StoreLayout, StoreWriter
+from cfgrl.store import Store, StoreLayout, StoreWriter
 
 POLICY_FORMATS = "a cfgrl policy (cfgrl train / cfgrl export) or a lerobot pi0 checkpoint"
 
@@ -42,10 +43,9 @@ def check_policy_dir(path: str | Path, what: str) -> Path:
     return path
 
 
-def load_checkpoint(path: Path) -> Any:
-    from cfgrl.policy import PI0Policy
-
-    return PI0Policy.from_pretrained(path)
+def load_checkpoint(path: Path, cfg: Config, env: EnvInfo) -> Any:
+    """Load with collect's loader, which also refuses a checkpoint that cannot read this env."""
+    return load_policy(str(path), cfg, env.camera_names, env.image_size)
 
 
 def store_layout(camera_names: tuple[str, ...], image_size: int) -> StoreLayout:
@@ -113,7 +113,7 @@ def roll_out(
     def on_episode(spec: EpisodeSpec, finished: FinishedEpisode) -> None:
         episode = by_spec[spec]
         if writer is not None:
-            writer.append(_episode_data(spec, finished, episode, env_cfg, policy.policy_id, run))  # commits: flush_every=1
+            writer.append(episode_data(env_cfg, spec, finished, policy.policy_id, episode.cfg_scale, run))  # flush_every=1: commits
         commit(episode, finished.success, len(finished.action) - finished.num_wait_steps)
 
     try:
@@ -125,14 +125,3 @@ def roll_out(
     finally:
         if writer is not None:
             writer.close()
-
-
-def _episode_data(spec: EpisodeSpec, ep: FinishedEpisode, episode: EvalEpisode, env_cfg: EnvConfig,
-                  policy_id: str, run: str) -> EpisodeData:
-    meta = {
-        "num_wait_steps": ep.num_wait_steps, "task_id": spec.task_id, "init_state_id": spec.init_state_id,
-        "group_id": spec.group_id, "rollout_index": spec.rollout_index, "seed": spec.seed, "success": ep.success,
-        "cfg_scale": episode.cfg_scale, "env": env_cfg.name, "suite": env_cfg.suite, "prompt": ep.prompt,
-        "policy_id": policy_id, "run_id": run, "renderer": ep.renderer,
-    }
-    return EpisodeData(ep.state, ep.action, ep.reward, ep.done, ep.is_wait, ep.frames, ep.frame_step, meta)

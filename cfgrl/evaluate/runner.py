@@ -11,23 +11,23 @@ the files from the log.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cfgrl.collect.plan import EnvInfo, env_info
 from cfgrl.collect.videos import require_video_support
 from cfgrl.config import Config, EnvConfig, validate
-from cfgrl.envs import make_env
 from cfgrl.errors import CfgrlError
-from cfgrl.store import StoreLayout, StoreWriter
+from cfgrl.evaluate import rollouts
 from cfgrl.evaluate.ledger import EpisodeLedger, checkpoint_fingerprint, episode_key
 from cfgrl.evaluate.plan import (
     BASELINE, BASELINE_CFG_SCALE, POLICY, EvalEpisode, Slot, check_protocol, plan_episodes, settings_digest, slots_for_suite,
 )
 from cfgrl.evaluate.plot import plot_success_vs_w
 from cfgrl.evaluate.summary import arm_name, build_results, summarise, write_results
-from cfgrl.evaluate import rollouts
+from cfgrl.store import StoreLayout, StoreWriter
 
 
 def default_out_dir(policy_dir: str | Path, run_name: str) -> Path:
@@ -39,20 +39,16 @@ def default_run_name(cfg: Config, suites: list[str]) -> str:
     return f"{cfg.env.name}-{'+'.join(suites)}-{cfg.evaluate.protocol}-seed{cfg.evaluate.seed}"
 
 
-def resolve_slots(cfg: Config, suites: list[str]) -> tuple[list[Slot], dict[str, EnvConfig], tuple[str, ...]]:
-    """The slots of every suite, each suite's env config, and the cameras (for a store's layout)."""
+def resolve_slots(cfg: Config, suites: list[str]) -> tuple[list[Slot], dict[str, EnvConfig], EnvInfo]:
+    """The slots of every suite, each suite's env config, and the env's cameras and image size.
+    collect's ``env_info`` asks a simulator with a GL context (LIBERO) from a spawned process only."""
     slots: list[Slot] = []
     env_cfgs: dict[str, EnvConfig] = {}
-    cameras: tuple[str, ...] = ()
     for suite in suites:
         env_cfg = env_cfgs[suite] = dataclasses.replace(cfg.env, suite=suite)
-        env = make_env(env_cfg)  # raises a clear error for an unknown suite
-        try:
-            tasks, cameras = env.tasks(), tuple(env.camera_names)
-        finally:
-            env.close()
-        slots += slots_for_suite(env_cfg, tasks, cfg)
-    return slots, env_cfgs, cameras
+        info = env_info(env_cfg)  # raises a clear error for an unknown suite
+        slots += slots_for_suite(env_cfg, list(info.tasks), cfg)
+    return slots, env_cfgs, info
 
 
 def evaluate_policy(
@@ -83,8 +79,8 @@ def evaluate_policy(
             require_video_support()
         except CfgrlError:
             raise CfgrlError("evaluate.videos > 0 needs imageio-ffmpeg for MP4s; `pip install imageio-ffmpeg`, or set evaluate.videos=0") from None
-    slots, env_cfgs, cameras = resolve_slots(cfg, suites)
-    layout = rollouts.store_layout(cameras, cfg.env.image_size)
+    slots, env_cfgs, info = resolve_slots(cfg, suites)
+    layout = rollouts.store_layout(info.camera_names, info.image_size)
     if store is not None:
         StoreWriter(store, layout).close()  # a store of another layout or schema fails here, before any rollout
     episodes = plan_episodes(slots, cfg.evaluate.cfg_scales, with_baseline=baseline_dir is not None)
@@ -100,7 +96,7 @@ def evaluate_policy(
     pending = [ep for ep in episodes if keys[ep] not in ledger]
     if len(pending) < len(episodes):
         print(f"resuming: {len(episodes) - len(pending)} of {len(episodes)} episodes already recorded in {out_dir}", file=sys.stderr)
-    context = _RunContext(cfg, keys, checkpoints, settings, ledger, env_cfgs, out_dir,
+    context = _RunContext(cfg, keys, checkpoints, settings, ledger, env_cfgs, info, out_dir,
                           (Path(store), layout) if store is not None else None, progress)
     _run_pending(pending, context)
 
@@ -128,6 +124,7 @@ class _RunContext:
     settings: str  # digest of the env/inference settings that change outcomes
     ledger: EpisodeLedger
     env_cfgs: dict[str, EnvConfig]  # per suite
+    env: EnvInfo  # cameras and image size, which a checkpoint must fit
     out_dir: Path
     store: tuple[Path, StoreLayout] | None
     progress: bool
@@ -154,7 +151,7 @@ def _run_pending(pending: list[EvalEpisode], ctx: _RunContext) -> None:
                 continue
         if loaded is None or loaded[0] != role:
             loaded = None  # free the previous checkpoint before loading the next
-            loaded = (role, rollouts.load_checkpoint(policy_dir))
+            loaded = (role, rollouts.load_checkpoint(policy_dir, ctx.cfg, ctx.env))
         name = arm_name(role, w)
         print(f"evaluate {name} on {suite}: {len(batch)} episodes", file=sys.stderr)
         rollouts.roll_out(
