@@ -1,5 +1,15 @@
 """PI0 policy with a true unconditional path and classifier-free guided sampling.
 
+Modules, top-down:
+  policy.py         PI0Policy: raw observations/actions, normalisation, labels o, losses, guided sampling
+  model.py          PI0Model: tensor-level PI0 (prefix/suffix embedding, flow matching, Euler sampler)
+  condition.py      the CFGRL condition (token | bias | concat); null samples inject nothing
+  backbone.py       SigLIP + Gemma prefix LM + Gemma action expert with one joint attention per layer
+  config.py         PI0Config and the pi0 / mini / tiny presets
+  images.py, tokenizer.py, normalize.py   input preparation and normalisation stats
+  checkpoint.py, lerobot_format.py        our checkpoint format, lerobot's layouts in and out
+  cli.py            `cfgrl export`
+
 Public names are imported lazily so that ``import cfgrl.policy`` (and the CLI) stays fast for users
 who never build a model: torch and transformers load on first use.
 """

@@ -137,7 +137,9 @@ class PI0Model(nn.Module):
         """
         w = validate_cfg_scale(cfg_scale)
         batch, device = state.shape[0], state.device
-        num_steps = num_steps or self.config.num_steps
+        num_steps = self.config.num_steps if num_steps is None else int(num_steps)
+        if num_steps < 1:
+            raise CfgrlError(f"num_steps must be at least 1, got {num_steps}")
         if noise is None:
             noise = torch.randn(batch, self.config.chunk_size, self.config.max_action_dim, device=device)
         if not use_condition:
@@ -156,7 +158,7 @@ class PI0Model(nn.Module):
         x_t = noise.float()
         dt = -1.0 / num_steps
         time = torch.tensor(1.0, dtype=torch.float32, device=device)
-        while time >= -dt / 2:
+        for _ in range(num_steps):  # time runs 1 -> 0 in float32 steps of dt, as in PI0
             v = self._suffix_velocity(cache, prefix_pad, state, x_t.repeat(branches, 1, 1), time.expand(batch * branches), o)
             if branches == 2:
                 v_cond, v_uncond = v.chunk(2, 0)

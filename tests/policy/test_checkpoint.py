@@ -98,6 +98,8 @@ def test_export_to_lerobot_and_back(tmp_path):
     torch.testing.assert_close(a, b)
     again = CliRunner().invoke(app, ["export", str(tmp_path / "ours"), str(out), "--lerobot"])
     assert again.exit_code == 2 and "already exists" in again.output
+    no_format = CliRunner().invoke(app, ["export", str(tmp_path / "ours"), str(tmp_path / "new")])
+    assert no_format.exit_code == 2 and "--lerobot" in no_format.output and not (tmp_path / "new").exists()
 
 
 def _as_older_lerobot(directory, tmp_path, classic_stats: NormStats | None = None):

@@ -89,3 +89,5 @@ def test_bad_observations_are_clear_errors(policy):
         policy.sample_actions({**obs, "state": torch.zeros(2, 5)})
     with pytest.raises(CfgrlError, match="noise must have shape"):
         policy.sample_actions(obs, noise=torch.zeros(2, 50, 7))
+    with pytest.raises(CfgrlError, match="num_steps must be at least 1"):
+        policy.sample_actions(obs, num_steps=0)
