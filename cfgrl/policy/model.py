@@ -168,19 +168,22 @@ class PI0Model(nn.Module):
         return x_t
 
     def _prefix_cache(self, images, img_masks, lang_tokens, lang_masks, o, batch, branches) -> tuple[KVCache, torch.Tensor]:
-        """Run the prefix once; repeat its cache for the branches (or run two prefixes under prefix dropout)."""
-        drop = self._drop_language(o, batch * branches, lang_tokens.device) if o is not None else None
-        two_prefixes = branches == 2 and drop is not None
-        if two_prefixes:
-            images = [img.repeat(2, 1, 1, 1) for img in images]
-            img_masks = [m.repeat(2) for m in img_masks]
-            lang_tokens, lang_masks = lang_tokens.repeat(2, 1), lang_masks.repeat(2, 1)
-        elif drop is not None:
-            drop = drop[:batch]
-        prefix, pad, flags = self.embed_prefix(images, img_masks, lang_tokens, lang_masks, drop)
+        """Run the prefix once and share its cache between the branches.
+
+        Under prefix dropout the unconditional branch's prefix differs (same image tokens, language
+        masked out), so both prefixes run, stacked in one batch; the images are encoded once.
+        """
+        prefix, pad, flags = self.embed_prefix(images, img_masks, lang_tokens, lang_masks)
+        drop = self._drop_language(o, batch * branches, pad.device) if o is not None else None
+        per_branch = branches == 2 and drop is not None
+        if per_branch:
+            prefix, pad, flags = prefix.repeat(2, 1, 1), pad.repeat(2, 1), flags.repeat(2, 1)
+        if drop is not None:
+            drop, language = (drop if per_branch else drop[:batch]), lang_tokens.shape[1]
+            pad = torch.cat([pad[:, :-language], pad[:, -language:] & ~drop[:, None]], 1)
         mask = make_attention_mask(pad, flags)
         _, cache = self.transformer(prefix, None, mask, torch.cumsum(pad.long(), 1) - 1, build_cache=True)
-        if branches == 2 and not two_prefixes:
+        if branches == 2 and not per_branch:
             cache = [(k.repeat(2, 1, 1, 1), v.repeat(2, 1, 1, 1)) for k, v in cache]
             pad = pad.repeat(2, 1)
         return cache, pad
