@@ -25,7 +25,7 @@ def _register() -> None:
     from cfgrl.collect.cli import collect_command, inspect_command
     from cfgrl.evaluate.cli import evaluate_command
     from cfgrl.label.cli import label_command
-    from cfgrl.pipeline.cli import ablate_command, round_command
+    from cfgrl.pipeline.cli import ablate_command, demo_command, round_command
     from cfgrl.policy.cli import export_command
     from cfgrl.train.cli import train_command
 
@@ -37,6 +37,7 @@ def _register() -> None:
     app.command("export")(exits_cleanly(export_command))
     app.command("round")(exits_cleanly(round_command))
     app.command("ablate")(exits_cleanly(ablate_command))
+    app.command("demo")(exits_cleanly(demo_command))
 
 
 _register()

@@ -117,6 +117,7 @@ class TrainConfig:
 class EvaluateConfig:
     cfg_scales: list[float] = _f([0.0, 1.0, 1.5, 2.0, 3.0], "guidance weights to sweep")
     episodes_per_init: int = _f(1, "episodes per (task, init state) for each w")
+    init_states: list[int] | None = _f(None, "init-state ids to evaluate on, e.g. held-out ones (null = env.init_states)")
     protocol: str = _f("custom", "custom | libero (every task, its 50 init states, one episode each)")
     seed: int = _f(1000, "base seed of the evaluation episodes (shared by every w)")
     videos: int = _f(0, "MP4s of the first N episodes per w")

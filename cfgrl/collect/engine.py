@@ -36,7 +36,7 @@ from cfgrl.errors import CfgrlError
 from cfgrl.store import EpisodeData
 
 WORKER_TIMEOUT_S = 900.0  # far above a LIBERO reset plus a chunk; a silent worker is a hung worker
-LIBERO_WORKER_GB = 2.1
+LIBERO_WORKER_GB = 2.4  # measured 2.2-2.4 GB per LIBERO env process
 BUILTIN_WORKERS = 8  # builtin workers are cheap; more of them make bigger policy batches
 
 

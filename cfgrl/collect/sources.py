@@ -59,7 +59,9 @@ def load_policy(source: str | None, cfg: Config, camera_names: tuple[str, ...], 
             )
         from cfgrl.policy import PI0Policy
 
-        policy = PI0Policy.from_pretrained(path)
+        policy = PI0Policy.from_pretrained(path, tokenizer=cfg.policy.tokenizer)
+        for note in policy.load_report:
+            say(f"policy '{source}': {note}")
         _check_fits_env(policy, source, camera_names)
         return policy
     import torch

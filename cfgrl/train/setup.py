@@ -83,6 +83,8 @@ def build_policy(cfg: Config, stores: list[Store], source: Path | None, say: Cal
         return policy
 
     policy = load_policy_dir(source, cfg.policy.tokenizer)
+    for note in policy.load_report:
+        say(f"policy '{source}': {note}")
     pcfg = policy.config
     if (pcfg.state_dim, pcfg.action_dim) != (layout.state_dim, layout.action_dim):
         raise CfgrlError(f"policy '{source}' uses state/action dims {pcfg.state_dim}/{pcfg.action_dim}, the stores hold "
