@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from cfgrl.cli import app
@@ -15,8 +14,9 @@ from cfgrl.config import config_from_dict, load_config
 from cfgrl.evaluate import evaluate_policy, load_results
 from cfgrl.evaluate import rollouts
 from cfgrl.evaluate.ledger import EpisodeLedger
-from cfgrl.policy import PI0Config, PI0Policy
 from cfgrl.store import Store
+
+from eval_helpers import save_tiny_policy
 
 pytestmark = pytest.mark.slow
 
@@ -25,18 +25,6 @@ SETTINGS = [
     "evaluate.cfg_scales=[1, 2]", "collect.workers=1", "inference.num_steps=2",
 ]
 WS = [1.0, 2.0]
-
-
-def save_tiny_policy(path: Path, condition_trained: bool) -> Path:
-    torch.manual_seed(0)
-    policy = PI0Policy(PI0Config.from_preset("tiny", image_size=32, patch_size=8, max_token_len=24, num_steps=2))
-    if condition_trained:  # give the condition real weight, so w changes the sampled actions
-        g = torch.Generator().manual_seed(5)
-        with torch.no_grad():
-            for p in policy.model.condition.parameters():
-                p.add_(torch.randn(p.shape, generator=g) * 3.0)
-        policy.condition_trained = True
-    return policy.save_pretrained(path)
 
 
 @pytest.fixture(scope="module")

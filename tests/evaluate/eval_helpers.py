@@ -1,0 +1,21 @@
+"""Shared by the evaluate tests: a real tiny PI0 checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from cfgrl.policy import PI0Config, PI0Policy
+
+
+def save_tiny_policy(path: Path, condition_trained: bool) -> Path:
+    torch.manual_seed(0)
+    policy = PI0Policy(PI0Config.from_preset("tiny", image_size=32, patch_size=8, max_token_len=24, num_steps=2))
+    if condition_trained:  # give the condition real weight, so w changes the sampled actions
+        g = torch.Generator().manual_seed(5)
+        with torch.no_grad():
+            for p in policy.model.condition.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * 3.0)
+        policy.condition_trained = True
+    return policy.save_pretrained(path)
