@@ -63,17 +63,21 @@ def check_protocol(cfg: Config) -> None:
     if ev.episodes_per_init < 1:
         raise CfgrlError(f"evaluate.episodes_per_init must be at least 1 (zero episodes to run), got {ev.episodes_per_init}")
     if ev.protocol == "libero":
-        if env.tasks is not None or env.init_states is not None or ev.episodes_per_init != 1:
+        if env.tasks is not None or env.init_states is not None or ev.init_states is not None or ev.episodes_per_init != 1:
             raise CfgrlError(
                 "evaluate.protocol=libero runs every task with its 50 fixed init states once; leave env.tasks, "
-                "env.init_states null and evaluate.episodes_per_init 1, or use evaluate.protocol=custom"
+                "env.init_states, evaluate.init_states null and evaluate.episodes_per_init 1, or use evaluate.protocol=custom"
             )
 
 
 def slots_for_suite(env_cfg: EnvConfig, tasks: list[TaskInfo], cfg: Config) -> list[Slot]:
-    """The slots of one suite: chosen tasks x chosen init states x ``episodes_per_init`` repeats."""
+    """The slots of one suite: chosen tasks x chosen init states x ``episodes_per_init`` repeats.
+
+    Init states: ``evaluate.init_states`` (e.g. held out from collection), else ``env.init_states``,
+    else every init state of the task."""
     by_id = {t.task_id: t for t in tasks}
     chosen = list(by_id) if env_cfg.tasks is None else list(env_cfg.tasks)
+    chosen_inits = cfg.evaluate.init_states if cfg.evaluate.init_states is not None else env_cfg.init_states
     for task_id in chosen:
         if task_id not in by_id:
             valid = ", ".join(f"{t.task_id} ({t.prompt})" for t in tasks)
@@ -81,7 +85,7 @@ def slots_for_suite(env_cfg: EnvConfig, tasks: list[TaskInfo], cfg: Config) -> l
     slots = []
     for task_id in _unique(chosen):
         task = by_id[task_id]
-        inits = range(task.num_init_states) if env_cfg.init_states is None else env_cfg.init_states
+        inits = range(task.num_init_states) if chosen_inits is None else chosen_inits
         for init in _unique(inits):
             if not 0 <= init < task.num_init_states:
                 raise CfgrlError(

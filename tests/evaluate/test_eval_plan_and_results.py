@@ -49,6 +49,14 @@ def test_default_init_states_are_all_of_the_suite():
     assert len(slots_for_suite(c.env, TASKS, c)) == 2 * 50
 
 
+def test_evaluate_init_states_hold_out_from_the_collection_ones():
+    c = cfg("env.init_states=[0, 1, 2]", "evaluate.init_states=[48, 49]")
+    assert sorted({s.init_state_id for s in slots_for_suite(c.env, TASKS, c)}) == [48, 49]
+    c = cfg("evaluate.init_states=[50]")
+    with pytest.raises(CfgrlError, match="init state 50 is out of range"):
+        slots_for_suite(c.env, TASKS, c)
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -69,6 +77,8 @@ def test_zero_episodes_per_init_and_libero_protocol_conflicts_are_errors():
         check_protocol(cfg("evaluate.episodes_per_init=0"))
     with pytest.raises(CfgrlError, match="protocol=libero"):
         check_protocol(cfg("evaluate.protocol=libero", "env.tasks=[0]"))
+    with pytest.raises(CfgrlError, match="protocol=libero"):
+        check_protocol(cfg("evaluate.protocol=libero", "evaluate.init_states=[1]"))
     check_protocol(cfg("evaluate.protocol=libero"))
 
 
