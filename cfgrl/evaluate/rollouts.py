@@ -23,6 +23,7 @@ from cfgrl.config import Config, EnvConfig
 from cfgrl.envs import ACTION_DIM, STATE_DIM
 from cfgrl.errors import CfgrlError
 from cfgrl.evaluate.plan import EvalEpisode
+from cfgrl.policy.checkpoint import FORMAT as POLICY_FORMAT
 from cfgrl.store import Store, StoreLayout, StoreWriter
 
 POLICY_FORMATS = "a cfgrl policy (cfgrl train / cfgrl export) or a lerobot pi0 checkpoint"
@@ -38,7 +39,7 @@ def check_policy_dir(path: str | Path, what: str) -> Path:
         meta = json.loads(config.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise CfgrlError(f"{what} '{path}' is not a policy checkpoint ({config} is not JSON); give {POLICY_FORMATS}") from None
-    if not isinstance(meta, dict) or not (meta.get("format") == "cfgrl-pi0-policy" or meta.get("type") == "pi0"):
+    if not isinstance(meta, dict) or not (meta.get("format") == POLICY_FORMAT or meta.get("type") == "pi0"):
         raise CfgrlError(f"{what} '{path}' is not a policy checkpoint (unknown config.json format); give {POLICY_FORMATS}")
     return path
 
