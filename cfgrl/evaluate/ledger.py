@@ -48,41 +48,49 @@ def episode_key(episode: EvalEpisode, checkpoint: str, settings: str) -> str:
     return f"{checkpoint}|{settings}|{episode.role}|w={episode.cfg_scale:g}|{s.suite}|t{s.task_id}|i{s.init_state_id}|r{s.repeat}|s{s.seed}"
 
 
+def _committed_bytes(path: Path) -> bytes:
+    raw = path.read_bytes()
+    return raw[: raw.rfind(b"\n") + 1]  # a line without its newline was cut by a crash
+
+
+def read_committed(path: str | Path) -> dict[str, dict[str, Any]]:
+    """key -> record of every committed episode of a log, without writing anything ({} if none)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    lines = _committed_bytes(path).decode().splitlines()
+    if not lines:
+        return {}
+    try:
+        header = json.loads(lines[0])
+    except json.JSONDecodeError:
+        raise CfgrlError(f"'{path}' is not an evaluation episode log (its first line is not JSON)") from None
+    EVAL_RESULTS.check(header, f"episode log '{path}'")
+    if header.get("kind") != LEDGER_KIND:
+        raise CfgrlError(f"'{path}' is not an evaluation episode log (kind {header.get('kind')!r})")
+    records = {}
+    for number, line in enumerate(lines[1:], start=2):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise CfgrlError(f"episode log '{path}' line {number} is not valid JSON; fix or delete that line") from None
+        records[record["key"]] = record
+    return records
+
+
 class EpisodeLedger:
-    """Reads the committed episodes of a run directory and appends new ones one at a time."""
+    """The committed episodes of a run directory, and appends of new ones one at a time."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.records: dict[str, dict[str, Any]] = {}
-        if self.path.exists():
-            self._load()
-        else:
+        self.records = read_committed(self.path)
+        complete = _committed_bytes(self.path) if self.path.exists() else b""
+        if self.path.exists() and len(complete) != self.path.stat().st_size:
+            with self.path.open("r+b") as f:  # drop the torn last line before appending after it
+                f.truncate(len(complete))
+        if not complete:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._write_line({**EVAL_RESULTS.stamp(), "kind": LEDGER_KIND})
-
-    def _load(self) -> None:
-        raw = self.path.read_bytes()
-        complete = raw[: raw.rfind(b"\n") + 1]  # a line without its newline was cut by a crash
-        if len(complete) != len(raw):
-            with self.path.open("r+b") as f:
-                f.truncate(len(complete))
-        lines = complete.decode().splitlines()
-        if not lines:
-            self._write_line({**EVAL_RESULTS.stamp(), "kind": LEDGER_KIND})
-            return
-        try:
-            header = json.loads(lines[0])
-        except json.JSONDecodeError:
-            raise CfgrlError(f"'{self.path}' is not an evaluation episode log (its first line is not JSON)") from None
-        EVAL_RESULTS.check(header, f"episode log '{self.path}'")
-        if header.get("kind") != LEDGER_KIND:
-            raise CfgrlError(f"'{self.path}' is not an evaluation episode log (kind {header.get('kind')!r})")
-        for number, line in enumerate(lines[1:], start=2):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise CfgrlError(f"episode log '{self.path}' line {number} is not valid JSON; fix or delete that line") from None
-            self.records[record["key"]] = record
 
     def _write_line(self, obj: dict[str, Any]) -> None:
         with self.path.open("a") as f:

@@ -21,7 +21,7 @@ from cfgrl.collect.videos import require_video_support
 from cfgrl.config import Config, EnvConfig, validate
 from cfgrl.errors import CfgrlError
 from cfgrl.evaluate import rollouts
-from cfgrl.evaluate.ledger import EpisodeLedger, checkpoint_fingerprint, episode_key
+from cfgrl.evaluate.ledger import EpisodeLedger, checkpoint_fingerprint, episode_key, read_committed
 from cfgrl.evaluate.plan import (
     BASELINE, BASELINE_CFG_SCALE, POLICY, EvalEpisode, Slot, check_protocol, plan_episodes, settings_digest, slots_for_suite,
 )
@@ -90,15 +90,20 @@ def evaluate_policy(
     settings = settings_digest(cfg)
     keys = {ep: episode_key(ep, checkpoints[ep.role][1], settings) for ep in episodes}
 
+    recorded = read_committed(out_dir / "episodes.jsonl")
+    pending = [ep for ep in episodes if keys[ep] not in recorded]
+    # The first checkpoint with work is loaded before anything is written: one that does not load,
+    # or does not fit the env, is bad input and must leave the run directory as it was.
+    first = (pending[0].role, rollouts.load_checkpoint(checkpoints[pending[0].role][0], cfg, info)) if pending else None
+    if len(pending) < len(episodes):
+        print(f"resuming: {len(episodes) - len(pending)} of {len(episodes)} episodes already recorded in {out_dir}", file=sys.stderr)
+
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(out_dir / "config.json")  # the resolved configuration, reloadable with config_from_dict
     ledger = EpisodeLedger(out_dir / "episodes.jsonl")
-    pending = [ep for ep in episodes if keys[ep] not in ledger]
-    if len(pending) < len(episodes):
-        print(f"resuming: {len(episodes) - len(pending)} of {len(episodes)} episodes already recorded in {out_dir}", file=sys.stderr)
     context = _RunContext(cfg, keys, checkpoints, settings, ledger, env_cfgs, info, out_dir,
                           (Path(store), layout) if store is not None else None, progress)
-    _run_pending(pending, context)
+    _run_pending(pending, context, first)
 
     outcomes = {ep: bool(ledger.records[keys[ep]]["success"]) for ep in episodes}
     arms = list(dict.fromkeys((ep.role, ep.cfg_scale) for ep in episodes))
@@ -130,13 +135,13 @@ class _RunContext:
     progress: bool
 
 
-def _run_pending(pending: list[EvalEpisode], ctx: _RunContext) -> None:
+def _run_pending(pending: list[EvalEpisode], ctx: _RunContext, loaded: tuple[str, Any] | None) -> None:
     """One engine call per (role, w, suite): the engine takes one policy and one w per call. Each
-    checkpoint is loaded only when it has episodes left, and dropped before the next one loads."""
+    checkpoint is loaded only when it has episodes left (``loaded``: the first one, as (role,
+    policy)), and dropped before the next one loads."""
     batches: dict[tuple[str, float, str], list[EvalEpisode]] = {}
     for ep in pending:
         batches.setdefault((ep.role, ep.cfg_scale, ep.slot.suite), []).append(ep)
-    loaded: tuple[str, Any] | None = None
     for (role, w, suite), batch in batches.items():
         policy_dir, fingerprint = ctx.checkpoints[role]
         run = rollouts.store_run_id(batch[0], fingerprint, ctx.settings)

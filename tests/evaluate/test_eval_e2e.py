@@ -161,3 +161,13 @@ def test_cli_refuses_a_checkpoint_that_is_not_a_policy(evaluated, tmp_path):
         assert result.exit_code == 2
         assert result.output.strip().startswith("error:") and "is not a policy checkpoint" in result.output
     assert (run / "results.json").read_bytes() == before  # nothing already written is touched
+
+
+def test_cli_refuses_a_checkpoint_that_does_not_fit_the_env_before_writing(tmp_path):
+    from cfgrl.policy import PI0Config, PI0Policy
+
+    wrong = PI0Policy(PI0Config.from_preset("tiny", image_size=32, patch_size=8, camera_names=("front",))).save_pretrained(tmp_path / "p")
+    result = _cli([str(wrong), "--out", str(tmp_path / "run"), "-o", "env.image_size=32", "-o", "env.tasks=[0]", "-o", "env.init_states=[0]"])
+    assert result.exit_code == 2, result.output
+    assert "error:" in result.output and "has no camera" in result.output
+    assert not (tmp_path / "run").exists()
