@@ -91,7 +91,8 @@ class PI0Policy(nn.Module):
 
     # ----- training --------------------------------------------------------------------------------
     def compute_loss(self, batch: dict[str, Any], noise: torch.Tensor | None = None, time: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-sample flow-matching loss (B,): masked MSE over the chunk, each sample under its own label o."""
+        """Per-sample flow-matching loss (B,): MSE over the chunk's real action dims, padded steps masked,
+        each sample under its own label o."""
         images, img_masks, lang_tokens, lang_masks, state = self._model_inputs(batch)
         actions = torch.as_tensor(batch["actions"], dtype=torch.float32, device=self.device)
         expected = (state.shape[0], self.config.chunk_size, self.config.action_dim)
@@ -101,6 +102,9 @@ class PI0Policy(nn.Module):
         o = batch.get("o")
         o = check_labels(torch.as_tensor(o, device=self.device), state.shape[0]) if o is not None else None
         losses = self.model(images, img_masks, lang_tokens, lang_masks, state, actions, noise=noise, time=time, o=o)
+        # Like lerobot 0.6.1's PI0Policy: only the real action dims count (the zero padding up to
+        # max_action_dim would otherwise dominate the loss of a 7-d robot), padded steps are zeroed.
+        losses = losses[:, :, : self.config.action_dim]
         is_pad = batch.get("action_is_pad")
         if is_pad is not None:
             losses = losses * (~torch.as_tensor(is_pad, device=self.device).bool())[:, :, None]

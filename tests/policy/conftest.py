@@ -1,55 +1,10 @@
-"""Small real PI0 policies and batches for the policy tests (tiny preset at 32x32 images)."""
+"""Fixtures of tests/policy; the helpers live in policy_helpers.py (a unique module name: every test folder has a conftest)."""
 
-from __future__ import annotations
-
-import numpy as np
 import pytest
 import torch
 
-from cfgrl.policy import NormStats, PI0Config, PI0Policy
-
-CAMERAS = ("agentview", "wrist")
-
-
-def make_config(**overrides) -> PI0Config:
-    values = dict(image_size=32, patch_size=8, camera_names=CAMERAS, state_dim=8, action_dim=7, max_token_len=24)
-    return PI0Config.from_preset("tiny", **{**values, **overrides})
-
-
-def make_stats(seed: int = 0) -> NormStats:
-    rng = np.random.default_rng(seed)
-    return NormStats(rng.normal(size=8), rng.uniform(0.5, 2, size=8), rng.normal(size=7), rng.uniform(0.5, 2, size=7))
-
-
-def make_policy(seed: int = 0, **overrides) -> PI0Policy:
-    torch.manual_seed(seed)
-    return PI0Policy(make_config(**overrides), stats=make_stats(seed)).eval()
-
-
-def make_obs(batch: int = 3, seed: int = 0, size: tuple[int, int] = (40, 30)) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    images = {cam: torch.randint(0, 256, (batch, *size, 3), generator=g, dtype=torch.uint8) for cam in CAMERAS}
-    prompts = ["pick up the bowl", "open the drawer", "put the cup on the plate", "stack blocks"]
-    return {"images": images, "state": torch.randn(batch, 8, generator=g), "prompt": [prompts[i % 4] for i in range(batch)]}
-
-
-def make_batch(batch: int = 3, seed: int = 0, o=None) -> dict:
-    g = torch.Generator().manual_seed(seed + 1)
-    is_pad = torch.zeros(batch, 50, dtype=torch.bool)
-    is_pad[0, 40:] = True
-    return {**make_obs(batch, seed), "actions": torch.randn(batch, 50, 7, generator=g), "action_is_pad": is_pad,
-            "o": None if o is None else torch.tensor(o)}
-
-
-def make_noise(batch: int = 3, seed: int = 0) -> torch.Tensor:
-    return torch.randn(batch, 50, 32, generator=torch.Generator().manual_seed(seed + 7))
-
-
-def perturb_condition(policy: PI0Policy, seed: int = 5) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in policy.model.condition.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 3.0)
+from cfgrl.policy import PI0Policy
+from policy_helpers import make_policy
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from cfgrl.cli import app
 from cfgrl.errors import CfgrlError
 from cfgrl.policy import NormStats, PI0Policy
-from conftest import make_batch, make_noise, make_obs, make_policy, perturb_condition
+from policy_helpers import make_batch, make_noise, make_obs, make_policy, perturb_condition
 
 
 def outputs(policy, w=2.0):
@@ -166,7 +166,7 @@ def _train_sentencepiece(directory) -> str:
 
 
 def test_sentencepiece_tokenizer_is_saved_and_found_in_the_checkpoint(tmp_path):
-    from conftest import make_config, make_stats
+    from policy_helpers import make_config, make_stats
 
     model_file = _train_sentencepiece(tmp_path)
     torch.manual_seed(0)

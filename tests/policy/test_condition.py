@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import make_batch, make_noise, make_policy, perturb_condition
+from policy_helpers import make_batch, make_noise, make_policy, perturb_condition
 
 MODES = ["token", "bias", "concat"]
 TIME = torch.tensor([0.2, 0.6, 0.95])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cfgrl.errors import CfgrlError
-from conftest import make_noise, make_obs, make_policy, perturb_condition
+from policy_helpers import make_noise, make_obs, make_policy, perturb_condition
 
 
 def manual_euler(policy, obs, noise, weight_of):

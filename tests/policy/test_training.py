@@ -7,7 +7,7 @@ import torch
 
 from cfgrl.errors import CfgrlError
 from cfgrl.policy import PI0Config, PI0Model, PI0Policy
-from conftest import make_batch, make_config, make_noise, make_policy
+from policy_helpers import make_batch, make_config, make_noise, make_policy
 
 
 def test_loss_shapes_and_padding_mask(policy):
@@ -15,15 +15,15 @@ def test_loss_shapes_and_padding_mask(policy):
     noise, time = make_noise(3), torch.tensor([0.3, 0.5, 0.7])
     losses = policy.compute_loss(batch, noise=noise, time=time)
     assert losses.shape == (3,) and torch.isfinite(losses).all() and losses.requires_grad
-    # padded steps do not count: the loss is the mean of the element-wise losses outside the padding
+    # padded steps and padded action dims do not count (as lerobot 0.6.1's PI0Policy)
     images, img_masks, tokens, masks, state = policy._model_inputs(batch)
     actions = (batch["actions"] - policy._norm_on("action_mean")) / policy._norm_on("action_std")
     with torch.no_grad():
         elementwise = policy.model(images, img_masks, tokens, masks, state, torch.nn.functional.pad(actions, (0, 25)),
                                    noise=noise, time=time, o=batch["o"])
-    kept = elementwise * (~batch["action_is_pad"])[:, :, None]
+    kept = elementwise[:, :, :7] * (~batch["action_is_pad"])[:, :, None]
     torch.testing.assert_close(losses.detach(), kept.mean(dim=(1, 2)))
-    assert losses[0] < elementwise[0].mean()
+    assert losses[0] < elementwise[0, :, :7].mean()
 
 
 def test_lower_level_forward_returns_elementwise_losses(policy):

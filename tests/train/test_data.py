@@ -10,7 +10,7 @@ from cfgrl.store import Store
 from cfgrl.train.cache import ensure_cache
 from cfgrl.train.data import ResumableBatchSampler, WindowBatches, make_loader
 from cfgrl.train.stats import mismatch_report, store_stats
-from conftest import label, write_store
+from train_helpers import label, write_store
 
 
 def test_cache_matches_direct_store_reads(tmp_path, small_run_inputs):

@@ -6,7 +6,7 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from cfgrl.cli import app
-from conftest import run_train, write_store
+from train_helpers import run_train, write_store
 
 runner = CliRunner()
 

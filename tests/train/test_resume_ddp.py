@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import run_train
+from train_helpers import run_train
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 COMMON = ["-o", "train.batch_size=8", "-o", "train.lr=3e-3", "-o", "train.warmup_steps=2", "-o", "train.log_every=5"]

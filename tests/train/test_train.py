@@ -12,7 +12,7 @@ from cfgrl.policy import PI0Policy
 from cfgrl.train.cache import WindowCache
 from cfgrl.train.data import WindowBatches, conditions_from_labels, to_device
 from cfgrl.train.objectives import epoch_labels, flow_draws, objective_loss, training_rows
-from conftest import all_windows_batch, fixed_draw_losses, initial_policy, label, run_train, write_store
+from train_helpers import all_windows_batch, fixed_draw_losses, initial_policy, label, run_train, write_store
 
 
 def _cache(run_dir) -> WindowCache:
