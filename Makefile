@@ -34,7 +34,7 @@ POLICY ?=
 endif
 POLICY_FLAG := $(if $(POLICY),--policy $(POLICY),)
 
-# The built-in base policy: behaviour cloning on noisy scripted demonstrations.
+# The built-in base policy: behaviour cloning on noisy scripted demonstrations (`cfgrl base`).
 DEMO_NOISE ?= 0.5
 DEMO_EPISODES ?= 256
 BASE_STEPS ?= 1500
@@ -61,10 +61,7 @@ ifeq ($(ENV),builtin)
 base: $(BASE)/config.json
 
 $(BASE)/config.json: | $(SETUP)
-	$(CFGRL) collect $(DATA)/demos.zarr --policy scripted:$(DEMO_NOISE) --episodes $(DEMO_EPISODES) -c $(CONFIG)
-	$(CFGRL) label $(DATA)/demos.zarr -c $(CONFIG) -o cfgrl.label_source=none
-	$(CFGRL) train $(DATA)/demos.zarr --labels $(DATA)/demos.zarr --out $(DATA)/base -c $(CONFIG) \
-	  -o train.steps=$(BASE_STEPS)
+	$(CFGRL) base $(DATA) --demo-noise $(DEMO_NOISE) --demo-episodes $(DEMO_EPISODES) --base-steps $(BASE_STEPS) -c $(CONFIG)
 	@echo "base: base policy in $(BASE)"
 
 collect: base
@@ -90,6 +87,21 @@ train: | $(SETUP)
 eval: | $(SETUP)
 	$(CFGRL) evaluate $(RUN)/policy $(if $(POLICY),--baseline $(POLICY),) --out $(EVAL) -c $(CONFIG)
 	@echo "eval: results, table and plot in $(EVAL)"
+
+ifeq ($(ENV),builtin)
+round ablate: base
+endif
+round: | $(SETUP)
+	$(CFGRL) round $(DATA)/rounds $(POLICY_FLAG) -c $(CONFIG)
+	@echo "round: rounds and their lineage in $(DATA)/rounds"
+
+ablate: collect
+	$(CFGRL) ablate $(STORE) $(POLICY_FLAG) --out $(DATA)/ablate -c $(CONFIG)
+	@echo "ablate: table and plot in $(DATA)/ablate"
+
+demo: | $(SETUP)
+	$(CFGRL) demo data/builtin/demo -c configs/demo.yaml
+	@echo "demo: report in data/builtin/demo/report.md"
 
 test: | $(SETUP)
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider

@@ -25,7 +25,7 @@ def _register() -> None:
     from cfgrl.collect.cli import collect_command, inspect_command
     from cfgrl.evaluate.cli import evaluate_command
     from cfgrl.label.cli import label_command
-    from cfgrl.pipeline.cli import ablate_command, demo_command, round_command
+    from cfgrl.pipeline.cli import ablate_command, base_command, demo_command, round_command
     from cfgrl.policy.cli import export_command
     from cfgrl.train.cli import train_command
 
@@ -35,6 +35,7 @@ def _register() -> None:
     app.command("train")(exits_cleanly(train_command))
     app.command("evaluate")(exits_cleanly(evaluate_command))
     app.command("export")(exits_cleanly(export_command))
+    app.command("base")(exits_cleanly(base_command))
     app.command("round")(exits_cleanly(round_command))
     app.command("ablate")(exits_cleanly(ablate_command))
     app.command("demo")(exits_cleanly(demo_command))

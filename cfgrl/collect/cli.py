@@ -112,14 +112,19 @@ def collect_command(
 
 
 def inspect_command(
-    store: Annotated[Path, typer.Argument(help="A store written by `cfgrl collect`.")],
+    store: Annotated[Path, typer.Argument(help="A store written by `cfgrl collect`, or a directory of `cfgrl round` rounds.")],
     config: ConfigOption = None,
     overrides: OverrideOption = None,
 ) -> None:
-    """Summarise a store: episodes, steps, success per task, size on disk, schema version, policy ids."""
+    """Summarise a store (episodes, steps, success per task, size, schema, policy ids) or the lineage of rounds."""
     from cfgrl.store import Store
 
     resolve(config, overrides)  # same options as every command; a bad override is still reported
+    if store.is_dir() and not (store / "zarr.json").exists() and any(store.glob("round_*")):
+        from cfgrl.pipeline.rounds import lineage
+
+        typer.echo(lineage(store))
+        return
     s = Store(store)
     ep = s.episodes
     h, w, _ = s.layout.image_shape

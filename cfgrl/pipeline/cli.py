@@ -42,11 +42,33 @@ def ablate_command(
     run_ablation(cfg, store, policy, out, parse_grid(grid))
 
 
+DemoNoise = Annotated[float, typer.Option("--demo-noise", help="Noise of the scripted demonstrations the base imitates (success ~ 1 - noise).")]
+DemoEpisodes = Annotated[int, typer.Option("--demo-episodes", help="Scripted demonstrations for the base policy.")]
+BaseSteps = Annotated[int, typer.Option("--base-steps", help="Behaviour-cloning steps of the base policy.")]
+BaseLr = Annotated[float, typer.Option("--base-lr", help="Peak learning rate of the base policy's behaviour cloning.")]
+
+
+def base_command(
+    root: Annotated[Path, typer.Argument(help="Directory for demos.zarr and base/ (the policy is base/policy).")],
+    demo_noise: DemoNoise = 0.5,
+    demo_episodes: DemoEpisodes = 256,
+    base_steps: BaseSteps = 1500,
+    base_lr: BaseLr = 1e-3,
+    config: ConfigOption = None,
+    overrides: OverrideOption = None,
+) -> None:
+    """Built-in env only: a base policy by behaviour cloning on noisy scripted demonstrations."""
+    from cfgrl.pipeline.demo import build_base
+
+    typer.echo(f"base policy: {build_base(resolve(config, overrides), root, demo_noise, demo_episodes, base_steps, base_lr)}")
+
+
 def demo_command(
     root: Annotated[Path, typer.Argument(help="Directory of the demonstration (base, rounds, baselines, report).")],
-    demo_noise: Annotated[float, typer.Option("--demo-noise", help="Noise of the scripted demonstrations the base imitates.")] = 0.5,
-    demo_episodes: Annotated[int, typer.Option("--demo-episodes", help="Scripted demonstrations for the base policy.")] = 256,
-    base_steps: Annotated[int, typer.Option("--base-steps", help="Behaviour-cloning steps of the base policy.")] = 1500,
+    demo_noise: DemoNoise = 0.5,
+    demo_episodes: DemoEpisodes = 256,
+    base_steps: BaseSteps = 1500,
+    base_lr: BaseLr = 1e-3,
     second_round: Annotated[bool, typer.Option("--second-round/--one-round", help="Also run round 2.")] = True,
     config: ConfigOption = None,
     overrides: OverrideOption = None,
@@ -54,4 +76,4 @@ def demo_command(
     """Base policy by BC, a CFGRL round with a w sweep, filtered-BC and weighted baselines, round 2, a report."""
     from cfgrl.pipeline.demo import run_demo
 
-    run_demo(resolve(config, overrides), root, demo_noise, demo_episodes, base_steps, second_round)
+    run_demo(resolve(config, overrides), root, demo_noise, demo_episodes, base_steps, base_lr, second_round)

@@ -20,15 +20,24 @@ from cfgrl.config import Config, with_overrides
 from cfgrl.pipeline import rounds, stages
 
 
-def build_base(cfg: Config, root: Path, noise: float, episodes: int, steps: int) -> Path:
+def build_base(cfg: Config, root: Path, noise: float, episodes: int, steps: int, lr: float) -> Path:
+    """A base policy: behaviour cloning of a fresh policy on ``episodes`` noisy scripted demonstrations.
+
+    From scratch a tiny PI0 needs a larger learning rate than PI0's fine-tuning default; the cosine
+    schedule decays over exactly ``steps``.
+    """
     demos = root / "demos.zarr"
-    bc = with_overrides(cfg, ["cfgrl.label_source=none", f"train.steps={steps}", f"collect.groups={-(-episodes // cfg.collect.group_size)}"])
+    bc = with_overrides(cfg, [
+        "cfgrl.label_source=none", f"collect.groups={-(-episodes // cfg.collect.group_size)}",
+        f"train.steps={steps}", f"train.decay_steps={steps}", f"train.lr={lr}", f"train.decay_lr={lr / 10}",
+    ])
     stages.collect(bc, demos, f"scripted:{noise}")
     labels = stages.label(bc, [demos])
     return stages.train(bc, [demos], labels, root / "base", None)
 
 
-def run_demo(cfg: Config, root: Path, noise: float, demo_episodes: int, base_steps: int, second_round: bool = True) -> dict[str, Any]:
+def run_demo(cfg: Config, root: Path, noise: float, demo_episodes: int, base_steps: int, base_lr: float,
+             second_round: bool = True) -> dict[str, Any]:
     timings: dict[str, float] = {}
 
     def timed(name: str, fn, *args, **kwargs):
@@ -38,7 +47,7 @@ def run_demo(cfg: Config, root: Path, noise: float, demo_episodes: int, base_ste
         print(f"demo: {name} took {timings[name]:.0f} s")
         return out
 
-    base = timed("base policy (scripted demos, BC)", build_base, cfg, root, noise, demo_episodes, base_steps)
+    base = timed("base policy (scripted demos, BC)", build_base, cfg, root, noise, demo_episodes, base_steps, base_lr)
     rounds_root = root / "rounds"
     first = timed("round 1 (collect, label, train, evaluate)", rounds.run_round, cfg, rounds_root, base)
     r1 = rounds.RoundDir(rounds_root, first["round"])
