@@ -1,0 +1,114 @@
+"""The chained stages on the smallest settings: the `make` main job, rounds with lineage, ablations,
+the reduced demo. Real stores, real tiny policies, the real commands; numbers are not asserted
+(a few training steps learn nothing), the artefacts and their links are."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+VENV = Path(sys.executable).parent.parent
+SMALL = {
+    "env": {"name": "builtin", "suite": "reach", "image_size": 32, "tasks": [0, 1], "init_states": [0, 1, 2], "max_steps": 30},
+    "collect": {"groups": 2, "group_size": 2},
+    # A barely trained policy rarely succeeds: keep one-outcome groups' raw estimate so labels exist.
+    "cfgrl": {"zero_variance_groups": "keep"},
+    "train": {"steps": 4, "batch_size": 8, "lr": 1.0e-3, "warmup_steps": 1, "decay_steps": 4, "save_every": 4, "log_every": 2},
+    "evaluate": {"cfg_scales": [0.0, 2.0], "init_states": [3], "episodes_per_init": 1},
+}
+pytestmark = pytest.mark.slow
+
+
+def small_config(tmp_path: Path, **changes) -> Path:
+    tree = json.loads(json.dumps(SMALL))
+    for section, body in changes.items():
+        tree[section].update(body)
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def cfgrl(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(VENV / "bin" / "cfgrl"), *map(str, args)], cwd=cwd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def make(*targets: str, tmp_path: Path, config: Path) -> subprocess.CompletedProcess:
+    # The venv running these tests is already set up: SETUP names a file that exists (order-only).
+    args = ["make", "-C", str(REPO), *targets, f"VENV={VENV}", f"SETUP={sys.executable}", f"CONFIG={config}",
+            f"DATA={tmp_path / 'data'}", "DEMO_EPISODES=8", "BASE_STEPS=4"]
+    result = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result
+
+
+def test_make_main_job_end_to_end_and_rerun_skips_finished_work(tmp_path):
+    config = small_config(tmp_path)
+    first = make("collect", "label", "train", "eval", tmp_path=tmp_path, config=config)
+    data = tmp_path / "data"
+    table = pd.read_csv(data / "eval" / "results.csv")
+    overall = table[table.scope == "overall"]
+    assert set(overall.arm) == {"w=0", "w=2", "baseline"}
+    assert (data / "eval" / "success_vs_w.png").stat().st_size > 0
+    assert "eval: results, table and plot in" in first.stdout
+    # The trained policy started from the base: its store was collected by the base policy.
+    base_id = json.loads((data / "base" / "policy" / "config.json").read_text())["policy_id"]
+    from cfgrl.store import Store
+
+    assert set(Store(data / "rollouts.zarr").episodes.policy_id) == {base_id}
+    assert len(pd.read_parquet(next((data / "rollouts.labels").glob("*/windows.parquet")))) > 0
+    second = make("collect", "label", "train", "eval", tmp_path=tmp_path, config=config)
+    assert "0 to collect" in second.stdout and "train: skip" in second.stdout and "already recorded" in second.stderr
+
+
+def test_rounds_record_their_lineage(tmp_path):
+    config = small_config(tmp_path)
+    cfgrl("base", tmp_path / "b", "--demo-episodes", "4", "--base-steps", "2", "-c", config, cwd=tmp_path)
+    base = tmp_path / "b" / "base" / "policy"
+    out = cfgrl("round", tmp_path / "rounds", "--policy", base, "--rounds", "2", "--keep-stores", "1", "-c", config, cwd=tmp_path)
+    first = json.loads((tmp_path / "rounds" / "round_001" / "round.json").read_text())
+    second = json.loads((tmp_path / "rounds" / "round_002" / "round.json").read_text())
+    base_id = json.loads((base / "config.json").read_text())["policy_id"]
+    assert first["policy_in_id"] == base_id and first["collect_cfg_scale"] == 1.0
+    assert second["policy_in_id"] == first["policy_out_id"] != base_id
+    assert second["collect_cfg_scale"] == first["best_cfg_scale"]
+    assert second["stores"] == [str(tmp_path / "rounds" / "round_002" / "rollouts.zarr"), first["stores"][0]]
+    from cfgrl.store import Store
+
+    assert set(Store(first["stores"][0]).episodes.policy_id) == {base_id}
+    assert set(Store(second["stores"][0]).episodes.policy_id) == {first["policy_out_id"]}
+    assert set(Store(second["stores"][0]).episodes.cfg_scale) == {second["collect_cfg_scale"]}
+    shown = cfgrl("inspect", tmp_path / "rounds", cwd=tmp_path).stdout
+    assert first["policy_out_id"] in shown and "round 2" in shown and out.returncode == 0
+
+
+def test_ablation_relabels_one_store_and_writes_a_table(tmp_path):
+    config = small_config(tmp_path)
+    cfgrl("base", tmp_path / "b", "--demo-episodes", "4", "--base-steps", "2", "-c", config, cwd=tmp_path)
+    base = tmp_path / "b" / "base" / "policy"
+    cfgrl("collect", tmp_path / "s.zarr", "--policy", base, "-c", config, cwd=tmp_path)
+    cfgrl("ablate", tmp_path / "s.zarr", "--policy", base, "--out", tmp_path / "ab", "-c", config,
+          "--grid", "cfgrl.dropout_prob=0.1,0.3", "--grid", "policy.condition_mode=token,bias", cwd=tmp_path)
+    table = pd.read_csv(tmp_path / "ab" / "ablation.csv")
+    assert list(table.setting) == ["default", "cfgrl.dropout_prob=0.3", "policy.condition_mode=bias"]
+    assert table.label_version.nunique() == 2  # condition_mode reuses the default labels
+    assert (tmp_path / "ab" / "ablation.png").stat().st_size > 0
+    from cfgrl.store import Store
+
+    assert Store(tmp_path / "s.zarr").num_episodes == 4  # relabelled, never re-collected
+
+
+def test_reduced_demo_writes_its_report(tmp_path):
+    config = small_config(tmp_path, evaluate={"cfg_scales": [1.0]})
+    cfgrl("demo", tmp_path / "demo", "--demo-episodes", "4", "--base-steps", "2", "--one-round", "-c", config, cwd=tmp_path)
+    report = (tmp_path / "demo" / "report.md").read_text()
+    assert "Round 1" in report and "filtered_bc" in report and "weighted" in report
+    timings = json.loads((tmp_path / "demo" / "report.json").read_text())["timings_s"]
+    assert set(timings) >= {"base policy (scripted demos, BC)", "round 1 (collect, label, train, evaluate)"}
