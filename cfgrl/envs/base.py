@@ -13,6 +13,9 @@ from typing import Protocol
 
 import numpy as np
 
+from cfgrl.config import EnvConfig
+from cfgrl.errors import CfgrlError
+
 STATE_DIM = 8
 ACTION_DIM = 7
 
@@ -56,3 +59,13 @@ class Env(Protocol):
     def step(self, action: np.ndarray, render: bool) -> StepResult: ...
 
     def close(self) -> None: ...
+
+
+def check_env_config(cfg: EnvConfig, suites: tuple[str, ...], backend: str) -> None:
+    """The checks every backend makes on ``env.*`` before building anything."""
+    if cfg.suite not in suites:
+        raise CfgrlError(f"env.suite '{cfg.suite}' is not a {backend} suite; choose one of: {', '.join(suites)}")
+    if cfg.image_size < 16:
+        raise CfgrlError(f"env.image_size must be at least 16 for the {backend} env, got {cfg.image_size}")
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        raise CfgrlError(f"env.max_steps must be at least 1, got {cfg.max_steps}")

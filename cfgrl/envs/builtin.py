@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from cfgrl.config import EnvConfig
-from cfgrl.envs.base import ACTION_DIM, Observation, StepResult, TaskInfo
+from cfgrl.envs.base import ACTION_DIM, Observation, StepResult, TaskInfo, check_env_config
 from cfgrl.errors import CfgrlError
 
 SUITES = ("reach",)
@@ -158,12 +158,7 @@ class BuiltinEnv:
     num_wait_steps = 0
 
     def __init__(self, cfg: EnvConfig):
-        if cfg.suite not in SUITES:
-            raise CfgrlError(f"env.suite '{cfg.suite}' is not a builtin suite; choose one of: {', '.join(SUITES)}")
-        if cfg.image_size < 16:
-            raise CfgrlError(f"env.image_size must be at least 16 for the builtin env, got {cfg.image_size}")
-        if cfg.max_steps is not None and cfg.max_steps < 1:
-            raise CfgrlError(f"env.max_steps must be at least 1, got {cfg.max_steps}")
+        check_env_config(cfg, SUITES, "builtin")
         self.suite = cfg.suite
         self.image_size = cfg.image_size
         self.max_steps = cfg.max_steps or DEFAULT_MAX_STEPS

@@ -27,7 +27,7 @@ import numpy as np
 import yaml
 
 from cfgrl.config import EnvConfig
-from cfgrl.envs.base import ACTION_DIM, STATE_DIM, Observation, StepResult, TaskInfo
+from cfgrl.envs.base import ACTION_DIM, STATE_DIM, Observation, StepResult, TaskInfo, check_env_config
 from cfgrl.errors import CfgrlError
 
 # openpi's LIBERO step limits (policy steps, wait steps excluded): the longest demonstration of each suite plus margin.
@@ -127,12 +127,7 @@ class LiberoEnv:
     num_wait_steps = NUM_WAIT_STEPS
 
     def __init__(self, cfg: EnvConfig):
-        if cfg.suite not in SUITES:
-            raise CfgrlError(f"env.suite '{cfg.suite}' is not a LIBERO suite; choose one of: {', '.join(SUITES)}")
-        if cfg.image_size < 16:
-            raise CfgrlError(f"env.image_size must be at least 16, got {cfg.image_size} (PI0 on LIBERO uses 224)")
-        if cfg.max_steps is not None and cfg.max_steps < 1:
-            raise CfgrlError(f"env.max_steps must be at least 1, got {cfg.max_steps}")
+        check_env_config(cfg, SUITES, "LIBERO")
         self.suite = cfg.suite
         self.image_size = cfg.image_size
         self.max_steps = cfg.max_steps or SUITE_MAX_STEPS[cfg.suite]

@@ -13,14 +13,3 @@ def small_run_inputs(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("data")
     store = write_store(root / "s.zarr")
     return store, label([store])
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """2 shared cores: one intra-op thread per test process avoids oversubscription."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
