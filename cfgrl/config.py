@@ -273,6 +273,12 @@ def validate(cfg: Config) -> Config:
         raise CfgrlError(f"collect.group_size (K) must be at least 2 for leave-one-out baselines, got {cfg.collect.group_size}")
     if cfg.collect.groups < 1:
         raise CfgrlError(f"collect.groups must be at least 1, got {cfg.collect.groups}")
+    t = cfg.train
+    for key in ("steps", "batch_size", "grad_accum", "save_every", "log_every"):
+        if getattr(t, key) < 1:
+            raise CfgrlError(f"train.{key} must be at least 1, got {getattr(t, key)}")
+    if t.lr <= 0 or t.num_workers < 0:
+        raise CfgrlError(f"train.lr must be > 0 and train.num_workers >= 0, got {t.lr} and {t.num_workers}")
     if cfg.inference.num_steps < 1 or cfg.inference.replan_steps < 1:
         raise CfgrlError("inference.num_steps and inference.replan_steps must be at least 1")
     return cfg

@@ -51,6 +51,8 @@ def test_overrides_are_typed(tmp_path):
         ("collect.group_size=1", "at least 2"),
         ("cfgrl.dropout_pro=0.1", "did you mean 'cfgrl.dropout_prob'"),
         ("dropout_prob", "section.key=value"),
+        ("train.grad_accum=0", "train.grad_accum must be at least 1"),
+        ("train.lr=0", "train.lr must be > 0"),
     ],
 )
 def test_bad_values_name_what_is_accepted(override, message):

@@ -66,13 +66,14 @@ class Groups:
     @classmethod
     def of(cls, data: StoreData) -> "Groups":
         episodes = data.episodes
-        code, _ = pd.factorize(episodes.group_id.to_numpy())
+        # Group ids are unique within one collection run; a store may hold several runs.
+        code, _ = pd.factorize(pd.MultiIndex.from_arrays([episodes.run_id, episodes.group_id]))
         distinct = episodes.groupby(code)[list(GROUP_KEYS)].nunique().max(axis=1).to_numpy()
         if (distinct > 1).any():
             bad = episodes.group_id.to_numpy()[np.argmax(distinct[code] > 1)]
             raise CfgrlError(
                 f"store '{data.path}': group {bad} mixes rollouts of different {', '.join(GROUP_KEYS)}; an RLOO "
-                "group must share all of them (was the store written by two runs with clashing group ids?)"
+                "group must share all of them"
             )
         return cls(code=code, size=np.bincount(code))
 

@@ -111,16 +111,31 @@ def _check_keys(missing: list[str], unexpected: list[str], directory: Path) -> N
         raise CfgrlError(f"{directory}/model.safetensors does not match the policy architecture ({'; '.join(parts)})")
 
 
+CONDITION_SETTINGS = ("condition_mode", "use_prefix_dropout")
+
+
 def _load_ours(cls, directory: Path, meta: dict, tokenizer, overrides: dict):
     if meta.get("schema_version") != SCHEMA_VERSION:
         raise CfgrlError(f"{directory}: policy schema version {meta.get('schema_version')!r} is not supported (expected {SCHEMA_VERSION})")
-    config_values = {**meta["config"], **overrides}
-    config = PI0Config.from_dict(config_values)
+    overrides = {k: v for k, v in overrides.items() if meta["config"].get(k) != v}
+    switched = {k: v for k, v in overrides.items() if k in CONDITION_SETTINGS}
+    trained = bool(meta.get("condition_trained", False))
+    if switched and trained:
+        saved = {k: meta["config"].get(k) for k in switched}
+        raise CfgrlError(f"{directory}: its condition parameters were trained with {saved}; they cannot be switched to "
+                         f"{switched} (start from a policy whose condition was never trained, e.g. the BC base)")
+    config = PI0Config.from_dict({**meta["config"], **overrides})
     policy = cls(config, stats=NormStats.load(directory / "stats.json"),
                  tokenizer=_tokenizer(config, directory, tokenizer))
-    result = policy.model.load_state_dict(load_file(str(directory / "model.safetensors")), strict=False)
-    _check_keys(result.missing_keys, result.unexpected_keys, directory)
-    policy.condition_trained = bool(meta.get("condition_trained", False))
+    state = load_file(str(directory / "model.safetensors"))
+    if switched:  # never trained: nothing is lost by starting the new condition machinery afresh
+        state = {k: v for k, v in state.items() if not k.startswith("condition.")}
+    result = policy.model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not (switched and k.startswith("condition."))]
+    _check_keys(missing, result.unexpected_keys, directory)
+    policy.condition_trained = trained
+    if switched:
+        policy.load_report = [f"condition settings {switched} replace the checkpoint's untrained ones; new condition parameters initialised"]
     if not overrides and policy.policy_id != meta.get("policy_id"):
         raise CfgrlError(f"{directory}: content hash {policy.policy_id} differs from the recorded policy id {meta.get('policy_id')} (corrupted or edited checkpoint)")
     return policy

@@ -110,9 +110,18 @@ def ensure_cache(root: str | Path, stores: list[Store], windows: pd.DataFrame, h
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for stale in root.iterdir():  # other keys: an older store content or window set
-        if stale.name != key and not stale.name.startswith(".building-"):
+        if stale.name != key and not stale.name.startswith(".building-") and _is_cache(stale):
             shutil.rmtree(stale, ignore_errors=True)
     return WindowCache.open(final)
+
+
+def _is_cache(path: Path) -> bool:
+    """Only our own caches are ever replaced: train.cache_dir may point at a shared directory."""
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return {k: meta.get(k) for k in CACHE_SCHEMA} == CACHE_SCHEMA
 
 
 def _build(out: Path, key: str, stores: list[Store], windows: pd.DataFrame, horizon: int) -> None:

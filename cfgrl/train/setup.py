@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -61,11 +61,11 @@ def common_layout(stores: list[Store]):
     return layout
 
 
-def load_policy_dir(path: Path, tokenizer: str | None) -> PI0Policy:
+def load_policy_dir(path: Path, tokenizer: str | None, **condition: Any) -> PI0Policy:
     if not path.is_dir() or not (path / "config.json").is_file():
         raise CfgrlError(f"--policy '{path}' is not a policy checkpoint (no config.json); give a directory written by "
                          "cfgrl (save_pretrained / train) or a lerobot pi0 checkpoint")
-    return PI0Policy.from_pretrained(path, tokenizer=tokenizer)
+    return PI0Policy.from_pretrained(path, tokenizer=tokenizer, **condition)
 
 
 def build_policy(cfg: Config, stores: list[Store], source: Path | None, say: Callable[[str], None]) -> PI0Policy:
@@ -82,7 +82,9 @@ def build_policy(cfg: Config, stores: list[Store], source: Path | None, say: Cal
             "normalisation stats computed from the stores")
         return policy
 
-    policy = load_policy_dir(source, cfg.policy.tokenizer)
+    # The configured condition applies to a checkpoint too (a BC base gets the mode being trained).
+    policy = load_policy_dir(source, cfg.policy.tokenizer, condition_mode=cfg.policy.condition_mode,
+                             use_prefix_dropout=cfg.cfgrl.use_prefix_dropout)
     for note in policy.load_report:
         say(f"policy '{source}': {note}")
     pcfg = policy.config

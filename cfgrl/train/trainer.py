@@ -65,6 +65,9 @@ class Run:
         stores = open_stores(store_paths)
         self.index = load_label_index(labels_spec)
         self.index.check_stores(stores)
+        if resumed is not None and self.trainer_state.get("label_version") not in (None, self.index.version):
+            raise CfgrlError(f"'{run_dir}' was trained on label version {self.trainer_state['label_version']}, --labels gives "
+                             f"{self.index.version}; resume with --labels STORE@{self.trainer_state['label_version']}")
         self.windows = self.index.windows
         if len(self.windows) == 0:
             raise CfgrlError(f"label index {self.index.version} has no window; collect longer episodes or check cfgrl.window_stride")

@@ -188,3 +188,17 @@ def test_window_rloo_matches_the_definition_on_random_dense_rewards(make_store, 
         own = rewards[row.episode][row.start:].sum()
         expected = own - (np.mean([value(j, row.start) for j in others]) if others else own)
         assert row.advantage == pytest.approx(expected), (row.episode, row.start)
+
+
+def test_group_ids_are_scoped_by_collection_run(tmp_path):
+    """Two collection runs appended to one store reuse group ids 0..G-1: their groups stay apart."""
+    first = [Ep(sparse(6, s), group=0, extra={"run_id": "a", "policy_id": "p1"}) for s in (True, False)]
+    second = [Ep(sparse(6, s), group=0, extra={"run_id": "b", "policy_id": "p2"}) for s in (True, True, False, False)]
+    from label_stores import write_store
+
+    from cfgrl.label.advantage import Groups, rloo_advantage
+
+    data = StoreData.read(write_store(tmp_path / "s.zarr", first + second))
+    groups = Groups.of(data)
+    assert groups.size.tolist() == [2, 4]
+    np.testing.assert_allclose(rloo_advantage(data.episode_return(), groups.code), [1, -1, 2 / 3, 2 / 3, -2 / 3, -2 / 3])

@@ -183,3 +183,20 @@ def test_sentencepiece_tokenizer_is_saved_and_found_in_the_checkpoint(tmp_path):
         bare.sample_actions(make_obs(1))
     explicit = PI0Policy.from_pretrained(path, tokenizer=model_file)
     assert torch.equal(outputs(explicit.eval())[0], outputs(policy)[0])
+
+
+def test_untrained_condition_can_switch_mode_but_a_trained_one_cannot(tmp_path):
+    policy = make_policy(condition_mode="token")
+    policy.save_pretrained(tmp_path / "base")
+    switched = PI0Policy.from_pretrained(tmp_path / "base", condition_mode="bias", use_prefix_dropout=True)
+    assert switched.config.condition_mode == "bias" and switched.config.use_prefix_dropout
+    assert any("new condition parameters" in note for note in switched.load_report)
+    base = PI0Policy.from_pretrained(tmp_path / "base")
+    for name, value in switched.model.state_dict().items():
+        if not name.startswith("condition."):
+            torch.testing.assert_close(value, base.model.state_dict()[name], rtol=0, atol=0)
+    policy.condition_trained = True
+    policy.save_pretrained(tmp_path / "trained")
+    with pytest.raises(CfgrlError, match="cannot be switched"):
+        PI0Policy.from_pretrained(tmp_path / "trained", condition_mode="bias")
+    assert PI0Policy.from_pretrained(tmp_path / "trained", condition_mode="token").condition_trained

@@ -51,6 +51,7 @@ def test_loader_workers_deliver_the_same_batches(small_run_inputs, tmp_path):
 def test_cache_is_reused_and_rebuilt_when_store_or_windows_change(tmp_path):
     store_path = write_store(tmp_path / "s.zarr", episodes=4)
     windows = load_label_index(label([store_path])).windows
+    (tmp_path / "cache" / "not-ours").mkdir(parents=True)  # train.cache_dir may be a shared directory
     first = ensure_cache(tmp_path / "cache", [Store(store_path)], windows, 50)
     again = ensure_cache(tmp_path / "cache", [Store(store_path)], windows, 50)
     assert again.path == first.path
@@ -59,7 +60,7 @@ def test_cache_is_reused_and_rebuilt_when_store_or_windows_change(tmp_path):
     write_store(store_path, episodes=4, offset=4)  # appends 4 episodes: another fingerprint
     grown = ensure_cache(tmp_path / "cache", [Store(store_path)], windows, 50)
     assert grown.path not in (first.path, fewer.path)
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [grown.path.name]  # stale caches removed
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted([grown.path.name, "not-ours"])  # stale caches removed, nothing else
 
 
 def test_two_processes_see_the_global_batches_of_one():
