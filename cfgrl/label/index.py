@@ -38,6 +38,7 @@ from cfgrl.store import Store
 
 MANIFEST = "manifest.json"
 WINDOWS = "windows.parquet"
+LATEST = "latest.json"
 NAMES = "names"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -185,6 +186,7 @@ def make_label_index(
         _write_version(root, version, table, manifest)
     if name is not None:
         _write_atomic_json(root / NAMES / f"{name}.json", {"version": version})
+    _write_atomic_json(root / LATEST, {"version": version})  # what a bare store path means from now on
     index = LabelIndex.read(root / version)
     index.reused = reused
     return index
@@ -192,7 +194,8 @@ def make_label_index(
 
 def load_label_index(spec: str | Path) -> LabelIndex:
     """Open a version: a version directory; ``STORE@VERSION_OR_NAME``; or a store (or its
-    ``.labels`` directory) = its newest version. Validates the schema version."""
+    ``.labels`` directory) = the version `cfgrl label` made or reused last (else the newest).
+    Validates the schema version."""
     text = str(spec)
     path = Path(text)
     if (path / MANIFEST).is_file():
@@ -208,6 +211,10 @@ def load_label_index(spec: str | Path) -> LabelIndex:
         known = [v["version"] for v in list_versions(root)]
         raise CfgrlError(f"no label version or name '{ref}' for '{store_part}'; known versions: {', '.join(known) or 'none'}")
     root = path if path.name.endswith(".labels") else labels_dir(path)
+    if (root / LATEST).is_file():
+        latest = root / json.loads((root / LATEST).read_text())["version"]
+        if (latest / MANIFEST).is_file():
+            return LabelIndex.read(latest)
     versions = list_versions(root)
     if not versions:
         raise CfgrlError(f"no label index for '{text}' (looked in {root}); create one with `cfgrl label {text}`")

@@ -30,7 +30,7 @@ def test_label_prints_shares_per_task_and_dropout_rate_then_lists(store, tmp_pat
     out = result.output
     assert "task 0" in out and "task 1" in out and "overall" in out and "o=1" in out and "o=0" in out and "o=∅" in out
     assert "dropout hit rate among conditioned labels" in out and "wrote version" in out
-    versions = [p for p in (tmp_path / "reach.labels").iterdir() if p.name != "names"]
+    versions = [p for p in (tmp_path / "reach.labels").iterdir() if p.is_dir() and p.name != "names"]
     assert len(versions) == 1
     assert (versions[0] / "summary.txt").read_text().startswith("label index ")
     assert json.loads((tmp_path / "reach.labels" / "names" / "first.json").read_text()) == {"version": versions[0].name}
@@ -44,7 +44,7 @@ def test_several_stores_go_under_out(store, tmp_path):
     other = write_store(tmp_path / "more.zarr", [Ep(sparse(15, True), group=0), Ep(sparse(15, False), group=0)])
     result = run(store.path, other.path, "--out", tmp_path / "joint")
     assert result.exit_code == 0, result.output
-    (version,) = [p for p in (tmp_path / "joint").iterdir()]
+    (version,) = [p for p in (tmp_path / "joint").iterdir() if p.is_dir()]
     manifest = json.loads((version / "manifest.json").read_text())
     assert [s["path"] for s in manifest["stores"]] == [str(store.path.absolute()), str(other.path.absolute())]
     assert "more.zarr" not in str(version) and not (tmp_path / "reach.labels").exists()

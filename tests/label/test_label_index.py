@@ -148,3 +148,16 @@ def test_another_schema_version_fails_clearly(store):
     (idx.path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CfgrlError, match="schema version 99"):
         load_label_index(idx.path)
+
+
+def test_a_bare_store_means_the_version_labelled_last_even_when_reused(tmp_path):
+    from cfgrl.config import CFGRLConfig
+    from cfgrl.label import load_label_index, make_label_index
+    from label_stores import Ep, sparse, write_store
+
+    store = write_store(tmp_path / "s.zarr", [Ep(sparse(8, s), group=0) for s in (True, False, True, False)])
+    first = make_label_index([store], CFGRLConfig(), 5)
+    second = make_label_index([store], CFGRLConfig(dropout_prob=0.3), 5)
+    assert load_label_index(store.path).version == second.version != first.version
+    again = make_label_index([store], CFGRLConfig(), 5)
+    assert again.reused and load_label_index(store.path).version == first.version
