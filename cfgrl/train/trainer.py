@@ -47,6 +47,12 @@ def train(cfg: Config, store_paths: list[Path], labels_spec: str, run_dir: Path,
         close_processes(procs)
 
 
+def _differences(given: dict, saved: dict) -> list[str]:
+    """``section.key=value`` of every setting given now that differs from the saved run's."""
+    return [f"{section}.{key}={value}" for section, body in given.items() for key, value in body.items()
+            if saved[section][key] != value]
+
+
 class Run:
     def __init__(self, cfg: Config, store_paths: list[Path], labels_spec: str, run_dir: Path, resume: bool, procs: Processes):
         self.procs, self.run_dir = procs, run_dir
@@ -56,7 +62,11 @@ class Run:
         if resume:
             resumed = ckpt_io.resolve_last(run_dir)
             self.trainer_state = ckpt_io.read_trainer_state(resumed)
-            cfg, source = config_from_dict(ckpt_io.read_config(resumed)), resumed
+            saved = config_from_dict(ckpt_io.read_config(resumed))
+            ignored = _differences(cfg.to_dict(), saved.to_dict())
+            if ignored:
+                self.say(f"warning: --resume continues with the run's saved configuration; ignored: {', '.join(ignored)}")
+            cfg, source = saved, resumed
             self.say(f"resuming {resumed} at step {self.trainer_state['step']} with its saved configuration")
         elif (run_dir / "last").exists():
             raise CfgrlError(f"'{run_dir}' already holds a run (its 'last' checkpoint); pass --resume to continue it, or choose another --out")

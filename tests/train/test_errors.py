@@ -65,6 +65,11 @@ def test_existing_run_is_never_overwritten_and_resume_needs_a_checkpoint(small_r
     code, lines = _train(str(store), "--labels", str(labels), "--out", str(tmp_path / "run"))
     assert code == 2 and len(lines) == 1 and "--resume" in lines[0]
     assert (tmp_path / "run" / "last").resolve() == before
+    # A resumed run keeps its saved configuration and says which given settings it ignores.
+    result = runner.invoke(app, ["train", str(store), "--labels", str(labels), "--out", str(tmp_path / "run"), "--resume",
+                                 "-o", "train.steps=2", "-o", "train.batch_size=8", "-o", "train.lr=0.5"])
+    assert result.exit_code == 0, result.output
+    assert "ignored: " in result.output and "train.lr=0.5" in result.output
 
 
 def test_fine_tune_keeps_checkpoint_stats_and_reports_a_mismatch(small_run_inputs, tmp_path):
