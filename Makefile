@@ -42,7 +42,7 @@ BASE_STEPS ?= 1500
 .PHONY: help setup base collect label train eval test bench round ablate demo clean-data
 
 help:
-	@sed -n '2,12p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '1,10p' Makefile | sed 's/^# \{0,1\}//'
 
 setup: $(SETUP)
 
