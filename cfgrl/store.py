@@ -24,7 +24,6 @@ episodes; the next writer truncates the uncommitted tails before appending.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,9 +261,6 @@ class StoreWriter:
     def num_committed(self) -> int:
         return int(self._root.attrs["num_episodes"])
 
-    def committed_episodes(self) -> pd.DataFrame:
-        return Store(self.path).episodes
-
     def append(self, episode: EpisodeData) -> None:
         self._validate(episode)
         self._buffer.append(episode)
@@ -317,7 +313,3 @@ class StoreWriter:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-
-def default_store_path(env: str, suite: str) -> Path:
-    """Where the Makefile and the commands put a store when none is named."""
-    return Path(os.environ.get("CFGRL_DATA", "data")) / env / f"{suite}.zarr"

@@ -72,7 +72,7 @@ def test_rounds_record_their_lineage(tmp_path):
     config = small_config(tmp_path)
     cfgrl("base", tmp_path / "b", "--demo-episodes", "4", "--base-steps", "2", "-c", config, cwd=tmp_path)
     base = tmp_path / "b" / "base" / "policy"
-    out = cfgrl("round", tmp_path / "rounds", "--policy", base, "--rounds", "2", "--keep-stores", "1", "-c", config, cwd=tmp_path)
+    cfgrl("round", tmp_path / "rounds", "--policy", base, "--rounds", "2", "--keep-stores", "1", "-c", config, cwd=tmp_path)
     first = json.loads((tmp_path / "rounds" / "round_001" / "round.json").read_text())
     second = json.loads((tmp_path / "rounds" / "round_002" / "round.json").read_text())
     base_id = json.loads((base / "config.json").read_text())["policy_id"]
@@ -86,7 +86,7 @@ def test_rounds_record_their_lineage(tmp_path):
     assert set(Store(second["stores"][0]).episodes.policy_id) == {first["policy_out_id"]}
     assert set(Store(second["stores"][0]).episodes.cfg_scale) == {second["collect_cfg_scale"]}
     shown = cfgrl("inspect", tmp_path / "rounds", cwd=tmp_path).stdout
-    assert first["policy_out_id"] in shown and "round 2" in shown and out.returncode == 0
+    assert first["policy_out_id"] in shown and "round 2" in shown
 
 
 def test_ablation_relabels_one_store_and_writes_a_table(tmp_path):

@@ -17,6 +17,7 @@ from typing import Annotated, Iterator, Optional
 import typer
 
 from cfgrl.cli_common import ConfigOption, OverrideOption, resolve
+from cfgrl.config import Config
 from cfgrl.errors import CfgrlError
 
 PolicyOption = Annotated[
@@ -51,19 +52,26 @@ def collect_command(
     overrides: OverrideOption = None,
 ) -> None:
     """Roll out a policy and append whole episodes, in groups of K per (task, init state), to a Zarr store."""
-    from cfgrl.collect.engine import episode_data, run_episodes
-    from cfgrl.collect.plan import env_info, groups_for_episodes, missing_specs, plan
-    from cfgrl.collect.sources import load_policy
-    from cfgrl.collect.specs import run_id
-    from cfgrl.collect.videos import require_video_support
-    from cfgrl.envs import ACTION_DIM, STATE_DIM
-    from cfgrl.store import Store, StoreLayout, StoreWriter
+    from cfgrl.collect.plan import groups_for_episodes
 
     cfg = resolve(config, overrides, *([f"collect.workers={workers}"] if workers is not None else []))
     if cfg.collect.workers is not None and cfg.collect.workers < 1:
         raise CfgrlError(f"collect.workers must be at least 1 (or null = fits the machine), got {cfg.collect.workers}")
     if episodes is not None:
         cfg.collect.groups = groups_for_episodes(episodes, cfg.collect.group_size)
+    collect(cfg, store, policy, shard, num_shards)
+
+
+def collect(cfg: Config, store: Path, policy: str | None, shard: int = 0, num_shards: int = 1) -> None:
+    """Collect this shard's missing episodes of ``cfg``'s group grid into ``store`` (resumable)."""
+    from cfgrl.collect.engine import episode_data, run_episodes
+    from cfgrl.collect.plan import env_info, missing_specs, plan
+    from cfgrl.collect.sources import load_policy
+    from cfgrl.collect.specs import run_id
+    from cfgrl.collect.videos import require_video_support
+    from cfgrl.envs import ACTION_DIM, STATE_DIM
+    from cfgrl.store import Store, StoreLayout, StoreWriter
+
     info = env_info(cfg.env)
     specs = plan(cfg, info, shard, num_shards)
     layout = StoreLayout(info.camera_names, (info.image_size, info.image_size, 3), STATE_DIM, ACTION_DIM)

@@ -15,9 +15,9 @@ from cfgrl.config import Config, with_overrides
 
 
 def collect(cfg: Config, store: Path, policy: str | Path | None) -> None:
-    from cfgrl.collect.cli import collect_command
+    from cfgrl.collect.cli import collect
 
-    collect_command(store=store, policy=None if policy is None else str(policy), config=None, overrides=_as_overrides(cfg))
+    collect(cfg, store, None if policy is None else str(policy))
 
 
 def label(cfg: Config, stores: list[Path], out_dir: Path | None = None) -> Path:
@@ -47,7 +47,3 @@ def evaluate(cfg: Config, policy: Path, out_dir: Path, baseline: Path | None = N
 
     return evaluate_policy(cfg, policy, out_dir, baseline_dir=baseline)
 
-
-def _as_overrides(cfg: Config) -> list[str]:
-    """The resolved config as overrides, so a command function sees exactly ``cfg``."""
-    return [f"{section}.{key}={json.dumps(value)}" for section, body in cfg.to_dict().items() for key, value in body.items()]
