@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/collect_throughput.py                     # builtin: env alone + collect
     .venv/bin/python bench/collect_throughput.py --env libero --suite libero_spatial --image-size 224 \
-        --steps 40 --episodes 4 --group-size 2 --max-steps 60
+        --episodes 8 --group-size 2
 
 Numbers are control steps per second. "env alone" is one process stepping with random actions
 (images rendered at the policy's query steps only, as the engine does, and again rendering every
@@ -47,35 +47,55 @@ def env_alone(env_cfg: EnvConfig, steps: int, render_every: int) -> float:
     return rate
 
 
-def through_collect(env_args: list[str], policy: list[str], episodes: int, workers: int) -> tuple[float, int, float]:
-    """(steps/s, steps, seconds) of `cfgrl collect` into a fresh temporary store."""
+def through_collect(env_args: list[str], policy: list[str], episodes: int, workers: int) -> tuple[float, int, float, str]:
+    """(steps/s, steps, seconds, the collector's time-split line) of `cfgrl collect` into a fresh store."""
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "bench.zarr"
         command = [sys.executable, "-m", "cfgrl.cli", "collect", str(store), *policy, "--episodes", str(episodes),
                    "--workers", str(workers), *env_args]
         started = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        done = subprocess.run(command, check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         seconds = time.perf_counter() - started
         steps = Store(store).num_steps
-    return steps / seconds, steps, seconds
+    split = next((line for line in done.stdout.splitlines() if line.startswith("collector time:")), "")
+    return steps / seconds, steps, seconds, split
 
 
-def _plain_worker(args: tuple[EnvConfig, int]) -> float:
-    env_cfg, steps = args
-    return env_alone(env_cfg, steps, render_every=1)
+def plain_loop(args: tuple[EnvConfig, int]) -> tuple[int, float]:
+    """One process of the plain loop: whole episodes (settle steps, then random actions until
+    ``max_steps``), rendering both cameras at every step; (steps, seconds), env start-up excluded."""
+    env_cfg, episodes = args
+    env = make_env(env_cfg)
+    task = env.tasks()[0]
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(task.max_steps, 7)).astype(np.float32)
+    env.reset(task.task_id, 0, 0)  # the first reset builds the simulator: start-up, not timed
+    steps, started = 0, time.perf_counter()
+    for episode in range(episodes):
+        env.reset(task.task_id, episode % task.num_init_states, episode)
+        for _ in range(env.num_wait_steps):
+            env.step(env.wait_action, render=True)
+        for action in actions:
+            env.step(action, render=True)
+        steps += env.num_wait_steps + len(actions)
+    seconds = time.perf_counter() - started
+    env.close()
+    return steps, seconds
 
 
-def compare_with_plain_loop(env_cfg: EnvConfig, env_args: list[str], episodes: int, workers: int, steps: int) -> None:
+def compare_with_plain_loop(env_cfg: EnvConfig, env_args: list[str], episodes: int, workers: int, plain_episodes: int) -> None:
     """The tracked comparison: `cfgrl collect` with ``workers`` workers and a fresh tiny policy against
     a plain loop in the same number of processes, each stepping the env and rendering every camera at
-    every step. The plain rate excludes start-up; the collect rate includes it (pessimistic)."""
+    every step. Both play whole episodes of the same length (a fresh policy never succeeds early).
+    The plain rate excludes start-up; the collect rate includes it (pessimistic)."""
     import multiprocessing
 
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        plain = sum(pool.map(_plain_worker, [(env_cfg, steps)] * workers))
-    rate, n, seconds = through_collect(env_args, [], episodes, workers)
+        runs = pool.map(plain_loop, [(env_cfg, plain_episodes)] * workers)
+    plain = sum(steps / seconds for steps, seconds in runs)
+    rate, n, seconds, split = through_collect(env_args, [], episodes, workers)
     print(f"plain loop, {workers} processes, every camera every step: {plain:8.2f} steps/s")
     print(f"cfgrl collect, {workers} workers, fresh tiny PI0: {rate:8.2f} steps/s ({n} steps in {seconds:.1f} s, start-up included)")
+    print(f"  {split}")
     print(f"collect / plain loop: {rate / plain:.2f}x (target >= 3x)")
 
 
@@ -84,11 +104,12 @@ def main() -> None:
     parser.add_argument("--env", default="builtin", choices=["builtin", "libero"])
     parser.add_argument("--suite", default="reach")
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=20000, help="env-alone steps")
+    parser.add_argument("--steps", type=int, default=20000, help="builtin: env-alone steps")
     parser.add_argument("--episodes", type=int, default=64, help="episodes per collect run")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--group-size", type=int, default=8, help="K of the collect runs")
-    parser.add_argument("--max-steps", type=int, default=None, help="episode step limit (shorter LIBERO runs)")
+    parser.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: the suite's)")
+    parser.add_argument("--plain-episodes", type=int, default=1, help="LIBERO: episodes per process of the plain loop")
     args = parser.parse_args()
     env_cfg = EnvConfig(name=args.env, suite=args.suite, image_size=args.image_size)
     env_args = ["-o", f"env.name={args.env}", "-o", f"env.suite={args.suite}", "-o", f"env.image_size={args.image_size}"]
@@ -97,13 +118,13 @@ def main() -> None:
         env_args += ["-o", f"env.max_steps={args.max_steps}"]
     env_args += ["-o", f"collect.group_size={args.group_size}"]
     if args.env == "libero":
-        compare_with_plain_loop(env_cfg, env_args, args.episodes, args.workers, args.steps)
+        compare_with_plain_loop(env_cfg, env_args, args.episodes, args.workers, args.plain_episodes)
         return
     print(f"builtin env alone, render at query steps (every 5th): {env_alone(env_cfg, args.steps, 5):8.0f} steps/s")
     print(f"builtin env alone, render every step:                 {env_alone(env_cfg, args.steps, 1):8.0f} steps/s")
-    rate, n, seconds = through_collect(env_args, ["--policy", "scripted:0.3"], args.episodes, args.workers)
+    rate, n, seconds, _ = through_collect(env_args, ["--policy", "scripted:0.3"], args.episodes, args.workers)
     print(f"cfgrl collect, scripted expert, {args.workers} workers: {rate:8.0f} steps/s ({n} steps in {seconds:.1f} s, start-up included)")
-    rate, n, seconds = through_collect(env_args, [], max(2, args.episodes // 8), args.workers)
+    rate, n, seconds, _ = through_collect(env_args, [], max(2, args.episodes // 8), args.workers)
     print(f"cfgrl collect, fresh tiny PI0, {args.workers} workers:  {rate:8.0f} steps/s ({n} steps in {seconds:.1f} s, start-up included)")
 
 

@@ -40,6 +40,25 @@ LIBERO_WORKER_GB = 2.4  # measured 2.2-2.4 GB per LIBERO env process
 BUILTIN_WORKERS = 8  # builtin workers are cheap; more of them make bigger policy batches
 
 
+@dataclass
+class EngineTime:
+    """Where the main process spent its wall time: the collector's own overhead is ``store_s + pipe_s``
+    (writing finished episodes, moving messages through the pipes); the rest is the policy and waiting
+    for the environment workers."""
+
+    policy_s: float = 0.0
+    store_s: float = 0.0
+    pipe_s: float = 0.0  # pickling and sending, and unpickling replies that have arrived
+    wall_s: float = 0.0
+
+    def line(self) -> str:
+        wall = max(self.wall_s, 1e-9)
+        waiting = max(0.0, self.wall_s - self.policy_s - self.store_s - self.pipe_s)
+        parts = [("policy", self.policy_s), ("storing episodes", self.store_s), ("pipes", self.pipe_s),
+                 ("waiting for environments", waiting)]
+        return "collector time: " + ", ".join(f"{name} {sec:.1f} s ({sec / wall:.0%})" for name, sec in parts)
+
+
 @dataclass(frozen=True)
 class EpisodeResult:
     spec: EpisodeSpec
@@ -83,8 +102,9 @@ def _available_memory_gb() -> float:
 class WorkerPool:
     """``n`` spawned processes, each serving one environment over a pipe."""
 
-    def __init__(self, env_cfg: EnvConfig, n: int):
+    def __init__(self, env_cfg: EnvConfig, n: int, clock: EngineTime):
         ctx = mp.get_context("spawn")
+        self.clock = clock
         self.conns, self.procs = [], []
         for _ in range(n):
             parent, child = ctx.Pipe()
@@ -95,12 +115,15 @@ class WorkerPool:
             self.procs.append(proc)
 
     def send(self, worker: int, message: tuple) -> None:
+        started = time.perf_counter()
         self.conns[worker].send(message)
+        self.clock.pipe_s += time.perf_counter() - started
 
     def recv(self, worker: int) -> tuple[str, Any]:
         conn = self.conns[worker]
         if not conn.poll(WORKER_TIMEOUT_S):
             raise RuntimeError(f"environment worker {worker} did not answer within {WORKER_TIMEOUT_S:.0f} s")
+        started = time.perf_counter()
         try:
             reply = conn.recv()
         except EOFError:
@@ -110,6 +133,7 @@ class WorkerPool:
         if reply[0] == "error":
             _, message, bad_input = reply
             raise CfgrlError(message) if bad_input else RuntimeError(f"environment worker {worker} failed: {message}")
+        self.clock.pipe_s += time.perf_counter() - started
         return reply
 
     def wait_any(self, workers: list[int]) -> list[int]:
@@ -164,12 +188,15 @@ def run_episodes(
     results: list[EpisodeResult] = []
     bar = tqdm(total=len(specs), unit="ep", disable=not progress, dynamic_ncols=True)
     started = time.monotonic()
+    clock = EngineTime()
     env_steps = wins = 0
 
     def finish(index: int, spec: EpisodeSpec, episode: FinishedEpisode) -> None:
         nonlocal env_steps, wins
         if on_episode is not None:
+            started_store = time.perf_counter()
             on_episode(spec, episode)
+            clock.store_s += time.perf_counter() - started_store
         if episode.video is not None and video_dir is not None:
             write_video(video_dir / f"episode{index:05d}_group{spec.group_id}_rollout{spec.rollout_index}.mp4", episode.video)
         env_steps += len(episode.action)
@@ -180,18 +207,32 @@ def run_episodes(
         bar.set_postfix_str(f"success {wins}/{len(results)}, {rate:.0f} env-steps/s", refresh=False)
         bar.update(1)
 
-    pool = WorkerPool(env_cfg, num_workers)
+    pool = WorkerPool(env_cfg, num_workers, clock)
     try:
         pending = deque(enumerate(specs))
         if isinstance(policy, ScriptedExpert):
             _run_scripted(pool, policy, pending, replan_steps, videos, finish)
         else:
-            sample = partial(query_chunks, policy, cfg_scale=cfg_scale, num_steps=num_steps)
+            sample = _timed(partial(query_chunks, policy, cfg_scale=cfg_scale, num_steps=num_steps), clock)
             _run_batched(pool, sample, pending, replan_steps, videos, finish)
     finally:
         pool.close()
         bar.close()
+    clock.wall_s = time.monotonic() - started
+    if progress:
+        print(clock.line())
     return results
+
+
+def _timed(sample: Callable, clock: EngineTime) -> Callable:
+    def timed_sample(*args):
+        started = time.perf_counter()
+        try:
+            return sample(*args)
+        finally:
+            clock.policy_s += time.perf_counter() - started
+
+    return timed_sample
 
 
 def _run_batched(pool: WorkerPool, sample: Callable, pending: deque, replan_steps: int, videos: int,

@@ -171,7 +171,8 @@ class BuiltinEnv:
         self._sim: SimState | None = None
         self._noise_rng: np.random.Generator | None = None
         self._expert_rng: np.random.Generator | None = None
-        self._expert_draw = 0.0
+        self._expert_draw = self._fumble_draw = 0.0
+        self._fumbled = False
 
     def tasks(self) -> list[TaskInfo]:
         return list(self._tasks)
@@ -190,11 +191,12 @@ class BuiltinEnv:
         episode_rng = np.random.default_rng([_LAYOUT_SALT, task_id, init_state_id, seed])
         self._noise_rng, self._expert_rng = episode_rng.spawn(2)
         self._expert_draw = float(self._expert_rng.random())  # decides whether a noisy expert errs
+        self._fumble_draw = float(self._expert_rng.random())  # decides whether it fumbles, and where
         start = start + self._noise_rng.uniform(-START_JITTER, START_JITTER, size=2)
         self._sim = SimState(
             pos=start, vel=np.zeros(2), grip=0.0, balls=balls, target=task_id, held=-1, hold_steps=0, steps=0
         )
-        self._prev_grip = 0.0
+        self._fumbled = False
         self._prompt = self._tasks[task_id].prompt
         return self._observation(render=True)
 
@@ -205,30 +207,37 @@ class BuiltinEnv:
         if action.shape != (ACTION_DIM,):
             raise ValueError(f"expected an action of shape ({ACTION_DIM},), got {action.shape}")
         disturbance = self._noise_rng.normal(0.0, VELOCITY_NOISE, size=2)
-        self._prev_grip = self._sim.grip
         self._sim = advance(self._sim, action, disturbance)
         success = is_success(self._sim)
         return StepResult(obs=self._observation(render), reward=1.0 if success else 0.0, success=success)
 
     def scripted_chunk(self, noise: float, horizon: int = 50) -> np.ndarray:
         """The scripted expert's next action chunk (horizon, ACTION_DIM) from the privileged state."""
-        from cfgrl.envs.scripted import expert_chunk
+        from cfgrl.envs.scripted import expert_chunk, fumble_distance
 
         if self._sim is None:
             raise RuntimeError("scripted_chunk() before reset()")
-        return expert_chunk(self._sim, noise, self._expert_draw, self._expert_rng, horizon)
+        if self._sim.grip >= CLOSED:
+            self._fumbled = True  # the gripper has closed once: a planned fumble has happened
+        fumble_at = None if self._fumbled else fumble_distance(noise, self._fumble_draw)
+        return expert_chunk(self._sim, noise, self._expert_draw, self._expert_rng, horizon, fumble_at)
 
     def close(self) -> None:
         self._sim = None
 
     def _state_vector(self) -> np.ndarray:
+        """8-d laid out like LIBERO's (position 3, orientation 3, gripper 2): the effector's x, y and
+        height (always 0 on this flat table), its orientation (it never turns: 0, 0, 0), the gripper's
+        closure and a touch sensor (something, not saying what, is held).
+
+        Deliberately no clock, velocity or gripper rate: behaviour cloning latches onto such features
+        (measured with an elapsed-time feature: the cloned policy closed the gripper at steps 19-28
+        wherever it was; velocity and gripper rate let it copy its previous action instead of looking
+        for the named ball). LIBERO's state has none of them either.
+        """
         sim = self._sim
-        holding = 1.0 if sim.held >= 0 else 0.0  # a touch sensor: something (not saying what) is held
-        return np.array(
-            [sim.pos[0], sim.pos[1], sim.vel[0] / MAX_SPEED, sim.vel[1] / MAX_SPEED, sim.grip, holding,
-             (sim.grip - self._prev_grip) / GRIP_RATE, sim.steps / self.max_steps],
-            dtype=np.float32,
-        )
+        holding = 1.0 if sim.held >= 0 else 0.0
+        return np.array([sim.pos[0], sim.pos[1], 0.0, 0.0, 0.0, 0.0, sim.grip, holding], dtype=np.float32)
 
     def _observation(self, render: bool) -> Observation:
         images = None

@@ -158,13 +158,23 @@ class LiberoEnv:
             raise CfgrlError(f"init state {init_state_id} is out of range; task {task_id} of {self.suite} has 0..{count - 1}")
 
     def reset(self, task_id: int, init_state_id: int, seed: int) -> Observation:
-        """Rebuild the scene (LIBERO's hard reset), then set the benchmark's init state ``init_state_id``."""
+        """Reset the simulator, then set the benchmark's init state ``init_state_id``.
+
+        The simulator is built once per task with robosuite's soft reset: LIBERO's default hard reset
+        re-parses the scene XML and rebuilds the simulator and its GL context on every episode (~3 s
+        here), although the init state then overwrites the whole physical state anyway. A soft reset
+        followed by ``set_init_state`` replays an episode exactly as a freshly built env does (tested).
+        """
         self.check_episode(task_id, init_state_id)
         if self._sim_task != task_id:
             self._open_task(task_id)
         # LIBERO seeds numpy's global (32-bit) generator; episode seeds are wider. The init state fixes the scene.
         self._sim.seed(seed % 2**32)
         self._sim.reset()
+        for robot in self._sim.env.robots:
+            # The one piece of state a soft reset keeps: the gripper's smoothed command (robosuite
+            # ramps it by a fixed speed per step), which only a rebuilt gripper model starts at zero.
+            robot.gripper.current_action = np.zeros(robot.gripper.dof)
         raw = self._sim.set_init_state(self._task_init_states(task_id)[init_state_id])
         return Observation(images=self.render(), state=state_vector(raw), prompt=self._prompt)
 
@@ -213,6 +223,7 @@ class LiberoEnv:
                 camera_names=list(CAMERAS.values()), camera_heights=self.image_size, camera_widths=self.image_size,
                 use_camera_obs=False,  # cameras are drawn by render(), only when asked
                 ignore_done=True,  # episode length is the engine's business, not robosuite's horizon
+                hard_reset=False,  # see reset()
             )
         self._sim_task = task_id
         self._prompt = task.language

@@ -60,6 +60,9 @@ def test_collect_writes_every_field_as_the_env_produced_it(tmp_path):
     out = cfgrl("collect", str(store_path), "--policy", "scripted:0.4", "--episodes", "5", "--workers", "2",
                 "-o", "collect.group_size=3", *ENV)
     assert "2 groups x K=3" in out.stdout and "collected 6 episodes" in out.stdout
+    split = next(line for line in out.stdout.splitlines() if line.startswith("collector time: "))
+    for part in ("policy", "storing episodes", "pipes", "waiting for environments"):
+        assert f"{part} " in split
     store = Store(store_path)
     ep = store.episodes.sort_values(["group_id", "rollout_index"])
     expected = group_specs([0, 1, 2, 3], list(range(50)), 2, 3, 0)

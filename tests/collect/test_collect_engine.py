@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from cfgrl.collect.engine import default_workers, run_episodes
+from cfgrl.collect.engine import EngineTime, default_workers, run_episodes
 from cfgrl.collect.sources import ScriptedExpert, load_policy
 from cfgrl.collect.specs import group_specs
 from cfgrl.config import EnvConfig, load_config
@@ -84,3 +84,9 @@ def test_a_checkpoint_without_the_env_cameras_is_refused_before_any_rollout(tmp_
     PI0Policy(PI0Config.from_preset("tiny", camera_names=("agentview",), image_size=32)).save_pretrained(tmp_path / "one_cam")
     with pytest.raises(CfgrlError, match="has no camera wrist"):
         load_policy(str(tmp_path / "one_cam"), load_config(), CAMERAS, 32)
+
+
+def test_engine_time_split_names_the_collectors_own_overhead():
+    split = EngineTime(policy_s=6.0, store_s=1.0, pipe_s=0.5, wall_s=10.0).line()
+    assert split == ("collector time: policy 6.0 s (60%), storing episodes 1.0 s (10%), pipes 0.5 s (5%), "
+                     "waiting for environments 2.5 s (25%)")

@@ -7,9 +7,11 @@ import pytest
 
 from cfgrl.config import EnvConfig
 from cfgrl.envs import ACTION_DIM, STATE_DIM, make_env
-from cfgrl.envs.builtin import HOLD_STEPS, BuiltinEnv, initial_layout
+from cfgrl.envs.builtin import CLOSED, HOLD_STEPS, BuiltinEnv, initial_layout
 from cfgrl.envs.scripted import chosen_ball, parse_noise, policy_id
 from cfgrl.errors import CfgrlError
+
+GRIP, TOUCH = 6, 7  # state indices of the gripper closure and the touch sensor
 
 
 @pytest.fixture
@@ -95,7 +97,7 @@ def test_perfect_expert_succeeds_with_reward_on_the_success_step_only(env):
     assert successes[-1] and not any(successes[:-1])
     assert rewards[-1] == 1.0 and sum(rewards[:-1]) == 0.0
     assert 10 <= len(rewards) <= 45  # a multi-step sequence, done well within max_steps
-    assert result.obs.state[5] == 1.0  # the touch sensor reports the held ball
+    assert result.obs.state[TOUCH] == 1.0  # the touch sensor reports the held ball
 
 
 def test_doing_nothing_or_grasping_the_wrong_ball_never_succeeds(env):
@@ -107,11 +109,30 @@ def test_doing_nothing_or_grasping_the_wrong_ball_never_succeeds(env):
     assert not success
 
 
+def test_noisy_expert_fumbles_then_opens_and_still_succeeds(env):
+    """A noisy expert sometimes closes the gripper over empty table (state: closed, nothing held),
+    then opens it and goes on; the perfect expert never does."""
+    def closed_on_nothing(states: np.ndarray) -> np.ndarray:
+        return (states[:, GRIP] >= CLOSED) & (states[:, TOUCH] == 0.0)
+
+    recovered = 0
+    for task in range(4):
+        for init in range(6):
+            success, _, states, _ = rollout(env, task, init, seed=init, noise=0.5)
+            fumbled = closed_on_nothing(states)
+            if fumbled.any() and success:
+                first = int(np.argmax(fumbled))
+                assert (states[first:, GRIP] < CLOSED).any()  # it opened again before the successful grasp
+                recovered += 1
+            assert not closed_on_nothing(rollout(env, task, init, seed=init, noise=0.0)[2]).any()
+    assert recovered >= 2
+
+
 def test_holding_must_last(env):
     """Closing on the named ball and opening at once is not a success: it must be held."""
     success, steps, states, actions = rollout(env, 2, 2, seed=1, noise=0.0)
     assert success
-    grasp = int(np.argmax(states[:, 5] > 0))  # first step with the ball in hand
+    grasp = int(np.argmax(states[:, TOUCH] > 0))  # first step with the ball in hand
     assert steps - grasp == HOLD_STEPS
 
 
