@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/collect_throughput.py                     # builtin: env alone + collect
     .venv/bin/python bench/collect_throughput.py --env libero --suite libero_spatial --image-size 224 \
-        --episodes 8 --group-size 2
+        --episodes 16 --group-size 2
 
 Numbers are control steps per second. "env alone" is one process stepping with random actions
 (images rendered at the policy's query steps only, as the engine does, and again rendering every

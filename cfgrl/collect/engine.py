@@ -187,7 +187,7 @@ def run_episodes(
     num_workers = min(workers or default_workers(env_cfg, len(specs)), len(specs))
     results: list[EpisodeResult] = []
     bar = tqdm(total=len(specs), unit="ep", disable=not progress, dynamic_ncols=True)
-    started = time.monotonic()
+    started = time.perf_counter()
     clock = EngineTime()
     env_steps = wins = 0
 
@@ -203,7 +203,7 @@ def run_episodes(
         length = len(episode.action) - episode.num_wait_steps
         results.append(EpisodeResult(spec, episode.success, length, episode.prompt))
         wins += episode.success
-        rate = env_steps / max(time.monotonic() - started, 1e-9)
+        rate = env_steps / max(time.perf_counter() - started, 1e-9)
         bar.set_postfix_str(f"success {wins}/{len(results)}, {rate:.0f} env-steps/s", refresh=False)
         bar.update(1)
 
@@ -218,7 +218,7 @@ def run_episodes(
     finally:
         pool.close()
         bar.close()
-    clock.wall_s = time.monotonic() - started
+    clock.wall_s = time.perf_counter() - started
     if progress:
         print(clock.line())
     return results
