@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/first_heading.py POLICY_DIR [--cfg-scale W] [--samples 4]
 
-For every task of the built-in `reach` suite and held-out init states 40-49, the policy samples its
+For every task of the built-in `reach` suite and the given init states (default: held-out 40-49), the policy samples its
 first chunk from the reset observation; the mean (x, y) of its first 10 actions is compared with the
 direction to each ball. A policy that ignores the prompt picks the named ball about 1 time in 4
 (four balls); the scripted expert at noise N picks it with probability 1 - N.
@@ -19,7 +19,6 @@ from cfgrl.config import EnvConfig
 from cfgrl.envs.builtin import BuiltinEnv
 from cfgrl.policy import PI0Policy
 
-HELD_OUT = range(40, 50)
 LOOK_AHEAD = 10  # actions averaged into the heading
 
 
@@ -28,13 +27,16 @@ def main() -> None:
     parser.add_argument("policy")
     parser.add_argument("--cfg-scale", type=float, default=1.0)
     parser.add_argument("--samples", type=int, default=4, help="flow-noise samples per (task, init state)")
+    parser.add_argument("--init-states", default="40-49", help="first-last init states probed (default: the held-out 40-49)")
     args = parser.parse_args()
+    first, last = (int(i) for i in args.init_states.split("-"))
+    init_states = range(first, last + 1)
     torch.manual_seed(0)
     policy = PI0Policy.from_pretrained(args.policy).eval()
     env = BuiltinEnv(EnvConfig(image_size=policy.config.image_size))
     hits = total = 0
     for task in env.tasks():
-        for init in HELD_OUT:
+        for init in init_states:
             obs = env.reset(task.task_id, init, seed=0)
             sim = env._sim
             batch = {"images": {k: np.repeat(v[None], args.samples, 0) for k, v in obs.images.items()},
