@@ -35,8 +35,8 @@ endif
 POLICY_FLAG := $(if $(POLICY),--policy $(POLICY),)
 
 # The built-in base policy: behaviour cloning on noisy scripted demonstrations (`cfgrl base`).
-DEMO_NOISE ?= 0.5
-DEMO_EPISODES ?= 256
+DEMO_NOISE ?= 0.3
+DEMO_EPISODES ?= 512
 BASE_STEPS ?= 1500
 
 .PHONY: help setup base collect label train eval test bench round ablate demo clean-data
@@ -99,8 +99,10 @@ ablate: collect
 	$(CFGRL) ablate $(STORE) $(POLICY_FLAG) --out $(DATA)/ablate -c $(CONFIG)
 	@echo "ablate: table and plot in $(DATA)/ablate"
 
+# The demonstration sweeps w = 5 too (the issue's set); everything else is the main job's configuration.
 demo: | $(SETUP)
-	$(CFGRL) demo data/builtin/demo -c configs/demo.yaml
+	$(CFGRL) demo data/builtin/demo --demo-noise $(DEMO_NOISE) --demo-episodes $(DEMO_EPISODES) --base-steps $(BASE_STEPS) \
+	  -c configs/builtin.yaml -o 'evaluate.cfg_scales=[0, 1, 1.5, 2, 3, 5]'
 	@echo "demo: report in data/builtin/demo/report.md"
 
 test: | $(SETUP)

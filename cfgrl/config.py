@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import json
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,7 @@ class EnvConfig:
     name: str = _f("builtin", "environment backend: builtin | libero")
     suite: str = _f("reach", "task suite: builtin 'reach'; LIBERO libero_spatial|libero_object|libero_goal|libero_10|libero_90")
     tasks: list[int] | None = _f(None, "task ids to use (null = every task of the suite)")
-    init_states: list[int] | None = _f(None, "init-state ids to use (null = the suite's default set)")
+    init_states: list[int] | None = _f(None, "init-state ids to use, a list whose items may be ranges first-last (null = every init state of the suite)")
     max_steps: int | None = _f(None, "episode step limit (null = the suite's default)")
     image_size: int = _f(64, "rendered camera resolution (square); LIBERO uses 224")
 
@@ -117,7 +118,7 @@ class TrainConfig:
 class EvaluateConfig:
     cfg_scales: list[float] = _f([0.0, 1.0, 1.5, 2.0, 3.0], "guidance weights to sweep")
     episodes_per_init: int = _f(1, "episodes per (task, init state) for each w")
-    init_states: list[int] | None = _f(None, "init-state ids to evaluate on, e.g. held-out ones (null = env.init_states)")
+    init_states: list[int] | None = _f(None, "init-state ids to evaluate on, e.g. held-out ones; items may be ranges first-last (null = env.init_states)")
     protocol: str = _f("custom", "custom | libero (every task, its 50 init states, one episode each)")
     seed: int = _f(1000, "base seed of the evaluation episodes (shared by every w)")
     videos: int = _f(0, "MP4s of the first N episodes per w")
@@ -193,6 +194,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     if typing.get_origin(base) is list:
         (elem,) = typing.get_args(base)
         items = value if isinstance(value, (list, tuple)) else [value]
+        if elem is int:
+            items = [n for item in items for n in _int_range(key, item)]
         return [_coerce(f"{key}[]", v, elem) for v in items]
     if base is bool and not isinstance(value, bool):
         raise CfgrlError(f"config key '{key}' expects true or false, got {value!r}")
@@ -210,6 +213,16 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     if base is str and not isinstance(value, str):
         raise CfgrlError(f"config key '{key}' expects a string, got {value!r}")
     return value
+
+
+def _int_range(key: str, item: Any) -> list[Any]:
+    """An integer-list item written as an inclusive range, "50-499", expands to its integers."""
+    if not isinstance(item, str) or not re.fullmatch(r"\s*\d+\s*-\s*\d+\s*", item):
+        return [item]
+    first, last = (int(part) for part in item.split("-"))
+    if last < first:
+        raise CfgrlError(f"config key '{key}': range '{item.strip()}' is empty; write first-last with first <= last")
+    return list(range(first, last + 1))
 
 
 def _apply(cfg: Config, key: str, value: Any) -> None:

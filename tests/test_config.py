@@ -30,6 +30,18 @@ def test_precedence_cli_over_env_over_yaml_over_defaults(tmp_path):
     assert cfg.cfgrl.dropout_prob == 0.2
 
 
+def test_integer_lists_take_inclusive_ranges(tmp_path):
+    path = write_yaml(tmp_path, {"env": {"init_states": "50-54"}, "evaluate": {"init_states": ["0-2", 9]}})
+    cfg = load_config(path, environ={})
+    assert cfg.env.init_states == [50, 51, 52, 53, 54]
+    assert cfg.evaluate.init_states == [0, 1, 2, 9]
+    assert load_config(None, ["env.tasks=[3-3]"], environ={}).env.tasks == [3]
+    with pytest.raises(CfgrlError, match="range '5-2' is empty"):
+        load_config(None, ["env.init_states=5-2"], environ={})
+    with pytest.raises(CfgrlError, match="expects an integer"):
+        load_config(None, ["env.init_states=[1-x]"], environ={})
+
+
 def test_overrides_are_typed(tmp_path):
     cfg = load_config(None, ["cfgrl.label_threshold=0.25", "evaluate.cfg_scales=[0, 2]", "env.tasks=[1,2]",
                              "cfgrl.use_prefix_dropout=true"], environ={})

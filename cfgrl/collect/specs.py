@@ -33,12 +33,23 @@ def episode_seed(base_seed: int, group_id: int, rollout_index: int) -> int:
 
 
 def group_grid(tasks: list[int], init_states: list[int], num_groups: int) -> list[tuple[int, int]]:
-    """(task, init state) of groups 0..num_groups-1: cycle over tasks fastest, so any prefix is balanced
-    across tasks; past tasks x init states the grid repeats (new group ids, so new seeds)."""
+    """(task, init state) of groups 0..num_groups-1.
+
+    Tasks cycle fastest, so any prefix is balanced across tasks. Each task walks the init states from
+    its own starting point, spread evenly over the list, so a prefix also spreads over init states:
+    32 groups of 4 tasks visit 32 init states, not 8 (on the built-in env, where one init state is one
+    scene for every task, that is 32 scenes to learn from, not 8). Every (task, init state) comes once
+    per pass; past a pass the grid repeats (new group ids, so new seeds)."""
     if not tasks or not init_states:
         raise CfgrlError("no task or no init state selected; check env.tasks and env.init_states")
-    cells = len(tasks) * len(init_states)
-    return [(tasks[(g % cells) % len(tasks)], init_states[(g % cells) // len(tasks)]) for g in range(num_groups)]
+    num_tasks, num_inits = len(tasks), len(init_states)
+    spacing = num_inits // num_tasks
+    grid = []
+    for g in range(num_groups):
+        cell = g % (num_tasks * num_inits)
+        task, step = cell % num_tasks, cell // num_tasks
+        grid.append((tasks[task], init_states[(step + task * spacing) % num_inits]))
+    return grid
 
 
 def shard_groups(num_groups: int, shard: int, num_shards: int) -> list[int]:

@@ -1,15 +1,25 @@
 """The built-in ``reach`` suite: a fast 2-D grasping world drawn with numpy.
 
-Every scene holds four coloured balls (red, green, blue, yellow) on a table seen from above; the
-tasks differ only by the prompt ("grasp the red ball", ...). The ball positions are not in the
-state, so a policy must find the named colour in the images. Success takes a sequence: move the
-effector over the named ball with the gripper open, close the gripper on it (a grasp registers only
-when the gripper closes within reach of a ball) and hold it for ``HOLD_STEPS`` steps. Grasping the
-wrong ball is recoverable: open the gripper, move on.
+Every scene holds four coloured balls on a table seen from above, one in each quarter of the table;
+the tasks differ only by the prompt, which names a quarter ("grasp the top left ball", ...). An init
+state fixes where each ball sits inside its quarter, which colour it has and where the effector
+starts (near the centre); it is the same scene for every task. The ball positions are not in the
+state, so a policy must read the prompt to know where to head and find the ball in the images to
+grasp it. Success takes a sequence: move the effector over the named ball with the gripper open,
+close the gripper on it (a grasp registers only when the gripper closes within reach of a ball) and
+hold it for ``HOLD_STEPS`` steps. Grasping the wrong ball is recoverable: open the gripper, move on.
+
+Why a quarter and not a colour: the prompt first named a colour ("grasp the red ball"), and a tiny
+PI0 trained from scratch on a CPU never learnt to bind the colour word to the ball of that colour
+(the share of its first chunks heading for the named ball stayed at chance, 0.2-0.3, even with
+1024 perfect-ish demonstrations, a word-level tokenizer, 4 layers or double width; measured with
+``scripts/first_heading.py``), while it reads a quarter from the prompt within a few hundred steps
+(0.85-0.95). A policy that ignores the prompt picks the named ball by luck, and then CFGRL has no
+choice to sharpen: the wrong-ball failure only gives RL labels something to improve on when the
+policy can tell the balls apart by the prompt.
 
 Why these dynamics: smooth first-order velocity control, a generous grasp radius and well-separated
-balls make the task learnable by a tiny vision-language policy imitating noisy demonstrations,
-while the wrong-ball failure mode gives RL labels something to improve on.
+balls make the task learnable by a tiny vision-language policy imitating noisy demonstrations.
 
 World units: the table is [-1, 1]^2; the effector moves at most ``MAX_SPEED`` per step. The episode
 ``seed`` jitters the start position and adds small velocity noise, so K rollouts from one init state
@@ -28,9 +38,13 @@ from cfgrl.errors import CfgrlError
 
 SUITES = ("reach",)
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 230), "yellow": (235, 200, 30)}
-COLOUR_NAMES = tuple(COLOURS)
-NUM_INIT_STATES = 50
-DEFAULT_MAX_STEPS = 80
+PLACES = ("top left", "top right", "bottom left", "bottom right")  # task i names the ball in quarter i
+PLACE_CENTRES = np.array([[-0.5, 0.5], [0.5, 0.5], [-0.5, -0.5], [0.5, -0.5]])
+NUM_INIT_STATES = 500
+# The scripted expert finishes within 20 steps at any noise (14 typical); like LIBERO's limits (about
+# 2-3x a demonstration's length), 50 leaves a policy room to be slow or to recover from a fumble, while
+# a stuck policy's failed episode does not fill the store with 80 steps of waiting.
+DEFAULT_MAX_STEPS = 50
 
 MAX_SPEED = 0.07  # world units per step at |action| = 1
 VELOCITY_LAG = 0.4  # v <- lag * v + (1 - lag) * commanded velocity
@@ -42,8 +56,8 @@ HOLD_STEPS = 3  # steps the named ball must be held for success
 START_JITTER = 0.05  # per-episode uniform jitter of the start position
 VELOCITY_NOISE = 0.004  # per-step std of the velocity disturbance
 WALL = 0.95  # the effector stays inside [-WALL, WALL]^2
-GRID = np.array([-0.65, 0.0, 0.65])  # balls and start sit on jittered cells of this 3x3 grid
-CELL_JITTER = 0.08
+PLACE_JITTER = 0.2  # a ball sits uniformly within this distance (per axis) of its quarter's centre
+START_SPREAD = 0.15  # the effector starts uniformly within this distance (per axis) of the table centre
 _LAYOUT_SALT = 0x5EAC4
 
 
@@ -54,8 +68,9 @@ class SimState:
     pos: np.ndarray  # (2,) effector position
     vel: np.ndarray  # (2,) effector velocity
     grip: float  # closure, 0 open .. 1 closed
-    balls: np.ndarray  # (4, 2) ball positions, in COLOUR_NAMES order
-    target: int  # index of the named ball
+    balls: np.ndarray  # (4, 2) ball positions; ball i sits in quarter PLACES[i]
+    colours: np.ndarray  # (4,) index into COLOURS of each ball's colour
+    target: int  # index of the named ball (= the task id)
     held: int  # index of the held ball, -1 if none
     hold_steps: int  # consecutive steps the named ball has been held
     steps: int  # policy steps taken
@@ -87,14 +102,14 @@ def is_success(sim: SimState) -> bool:
     return sim.hold_steps >= HOLD_STEPS
 
 
-def initial_layout(task_id: int, init_state_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed init state ``init_state_id`` of task ``task_id``: (ball positions (4, 2), start (2,))."""
-    rng = np.random.default_rng([_LAYOUT_SALT, task_id, init_state_id])
-    cells = np.stack(np.meshgrid(GRID, GRID, indexing="ij"), axis=-1).reshape(-1, 2)
-    order = rng.permutation(len(cells))
-    jitter = rng.uniform(-CELL_JITTER, CELL_JITTER, size=(len(COLOURS) + 1, 2))
-    chosen = cells[order[: len(COLOURS) + 1]] + jitter
-    return chosen[: len(COLOURS)], chosen[len(COLOURS)]
+def initial_layout(init_state_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fixed init state ``init_state_id`` (shared by every task): ball positions (4, 2) in PLACES
+    order, their colours (4,) and the effector's start (2,)."""
+    rng = np.random.default_rng([_LAYOUT_SALT, init_state_id])
+    balls = PLACE_CENTRES + rng.uniform(-PLACE_JITTER, PLACE_JITTER, size=PLACE_CENTRES.shape)
+    colours = rng.permutation(len(COLOURS))
+    start = rng.uniform(-START_SPREAD, START_SPREAD, size=2)
+    return balls, colours, start
 
 
 class Renderer:
@@ -110,7 +125,7 @@ class Renderer:
         centres = (np.arange(size) + 0.5) / size * 2.0 - 1.0  # [-1, 1], left to right
         self.gx, self.gy = centres[None, :], -centres[:, None]  # image row 0 is the far edge (y = +1)
         self.table = np.broadcast_to(self.BACKGROUND, (size, size, 3)).copy()
-        self.colours = np.array(list(COLOURS.values()), np.uint8)
+        self.palette = np.array(list(COLOURS.values()), np.uint8)
 
     def _discs(self, img: np.ndarray, gx: np.ndarray, gy: np.ndarray, centres: np.ndarray, radius: float, colours) -> None:
         r2 = radius * radius
@@ -120,7 +135,7 @@ class Renderer:
     def _balls_in_draw_order(self, sim: SimState) -> tuple[np.ndarray, np.ndarray]:
         """The held ball last, so it is drawn on top of anything it was carried over."""
         order = [i for i in range(len(sim.balls)) if i != sim.held] + ([sim.held] if sim.held >= 0 else [])
-        return sim.balls[order], self.colours[order]
+        return sim.balls[order], self.palette[sim.colours[order]]
 
     def agentview(self, sim: SimState) -> np.ndarray:
         img = self.table.copy()
@@ -165,8 +180,8 @@ class BuiltinEnv:
         self.wait_action = np.array([0, 0, 0, 0, 0, 0, -1], np.float32)
         self._renderer = Renderer(cfg.image_size)
         self._tasks = [
-            TaskInfo(task_id=i, prompt=f"grasp the {colour} ball", num_init_states=NUM_INIT_STATES, max_steps=self.max_steps)
-            for i, colour in enumerate(COLOUR_NAMES)
+            TaskInfo(task_id=i, prompt=f"grasp the {place} ball", num_init_states=NUM_INIT_STATES, max_steps=self.max_steps)
+            for i, place in enumerate(PLACES)
         ]
         self._sim: SimState | None = None
         self._noise_rng: np.random.Generator | None = None
@@ -187,14 +202,14 @@ class BuiltinEnv:
 
     def reset(self, task_id: int, init_state_id: int, seed: int) -> Observation:
         self.check_episode(task_id, init_state_id)
-        balls, start = initial_layout(task_id, init_state_id)
+        balls, colours, start = initial_layout(init_state_id)
         episode_rng = np.random.default_rng([_LAYOUT_SALT, task_id, init_state_id, seed])
         self._noise_rng, self._expert_rng = episode_rng.spawn(2)
         self._expert_draw = float(self._expert_rng.random())  # decides whether a noisy expert errs
         self._fumble_draw = float(self._expert_rng.random())  # decides whether it fumbles, and where
         start = start + self._noise_rng.uniform(-START_JITTER, START_JITTER, size=2)
         self._sim = SimState(
-            pos=start, vel=np.zeros(2), grip=0.0, balls=balls, target=task_id, held=-1, hold_steps=0, steps=0
+            pos=start, vel=np.zeros(2), grip=0.0, balls=balls, colours=colours, target=task_id, held=-1, hold_steps=0, steps=0
         )
         self._fumbled = False
         self._prompt = self._tasks[task_id].prompt

@@ -22,6 +22,7 @@ DEFAULT_GRID: dict[str, list[Any]] = {
     "cfgrl.label_source": ["episode_rloo", "window_rloo", "window_return"],
     "cfgrl.label_scheme": ["binary", "ternary"],
     "policy.condition_mode": ["token", "bias", "concat"],
+    "cfgrl.use_prefix_dropout": [False, True],
 }
 TABLE_COLUMNS = ["setting", "factor", "value", "best_cfg_scale", "best_success", "ci_low", "ci_high",
                  "success_w1", "label_version", "policy"]

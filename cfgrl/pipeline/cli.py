@@ -50,8 +50,8 @@ BaseLr = Annotated[float, typer.Option("--base-lr", help="Peak learning rate of 
 
 def base_command(
     root: Annotated[Path, typer.Argument(help="Directory for demos.zarr and base/ (the policy is base/policy).")],
-    demo_noise: DemoNoise = 0.5,
-    demo_episodes: DemoEpisodes = 256,
+    demo_noise: DemoNoise = 0.3,
+    demo_episodes: DemoEpisodes = 512,
     base_steps: BaseSteps = 1500,
     base_lr: BaseLr = 1e-3,
     config: ConfigOption = None,
@@ -65,8 +65,8 @@ def base_command(
 
 def demo_command(
     root: Annotated[Path, typer.Argument(help="Directory of the demonstration (base, rounds, baselines, report).")],
-    demo_noise: DemoNoise = 0.5,
-    demo_episodes: DemoEpisodes = 256,
+    demo_noise: DemoNoise = 0.3,
+    demo_episodes: DemoEpisodes = 512,
     base_steps: BaseSteps = 1500,
     base_lr: BaseLr = 1e-3,
     second_round: Annotated[bool, typer.Option("--second-round/--one-round", help="Also run round 2.")] = True,

@@ -28,7 +28,8 @@ def build_base(cfg: Config, root: Path, noise: float, episodes: int, steps: int,
     """
     demos = root / "demos.zarr"
     bc = with_overrides(cfg, [
-        "cfgrl.label_source=none", f"collect.groups={-(-episodes // cfg.collect.group_size)}",
+        # Demonstrations need no RLOO groups: the smallest K spreads them over the most init states.
+        "cfgrl.label_source=none", "collect.group_size=2", f"collect.groups={-(-episodes // 2)}",
         f"train.steps={steps}", f"train.decay_steps={steps}", f"train.lr={lr}", f"train.decay_lr={lr / 10}",
     ])
     stages.collect(bc, demos, f"scripted:{noise}")

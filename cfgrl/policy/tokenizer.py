@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -28,6 +29,8 @@ def _pad(rows: list[list[int]], max_len: int) -> tuple[torch.Tensor, torch.Tenso
     ids = torch.full((len(rows), max_len), PAD_ID, dtype=torch.long)
     mask = torch.zeros((len(rows), max_len), dtype=torch.bool)
     for i, row in enumerate(rows):
+        if len(row) > max_len:
+            warnings.warn(f"a prompt of {len(row)} tokens is cut to the policy's max_token_len {max_len}", stacklevel=3)
         row = row[:max_len]
         ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
         mask[i, : len(row)] = True

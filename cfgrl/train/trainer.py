@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from cfgrl.config import Config, config_from_dict
+from cfgrl.config import Config, config_from_dict, with_overrides
 from cfgrl.errors import CfgrlError
 from cfgrl.label import load_label_index
 from cfgrl.store import open_stores
@@ -84,6 +84,14 @@ class Run:
         if t.batch_size % (procs.world * t.grad_accum):
             raise CfgrlError(f"train.batch_size={t.batch_size} must be divisible by processes x train.grad_accum = {procs.world * t.grad_accum}")
         self.micro = t.batch_size // (procs.world * t.grad_accum)
+        plain = t.objective == "filtered_bc" or not self.windows["raw_label"].notna().any()
+        if plain and cfg.cfgrl.use_prefix_dropout:
+            # A run that conditions no window trains a plain policy, which samples with its prompt;
+            # dropping the prompt from every sample would teach it to ignore the prompt.
+            self.say("note: no window is conditioned in this run (plain behaviour cloning), so cfgrl.use_prefix_dropout "
+                     "does not apply: every sample keeps its prompt")
+            cfg = self.cfg = with_overrides(cfg, ["cfgrl.use_prefix_dropout=false"])
+            t = cfg.train
 
         torch.manual_seed(t.seed)  # the fresh model's initial weights
         policy = build_policy(cfg, stores, source, self.say)

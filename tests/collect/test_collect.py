@@ -19,6 +19,7 @@ from cfgrl.cli import app
 from cfgrl.collect.specs import group_specs
 from cfgrl.config import EnvConfig
 from cfgrl.envs import make_env
+from cfgrl.envs.builtin import NUM_INIT_STATES
 from cfgrl.envs.scripted import policy_id
 from cfgrl.store import Store
 
@@ -65,7 +66,7 @@ def test_collect_writes_every_field_as_the_env_produced_it(tmp_path):
         assert f"{part} " in split
     store = Store(store_path)
     ep = store.episodes.sort_values(["group_id", "rollout_index"])
-    expected = group_specs([0, 1, 2, 3], list(range(50)), 2, 3, 0)
+    expected = group_specs([0, 1, 2, 3], list(range(NUM_INIT_STATES)), 2, 3, 0)
     assert [(s.group_id, s.rollout_index, s.seed, s.task_id, s.init_state_id) for s in expected] == list(
         zip(ep.group_id, ep.rollout_index, ep.seed, ep.task_id, ep.init_state_id))
     assert set(ep.policy_id) == {policy_id(0.4)} and ep.run_id.nunique() == 1
@@ -87,7 +88,7 @@ def test_collect_writes_every_field_as_the_env_produced_it(tmp_path):
 
     summary = cfgrl("inspect", str(store_path)).stdout
     assert "episodes: 6" in summary and "schema: cfgrl.store version 1" in summary
-    assert "'grasp the red ball'" in summary and policy_id(0.4) in summary and "MiB" in summary
+    assert "'grasp the top left ball'" in summary and policy_id(0.4) in summary and "MiB" in summary
 
 
 def _committed(path: Path) -> int:
@@ -155,8 +156,8 @@ def test_shards_split_whole_groups_and_merge_to_the_full_grid():
     "extra, message",
     [
         (["-o", "env.suite=nope"], "choose one of: reach"),
-        (["-o", "env.tasks=[7]"], "valid task ids: 0 (grasp the red ball)"),
-        (["-o", "env.init_states=[50]"], "init states 0..49"),
+        (["-o", "env.tasks=[7]"], "valid task ids: 0 (grasp the top left ball)"),
+        (["-o", "env.init_states=[500]"], "init states 0..499"),
         (["-o", "collect.group_size=1"], "at least 2"),
         (["--policy", "/nonexistent/ckpt"], "is not a directory"),
         (["--policy", "scripted:2"], "in [0, 1]"),

@@ -7,7 +7,7 @@ import pytest
 
 from cfgrl.config import EnvConfig
 from cfgrl.envs import ACTION_DIM, STATE_DIM, make_env
-from cfgrl.envs.builtin import CLOSED, HOLD_STEPS, BuiltinEnv, initial_layout
+from cfgrl.envs.builtin import CLOSED, HOLD_STEPS, NUM_INIT_STATES, PLACE_CENTRES, BuiltinEnv, initial_layout
 from cfgrl.envs.scripted import chosen_ball, parse_noise, policy_id
 from cfgrl.errors import CfgrlError
 
@@ -43,7 +43,7 @@ def test_interface_shapes_and_metadata(env):
     for img in obs.images.values():
         assert img.shape == (32, 32, 3) and img.dtype == np.uint8
     assert env.wait_action.shape == (ACTION_DIM,)
-    assert all(t.num_init_states == 50 and t.max_steps == env.max_steps for t in env.tasks())
+    assert all(t.num_init_states == NUM_INIT_STATES == 500 and t.max_steps == env.max_steps for t in env.tasks())
 
 
 def test_prompts_differ_per_task_and_max_steps_override():
@@ -55,15 +55,32 @@ def test_prompts_differ_per_task_and_max_steps_override():
 
 
 def test_init_states_are_fixed_and_differ():
-    balls_a, start_a = initial_layout(0, 3)
-    balls_b, start_b = initial_layout(0, 3)
-    assert np.array_equal(balls_a, balls_b) and np.array_equal(start_a, start_b)
-    layouts = {initial_layout(0, i)[0].round(6).tobytes() for i in range(50)}
+    balls_a, colours_a, start_a = initial_layout(3)
+    balls_b, colours_b, start_b = initial_layout(3)
+    assert np.array_equal(balls_a, balls_b) and np.array_equal(colours_a, colours_b) and np.array_equal(start_a, start_b)
+    layouts = {initial_layout(i)[0].round(6).tobytes() for i in range(50)}
     assert len(layouts) == 50
-    for i in range(50):  # well separated balls, start away from every ball
-        balls, start = initial_layout(2, i)
+    assert len({initial_layout(i)[1].tobytes() for i in range(50)}) > 1  # colours vary too
+    for i in range(NUM_INIT_STATES):  # well separated balls, start nearer the centre than any ball
+        balls, colours, start = initial_layout(i)
         gaps = np.linalg.norm(balls[:, None] - balls[None], axis=-1) + np.eye(len(balls)) * 9
-        assert gaps.min() > 0.4 and np.linalg.norm(balls - start, axis=1).min() > 0.4
+        assert gaps.min() > 0.4 and np.linalg.norm(balls - start, axis=1).min() > 0.25
+        assert sorted(colours) == [0, 1, 2, 3]
+
+
+def test_the_prompt_names_a_quarter_and_every_task_shares_the_scene(env):
+    """Task i names the ball in quarter i; one init state is one scene whatever the task."""
+    scenes = []
+    for task in env.tasks():
+        obs = env.reset(task.task_id, 7, seed=0)
+        place = task.prompt.removeprefix("grasp the ").removesuffix(" ball")
+        sim = env._sim
+        centre = PLACE_CENTRES[task.task_id]
+        assert obs.prompt == task.prompt and place in ("top left", "top right", "bottom left", "bottom right")
+        assert np.argmin(np.linalg.norm(sim.balls - centre, axis=1)) == sim.target == task.task_id
+        assert (centre[0] < 0) == ("left" in place) and (centre[1] > 0) == ("top" in place)
+        scenes.append(np.concatenate([sim.balls.ravel(), sim.colours]))
+    assert all(np.array_equal(scenes[0], scene) for scene in scenes[1:])
 
 
 def test_same_seed_same_episode_other_seed_differs(env):
@@ -168,10 +185,10 @@ def test_scripted_success_rate_decreases_with_noise(env):
 def test_bad_suite_task_and_noise_are_clear_errors(env):
     with pytest.raises(CfgrlError, match="choose one of: reach"):
         make_env(EnvConfig(suite="libero_spatial"))
-    with pytest.raises(CfgrlError, match="valid tasks: 0 \\(grasp the red ball\\)"):
+    with pytest.raises(CfgrlError, match="valid tasks: 0 \\(grasp the top left ball\\)"):
         env.reset(9, 0, 0)
-    with pytest.raises(CfgrlError, match="0..49"):
-        env.reset(0, 50, 0)
+    with pytest.raises(CfgrlError, match="0..499"):
+        env.reset(0, 500, 0)
     with pytest.raises(CfgrlError, match="in \\[0, 1\\]"):
         parse_noise("lots")
     assert policy_id(parse_noise("0.3")) == "scripted-noise0.30"

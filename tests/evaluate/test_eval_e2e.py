@@ -55,7 +55,7 @@ def test_real_policy_at_two_weights_writes_every_file(evaluated):
     assert overall["w=2"]["diff_vs_w1"] is not None and overall["w=1"]["diff_vs_w1"] is None
     assert results["best_cfg_scale"] in WS
     tasks = [r for r in results["rows"] if r["arm"] == "w=2" and r["scope"] == "task"]
-    assert [(r["task_id"], r["prompt"]) for r in tasks] == [(0, "grasp the red ball"), (1, "grasp the green ball")]
+    assert [(r["task_id"], r["prompt"]) for r in tasks] == [(0, "grasp the top left ball"), (1, "grasp the top right ball")]
     assert len(EpisodeLedger(run / "episodes.jsonl").records) == 6
 
 

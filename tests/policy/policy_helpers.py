@@ -11,7 +11,7 @@ CAMERAS = ("agentview", "wrist")
 
 
 def make_config(**overrides) -> PI0Config:
-    values = dict(image_size=32, patch_size=8, camera_names=CAMERAS, state_dim=8, action_dim=7, max_token_len=24)
+    values = dict(image_size=32, patch_size=8, camera_names=CAMERAS, state_dim=8, action_dim=7, max_token_len=32)
     return PI0Config.from_preset("tiny", **{**values, **overrides})
 
 

@@ -31,7 +31,8 @@ def test_prepare_images_scales_to_minus_one_one_and_masks_missing_cameras():
 
 def test_byte_tokenizer_pads_truncates_and_round_trips(tmp_path):
     tok = ByteTokenizer(max_len=8)
-    ids, mask = tok(["hi", "a long prompt"])
+    with pytest.warns(UserWarning, match="a prompt of 15 tokens is cut to the policy's max_token_len 8"):
+        ids, mask = tok(["hi", "a long prompt"])
     assert ids[0].tolist() == [BOS_ID, ord("h") + 3, ord("i") + 3, ord("\n") + 3, PAD_ID, PAD_ID, PAD_ID, PAD_ID]
     assert mask[0].tolist() == [True] * 4 + [False] * 4 and mask[1].all()
     tok.save(tmp_path)

@@ -158,3 +158,17 @@ def test_objectives_and_freezing_run_end_to_end(small_run_inputs, tmp_path):
     assert not PI0Policy.from_pretrained(final).condition_trained  # unconditional only
     (record,) = _records(tmp_path / "fbc", "train")
     assert record["share_null"] == 1.0
+
+
+def test_prefix_dropout_applies_only_to_runs_that_condition(small_run_inputs, tmp_path):
+    """Plain behaviour cloning (no conditioned window) and filtered BC train a plain policy, which samples
+    with its prompt: prefix dropout there would drop every sample's prompt, so those runs keep it."""
+    store, labels = small_run_inputs
+    on = "cfgrl.use_prefix_dropout=true"
+    cfgrl = run_train(tmp_path / "cfgrl", [store], labels, "train.steps=1", on)
+    fbc = run_train(tmp_path / "fbc", [store], labels, "train.steps=1", on, "train.objective=filtered_bc")
+    bc = run_train(tmp_path / "bc", [store], label([store], label_source="none"), "train.steps=1", on)
+    assert PI0Policy.from_pretrained(cfgrl).config.use_prefix_dropout
+    for run, final in (("fbc", fbc), ("bc", bc)):
+        assert not PI0Policy.from_pretrained(final).config.use_prefix_dropout
+        assert json.loads((tmp_path / run / "config.json").read_text())["cfgrl"]["use_prefix_dropout"] is False
