@@ -85,6 +85,10 @@ def test_rounds_record_their_lineage(tmp_path):
     assert set(Store(first["stores"][0]).episodes.policy_id) == {base_id}
     assert set(Store(second["stores"][0]).episodes.policy_id) == {first["policy_out_id"]}
     assert set(Store(second["stores"][0]).episodes.cfg_scale) == {second["collect_cfg_scale"]}
+    # Round 2's baseline is round 1's policy run as it collected, at its best w, not unguided.
+    results = json.loads((Path(second["eval"]) / "results.json").read_text())
+    assert results["baseline_cfg_scale"] == second["collect_cfg_scale"]
+    assert {r["cfg_scale"] for r in results["rows"] if r["arm"] == "baseline"} == {second["collect_cfg_scale"]}
     shown = cfgrl("inspect", tmp_path / "rounds", cwd=tmp_path).stdout
     assert first["policy_out_id"] in shown and "round 2" in shown
 

@@ -39,7 +39,8 @@ def evaluate_command(
     policy: Annotated[Path, typer.Argument(help="Policy checkpoint directory to evaluate.")],
     cfg_scales: Annotated[Optional[str], typer.Option("--cfg-scales", help="Comma-separated guidance weights, e.g. 0,1,1.5,2,3 (default: evaluate.cfg_scales; PI0_CFG_SCALE alone gives one w).")] = None,
     protocol: Annotated[Optional[str], typer.Option("--protocol", help="libero (every task, its 50 fixed init states, one episode each) or custom (env.tasks x env.init_states).")] = None,
-    baseline: Annotated[Optional[Path], typer.Option("--baseline", help="Base checkpoint evaluated unguided (w=0) on the same episodes, as an extra row.")] = None,
+    baseline: Annotated[Optional[Path], typer.Option("--baseline", help="Base checkpoint evaluated on the same episodes, as an extra row.")] = None,
+    baseline_cfg_scale: Annotated[float, typer.Option("--baseline-cfg-scale", help="The baseline's w: 0 (unguided) for a base; a previous round's policy runs at its best w.")] = 0.0,
     store: Annotated[Optional[Path], typer.Option("--store", help="Also append the evaluation episodes to this Zarr store (one run per w).")] = None,
     suite: Annotated[Optional[list[str]], typer.Option("--suite", help="Suite to evaluate (repeatable; default env.suite).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default POLICY/eval/<run name>); rerunning into it resumes.")] = None,
@@ -59,7 +60,8 @@ def evaluate_command(
     from cfgrl.evaluate.runner import evaluate_policy
     from cfgrl.evaluate.summary import format_table
 
-    results = evaluate_policy(cfg, policy, out_dir=out, baseline_dir=baseline, store=store, suites=suite)
+    results = evaluate_policy(cfg, policy, out_dir=out, baseline_dir=baseline, baseline_cfg_scale=baseline_cfg_scale,
+                              store=store, suites=suite)
     typer.echo(format_table(results))
     typer.echo(f"best cfg_scale: {results['best_cfg_scale']:g}")
     typer.echo(f"results: {results['out_dir']}")

@@ -20,7 +20,9 @@ from cfgrl.envs.base import TaskInfo
 from cfgrl.errors import CfgrlError
 
 POLICY, BASELINE = "policy", "baseline"
-BASELINE_CFG_SCALE = 0.0  # the base checkpoint never saw an optimality label: its unconditional path
+# A base checkpoint never saw an optimality label: its unconditional path. A trained one (the previous
+# round's policy) runs at its own best w instead (`--baseline-cfg-scale`).
+BASELINE_CFG_SCALE = 0.0
 
 
 @dataclass(frozen=True)
@@ -104,11 +106,11 @@ def _unique(items: Iterable[int]) -> list[int]:
     return list(dict.fromkeys(int(i) for i in items))
 
 
-def plan_episodes(slots: list[Slot], cfg_scales: list[float], with_baseline: bool) -> list[EvalEpisode]:
-    """Every w runs every slot; the baseline runs them once, unguided."""
+def plan_episodes(slots: list[Slot], cfg_scales: list[float], baseline_cfg_scale: float | None) -> list[EvalEpisode]:
+    """Every w runs every slot; the baseline checkpoint (None: no baseline) runs them once at its own w."""
     episodes = [EvalEpisode(POLICY, float(w), slot) for w in _unique_floats(cfg_scales) for slot in slots]
-    if with_baseline:
-        episodes += [EvalEpisode(BASELINE, BASELINE_CFG_SCALE, slot) for slot in slots]
+    if baseline_cfg_scale is not None:
+        episodes += [EvalEpisode(BASELINE, float(baseline_cfg_scale), slot) for slot in slots]
     return episodes
 
 

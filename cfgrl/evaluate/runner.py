@@ -27,6 +27,7 @@ from cfgrl.evaluate.plan import (
 )
 from cfgrl.evaluate.plot import plot_success_vs_w
 from cfgrl.evaluate.summary import arm_name, build_results, summarise, write_results
+from cfgrl.policy.model import validate_cfg_scale
 from cfgrl.store import StoreLayout, StoreWriter
 
 
@@ -56,11 +57,12 @@ def evaluate_policy(
     policy_dir: str | Path,
     out_dir: str | Path | None = None,
     baseline_dir: str | Path | None = None,
+    baseline_cfg_scale: float = BASELINE_CFG_SCALE,
     store: str | Path | None = None,
     suites: list[str] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate ``policy_dir`` at every ``cfg.evaluate.cfg_scales`` (plus ``baseline_dir`` at w=0).
+    """Evaluate ``policy_dir`` at every ``cfg.evaluate.cfg_scales`` (plus ``baseline_dir`` at ``baseline_cfg_scale``).
 
     Writes results.json, results.csv, success_vs_w.png, config.json and episodes.jsonl into
     ``out_dir`` (default ``<policy_dir>/eval/<run name>``) and returns the results dict.
@@ -83,7 +85,7 @@ def evaluate_policy(
     layout = rollouts.store_layout(info.camera_names, info.image_size)
     if store is not None:
         StoreWriter(store, layout).close()  # a store of another layout or schema fails here, before any rollout
-    episodes = plan_episodes(slots, cfg.evaluate.cfg_scales, with_baseline=baseline_dir is not None)
+    episodes = plan_episodes(slots, cfg.evaluate.cfg_scales, validate_cfg_scale(baseline_cfg_scale) if baseline_dir is not None else None)
     checkpoints = {POLICY: (policy_dir, checkpoint_fingerprint(policy_dir))}
     if baseline_dir is not None:
         checkpoints[BASELINE] = (baseline_dir, checkpoint_fingerprint(baseline_dir))
@@ -110,7 +112,7 @@ def evaluate_policy(
     meta = {
         "policy": str(policy_dir), "baseline": str(baseline_dir) if baseline_dir else None,
         "env": cfg.env.name, "suites": suites, "protocol": cfg.evaluate.protocol,
-        "cfg_scales": [w for role, w in arms if role == POLICY], "baseline_cfg_scale": BASELINE_CFG_SCALE if baseline_dir else None,
+        "cfg_scales": [w for role, w in arms if role == POLICY], "baseline_cfg_scale": float(baseline_cfg_scale) if baseline_dir else None,
         "episodes_per_w": len(slots), "out_dir": str(out_dir), "store": str(store) if store else None, "config": cfg.to_dict(),
     }
     results = build_results(summarise(outcomes, slots, arms), meta)

@@ -97,4 +97,5 @@ def render_report(report: dict[str, Any], rounds_root: Path) -> str:
 
 def _row(r: dict[str, Any]) -> str:
     diff = "" if r.get("diff_vs_w1") is None else f"{r['diff_vs_w1']:+.1%} ({r['diff_ci_low']:+.1%}, {r['diff_ci_high']:+.1%})"
-    return f"| {r['arm']} | {r['episodes']} | {r['success_rate']:.1%} ({r['ci_low']:.1%}-{r['ci_high']:.1%}) | {diff} |"
+    arm = f"{r['arm']} (start policy at w={r['cfg_scale']:g})" if r["arm"] == "baseline" else r["arm"]
+    return f"| {arm} | {r['episodes']} | {r['success_rate']:.1%} ({r['ci_low']:.1%}-{r['ci_high']:.1%}) | {diff} |"

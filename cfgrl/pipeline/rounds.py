@@ -7,7 +7,7 @@ and its best guidance weight from round k-1's evaluation (w = 1 in round 1), the
     label    its own fresh store (+ the stores of the previous ``keep_stores`` rounds); groups never
              mix policies because each store holds one policy's rollouts
     train    from that checkpoint -> ROOT/round_k/train/policy
-    evaluate the w sweep against the starting checkpoint -> ROOT/round_k/eval
+    evaluate the w sweep against the starting checkpoint at the w it collected with -> ROOT/round_k/eval
 
 ``ROOT/round_k/round.json`` is written last: a round without it is unfinished and the next
 ``cfgrl round`` resumes it (every stage resumes or skips finished work).
@@ -83,7 +83,8 @@ def run_round(cfg: Config, root: Path, base_policy: Path | None, keep_stores: in
     stores = [current.store, *earlier]
     labels = stages.label(cfg, stores, current.labels)
     policy = stages.train(cfg, stores, labels, current.train, start)
-    results = stages.evaluate(cfg, policy, current.eval, baseline=start)
+    # The starting checkpoint runs as it collected: at its best w (a base ignores w).
+    results = stages.evaluate(cfg, policy, current.eval, baseline=start, baseline_cfg_scale=cfg_scale)
 
     from cfgrl.evaluate import best_cfg_scale
 

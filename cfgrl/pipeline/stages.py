@@ -42,8 +42,8 @@ def train(cfg: Config, stores: list[Path], labels: Path, run_dir: Path, policy: 
     return Path(run_training(cfg, stores, str(labels), run_dir, resume=(run_dir / "last").exists()))
 
 
-def evaluate(cfg: Config, policy: Path, out_dir: Path, baseline: Path | None = None) -> dict[str, Any]:
+def evaluate(cfg: Config, policy: Path, out_dir: Path, baseline: Path | None = None, baseline_cfg_scale: float = 0.0) -> dict[str, Any]:
     from cfgrl.evaluate import evaluate_policy
 
-    return evaluate_policy(cfg, policy, out_dir, baseline_dir=baseline)
+    return evaluate_policy(cfg, policy, out_dir, baseline_dir=baseline, baseline_cfg_scale=baseline_cfg_scale)
 

@@ -25,7 +25,7 @@ def test_every_w_and_the_baseline_run_the_same_slots_and_seeds():
     c = cfg("env.init_states=[3, 7]", "evaluate.episodes_per_init=2")
     slots = slots_for_suite(c.env, TASKS, c)
     assert len(slots) == 2 * 2 * 2
-    episodes = plan_episodes(slots, [0.0, 1.0, 2.5, 1.0], with_baseline=True)
+    episodes = plan_episodes(slots, [0.0, 1.0, 2.5, 1.0], baseline_cfg_scale=0.0)
     by_arm = {}
     for ep in episodes:
         by_arm.setdefault((ep.role, ep.cfg_scale), []).append(ep.slot)
@@ -33,6 +33,8 @@ def test_every_w_and_the_baseline_run_the_same_slots_and_seeds():
     assert all(arm_slots == slots for arm_slots in by_arm.values())
     seeds = [s.seed for s in slots]
     assert len(set(seeds)) == len(seeds)  # repeats of one init state get different seeds
+    trained_baseline = plan_episodes(slots, [1.0], baseline_cfg_scale=3.0)  # a previous round's policy at its best w
+    assert {(ep.role, ep.cfg_scale) for ep in trained_baseline} == {(POLICY, 1.0), (BASELINE, 3.0)}
 
 
 def test_seeds_depend_on_the_evaluation_seed_only_not_on_the_selection():
@@ -101,7 +103,7 @@ def _outcomes(slots, table):
     """table: arm -> list of 0/1 per slot."""
     out = {}
     for (role, w), flags in table.items():
-        for ep, ok in zip(plan_episodes(slots, [w], False) if role == POLICY else plan_episodes(slots, [], True), flags):
+        for ep, ok in zip(plan_episodes(slots, [w], None) if role == POLICY else plan_episodes(slots, [], w), flags):
             out[ep] = bool(ok)
     return out
 
