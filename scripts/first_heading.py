@@ -1,9 +1,9 @@
 """Does a policy use the prompt? The share of first action chunks heading for the NAMED ball.
 
-    .venv/bin/python scripts/first_heading.py POLICY_DIR [--cfg-scale W] [--samples 4]
+    .venv/bin/python scripts/first_heading.py POLICY_DIR [--cfg-scale W] [--samples 4] [--init-states 0-49]
 
-For every task of the built-in `reach` suite and the given init states (default: held-out 40-49), the policy samples its
-first chunk from the reset observation; the mean (x, y) of its first 10 actions is compared with the
+For every task of the built-in `reach` suite and the given init states (default: the held-out 0-49 of
+configs/builtin.yaml), the policy samples its first chunk from the reset observation; the mean (x, y) of its first 10 actions is compared with the
 direction to each ball. A policy that ignores the prompt picks the named ball about 1 time in 4
 (four balls); the scripted expert at noise N picks it with probability 1 - N.
 """
@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("policy")
     parser.add_argument("--cfg-scale", type=float, default=1.0)
     parser.add_argument("--samples", type=int, default=4, help="flow-noise samples per (task, init state)")
-    parser.add_argument("--init-states", default="40-49", help="first-last init states probed (default: the held-out 40-49)")
+    parser.add_argument("--init-states", default="0-49", help="first-last init states probed (default: the held-out 0-49)")
     args = parser.parse_args()
     first, last = (int(i) for i in args.init_states.split("-"))
     init_states = range(first, last + 1)
