@@ -114,5 +114,6 @@ def test_reduced_demo_writes_its_report(tmp_path):
     cfgrl("demo", tmp_path / "demo", "--demo-episodes", "4", "--base-steps", "2", "--one-round", "-c", config, cwd=tmp_path)
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "Round 1" in report and "filtered_bc" in report and "weighted" in report
+    assert (tmp_path / "demo" / "comparison.png").stat().st_size > 0
     timings = json.loads((tmp_path / "demo" / "report.json").read_text())["timings_s"]
     assert set(timings) >= {"base policy (scripted demos, BC)", "round 1 (collect, label, train, evaluate)"}

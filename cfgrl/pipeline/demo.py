@@ -6,7 +6,8 @@
 3. baselines on round 1's store and label version, same steps: filtered BC (o=1 windows only, no
              guidance) and the retired advantage-weighted two-branch loss
 4. round 2   the same from round 1's policy at its best w
-5. report    DEMO_DIR/report.md (+ report.json): every curve with intervals and the time each step took
+5. report    DEMO_DIR/report.md (+ report.json): every curve with intervals and the time each step took;
+             DEMO_DIR/comparison.png: the curves and levels of every arm in one figure
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from typing import Any
 
 from cfgrl.config import Config, with_overrides
 from cfgrl.pipeline import rounds, stages
+
+
+# Trained without a condition: every w samples the same policy, so it is evaluated at w=1 only.
+UNGUIDED = ("filtered_bc",)
 
 
 def build_base(cfg: Config, root: Path, noise: float, episodes: int, steps: int, lr: float) -> Path:
@@ -56,7 +61,7 @@ def run_demo(cfg: Config, root: Path, noise: float, demo_episodes: int, base_ste
     baselines = {}
     for objective in ("filtered_bc", "weighted"):
         setting = with_overrides(cfg, [f"train.objective={objective}"])
-        if objective == "filtered_bc":  # trained unconditionally: every w samples the same policy
+        if objective in UNGUIDED:
             setting = with_overrides(setting, ["evaluate.cfg_scales=[1.0]"])
         policy = timed(f"baseline {objective} (train)", stages.train, setting, [r1.store], labels, root / objective / "train", base)
         baselines[objective] = timed(f"baseline {objective} (evaluate)", stages.evaluate, setting, policy, root / objective / "eval")
@@ -66,8 +71,13 @@ def run_demo(cfg: Config, root: Path, noise: float, demo_episodes: int, base_ste
               "baselines": {k: _overall(v) for k, v in baselines.items()}}
     (root / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (root / "report.md").write_text(render_report(report, rounds_root) + "\n")
+    plot_comparison(report, root / "comparison.png")
     print((root / "report.md").read_text())
     return report
+
+
+def _round_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    return _overall(json.loads((Path(record["eval"]) / "results.json").read_text()))
 
 
 def _overall(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -81,12 +91,12 @@ def render_report(report: dict[str, Any], rounds_root: Path) -> str:
         record = report.get(key)
         if not record:
             continue
-        results = json.loads((Path(record["eval"]) / "results.json").read_text())
         lines += [f"## Round {record['round']} (collected at w={record['collect_cfg_scale']:g}; best w = {record['best_cfg_scale']:g})", "",
                   "| arm | episodes | success (95% Wilson CI) | paired diff vs w=1 (95% CI) |", "|---|---|---|---|"]
-        lines += [_row(r) for r in _overall(results)]
+        lines += [_row(r) for r in _round_rows(record)]
         lines += ["", f"![success vs w]({Path(record['eval']) / 'success_vs_w.png'})", ""]
-    lines += ["## Baselines on round 1's store and labels", "", "| objective | arm | episodes | success (95% Wilson CI) | paired diff vs w=1 (95% CI) |", "|---|---|---|---|---|"]
+    lines += ["## Every arm in one figure", "", "![comparison](comparison.png)", "",
+              "## Baselines on round 1's store and labels", "", "| objective | arm | episodes | success (95% Wilson CI) | paired diff vs w=1 (95% CI) |", "|---|---|---|---|---|"]
     for objective, rows in report["baselines"].items():
         lines += [f"| {objective} " + _row(r) for r in rows]
     lines += ["", "## Time per step (2 CPU cores)", "", "| step | seconds |", "|---|---|"]
@@ -99,3 +109,35 @@ def _row(r: dict[str, Any]) -> str:
     diff = "" if r.get("diff_vs_w1") is None else f"{r['diff_vs_w1']:+.1%} ({r['diff_ci_low']:+.1%}, {r['diff_ci_high']:+.1%})"
     arm = f"{r['arm']} (start policy at w={r['cfg_scale']:g})" if r["arm"] == "baseline" else r["arm"]
     return f"| {arm} | {r['episodes']} | {r['success_rate']:.1%} ({r['ci_low']:.1%}-{r['ci_high']:.1%}) | {diff} |"
+
+
+def plot_comparison(report: dict[str, Any], path: Path) -> Path:
+    """Success against w for every guided arm (the CFGRL rounds, the weighted baseline), each with
+    its 95% band; the base policy and filtered BC, which have no w, as dashed levels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = {f"CFGRL round {report[k]['round']}": _round_rows(report[k]) for k in ("round_1", "round_2") if report.get(k)}
+    curves.update({f"{name} (baseline)": rows for name, rows in report["baselines"].items() if name not in UNGUIDED})
+    levels = {"base policy": next(r for r in curves["CFGRL round 1"] if r["arm"] == "baseline")}
+    levels.update({f"{name} (baseline)": rows[0] for name, rows in report["baselines"].items() if name in UNGUIDED})
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for label, rows in curves.items():
+        guided = sorted((r for r in rows if r["arm"] != "baseline"), key=lambda r: r["cfg_scale"])
+        ws = [r["cfg_scale"] for r in guided]
+        line, = ax.plot(ws, [r["success_rate"] for r in guided], "o-", lw=2, label=label)
+        ax.fill_between(ws, [r["ci_low"] for r in guided], [r["ci_high"] for r in guided], color=line.get_color(), alpha=0.15)
+    for (label, r), colour in zip(levels.items(), ("tab:red", "tab:purple", "tab:brown", "tab:grey")):
+        ax.axhline(r["success_rate"], color=colour, ls="--", lw=1.2, label=label)
+        ax.axhspan(r["ci_low"], r["ci_high"], color=colour, alpha=0.07)
+    n = levels["base policy"]["episodes"]
+    ax.set(xlabel="guidance weight w  (0 = unconditional, 1 = conditional)", ylabel="success rate", ylim=(-0.02, 1.02),
+           title=f"CFGRL demonstration, built-in environment ({n} paired episodes per arm)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
