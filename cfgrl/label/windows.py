@@ -3,7 +3,8 @@
 The policy sees images only at its query steps (every ``replan_steps`` policy steps after
 LIBERO's wait steps), and the store keeps frames only there, so a window's first observation
 ``obs0`` is always a stored frame. ``window_stride`` (a multiple of ``replan_steps``) thins the
-starts to the query steps whose distance from the first policy step is a multiple of it.
+starts to the query steps whose distance from the first policy step is a multiple of it. Windows
+come in a canonical order (run, group, rollout, start), whatever order the episodes were stored in.
 
 A window of episode ``e`` starting at step ``t`` covers steps ``[t, t + 50)``; the actions past the
 episode's end are padding (``num_valid = min(50, length - t)`` real actions). Everything is index
@@ -108,5 +109,17 @@ def make_windows(data: StoreData, stride: int, replan_steps: int) -> Windows:
     keep = (step >= first_policy_step) & (step < length)  # never inside the wait, never past the end
     if stride != replan_steps:
         keep &= (step - first_policy_step) % stride == 0
-    windows = Windows(episode, step, np.minimum(HORIZON, length - step), frame)
-    return windows.take(keep)
+    windows = Windows(episode, step, np.minimum(HORIZON, length - step), frame).take(keep)
+    return windows.take(canonical_order(data, windows))
+
+
+def canonical_order(data: StoreData, windows: Windows) -> np.ndarray:
+    """The order of the windows by (run, group, rollout, start) instead of the store's row order.
+
+    Parallel collectors commit episodes in the order they finish, so two collections of the same
+    episodes store them in different orders; the condition-dropout draws (one per table row) and the
+    trainer's batches (shuffled table rows) would then differ, and so would the trained policy.
+    """
+    _, run = np.unique(data.episodes["run_id"].to_numpy(str), return_inverse=True)
+    episode = windows.episode
+    return np.lexsort((windows.start, data.column("rollout_index")[episode], data.column("group_id")[episode], run[episode]))

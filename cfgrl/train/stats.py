@@ -25,8 +25,10 @@ def _moments(stores: list[Store], name: str) -> tuple[np.ndarray, np.ndarray]:
             sq = sq + (block**2).sum(0)
             count += len(block)
     mean = total / count
-    std = np.sqrt(np.maximum(sq / count - mean**2, 0.0))
-    return mean, NormStats.safe_std(std)  # a (near-)constant dimension is left unscaled
+    std = NormStats.safe_std(np.sqrt(np.maximum(sq / count - mean**2, 0.0)))  # a (near-)constant dimension is left unscaled
+    # Rounded to float32, the precision they are applied in: the order the episodes were stored in
+    # moves the float64 sums in their last bits, and must change neither the stats nor the policy id.
+    return mean.astype(np.float32).astype(np.float64), std.astype(np.float32).astype(np.float64)
 
 
 def store_stats(stores: list[Store]) -> NormStats:

@@ -1,5 +1,6 @@
 """Training behaviour on small real stores: it learns, one mixed forward equals per-sample losses,
-the labels seen match the index, BC pre-training, the baselines' objectives."""
+the labels seen match the index, BC pre-training, the baselines' objectives, and the order episodes
+were stored in does not change the trained policy."""
 
 import json
 import math
@@ -172,3 +173,18 @@ def test_prefix_dropout_applies_only_to_runs_that_condition(small_run_inputs, tm
     for run, final in (("fbc", fbc), ("bc", bc)):
         assert not PI0Policy.from_pretrained(final).config.use_prefix_dropout
         assert json.loads((tmp_path / run / "config.json").read_text())["cfgrl"]["use_prefix_dropout"] is False
+
+
+def test_the_order_episodes_were_stored_in_does_not_change_labels_or_weights(tmp_path):
+    # Collector workers commit episodes as they finish: the same episodes, another order.
+    in_order = write_store(tmp_path / "a.zarr", episodes=8, length=12)
+    shuffled = write_store(tmp_path / "b.zarr", episodes=8, length=12, order=[5, 2, 7, 0, 3, 6, 1, 4])
+    tables = [load_label_index(label([s])).windows for s in (in_order, shuffled)]
+    same = ["start", "task_id", "group_id", "advantage", "raw_label", "label", "dropout_hit"]
+    assert tables[0][same].equals(tables[1][same])
+    assert not tables[0].episode.equals(tables[1].episode)  # the rows do point at other store positions
+    policies = [run_train(tmp_path / f"run_{s.stem}", [s], label([s]), "train.steps=6") for s in (in_order, shuffled)]
+    a, b = (PI0Policy.from_pretrained(p) for p in policies)
+    assert a.policy_id == b.policy_id
+    for (name, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(x, y), name

@@ -34,10 +34,12 @@ def make_episode(index: int, length: int, image: int, success: bool, group_size:
     )
 
 
-def write_store(path: Path, episodes: int = 8, length: int = 20, image: int = 16, group_size: int = 4, offset: int = 0) -> Path:
+def write_store(path: Path, episodes: int = 8, length: int = 20, image: int = 16, group_size: int = 4, offset: int = 0,
+                order: list[int] | None = None) -> Path:
+    """``order``: the order the episodes are committed in (parallel collectors commit as they finish)."""
     layout = StoreLayout(CAMERAS, (image, image, 3), 8, 7)
     with StoreWriter(path, layout, flush_every=4) as writer:
-        for i in range(episodes):
+        for i in order if order is not None else range(episodes):
             writer.append(make_episode(offset + i, length, image, success=(i % 2 == 0), group_size=group_size))
     return path
 
