@@ -10,13 +10,11 @@ close the gripper on it (a grasp registers only when the gripper closes within r
 hold it for ``HOLD_STEPS`` steps. Grasping the wrong ball is recoverable: open the gripper, move on.
 
 Why a quarter and not a colour: the prompt first named a colour ("grasp the red ball"), and a tiny
-PI0 trained from scratch on a CPU never learnt to bind the colour word to the ball of that colour
-(the share of its first chunks heading for the named ball stayed at chance, 0.2-0.3, even with
-1024 perfect-ish demonstrations, a word-level tokenizer, 4 layers or double width; measured with
-``scripts/first_heading.py``), while it reads a quarter from the prompt within a few hundred steps
-(0.85-0.95). A policy that ignores the prompt picks the named ball by luck, and then CFGRL has no
-choice to sharpen: the wrong-ball failure only gives RL labels something to improve on when the
-policy can tell the balls apart by the prompt.
+PI0 trained from scratch on a CPU never learnt to bind the colour word to the ball of that colour:
+``scripts/first_heading.py`` found its first chunks heading for the named ball at about chance. A
+policy that ignores the prompt picks the named ball by luck, and then CFGRL has no choice to
+sharpen: the wrong-ball failure only gives RL labels something to improve on when the policy can
+tell the balls apart by the prompt. The README's findings give the measurements.
 
 Why these dynamics: smooth first-order velocity control, a generous grasp radius and well-separated
 balls make the task learnable by a tiny vision-language policy imitating noisy demonstrations.

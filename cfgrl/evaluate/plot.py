@@ -1,4 +1,5 @@
-"""The success-versus-guidance-weight figure of an evaluation (``success_vs_w.png``)."""
+"""The success-versus-guidance-weight figures: one evaluation's ``success_vs_w.png``, and several
+evaluations' curves in one figure (the demonstration's ``comparison.png``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from cfgrl.evaluate.plan import BASELINE, POLICY  # noqa: E402
+
+W_LABEL = "guidance weight w  (0 = unconditional, 1 = conditional)"
+LEVEL_COLOURS = ("tab:red", "tab:purple", "tab:brown", "tab:grey")
 
 
 def plot_success_vs_w(results: dict[str, Any], path: str | Path) -> Path:
@@ -34,16 +38,36 @@ def plot_success_vs_w(results: dict[str, Any], path: str | Path) -> Path:
     ax.errorbar(ws, rates, yerr=[below, above], fmt="o-", color="tab:blue", lw=2, capsize=3, label="overall")
     base = [r for r in rows if r["role"] == BASELINE and r["scope"] == "overall"]
     if base:
-        b = base[0]
-        ax.axhline(b["success_rate"], color="tab:red", ls="--", lw=1.2, label="baseline checkpoint")
-        ax.axhspan(b["ci_low"], b["ci_high"], color="tab:red", alpha=0.08)
+        _level(ax, base[0], "baseline checkpoint", LEVEL_COLOURS[0])
     best = results.get("best_cfg_scale")
     if best is not None:
         ax.axvline(best, color="tab:green", ls=":", lw=1.2, label=f"best w = {best:g}")
     n = overall[0]["episodes"] if overall else 0
-    ax.set(xlabel="guidance weight w  (0 = unconditional, 1 = conditional)", ylabel="success rate",
-           ylim=(-0.02, 1.02), title=f"Success vs guidance weight ({n} paired episodes per w)")
     ax.set_xticks(ws)
+    return _save(fig, ax, f"Success vs guidance weight ({n} paired episodes per w)", path)
+
+
+def plot_curves(curves: dict[str, list[dict[str, Any]]], levels: dict[str, dict[str, Any]], title: str, path: str | Path) -> Path:
+    """Overall success against w for several arms, each with its 95% band (``curves``: label ->
+    overall rows, one per w), and arms without a w as dashed levels (``levels``: label -> row)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for label, rows in curves.items():
+        rows = sorted(rows, key=lambda r: r["cfg_scale"])
+        ws = [r["cfg_scale"] for r in rows]
+        line, = ax.plot(ws, [r["success_rate"] for r in rows], "o-", lw=2, label=label)
+        ax.fill_between(ws, [r["ci_low"] for r in rows], [r["ci_high"] for r in rows], color=line.get_color(), alpha=0.15)
+    for i, (label, row) in enumerate(levels.items()):
+        _level(ax, row, label, LEVEL_COLOURS[i % len(LEVEL_COLOURS)])
+    return _save(fig, ax, title, path)
+
+
+def _level(ax, row: dict[str, Any], label: str, colour: str) -> None:
+    ax.axhline(row["success_rate"], color=colour, ls="--", lw=1.2, label=label)
+    ax.axhspan(row["ci_low"], row["ci_high"], color=colour, alpha=0.08)
+
+
+def _save(fig, ax, title: str, path: str | Path) -> Path:
+    ax.set(xlabel=W_LABEL, ylabel="success rate", ylim=(-0.02, 1.02), title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()

@@ -19,10 +19,7 @@ from typing import Any
 
 from cfgrl.config import Config, with_overrides
 from cfgrl.pipeline import rounds, stages
-
-
-# Trained without a condition: every w samples the same policy, so it is evaluated at w=1 only.
-UNGUIDED = ("filtered_bc",)
+from cfgrl.train.objectives import UNCONDITIONED_OBJECTIVES
 
 
 def build_base(cfg: Config, root: Path, noise: float, episodes: int, steps: int, lr: float) -> Path:
@@ -61,7 +58,7 @@ def run_demo(cfg: Config, root: Path, noise: float, demo_episodes: int, base_ste
     baselines = {}
     for objective in ("filtered_bc", "weighted"):
         setting = with_overrides(cfg, [f"train.objective={objective}"])
-        if objective in UNGUIDED:
+        if objective in UNCONDITIONED_OBJECTIVES:  # the same policy at every w
             setting = with_overrides(setting, ["evaluate.cfg_scales=[1.0]"])
         policy = timed(f"baseline {objective} (train)", stages.train, setting, [r1.store], labels, root / objective / "train", base)
         baselines[objective] = timed(f"baseline {objective} (evaluate)", stages.evaluate, setting, policy, root / objective / "eval")
@@ -70,13 +67,15 @@ def run_demo(cfg: Config, root: Path, noise: float, demo_episodes: int, base_ste
     report = {"timings_s": timings, "base": str(base), "round_1": first, "round_2": second,
               "baselines": {k: _overall(v) for k, v in baselines.items()}}
     (root / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (root / "report.md").write_text(render_report(report, rounds_root) + "\n")
-    plot_comparison(report, root / "comparison.png")
+    round_rows = {key: _round_rows(report[key]) for key in ("round_1", "round_2") if report[key]}
+    (root / "report.md").write_text(render_report(report, round_rows, rounds_root) + "\n")
+    plot_comparison(report, round_rows, root / "comparison.png")
     print((root / "report.md").read_text())
     return report
 
 
 def _round_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The overall rows of a round's evaluation."""
     return _overall(json.loads((Path(record["eval"]) / "results.json").read_text()))
 
 
@@ -85,15 +84,13 @@ def _overall(results: dict[str, Any]) -> list[dict[str, Any]]:
             for r in results["rows"] if r["scope"] == "overall"]
 
 
-def render_report(report: dict[str, Any], rounds_root: Path) -> str:
+def render_report(report: dict[str, Any], round_rows: dict[str, list[dict[str, Any]]], rounds_root: Path) -> str:
     lines = ["# CFGRL demonstration on the built-in environment", ""]
-    for key in ("round_1", "round_2"):
-        record = report.get(key)
-        if not record:
-            continue
+    for key, rows in round_rows.items():
+        record = report[key]
         lines += [f"## Round {record['round']} (collected at w={record['collect_cfg_scale']:g}; best w = {record['best_cfg_scale']:g})", "",
                   "| arm | episodes | success (95% Wilson CI) | paired diff vs w=1 (95% CI) |", "|---|---|---|---|"]
-        lines += [_row(r) for r in _round_rows(record)]
+        lines += [_row(r) for r in rows]
         lines += ["", f"![success vs w]({Path(record['eval']) / 'success_vs_w.png'})", ""]
     lines += ["## Every arm in one figure", "", "![comparison](comparison.png)", "",
               "## Baselines on round 1's store and labels", "", "| objective | arm | episodes | success (95% Wilson CI) | paired diff vs w=1 (95% CI) |", "|---|---|---|---|---|"]
@@ -111,33 +108,17 @@ def _row(r: dict[str, Any]) -> str:
     return f"| {arm} | {r['episodes']} | {r['success_rate']:.1%} ({r['ci_low']:.1%}-{r['ci_high']:.1%}) | {diff} |"
 
 
-def plot_comparison(report: dict[str, Any], path: Path) -> Path:
-    """Success against w for every guided arm (the CFGRL rounds, the weighted baseline), each with
-    its 95% band; the base policy and filtered BC, which have no w, as dashed levels."""
-    import matplotlib
+def plot_comparison(report: dict[str, Any], round_rows: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    """Every guided arm (the CFGRL rounds, the weighted baseline) as a curve over w; the base policy
+    and the unconditioned baselines, which have no w, as levels."""
+    from cfgrl.evaluate.plot import plot_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    curves = {f"CFGRL round {report[k]['round']}": _round_rows(report[k]) for k in ("round_1", "round_2") if report.get(k)}
-    curves.update({f"{name} (baseline)": rows for name, rows in report["baselines"].items() if name not in UNGUIDED})
-    levels = {"base policy": next(r for r in curves["CFGRL round 1"] if r["arm"] == "baseline")}
-    levels.update({f"{name} (baseline)": rows[0] for name, rows in report["baselines"].items() if name in UNGUIDED})
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for label, rows in curves.items():
-        guided = sorted((r for r in rows if r["arm"] != "baseline"), key=lambda r: r["cfg_scale"])
-        ws = [r["cfg_scale"] for r in guided]
-        line, = ax.plot(ws, [r["success_rate"] for r in guided], "o-", lw=2, label=label)
-        ax.fill_between(ws, [r["ci_low"] for r in guided], [r["ci_high"] for r in guided], color=line.get_color(), alpha=0.15)
-    for (label, r), colour in zip(levels.items(), ("tab:red", "tab:purple", "tab:brown", "tab:grey")):
-        ax.axhline(r["success_rate"], color=colour, ls="--", lw=1.2, label=label)
-        ax.axhspan(r["ci_low"], r["ci_high"], color=colour, alpha=0.07)
+    curves = {f"CFGRL round {report[key]['round']}": [r for r in rows if r["arm"] != "baseline"] for key, rows in round_rows.items()}
+    levels = {"base policy": next(r for r in round_rows["round_1"] if r["arm"] == "baseline")}
+    for name, rows in report["baselines"].items():
+        if name in UNCONDITIONED_OBJECTIVES:
+            levels[f"{name} (baseline)"] = rows[0]
+        else:
+            curves[f"{name} (baseline)"] = rows
     n = levels["base policy"]["episodes"]
-    ax.set(xlabel="guidance weight w  (0 = unconditional, 1 = conditional)", ylabel="success rate", ylim=(-0.02, 1.02),
-           title=f"CFGRL demonstration, built-in environment ({n} paired episodes per arm)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return plot_curves(curves, levels, f"CFGRL demonstration, built-in environment ({n} paired episodes per arm)", path)

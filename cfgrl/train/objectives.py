@@ -36,6 +36,16 @@ class EpochLabels:
     w_pos: np.ndarray  # float32, objective=weighted only (else ones)
 
 
+# Objectives that feed every window unconditioned: the result is a plain policy, the same at every w.
+UNCONDITIONED_OBJECTIVES = ("filtered_bc",)
+
+
+def feeds_a_condition(objective: str, windows: pd.DataFrame) -> bool:
+    """Whether a run conditions any window: not under an unconditioned objective, and not on an index
+    without any raw label (label_source none: plain behaviour cloning)."""
+    return objective not in UNCONDITIONED_OBJECTIVES and bool(windows["raw_label"].notna().any())
+
+
 def training_rows(objective: str, windows: pd.DataFrame) -> np.ndarray | None:
     """The windows an objective trains on (None = all)."""
     if objective != "filtered_bc":

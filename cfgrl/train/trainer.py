@@ -33,7 +33,7 @@ from cfgrl.train import checkpoint as ckpt_io
 from cfgrl.train.cache import ensure_cache
 from cfgrl.train.data import ResumableBatchSampler, WindowBatches, make_loader, to_device
 from cfgrl.train.logging import Logger, Meter, summarise
-from cfgrl.train.objectives import epoch_labels, flow_draws, objective_loss, training_rows
+from cfgrl.train.objectives import epoch_labels, feeds_a_condition, flow_draws, objective_loss, training_rows
 from cfgrl.train.optim import EMA, make_optimizer, make_scheduler
 from cfgrl.train.setup import Processes, build_policy, close_processes, init_processes
 
@@ -84,14 +84,12 @@ class Run:
         if t.batch_size % (procs.world * t.grad_accum):
             raise CfgrlError(f"train.batch_size={t.batch_size} must be divisible by processes x train.grad_accum = {procs.world * t.grad_accum}")
         self.micro = t.batch_size // (procs.world * t.grad_accum)
-        plain = t.objective == "filtered_bc" or not self.windows["raw_label"].notna().any()
-        if plain and cfg.cfgrl.use_prefix_dropout:
+        if cfg.cfgrl.use_prefix_dropout and not feeds_a_condition(t.objective, self.windows):
             # A run that conditions no window trains a plain policy, which samples with its prompt;
             # dropping the prompt from every sample would teach it to ignore the prompt.
             self.say("note: no window is conditioned in this run (plain behaviour cloning), so cfgrl.use_prefix_dropout "
                      "does not apply: every sample keeps its prompt")
             cfg = self.cfg = with_overrides(cfg, ["cfgrl.use_prefix_dropout=false"])
-            t = cfg.train
 
         torch.manual_seed(t.seed)  # the fresh model's initial weights
         policy = build_policy(cfg, stores, source, self.say)
