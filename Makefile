@@ -39,7 +39,7 @@ DEMO_NOISE ?= 0.3
 DEMO_EPISODES ?= 512
 BASE_STEPS ?= 1500
 
-.PHONY: help setup base collect label train eval test bench round ablate demo clean-data
+.PHONY: help setup base collect label train eval test bench round ablate demo spread clean-data
 
 help:
 	@sed -n '1,10p' Makefile | sed 's/^# \{0,1\}//'
@@ -104,6 +104,13 @@ demo: | $(SETUP)
 	$(CFGRL) demo data/builtin/demo --demo-noise $(DEMO_NOISE) --demo-episodes $(DEMO_EPISODES) --base-steps $(BASE_STEPS) \
 	  -c configs/builtin.yaml -o 'evaluate.cfg_scales=[0, 1, 1.5, 2, 3, 5]'
 	@echo "demo: report in data/builtin/demo/report.md"
+
+# The demonstration's comparison (CFGRL at the validation-chosen w, filtered BC, weighted) over 3 seeds
+# of collection, condition dropout and training, from the main job's base: mean and spread. Not in CI.
+SEEDS ?= 0,1,2
+spread: base
+	$(CFGRL) spread $(DATA)/spread $(POLICY_FLAG) --seeds $(SEEDS) -c $(CONFIG)
+	@echo "spread: report in $(DATA)/spread/report.md"
 
 test: | $(SETUP)
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider

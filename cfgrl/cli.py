@@ -25,7 +25,7 @@ def _register() -> None:
     from cfgrl.collect.cli import collect_command, inspect_command
     from cfgrl.evaluate.cli import evaluate_command
     from cfgrl.label.cli import label_command
-    from cfgrl.pipeline.cli import ablate_command, base_command, demo_command, round_command
+    from cfgrl.pipeline.cli import ablate_command, base_command, demo_command, round_command, spread_command
     from cfgrl.policy.cli import export_command
     from cfgrl.train.cli import train_command
 
@@ -39,6 +39,7 @@ def _register() -> None:
     app.command("round")(exits_cleanly(round_command))
     app.command("ablate")(exits_cleanly(ablate_command))
     app.command("demo")(exits_cleanly(demo_command))
+    app.command("spread")(exits_cleanly(spread_command))
 
 
 _register()

@@ -118,7 +118,8 @@ class TrainConfig:
 class EvaluateConfig:
     cfg_scales: list[float] = _f([0.0, 1.0, 1.5, 2.0, 3.0], "guidance weights to sweep")
     episodes_per_init: int = _f(1, "episodes per (task, init state) for each w")
-    init_states: list[int] | None = _f(None, "init-state ids to evaluate on, e.g. held-out ones; items may be ranges first-last (null = env.init_states)")
+    init_states: list[int] | None = _f(None, "test init-state ids, where every w is reported, e.g. held-out ones; items may be ranges first-last (null = env.init_states)")
+    validation_init_states: list[int] | None = _f(None, "init-state ids on which w is chosen, disjoint from env.init_states and evaluate.init_states (null = no choice of w; protocol libero: its init states with other seeds)")
     protocol: str = _f("custom", "custom | libero (every task, its 50 init states, one episode each)")
     seed: int = _f(1000, "base seed of the evaluation episodes (shared by every w)")
     videos: int = _f(0, "MP4s of the first N episodes per w")

@@ -17,10 +17,11 @@ VENV = Path(sys.executable).parent.parent
 SMALL = {
     "env": {"name": "builtin", "suite": "reach", "image_size": 32, "tasks": [0, 1], "init_states": [0, 1, 2], "max_steps": 30},
     "collect": {"groups": 2, "group_size": 2},
-    # A barely trained policy rarely succeeds: keep one-outcome groups' raw estimate so labels exist.
-    "cfgrl": {"zero_variance_groups": "keep"},
+    # A barely trained policy never succeeds, so no group has a signal: label every window o = 1 by a
+    # threshold below any window return, so that labels exist and every stage has work.
+    "cfgrl": {"label_source": "window_return", "label_threshold": -1.0, "zero_variance_groups": "keep"},
     "train": {"steps": 4, "batch_size": 8, "lr": 1.0e-3, "warmup_steps": 1, "decay_steps": 4, "save_every": 4, "log_every": 2},
-    "evaluate": {"cfg_scales": [0.0, 2.0], "init_states": [3], "episodes_per_init": 1},
+    "evaluate": {"cfg_scales": [0.0, 2.0], "init_states": [3], "validation_init_states": [4], "episodes_per_init": 1},
 }
 pytestmark = pytest.mark.slow
 
@@ -55,7 +56,8 @@ def test_make_main_job_end_to_end_and_rerun_skips_finished_work(tmp_path):
     data = tmp_path / "data"
     table = pd.read_csv(data / "eval" / "results.csv")
     overall = table[table.scope == "overall"]
-    assert set(overall.arm) == {"w=0", "w=2", "baseline"}
+    assert set(overall[overall.split == "test"].arm) == {"w=0", "w=2", "baseline"}
+    assert set(overall[overall.split == "validation"].arm) == {"w=0", "w=2"}
     assert (data / "eval" / "success_vs_w.png").stat().st_size > 0
     assert "eval: results, table and plot in" in first.stdout
     # The trained policy started from the base: its store was collected by the base policy.
@@ -78,14 +80,16 @@ def test_rounds_record_their_lineage(tmp_path):
     base_id = json.loads((base / "config.json").read_text())["policy_id"]
     assert first["policy_in_id"] == base_id and first["collect_cfg_scale"] == 1.0
     assert second["policy_in_id"] == first["policy_out_id"] != base_id
-    assert second["collect_cfg_scale"] == first["best_cfg_scale"]
+    assert second["collect_cfg_scale"] == first["chosen_cfg_scale"]
+    chosen = json.loads((Path(first["eval"]) / "results.json").read_text())["chosen_cfg_scale"]
+    assert first["chosen_cfg_scale"] == chosen and first["chosen_on"].startswith("validation")
     assert second["stores"] == [str(tmp_path / "rounds" / "round_002" / "rollouts.zarr"), first["stores"][0]]
     from cfgrl.store import Store
 
     assert set(Store(first["stores"][0]).episodes.policy_id) == {base_id}
     assert set(Store(second["stores"][0]).episodes.policy_id) == {first["policy_out_id"]}
     assert set(Store(second["stores"][0]).episodes.cfg_scale) == {second["collect_cfg_scale"]}
-    # Round 2's baseline is round 1's policy run as it collected, at its best w, not unguided.
+    # Round 2's baseline is round 1's policy run as it collected, at its chosen w, not unguided.
     results = json.loads((Path(second["eval"]) / "results.json").read_text())
     assert results["baseline_cfg_scale"] == second["collect_cfg_scale"]
     assert {r["cfg_scale"] for r in results["rows"] if r["arm"] == "baseline"} == {second["collect_cfg_scale"]}
@@ -117,3 +121,27 @@ def test_reduced_demo_writes_its_report(tmp_path):
     assert (tmp_path / "demo" / "comparison.png").stat().st_size > 0
     timings = json.loads((tmp_path / "demo" / "report.json").read_text())["timings_s"]
     assert set(timings) >= {"base policy (scripted demos, BC)", "round 1 (collect, label, train, evaluate)"}
+
+
+def test_round_without_validation_init_states_is_refused_before_any_work(tmp_path):
+    config = small_config(tmp_path, evaluate={"validation_init_states": None})
+    result = subprocess.run([str(VENV / "bin" / "cfgrl"), "round", str(tmp_path / "rounds"), "--policy", "scripted:0.1",
+                             "-c", str(config)], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 2 and "chooses the guidance weight on validation init states" in result.stderr
+    assert not (tmp_path / "rounds").exists()
+
+
+def test_spread_repeats_the_comparison_over_seeds_from_one_base(tmp_path):
+    config = small_config(tmp_path)
+    cfgrl("base", tmp_path / "b", "--demo-episodes", "4", "--base-steps", "2", "-c", config, cwd=tmp_path)
+    base = tmp_path / "b" / "base" / "policy"
+    cfgrl("spread", tmp_path / "spread", "--policy", base, "--seeds", "0,1", "-c", config, cwd=tmp_path)
+    report = json.loads((tmp_path / "spread" / "report.json").read_text())
+    rows = report["per_seed"]
+    assert list(rows) == ["0", "1"] and set(report["summary"]) == {"base", "cfgrl", "filtered_bc", "weighted"}
+    assert rows["0"]["base"] == rows["1"]["base"]  # one base, the same test episodes
+    from cfgrl.store import Store
+
+    stores = [Store(tmp_path / "spread" / f"seed_{s}" / "rounds" / "round_001" / "rollouts.zarr").episodes for s in (0, 1)]
+    assert set(stores[0].seed).isdisjoint(stores[1].seed)  # each seed collected its own rollouts
+    assert "| mean |" in (tmp_path / "spread" / "report.md").read_text()

@@ -2,14 +2,14 @@
 
 Public API (imported lazily so ``cfgrl --help`` stays fast):
 ``evaluate_policy(cfg, policy_dir, out_dir, baseline_dir=None, store=None) -> results dict``,
-``best_cfg_scale(results) -> float``, ``load_results(path) -> results dict``.
+``chosen_cfg_scale(results, who) -> float`` (the w chosen on validation init states), ``overall_rows(results, split)``, ``load_results(path) -> results dict``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["best_cfg_scale", "evaluate_policy", "load_results"]
+__all__ = ["chosen_cfg_scale", "evaluate_policy", "load_results", "overall_rows"]
 
 
 def __getattr__(name: str) -> Any:
@@ -17,7 +17,7 @@ def __getattr__(name: str) -> Any:
         from cfgrl.evaluate.runner import evaluate_policy
 
         return evaluate_policy
-    if name in ("best_cfg_scale", "load_results"):
+    if name in ("chosen_cfg_scale", "load_results", "overall_rows"):
         from cfgrl.evaluate import summary
 
         return getattr(summary, name)

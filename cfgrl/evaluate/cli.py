@@ -40,7 +40,7 @@ def evaluate_command(
     cfg_scales: Annotated[Optional[str], typer.Option("--cfg-scales", help="Comma-separated guidance weights, e.g. 0,1,1.5,2,3 (default: evaluate.cfg_scales; PI0_CFG_SCALE alone gives one w).")] = None,
     protocol: Annotated[Optional[str], typer.Option("--protocol", help="libero (every task, its 50 fixed init states, one episode each) or custom (env.tasks x env.init_states).")] = None,
     baseline: Annotated[Optional[Path], typer.Option("--baseline", help="Base checkpoint evaluated on the same episodes, as an extra row.")] = None,
-    baseline_cfg_scale: Annotated[float, typer.Option("--baseline-cfg-scale", help="The baseline's w: 0 (unguided) for a base; a previous round's policy runs at its best w.")] = 0.0,
+    baseline_cfg_scale: Annotated[float, typer.Option("--baseline-cfg-scale", help="The baseline's w: 0 (unguided) for a base; a previous round's policy runs at its validation-chosen w.")] = 0.0,
     store: Annotated[Optional[Path], typer.Option("--store", help="Also append the evaluation episodes to this Zarr store (one run per w).")] = None,
     suite: Annotated[Optional[list[str]], typer.Option("--suite", help="Suite to evaluate (repeatable; default env.suite).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default POLICY/eval/<run name>); rerunning into it resumes.")] = None,
@@ -48,7 +48,7 @@ def evaluate_command(
     overrides: OverrideOption = None,
 ) -> None:
     """Roll out POLICY at each guidance weight w on the same init states and seeds; write results.json,
-    results.csv, success_vs_w.png, config.json and episodes.jsonl; print the best w."""
+    results.csv, success_vs_w.png, config.json and episodes.jsonl; print the w chosen on validation init states."""
     extra = []
     if cfg_scales is not None:
         extra.append(f"evaluate.cfg_scales=[{', '.join(repr(w) for w in parse_cfg_scales(cfg_scales))}]")
@@ -63,5 +63,4 @@ def evaluate_command(
     results = evaluate_policy(cfg, policy, out_dir=out, baseline_dir=baseline, baseline_cfg_scale=baseline_cfg_scale,
                               store=store, suites=suite)
     typer.echo(format_table(results))
-    typer.echo(f"best cfg_scale: {results['best_cfg_scale']:g}")
     typer.echo(f"results: {results['out_dir']}")

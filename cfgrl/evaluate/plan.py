@@ -1,9 +1,16 @@
 """Which episodes an evaluation runs: the paired design shared by every guidance weight.
 
-An evaluation is a list of *slots* (suite, task, init state, repeat, seed) fixed before any w is
-looked at; every w — and the baseline checkpoint — runs exactly these slots. So a difference
+An evaluation is a list of *slots* (split, suite, task, init state, repeat, seed) fixed before any w
+is looked at; every w — and the baseline checkpoint — runs exactly the test slots. So a difference
 between two weights is never a difference between init states or episode seeds (common random
 numbers), and the paired interval in ``stats`` applies.
+
+The guidance weight is *chosen* on validation slots and *reported* on test slots, never chosen on
+the episodes it is reported on. Validation slots come from ``evaluate.validation_init_states``
+(disjoint from the training and test init states); LIBERO's protocol has only its 50 fixed init
+states per task, so there validation runs those init states with other episode seeds, which the
+results flag. Only the policy's arms run validation slots (the baseline runs at one given w), and
+only when there is a choice to make (two or more w).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from cfgrl.envs.base import TaskInfo
 from cfgrl.errors import CfgrlError
 
 POLICY, BASELINE = "policy", "baseline"
+TEST, VALIDATION = "test", "validation"
 # A base checkpoint never saw an optimality label: its unconditional path. A trained one (the previous
 # round's policy) runs at its own best w instead (`--baseline-cfg-scale`).
 BASELINE_CFG_SCALE = 0.0
@@ -27,8 +35,9 @@ BASELINE_CFG_SCALE = 0.0
 
 @dataclass(frozen=True)
 class Slot:
-    """One (task, init state, repeat) of one suite, with the episode seed every w shares."""
+    """One (task, init state, repeat) of one suite and split, with the episode seed every w shares."""
 
+    split: str  # TEST | VALIDATION
     suite: str
     task_id: int
     prompt: str
@@ -37,8 +46,8 @@ class Slot:
     seed: int
 
     @property
-    def pair_key(self) -> tuple[str, int, int, int]:
-        return (self.suite, self.task_id, self.init_state_id, self.repeat)
+    def pair_key(self) -> tuple[str, str, int, int, int]:
+        return (self.split, self.suite, self.task_id, self.init_state_id, self.repeat)
 
 
 @dataclass(frozen=True)
@@ -53,9 +62,11 @@ class EvalEpisode:
         return {"role": self.role, "cfg_scale": self.cfg_scale, **asdict(self.slot)}
 
 
-def episode_seed(base_seed: int, task_id: int, init_state_id: int, repeat: int) -> int:
-    """A seed per (task, init state, repeat), independent of w: the pairing across weights."""
-    state = np.random.SeedSequence([base_seed, task_id, init_state_id, repeat]).generate_state(2, dtype=np.uint32)
+def episode_seed(base_seed: int, task_id: int, init_state_id: int, repeat: int, split: str = TEST) -> int:
+    """A seed per (split, task, init state, repeat), independent of w: the pairing across weights.
+    Validation seeds differ from test seeds even on the same init state (LIBERO's protocol)."""
+    entropy = [base_seed, task_id, init_state_id, repeat] + ([1] if split == VALIDATION else [])
+    state = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32)
     return int((int(state[0]) << 31) ^ int(state[1]))  # < 2**63: fits the store's int64 seed column
 
 
@@ -70,16 +81,55 @@ def check_protocol(cfg: Config) -> None:
                 "evaluate.protocol=libero runs every task with its 50 fixed init states once; leave env.tasks, "
                 "env.init_states, evaluate.init_states null and evaluate.episodes_per_init 1, or use evaluate.protocol=custom"
             )
+        if ev.validation_init_states is not None:
+            raise CfgrlError(
+                "evaluate.protocol=libero fixes the init states: validation runs them with other episode seeds; "
+                "leave evaluate.validation_init_states null, or use evaluate.protocol=custom"
+            )
+    if ev.validation_init_states is not None:
+        validation = set(ev.validation_init_states)
+        for key, other in (("evaluate.init_states", ev.init_states), ("env.init_states", env.init_states)):
+            shared = sorted(validation & set(other or []))
+            if shared:
+                raise CfgrlError(
+                    f"evaluate.validation_init_states shares {len(shared)} init states with {key} (first {shared[0]}); "
+                    "w must be chosen on init states used neither for training nor for the reported test"
+                )
+
+
+def validates(cfg: Config) -> bool:
+    """Whether the evaluation runs validation slots: a choice of w (two or more) and somewhere to make it."""
+    choice = len(_unique_floats(cfg.evaluate.cfg_scales)) > 1
+    return choice and (cfg.evaluate.protocol == "libero" or cfg.evaluate.validation_init_states is not None)
+
+
+def require_validation(cfg: Config, who: str) -> None:
+    """``who`` picks a w from an evaluation: refuse a configuration that would pick it on test episodes."""
+    if len(_unique_floats(cfg.evaluate.cfg_scales)) > 1 and not validates(cfg):
+        raise CfgrlError(
+            f"{who} chooses the guidance weight on validation init states, and none are set: set "
+            "evaluate.validation_init_states (disjoint from env.init_states and evaluate.init_states), "
+            "or use evaluate.protocol=libero"
+        )
 
 
 def slots_for_suite(env_cfg: EnvConfig, tasks: list[TaskInfo], cfg: Config) -> list[Slot]:
-    """The slots of one suite: chosen tasks x chosen init states x ``episodes_per_init`` repeats.
+    """The test slots of one suite, then its validation slots when the evaluation ``validates``."""
+    test_inits = cfg.evaluate.init_states if cfg.evaluate.init_states is not None else env_cfg.init_states
+    slots = _split_slots(TEST, test_inits, env_cfg, tasks, cfg)
+    if validates(cfg):
+        inits = cfg.evaluate.validation_init_states if cfg.evaluate.protocol != "libero" else test_inits
+        slots += _split_slots(VALIDATION, inits, env_cfg, tasks, cfg)
+    return slots
 
-    Init states: ``evaluate.init_states`` (e.g. held out from collection), else ``env.init_states``,
-    else every init state of the task."""
+
+def _split_slots(split: str, chosen_inits: list[int] | None, env_cfg: EnvConfig, tasks: list[TaskInfo], cfg: Config) -> list[Slot]:
+    """Chosen tasks x chosen init states x ``episodes_per_init`` repeats.
+
+    Test init states: ``evaluate.init_states`` (e.g. held out from collection), else
+    ``env.init_states``, else every init state of the task."""
     by_id = {t.task_id: t for t in tasks}
     chosen = list(by_id) if env_cfg.tasks is None else list(env_cfg.tasks)
-    chosen_inits = cfg.evaluate.init_states if cfg.evaluate.init_states is not None else env_cfg.init_states
     for task_id in chosen:
         if task_id not in by_id:
             valid = ", ".join(f"{t.task_id} ({t.prompt})" for t in tasks)
@@ -95,10 +145,10 @@ def slots_for_suite(env_cfg: EnvConfig, tasks: list[TaskInfo], cfg: Config) -> l
                     f"(it has 0..{task.num_init_states - 1})"
                 )
             for repeat in range(cfg.evaluate.episodes_per_init):
-                seed = episode_seed(cfg.evaluate.seed, task_id, init, repeat)
-                slots.append(Slot(env_cfg.suite, task_id, task.prompt, init, repeat, seed))
+                seed = episode_seed(cfg.evaluate.seed, task_id, init, repeat, split)
+                slots.append(Slot(split, env_cfg.suite, task_id, task.prompt, init, repeat, seed))
     if not slots:
-        raise CfgrlError(f"suite '{env_cfg.suite}': the chosen tasks and init states give zero episodes; choose at least one of each")
+        raise CfgrlError(f"suite '{env_cfg.suite}': the chosen tasks and {split} init states give zero episodes; choose at least one of each")
     return slots
 
 
@@ -107,10 +157,11 @@ def _unique(items: Iterable[int]) -> list[int]:
 
 
 def plan_episodes(slots: list[Slot], cfg_scales: list[float], baseline_cfg_scale: float | None) -> list[EvalEpisode]:
-    """Every w runs every slot; the baseline checkpoint (None: no baseline) runs them once at its own w."""
+    """Every w runs every slot; the baseline checkpoint (None: no baseline) runs the test slots once
+    at its own w (nothing is chosen for it)."""
     episodes = [EvalEpisode(POLICY, float(w), slot) for w in _unique_floats(cfg_scales) for slot in slots]
     if baseline_cfg_scale is not None:
-        episodes += [EvalEpisode(BASELINE, float(baseline_cfg_scale), slot) for slot in slots]
+        episodes += [EvalEpisode(BASELINE, float(baseline_cfg_scale), slot) for slot in slots if slot.split == TEST]
     return episodes
 
 

@@ -11,16 +11,17 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from cfgrl.evaluate.plan import BASELINE, POLICY  # noqa: E402
+from cfgrl.evaluate.plan import BASELINE, POLICY, TEST, VALIDATION  # noqa: E402
 
 W_LABEL = "guidance weight w  (0 = unconditional, 1 = conditional)"
 LEVEL_COLOURS = ("tab:red", "tab:purple", "tab:brown", "tab:grey")
 
 
 def plot_success_vs_w(results: dict[str, Any], path: str | Path) -> Path:
-    """Overall success against w with its 95% band, one thin line per task, the baseline as a
-    dashed level with its band, and the best w marked."""
-    rows = results["rows"]
+    """Overall test success against w with its 95% band, one thin line per task, the validation
+    success as a dotted line, the baseline as a dashed level with its band, and the w chosen on
+    validation marked."""
+    rows = [r for r in results["rows"] if r["split"] == TEST]
     policy = sorted((r for r in rows if r["role"] == POLICY), key=lambda r: r["cfg_scale"])
     overall = [r for r in policy if r["scope"] == "overall"]
     ws = [r["cfg_scale"] for r in overall]
@@ -35,16 +36,20 @@ def plot_success_vs_w(results: dict[str, Any], path: str | Path) -> Path:
     rates = [r["success_rate"] for r in overall]
     below = [max(0.0, p - r["ci_low"]) for p, r in zip(rates, overall)]  # max: rounding at 0/n and n/n
     above = [max(0.0, r["ci_high"] - p) for p, r in zip(rates, overall)]
-    ax.errorbar(ws, rates, yerr=[below, above], fmt="o-", color="tab:blue", lw=2, capsize=3, label="overall")
+    ax.errorbar(ws, rates, yerr=[below, above], fmt="o-", color="tab:blue", lw=2, capsize=3, label="overall (test)")
+    validation = sorted((r for r in results["rows"] if r["split"] == VALIDATION and r["scope"] == "overall"), key=lambda r: r["cfg_scale"])
+    if validation:
+        ax.plot([r["cfg_scale"] for r in validation], [r["success_rate"] for r in validation], "s:", color="tab:orange",
+                lw=1.2, label="overall (validation)")
     base = [r for r in rows if r["role"] == BASELINE and r["scope"] == "overall"]
     if base:
         _level(ax, base[0], "baseline checkpoint", LEVEL_COLOURS[0])
-    best = results.get("best_cfg_scale")
-    if best is not None:
-        ax.axvline(best, color="tab:green", ls=":", lw=1.2, label=f"best w = {best:g}")
+    chosen = results.get("chosen_cfg_scale")
+    if chosen is not None:
+        ax.axvline(chosen, color="tab:green", ls=":", lw=1.2, label=f"w = {chosen:g}, chosen on validation")
     n = overall[0]["episodes"] if overall else 0
     ax.set_xticks(ws)
-    return _save(fig, ax, f"Success vs guidance weight ({n} paired episodes per w)", path)
+    return _save(fig, ax, f"Success vs guidance weight ({n} paired test episodes per w)", path)
 
 
 def plot_curves(curves: dict[str, list[dict[str, Any]]], levels: dict[str, dict[str, Any]], title: str, path: str | Path) -> Path:

@@ -55,7 +55,7 @@ def store_layout(camera_names: tuple[str, ...], image_size: int) -> StoreLayout:
 
 def store_run_id(episode: EvalEpisode, checkpoint: str, settings: str) -> str:
     return run_id(stage="evaluate", checkpoint=checkpoint, settings=settings, role=episode.role,
-                  cfg_scale=episode.cfg_scale, suite=episode.slot.suite)
+                  cfg_scale=episode.cfg_scale, suite=episode.slot.suite, split=episode.slot.split)
 
 
 def group_id(run: str, task_id: int, init_state_id: int) -> int:

@@ -23,7 +23,8 @@ from cfgrl.errors import CfgrlError
 from cfgrl.evaluate import rollouts
 from cfgrl.evaluate.ledger import EpisodeLedger, checkpoint_fingerprint, episode_key, read_committed
 from cfgrl.evaluate.plan import (
-    BASELINE, BASELINE_CFG_SCALE, POLICY, EvalEpisode, Slot, check_protocol, plan_episodes, settings_digest, slots_for_suite,
+    BASELINE, BASELINE_CFG_SCALE, POLICY, TEST, VALIDATION, EvalEpisode, Slot, check_protocol, plan_episodes, settings_digest,
+    slots_for_suite,
 )
 from cfgrl.evaluate.plot import plot_success_vs_w
 from cfgrl.evaluate.summary import arm_name, build_results, summarise, write_results
@@ -113,12 +114,28 @@ def evaluate_policy(
         "policy": str(policy_dir), "baseline": str(baseline_dir) if baseline_dir else None,
         "env": cfg.env.name, "suites": suites, "protocol": cfg.evaluate.protocol,
         "cfg_scales": [w for role, w in arms if role == POLICY], "baseline_cfg_scale": float(baseline_cfg_scale) if baseline_dir else None,
-        "episodes_per_w": len(slots), "out_dir": str(out_dir), "store": str(store) if store else None, "config": cfg.to_dict(),
+        "episodes_per_w": sum(s.split == TEST for s in slots), "out_dir": str(out_dir),
+        "store": str(store) if store else None, "config": cfg.to_dict(), **validation_meta(cfg, slots),
     }
     results = build_results(summarise(outcomes, slots, arms), meta)
     write_results(results, out_dir)
     plot_success_vs_w(results, out_dir / "success_vs_w.png")
     return results
+
+
+def validation_meta(cfg: Config, slots: list[Slot]) -> dict[str, Any]:
+    """How w was chosen, for results.json: on which validation episodes, and whether they share
+    the test init states (LIBERO's protocol: same init states, other episode seeds)."""
+    validation = [s for s in slots if s.split == VALIDATION]
+    if not validation:
+        return {"validation": None, "chosen_on": "the only w swept" if len(set(cfg.evaluate.cfg_scales)) == 1 else None}
+    shares = cfg.evaluate.protocol == "libero"
+    where = "the test init states with other episode seeds" if shares else "validation init states disjoint from training and test"
+    return {
+        "validation": {"episodes_per_w": len(validation), "init_states": sorted({s.init_state_id for s in validation}),
+                       "shares_test_init_states": shares},
+        "chosen_on": f"validation: {len(validation)} episodes per w on {where}",
+    }
 
 
 @dataclass(frozen=True)
@@ -138,13 +155,13 @@ class _RunContext:
 
 
 def _run_pending(pending: list[EvalEpisode], ctx: _RunContext, loaded: tuple[str, Any] | None) -> None:
-    """One engine call per (role, w, suite): the engine takes one policy and one w per call. Each
+    """One engine call per (role, w, suite, split): the engine takes one policy and one w per call. Each
     checkpoint is loaded only when it has episodes left (``loaded``: the first one, as (role,
     policy)), and dropped before the next one loads."""
-    batches: dict[tuple[str, float, str], list[EvalEpisode]] = {}
+    batches: dict[tuple[str, float, str, str], list[EvalEpisode]] = {}
     for ep in pending:
-        batches.setdefault((ep.role, ep.cfg_scale, ep.slot.suite), []).append(ep)
-    for (role, w, suite), batch in batches.items():
+        batches.setdefault((ep.role, ep.cfg_scale, ep.slot.suite, ep.slot.split), []).append(ep)
+    for (role, w, suite, split), batch in batches.items():
         policy_dir, fingerprint = ctx.checkpoints[role]
         run = rollouts.store_run_id(batch[0], fingerprint, ctx.settings)
 
@@ -160,8 +177,8 @@ def _run_pending(pending: list[EvalEpisode], ctx: _RunContext, loaded: tuple[str
             loaded = None  # free the previous checkpoint before loading the next
             loaded = (role, rollouts.load_checkpoint(policy_dir, ctx.cfg, ctx.env))
         name = arm_name(role, w)
-        print(f"evaluate {name} on {suite}: {len(batch)} episodes", file=sys.stderr)
+        print(f"evaluate {name} on {suite} ({split}): {len(batch)} episodes", file=sys.stderr)
         rollouts.roll_out(
             ctx.cfg, ctx.env_cfgs[suite], loaded[1], w, batch, run, commit, store=ctx.store,
-            video_dir=ctx.out_dir / "videos" / name / suite if ctx.cfg.evaluate.videos > 0 else None, progress=ctx.progress,
+            video_dir=ctx.out_dir / "videos" / name / suite if ctx.cfg.evaluate.videos > 0 and split == TEST else None, progress=ctx.progress,
         )

@@ -1,9 +1,10 @@
-"""From finished episodes to the results table: success per task, per suite and overall.
+"""From finished episodes to the results table: success per split, task, suite and overall.
 
-Every arm (the policy at each w, plus the baseline checkpoint) ran the same slots, so each row also
-carries the paired difference against the policy at w = 1 (the plain conditional policy, i.e. what
-CFGRL trained) over the same slots. Files: ``results.json`` (schema-stamped) and ``results.csv``
-(the same rows, flat).
+Every arm (the policy at each w, plus the baseline checkpoint) ran the same test slots, so each row
+also carries the paired difference against the policy at w = 1 (the plain conditional policy, i.e.
+what CFGRL trained) over the same slots. The guidance weight is chosen on the validation rows and
+reported on the test rows (``chosen_cfg_scale``). Files: ``results.json`` (schema-stamped) and
+``results.csv`` (the same rows, flat).
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from typing import Any
 import pandas as pd
 
 from cfgrl.errors import CfgrlError
-from cfgrl.evaluate.plan import BASELINE, POLICY, EvalEpisode, Slot
+from cfgrl.evaluate.plan import BASELINE, POLICY, TEST, VALIDATION, EvalEpisode, Slot
 from cfgrl.evaluate.stats import CONFIDENCE, paired_difference, wilson_interval
 from cfgrl.schemas import EVAL_RESULTS
 
 REFERENCE_CFG_SCALE = 1.0
 ROW_COLUMNS = [
-    "arm", "role", "cfg_scale", "scope", "suite", "task_id", "prompt", "episodes", "successes",
+    "split", "arm", "role", "cfg_scale", "scope", "suite", "task_id", "prompt", "episodes", "successes",
     "success_rate", "ci_low", "ci_high", "diff_vs_w1", "diff_ci_low", "diff_ci_high",
 ]
 
@@ -47,11 +48,23 @@ def _scopes(slots: list[Slot]) -> list[tuple[dict[str, Any], list[Slot]]]:
 
 
 def summarise(outcomes: dict[EvalEpisode, bool], slots: list[Slot], arms: list[Arm]) -> list[dict[str, Any]]:
-    """One row per (arm, scope). ``outcomes`` must hold every (arm, slot) episode."""
+    """One row per (split, arm, scope): the test split for every arm, the validation split (when
+    there are validation slots) for the policy's arms. ``outcomes`` must hold every such episode."""
+    rows = []
+    for split in (TEST, VALIDATION):
+        chosen = [s for s in slots if s.split == split]
+        split_arms = arms if split == TEST else [arm for arm in arms if arm[0] == POLICY]
+        if chosen:
+            rows += [{"split": split, **row} for row in _summarise_split(outcomes, chosen, split_arms)]
+    return rows
+
+
+def _summarise_split(outcomes: dict[EvalEpisode, bool], slots: list[Slot], arms: list[Arm]) -> list[dict[str, Any]]:
     success = {arm: {} for arm in arms}
+    wanted = set(slots)
     for episode, ok in outcomes.items():
         arm = (episode.role, episode.cfg_scale)
-        if arm in success:
+        if arm in success and episode.slot in wanted:
             success[arm][episode.slot] = bool(ok)
     for arm in arms:
         missing = len(slots) - len(success[arm])
@@ -74,14 +87,34 @@ def summarise(outcomes: dict[EvalEpisode, bool], slots: list[Slot], arms: list[A
     return rows
 
 
-def best_cfg_scale(results: dict[str, Any]) -> float:
-    """The guidance weight with the highest overall success; ties go to the higher lower bound, then
-    to the smaller w (less guidance, less drift from the data)."""
-    overall = [r for r in results["rows"] if r["role"] == POLICY and r["scope"] == "overall"]
-    if not overall:
-        raise CfgrlError("the results hold no policy rows; nothing to choose a guidance weight from")
-    best = max(overall, key=lambda r: (r["success_rate"], r["ci_low"], -r["cfg_scale"]))
+def overall_rows(results: dict[str, Any], split: str = TEST, role: str | None = None) -> list[dict[str, Any]]:
+    """The overall rows of one split (and role), one per arm."""
+    return [r for r in results["rows"] if r["split"] == split and r["scope"] == "overall" and role in (None, r["role"])]
+
+
+def choose_cfg_scale(rows: list[dict[str, Any]]) -> float | None:
+    """The guidance weight with the highest overall success on validation rows; ties go to the higher
+    lower bound, then to the smaller w (less guidance, less drift from the data). One w swept: that
+    w (nothing to choose). No validation rows and several w: None, never a choice made on test."""
+    policy = [r for r in rows if r["role"] == POLICY and r["scope"] == "overall"]
+    if len({r["cfg_scale"] for r in policy}) == 1:
+        return float(policy[0]["cfg_scale"])
+    candidates = [r for r in policy if r["split"] == VALIDATION]
+    if not candidates:
+        return None
+    best = max(candidates, key=lambda r: (r["success_rate"], r["ci_low"], -r["cfg_scale"]))
     return float(best["cfg_scale"])
+
+
+def chosen_cfg_scale(results: dict[str, Any], who: str) -> float:
+    """The validation-chosen w of ``results``, for a caller (``who``) that needs one."""
+    w = results.get("chosen_cfg_scale")
+    if w is None:
+        raise CfgrlError(
+            f"{who} needs a guidance weight chosen on validation init states, and evaluation '{results['out_dir']}' "
+            "ran none: set evaluate.validation_init_states"
+        )
+    return float(w)
 
 
 def build_results(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
@@ -93,7 +126,9 @@ def build_results(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str,
         "paired_interval": "newcombe square-and-add for paired proportions (1998, method 10), against w=1 on the same episodes",
         "rows": rows,
     }
-    results["best_cfg_scale"] = best_cfg_scale(results)
+    if not any(r["role"] == POLICY for r in rows):
+        raise CfgrlError("the results hold no policy rows; nothing to choose a guidance weight from")
+    results["chosen_cfg_scale"] = choose_cfg_scale(rows)
     return results
 
 
@@ -125,11 +160,18 @@ def load_results(path: str | Path) -> dict[str, Any]:
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """The overall rows, one line per arm, for the terminal."""
-    lines = [f"{'arm':>10}  {'success':>7}  {'95% CI':>15}  {'vs w=1 (paired 95% CI)':>28}"]
-    for r in results["rows"]:
-        if r["scope"] != "overall":
-            continue
+    """The overall test rows, one line per arm, the validation success beside them, the chosen w
+    marked, for the terminal."""
+    validation = {r["arm"]: r["success_rate"] for r in overall_rows(results, VALIDATION)}
+    chosen = results.get("chosen_cfg_scale")
+    lines = [f"{'arm':>12}  {'test':>6}  {'95% CI':>15}  {'vs w=1 (paired 95% CI)':>28}  {'validation':>10}"]
+    for r in overall_rows(results):
         diff = "" if r["diff_vs_w1"] is None else f"{r['diff_vs_w1']:+.3f} [{r['diff_ci_low']:+.3f}, {r['diff_ci_high']:+.3f}]"
-        lines.append(f"{r['arm']:>10}  {r['success_rate']:7.3f}  [{r['ci_low']:.3f}, {r['ci_high']:.3f}]  {diff:>28}")
+        mark = "*" if r["role"] == POLICY and r["cfg_scale"] == chosen else " "
+        val = f"{validation[r['arm']]:.3f}" if r["arm"] in validation else ""
+        lines.append(f"{mark}{r['arm']:>11}  {r['success_rate']:6.3f}  [{r['ci_low']:.3f}, {r['ci_high']:.3f}]  {diff:>28}  {val:>10}")
+    if chosen is None:
+        lines.append("no w chosen: no validation init states (set evaluate.validation_init_states); test rows only")
+    else:
+        lines.append(f"* chosen w = {chosen:g} ({results.get('chosen_on', 'validation')}); its test row is the reported result")
     return "\n".join(lines)

@@ -1,8 +1,9 @@
 """`cfgrl ablate`: the design note's ablations on one store, one factor at a time.
 
 Every setting relabels the same store (no re-collection), fine-tunes the same starting policy and
-sweeps w. The table has one row per setting: the best overall success, the w that gave it, its
-Wilson interval, and the success at w = 1 (no guidance) for reference.
+sweeps w. The table has one row per setting: the w chosen on validation init states, the overall
+test success at that w with its Wilson interval, and the test success at w = 1 (no guidance) for
+reference.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import pandas as pd
 
 from cfgrl.config import Config, parse_override, with_overrides
 from cfgrl.errors import CfgrlError
+from cfgrl.evaluate.plan import require_validation
+from cfgrl.evaluate.summary import chosen_cfg_scale, overall_rows
 from cfgrl.pipeline import stages
 
 DEFAULT_GRID: dict[str, list[Any]] = {
@@ -24,7 +27,7 @@ DEFAULT_GRID: dict[str, list[Any]] = {
     "policy.condition_mode": ["token", "bias", "concat"],
     "cfgrl.use_prefix_dropout": [False, True],
 }
-TABLE_COLUMNS = ["setting", "factor", "value", "best_cfg_scale", "best_success", "ci_low", "ci_high",
+TABLE_COLUMNS = ["setting", "factor", "value", "chosen_cfg_scale", "success", "ci_low", "ci_high",
                  "success_w1", "label_version", "policy"]
 
 
@@ -58,6 +61,7 @@ def _slug(factor: str, value: Any) -> str:
 
 
 def run_ablation(cfg: Config, store: Path, policy: Path, out: Path, grid: dict[str, list[Any]]) -> pd.DataFrame:
+    require_validation(cfg, "cfgrl ablate")
     rows = []
     for factor, value in settings(cfg, grid):
         slug = _slug(factor, value)
@@ -66,12 +70,12 @@ def run_ablation(cfg: Config, store: Path, policy: Path, out: Path, grid: dict[s
         labels = stages.label(setting, [store], out / "labels")
         trained = stages.train(setting, [store], labels, out / slug / "train", policy)
         results = stages.evaluate(setting, trained, out / slug / "eval")
-        overall = {r["cfg_scale"]: r for r in results["rows"] if r["scope"] == "overall" and r["role"] == "policy"}
-        best = overall[results["best_cfg_scale"]]
+        overall = {r["cfg_scale"]: r for r in overall_rows(results, role="policy")}
+        chosen = overall[chosen_cfg_scale(results, "cfgrl ablate")]
         rows.append({
             "setting": slug, "factor": factor, "value": value,
-            "best_cfg_scale": best["cfg_scale"], "best_success": best["success_rate"],
-            "ci_low": best["ci_low"], "ci_high": best["ci_high"],
+            "chosen_cfg_scale": chosen["cfg_scale"], "success": chosen["success_rate"],
+            "ci_low": chosen["ci_low"], "ci_high": chosen["ci_high"],
             "success_w1": overall[1.0]["success_rate"] if 1.0 in overall else None,
             "label_version": labels.name, "policy": str(trained),
         })
@@ -86,10 +90,10 @@ def run_ablation(cfg: Config, store: Path, policy: Path, out: Path, grid: dict[s
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    lines = ["| setting | best w | success at best w (95% CI) | success at w=1 |", "|---|---|---|---|"]
+    lines = ["| setting | w (chosen on validation) | test success at that w (95% CI) | test success at w=1 |", "|---|---|---|---|"]
     for r in table.itertuples():
         w1 = "" if r.success_w1 is None or pd.isna(r.success_w1) else f"{r.success_w1:.1%}"
-        lines.append(f"| {r.setting} | {r.best_cfg_scale:g} | {r.best_success:.1%} ({r.ci_low:.1%}-{r.ci_high:.1%}) | {w1} |")
+        lines.append(f"| {r.setting} | {r.chosen_cfg_scale:g} | {r.success:.1%} ({r.ci_low:.1%}-{r.ci_high:.1%}) | {w1} |")
     return "\n".join(lines)
 
 
@@ -101,12 +105,12 @@ def plot_ablation(table: pd.DataFrame, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(table) + 2), 4))
     x = range(len(table))
-    err = [table.best_success - table.ci_low, table.ci_high - table.best_success]
-    ax.bar(x, table.best_success, yerr=err, capsize=3, color="tab:blue", alpha=0.8)
+    err = [table.success - table.ci_low, table.ci_high - table.success]
+    ax.bar(x, table.success, yerr=err, capsize=3, color="tab:blue", alpha=0.8)
     for i, r in enumerate(table.itertuples()):
-        ax.text(i, r.ci_high + 0.02, f"w={r.best_cfg_scale:g}", ha="center", fontsize=8)
+        ax.text(i, r.ci_high + 0.02, f"w={r.chosen_cfg_scale:g}", ha="center", fontsize=8)
     ax.set_xticks(list(x), table.setting, rotation=35, ha="right", fontsize=8)
-    ax.set_ylabel("best overall success (95% Wilson CI)")
+    ax.set_ylabel("test success at the validation-chosen w (95% CI)")
     ax.set_ylim(0, 1.1)
     ax.set_title("CFGRL ablations (one factor at a time)")
     fig.tight_layout()

@@ -1,4 +1,4 @@
-"""`cfgrl round`, `cfgrl ablate` and `cfgrl demo`: the stages chained, resumable at every step."""
+"""`cfgrl round`, `cfgrl ablate`, `cfgrl demo` and `cfgrl spread`: the stages chained, resumable at every step."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def round_command(
     config: ConfigOption = None,
     overrides: OverrideOption = None,
 ) -> None:
-    """Collect with the latest checkpoint at its best w, label its own store, train from it, evaluate."""
+    """Collect with the latest checkpoint at its validation-chosen w, label its own store, train from it, evaluate."""
     from cfgrl.pipeline.rounds import lineage, run_round
 
     cfg = resolve(config, overrides)
@@ -77,3 +77,21 @@ def demo_command(
     from cfgrl.pipeline.demo import run_demo
 
     run_demo(resolve(config, overrides), root, demo_noise, demo_episodes, base_steps, base_lr, second_round)
+
+
+def spread_command(
+    root: Annotated[Path, typer.Argument(help="Directory of the repeated comparison (seed_<s>/, report).")],
+    policy: Annotated[Path, typer.Option("--policy", help="The fixed base checkpoint every seed starts from.")],
+    seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds of collection, condition dropout and training.")] = "0,1,2",
+    config: ConfigOption = None,
+    overrides: OverrideOption = None,
+) -> None:
+    """Round 1, filtered BC and weighted over several seeds from one base: mean and spread of each arm."""
+    from cfgrl.errors import CfgrlError
+    from cfgrl.pipeline.spread import run_spread
+
+    try:
+        values = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise CfgrlError(f"--seeds '{seeds}' is not a comma-separated list of integers (e.g. 0,1,2)") from None
+    run_spread(resolve(config, overrides), root, policy, values)

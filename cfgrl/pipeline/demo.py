@@ -2,10 +2,11 @@
 
 1. base      behaviour cloning (label_source none) on noisy scripted demonstrations
 2. round 1   collect K rollouts per init state with the base -> episode_rloo labels -> CFGRL
-             fine-tuning -> w sweep on held-out init states, paired seeds, against the base
+             fine-tuning -> w sweep on held-out test init states, paired seeds, against the base;
+             w chosen on validation init states
 3. baselines on round 1's store and label version, same steps: filtered BC (o=1 windows only, no
              guidance) and the retired advantage-weighted two-branch loss
-4. round 2   the same from round 1's policy at its best w
+4. round 2   the same from round 1's policy at its validation-chosen w
 5. report    DEMO_DIR/report.md (+ report.json): every curve with intervals and the time each step took;
              DEMO_DIR/comparison.png: the curves and levels of every arm in one figure
 """
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from cfgrl.config import Config, with_overrides
+from cfgrl.evaluate.plan import POLICY, require_validation
+from cfgrl.evaluate.summary import load_results, overall_rows
 from cfgrl.pipeline import rounds, stages
 from cfgrl.train.objectives import UNCONDITIONED_OBJECTIVES
 
@@ -39,18 +42,24 @@ def build_base(cfg: Config, root: Path, noise: float, episodes: int, steps: int,
     return stages.train(bc, [demos], labels, root / "base", None)
 
 
-def run_demo(cfg: Config, root: Path, noise: float, demo_episodes: int, base_steps: int, base_lr: float,
-             second_round: bool = True) -> dict[str, Any]:
-    timings: dict[str, float] = {}
+class Timer:
+    """Times the demonstration's steps for its report."""
 
-    def timed(name: str, fn, *args, **kwargs):
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    def __call__(self, name: str, fn, *args, **kwargs):
         start = time.monotonic()
         out = fn(*args, **kwargs)
-        timings[name] = round(time.monotonic() - start, 1)
-        print(f"demo: {name} took {timings[name]:.0f} s")
+        self.timings[name] = round(time.monotonic() - start, 1)
+        print(f"demo: {name} took {self.timings[name]:.0f} s")
         return out
 
-    base = timed("base policy (scripted demos, BC)", build_base, cfg, root, noise, demo_episodes, base_steps, base_lr)
+
+def compare(cfg: Config, root: Path, base: Path, timed: Timer) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Round 1 from ``base`` under ``root/rounds``, then the filtered-BC and weighted baselines on
+    round 1's store and label version with its training budget. Returns (round 1's record, each
+    baseline's evaluation results)."""
     rounds_root = root / "rounds"
     first = timed("round 1 (collect, label, train, evaluate)", rounds.run_round, cfg, rounds_root, base)
     r1 = rounds.RoundDir(rounds_root, first["round"])
@@ -62,10 +71,21 @@ def run_demo(cfg: Config, root: Path, noise: float, demo_episodes: int, base_ste
             setting = with_overrides(setting, ["evaluate.cfg_scales=[1.0]"])
         policy = timed(f"baseline {objective} (train)", stages.train, setting, [r1.store], labels, root / objective / "train", base)
         baselines[objective] = timed(f"baseline {objective} (evaluate)", stages.evaluate, setting, policy, root / objective / "eval")
+    return first, baselines
+
+
+def run_demo(cfg: Config, root: Path, noise: float, demo_episodes: int, base_steps: int, base_lr: float,
+             second_round: bool = True) -> dict[str, Any]:
+    require_validation(cfg, "cfgrl demo")
+    timed = Timer()
+    base = timed("base policy (scripted demos, BC)", build_base, cfg, root, noise, demo_episodes, base_steps, base_lr)
+    first, baselines = compare(cfg, root, base, timed)
+    rounds_root = root / "rounds"
     second = timed("round 2", rounds.run_round, cfg, rounds_root, None) if second_round else None
 
-    report = {"timings_s": timings, "base": str(base), "round_1": first, "round_2": second,
-              "baselines": {k: _overall(v) for k, v in baselines.items()}}
+    report = {"timings_s": timed.timings, "base": str(base), "round_1": first, "round_2": second,
+              "baselines": {k: _overall(v) for k, v in baselines.items()},
+              "baselines_chosen_cfg_scale": {k: v["chosen_cfg_scale"] for k, v in baselines.items()}}
     (root / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     round_rows = {key: _round_rows(report[key]) for key in ("round_1", "round_2") if report[key]}
     (root / "report.md").write_text(render_report(report, round_rows, rounds_root) + "\n")
@@ -75,25 +95,29 @@ def run_demo(cfg: Config, root: Path, noise: float, demo_episodes: int, base_ste
 
 
 def _round_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """The overall rows of a round's evaluation."""
-    return _overall(json.loads((Path(record["eval"]) / "results.json").read_text()))
+    """The overall test rows of a round's evaluation."""
+    return _overall(load_results(record["eval"]))
 
 
 def _overall(results: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{k: r[k] for k in ("arm", "cfg_scale", "episodes", "success_rate", "ci_low", "ci_high", "diff_vs_w1", "diff_ci_low", "diff_ci_high")}
-            for r in results["rows"] if r["scope"] == "overall"]
+    """The overall test rows, the w chosen on validation flagged."""
+    chosen = results["chosen_cfg_scale"]
+    keys = ("arm", "cfg_scale", "episodes", "success_rate", "ci_low", "ci_high", "diff_vs_w1", "diff_ci_low", "diff_ci_high")
+    return [{**{k: r[k] for k in keys}, "chosen": r["role"] == POLICY and r["cfg_scale"] == chosen} for r in overall_rows(results)]
 
 
 def render_report(report: dict[str, Any], round_rows: dict[str, list[dict[str, Any]]], rounds_root: Path) -> str:
     lines = ["# CFGRL demonstration on the built-in environment", ""]
     for key, rows in round_rows.items():
         record = report[key]
-        lines += [f"## Round {record['round']} (collected at w={record['collect_cfg_scale']:g}; best w = {record['best_cfg_scale']:g})", "",
-                  "| arm | episodes | success (95% Wilson CI) | paired diff vs w=1 (95% CI) |", "|---|---|---|---|"]
+        lines += [f"## Round {record['round']} (collected at w={record['collect_cfg_scale']:g}; w = {record['chosen_cfg_scale']:g} chosen on "
+                  f"{record['chosen_on']}; **bold**: the reported result)", "",
+                  "| arm | test episodes | test success (95% Wilson CI) | paired diff vs w=1 (95% CI) |", "|---|---|---|---|"]
         lines += [_row(r) for r in rows]
         lines += ["", f"![success vs w]({Path(record['eval']) / 'success_vs_w.png'})", ""]
     lines += ["## Every arm in one figure", "", "![comparison](comparison.png)", "",
-              "## Baselines on round 1's store and labels", "", "| objective | arm | episodes | success (95% Wilson CI) | paired diff vs w=1 (95% CI) |", "|---|---|---|---|---|"]
+              "## Baselines on round 1's store and labels (w chosen on validation in bold)", "",
+              "| objective | arm | test episodes | test success (95% Wilson CI) | paired diff vs w=1 (95% CI) |", "|---|---|---|---|---|"]
     for objective, rows in report["baselines"].items():
         lines += [f"| {objective} " + _row(r) for r in rows]
     lines += ["", "## Time per step (2 CPU cores)", "", "| step | seconds |", "|---|---|"]
@@ -105,7 +129,10 @@ def render_report(report: dict[str, Any], round_rows: dict[str, list[dict[str, A
 def _row(r: dict[str, Any]) -> str:
     diff = "" if r.get("diff_vs_w1") is None else f"{r['diff_vs_w1']:+.1%} ({r['diff_ci_low']:+.1%}, {r['diff_ci_high']:+.1%})"
     arm = f"{r['arm']} (start policy at w={r['cfg_scale']:g})" if r["arm"] == "baseline" else r["arm"]
-    return f"| {arm} | {r['episodes']} | {r['success_rate']:.1%} ({r['ci_low']:.1%}-{r['ci_high']:.1%}) | {diff} |"
+    success = f"{r['success_rate']:.1%} ({r['ci_low']:.1%}-{r['ci_high']:.1%})"
+    if r.get("chosen"):
+        arm, success = f"**{arm}**", f"**{success}**"
+    return f"| {arm} | {r['episodes']} | {success} | {diff} |"
 
 
 def plot_comparison(report: dict[str, Any], round_rows: dict[str, list[dict[str, Any]]], path: Path) -> Path:

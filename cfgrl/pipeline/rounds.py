@@ -1,7 +1,8 @@
 """`cfgrl round`: one CFGRL improvement round, repeatable.
 
 Round k starts from the latest checkpoint (round k-1's trained policy, or ``--policy`` for round 1)
-and its best guidance weight from round k-1's evaluation (w = 1 in round 1), then:
+and the guidance weight round k-1's evaluation chose on validation init states (w = 1 in round 1),
+then:
 
     collect  ROOT/round_k/rollouts.zarr   K rollouts per init state from that one policy and w
     label    its own fresh store (+ the stores of the previous ``keep_stores`` rounds); groups never
@@ -23,10 +24,11 @@ from typing import Any
 
 from cfgrl.config import Config, with_overrides
 from cfgrl.errors import CfgrlError
+from cfgrl.evaluate.plan import require_validation
 from cfgrl.pipeline import stages
 from cfgrl.schemas import Schema
 
-ROUND = Schema("cfgrl.round", 1)
+ROUND = Schema("cfgrl.round", 2)
 FIRST_ROUND_CFG_SCALE = 1.0
 
 
@@ -65,11 +67,12 @@ def policy_id_of(policy_dir: Path) -> str:
 
 def run_round(cfg: Config, root: Path, base_policy: Path | None, keep_stores: int = 0) -> dict[str, Any]:
     """Run (or resume) the next round under ``root`` and return its record."""
+    require_validation(cfg, "cfgrl round")  # before any work: the next round collects at the chosen w
     done = finished_rounds(root)
     current = RoundDir(root, done[-1].number + 1 if done else 1)
     if done:
         previous = read_record(done[-1])
-        start, cfg_scale = Path(previous["policy_out"]), float(previous["best_cfg_scale"])
+        start, cfg_scale = Path(previous["policy_out"]), float(previous["chosen_cfg_scale"])
     else:
         if base_policy is None:
             raise CfgrlError("the first round needs a starting checkpoint: pass --policy DIR")
@@ -83,12 +86,12 @@ def run_round(cfg: Config, root: Path, base_policy: Path | None, keep_stores: in
     stores = [current.store, *earlier]
     labels = stages.label(cfg, stores, current.labels)
     policy = stages.train(cfg, stores, labels, current.train, start)
-    # The starting checkpoint runs as it collected: at its best w (a base ignores w).
+    # The starting checkpoint runs as it collected: at its chosen w (a base ignores w).
     results = stages.evaluate(cfg, policy, current.eval, baseline=start, baseline_cfg_scale=cfg_scale)
 
-    from cfgrl.evaluate import best_cfg_scale
+    from cfgrl.evaluate import chosen_cfg_scale
 
-    best = best_cfg_scale(results)
+    chosen = chosen_cfg_scale(results, "cfgrl round")
     record = {
         **ROUND.stamp(),
         "round": current.number,
@@ -98,19 +101,22 @@ def run_round(cfg: Config, root: Path, base_policy: Path | None, keep_stores: in
         "label_version": str(labels),
         "policy_out": str(policy), "policy_out_id": policy_id_of(policy),
         "eval": str(current.eval),
-        "best_cfg_scale": best,
+        "chosen_cfg_scale": chosen,
+        "chosen_on": results["chosen_on"],
         "overall_success": _overall(results),
     }
     tmp = current.record.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, current.record)
-    print(f"round {current.number} done: best w = {best:g}; record {current.record}")
+    print(f"round {current.number} done: w = {chosen:g} chosen on validation; record {current.record}")
     return record
 
 
 def _overall(results: dict[str, Any]) -> dict[str, float]:
-    """Overall success per arm ("w=1.5", "baseline") from an evaluation's rows."""
-    return {row["arm"]: row["success_rate"] for row in results["rows"] if row["scope"] == "overall"}
+    """Overall test success per arm ("w=1.5", "baseline") from an evaluation's rows."""
+    from cfgrl.evaluate import overall_rows
+
+    return {row["arm"]: row["success_rate"] for row in overall_rows(results)}
 
 
 def lineage(root: Path) -> str:
@@ -121,6 +127,6 @@ def lineage(root: Path) -> str:
         lines.append(
             f"round {r['round']}: policy {r['policy_in_id']} --collect w={r['collect_cfg_scale']:g}--> "
             f"{', '.join(Path(s).name for s in r['stores'])} --label {Path(r['label_version']).name}--> "
-            f"policy {r['policy_out_id']} (best w {r['best_cfg_scale']:g})"
+            f"policy {r['policy_out_id']} (w {r['chosen_cfg_scale']:g} chosen on validation)"
         )
     return "\n".join(lines) if lines else f"no finished round under {root}"

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 SETTINGS = [
     "env.image_size=32", "env.max_steps=5", "env.tasks=[0, 1]", "env.init_states=[4]",
-    "evaluate.cfg_scales=[1, 2]", "collect.workers=1", "inference.num_steps=2",
+    "evaluate.validation_init_states=[5]", "evaluate.cfg_scales=[1, 2]", "collect.workers=1", "inference.num_steps=2",
 ]
 WS = [1.0, 2.0]
 
@@ -49,14 +49,18 @@ def test_real_policy_at_two_weights_writes_every_file(evaluated):
     assert (run / "success_vs_w.png").read_bytes().startswith(b"\x89PNG")
     assert load_results(run) == results
     assert config_from_dict(json.loads((run / "config.json").read_text())).evaluate.cfg_scales == WS
-    overall = {r["arm"]: r for r in results["rows"] if r["scope"] == "overall"}
+    overall = {r["arm"]: r for r in results["rows"] if r["scope"] == "overall" and r["split"] == "test"}
     assert list(overall) == ["w=1", "w=2", "baseline"]
     assert all(r["episodes"] == 2 for r in overall.values())
     assert overall["w=2"]["diff_vs_w1"] is not None and overall["w=1"]["diff_vs_w1"] is None
-    assert results["best_cfg_scale"] in WS
-    tasks = [r for r in results["rows"] if r["arm"] == "w=2" and r["scope"] == "task"]
+    validation = {r["arm"]: r for r in results["rows"] if r["scope"] == "overall" and r["split"] == "validation"}
+    assert list(validation) == ["w=1", "w=2"]  # the baseline is not chosen, so it runs no validation
+    best = max(validation.values(), key=lambda r: (r["success_rate"], r["ci_low"], -r["cfg_scale"]))
+    assert results["chosen_cfg_scale"] == best["cfg_scale"]
+    assert results["validation"] == {"episodes_per_w": 2, "init_states": [5], "shares_test_init_states": False}
+    tasks = [r for r in results["rows"] if r["arm"] == "w=2" and r["scope"] == "task" and r["split"] == "test"]
     assert [(r["task_id"], r["prompt"]) for r in tasks] == [(0, "grasp the top left ball"), (1, "grasp the top right ball")]
-    assert len(EpisodeLedger(run / "episodes.jsonl").records) == 6
+    assert len(EpisodeLedger(run / "episodes.jsonl").records) == 10  # 2 w x (2 test + 2 validation) + 2 baseline
 
 
 def test_every_w_ran_the_same_init_states_and_seeds(evaluated):
@@ -65,7 +69,9 @@ def test_every_w_ran_the_same_init_states_and_seeds(evaluated):
     _, _, store_path = evaluated
     store = Store(store_path)
     ep = store.episodes
-    assert len(ep) == 6 and sorted(set(ep.cfg_scale)) == [0.0, 1.0, 2.0]
+    assert len(ep) == 10 and sorted(set(ep.cfg_scale)) == [0.0, 1.0, 2.0]
+    assert ep[ep.init_state_id == 5].run_id.nunique() == 2  # validation episodes: a run of their own per w
+    ep = ep[ep.init_state_id == 4]  # the test episodes
     per_w = {w: ep[(ep.cfg_scale == w) & (ep.policy_id == ep.policy_id[ep.cfg_scale == 1.0].iloc[0])] for w in WS}
     slots = {w: sorted(zip(d.task_id, d.init_state_id, d.seed)) for w, d in per_w.items()}
     assert slots[1.0] == slots[2.0]
@@ -107,9 +113,9 @@ def test_an_interrupted_evaluation_resumes_without_rerunning_or_duplicating(eval
     real_run = rollouts.run_episodes
     monkeypatch.setattr(rollouts, "run_episodes", lambda env_cfg, policy, specs, *a, **k: rolled.extend(specs) or real_run(env_cfg, policy, specs, *a, **k))
     resumed = evaluate_policy(cfg, policy, run, store=store, progress=False)
-    assert len(rolled) == 2  # only w=2: w=1's first episode was logged, its second healed from the store
-    assert Store(store).num_episodes == 4  # no duplicate of the episode the crash left in the store
-    assert len(EpisodeLedger(run / "episodes.jsonl").records) == 4
+    assert len(rolled) == 6  # w=1's validation and all of w=2: w=1's first test episode was logged, its second healed from the store
+    assert Store(store).num_episodes == 8  # no duplicate of the episode the crash left in the store
+    assert len(EpisodeLedger(run / "episodes.jsonl").records) == 8
     policy_rows = lambda res: [{k: r[k] for k in ("arm", "scope", "task_id", "successes", "episodes")}
                                for r in res["rows"] if r["role"] == "policy"]
     assert policy_rows(resumed) == policy_rows(reference)
@@ -119,13 +125,13 @@ def _cli(args, env=None):
     return CliRunner().invoke(app, ["evaluate", *args], env=env)
 
 
-def test_cli_prints_the_table_and_best_w_and_honours_pi0_cfg_scale(evaluated, checkpoints):
+def test_cli_prints_the_table_and_chosen_w_and_honours_pi0_cfg_scale(evaluated, checkpoints):
     _, run, _ = evaluated
     policy, _ = checkpoints
     overrides = [x for s in SETTINGS if not s.startswith("evaluate.cfg_scales") for x in ("-o", s)]
     result = _cli([str(policy), "--out", str(run), "--cfg-scales", "1,2", *overrides])
     assert result.exit_code == 0, result.output
-    assert "best cfg_scale:" in result.output and "w=2" in result.output
+    assert "chosen w =" in result.output and "w=2" in result.output
     # Only PI0_CFG_SCALE: that single w (already recorded in the run, so no rollout happens).
     result = _cli([str(policy), "--out", str(run), *overrides], env={"PI0_CFG_SCALE": "2"})
     assert result.exit_code == 0, result.output
@@ -142,6 +148,7 @@ def test_cli_prints_the_table_and_best_w_and_honours_pi0_cfg_scale(evaluated, ch
         (["-o", "env.tasks=[9]"], "task 9 is not in suite"),
         (["-o", "env.init_states=[]"], "zero episodes"),
         (["-o", "evaluate.episodes_per_init=0"], "zero episodes"),
+        (["-o", "evaluate.init_states=[0]", "-o", "evaluate.validation_init_states=[0, 1]"], "validation_init_states shares 1 init states"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_writes_nothing(checkpoints, tmp_path, extra, message):

@@ -9,9 +9,11 @@ from cfgrl.envs.base import TaskInfo
 from cfgrl.errors import CfgrlError
 from cfgrl.evaluate.cli import apply_env_cfg_scale, parse_cfg_scales
 from cfgrl.evaluate.ledger import EpisodeLedger, checkpoint_fingerprint
-from cfgrl.evaluate.plan import BASELINE, POLICY, check_protocol, plan_episodes, slots_for_suite
+from cfgrl.evaluate.plan import (
+    BASELINE, POLICY, TEST, VALIDATION, check_protocol, plan_episodes, require_validation, slots_for_suite,
+)
 from cfgrl.evaluate.plot import plot_success_vs_w
-from cfgrl.evaluate.summary import best_cfg_scale, build_results, load_results, summarise, write_results
+from cfgrl.evaluate.summary import build_results, chosen_cfg_scale, format_table, load_results, summarise, write_results
 from cfgrl.evaluate.stats import wilson_interval
 
 TASKS = [TaskInfo(0, "grasp the red ball", 50, 80), TaskInfo(1, "grasp the green ball", 50, 80)]
@@ -33,7 +35,7 @@ def test_every_w_and_the_baseline_run_the_same_slots_and_seeds():
     assert all(arm_slots == slots for arm_slots in by_arm.values())
     seeds = [s.seed for s in slots]
     assert len(set(seeds)) == len(seeds)  # repeats of one init state get different seeds
-    trained_baseline = plan_episodes(slots, [1.0], baseline_cfg_scale=3.0)  # a previous round's policy at its best w
+    trained_baseline = plan_episodes(slots, [1.0], baseline_cfg_scale=3.0)  # a previous round's policy at its chosen w
     assert {(ep.role, ep.cfg_scale) for ep in trained_baseline} == {(POLICY, 1.0), (BASELINE, 3.0)}
 
 
@@ -81,6 +83,46 @@ def test_zero_episodes_per_init_and_libero_protocol_conflicts_are_errors():
     with pytest.raises(CfgrlError, match="protocol=libero"):
         check_protocol(cfg("evaluate.protocol=libero", "evaluate.init_states=[1]"))
     check_protocol(cfg("evaluate.protocol=libero"))
+    with pytest.raises(CfgrlError, match="protocol=libero fixes the init states"):
+        check_protocol(cfg("evaluate.protocol=libero", "evaluate.validation_init_states=[1]"))
+
+
+@pytest.mark.parametrize("overrides, shared", [
+    (["evaluate.init_states=[0, 1]", "evaluate.validation_init_states=[1, 2]"], "evaluate.init_states"),
+    (["env.init_states=[5-9]", "evaluate.init_states=[0, 1]", "evaluate.validation_init_states=[2, 9]"], "env.init_states"),
+])
+def test_validation_init_states_must_be_disjoint_from_training_and_test(overrides, shared):
+    with pytest.raises(CfgrlError, match=f"validation_init_states shares 1 init states with {shared}"):
+        check_protocol(cfg(*overrides))
+
+
+def test_validation_slots_run_for_the_policy_only_on_their_own_init_states():
+    c = cfg("env.init_states=[10-20]", "evaluate.init_states=[0, 1]", "evaluate.validation_init_states=[2, 3, 4]")
+    slots = slots_for_suite(c.env, TASKS, c)
+    test = [s for s in slots if s.split == TEST]
+    validation = [s for s in slots if s.split == VALIDATION]
+    assert {s.init_state_id for s in test} == {0, 1} and {s.init_state_id for s in validation} == {2, 3, 4}
+    episodes = plan_episodes(slots, [1.0, 2.0], baseline_cfg_scale=0.0)
+    assert {ep.slot.split for ep in episodes if ep.role == BASELINE} == {TEST}
+    assert sum(ep.role == POLICY and ep.slot.split == VALIDATION for ep in episodes) == 2 * len(validation)
+    one_w = cfg("evaluate.init_states=[0, 1]", "evaluate.validation_init_states=[2, 3]", "evaluate.cfg_scales=[1.0]")
+    assert all(s.split == TEST for s in slots_for_suite(one_w.env, TASKS, one_w))  # nothing to choose
+
+
+def test_libero_protocol_validates_on_its_init_states_with_other_seeds():
+    c = cfg("evaluate.protocol=libero")
+    slots = slots_for_suite(c.env, TASKS, c)
+    test = {s.pair_key[1:]: s.seed for s in slots if s.split == TEST}
+    validation = {s.pair_key[1:]: s.seed for s in slots if s.split == VALIDATION}
+    assert test.keys() == validation.keys()  # the same (suite, task, init state, repeat)
+    assert not set(test.values()) & set(validation.values())
+
+
+def test_a_choice_of_w_without_validation_is_refused_where_w_is_chosen():
+    with pytest.raises(CfgrlError, match="cfgrl round chooses the guidance weight on validation init states"):
+        require_validation(cfg("evaluate.cfg_scales=[1, 2]"), "cfgrl round")
+    require_validation(cfg("evaluate.cfg_scales=[1]"), "cfgrl round")  # nothing to choose
+    require_validation(cfg("evaluate.validation_init_states=[0]", "env.init_states=[1-9]"), "cfgrl round")
 
 
 def test_cfg_scale_lists_from_the_command_line_and_the_environment():
@@ -108,17 +150,22 @@ def _outcomes(slots, table):
     return out
 
 
-def _results(tmp_path=None):
-    c = cfg("env.init_states=[0, 1, 2, 3, 4]")
-    slots = slots_for_suite(c.env, TASKS, c)  # task 0 then task 1, 5 init states each
+def _results(validation=None):
+    """Test slots: 2 tasks x init states 0-4; validation slots (with ``validation``: w -> 0/1 per
+    slot) on init states 5-9."""
+    c = cfg("evaluate.init_states=[0-4]", *(["evaluate.validation_init_states=[5-9]"] if validation else []))
+    slots = slots_for_suite(c.env, TASKS, c)  # test: task 0 then task 1, 5 init states each; then validation
     table = {
         (POLICY, 0.0): [1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
         (POLICY, 1.0): [1, 1, 0, 0, 0, 1, 0, 0, 0, 0],
         (POLICY, 2.0): [1, 1, 1, 1, 0, 1, 1, 0, 0, 0],
         (BASELINE, 0.0): [1, 0, 0, 0, 0, 1, 0, 0, 0, 0],
     }
-    rows = summarise(_outcomes(slots, table), slots, list(table))
-    return build_results(rows, {"policy": "p", "cfg_scales": [0.0, 1.0, 2.0]}), rows
+    outcomes = _outcomes([s for s in slots if s.split == TEST], table)
+    if validation:
+        outcomes.update(_outcomes([s for s in slots if s.split == VALIDATION], {(POLICY, w): v for w, v in validation.items()}))
+    rows = summarise(outcomes, slots, list(table))
+    return build_results(rows, {"policy": "p", "cfg_scales": [0.0, 1.0, 2.0], "out_dir": "eval"}), rows
 
 
 def test_rows_hold_rates_wilson_intervals_and_paired_differences():
@@ -133,17 +180,25 @@ def test_rows_hold_rates_wilson_intervals_and_paired_differences():
     assert get[("w=2", "task", 0)]["successes"] == 4 and get[("w=2", "task", 1)]["successes"] == 2
     assert get[("w=2", "suite", None)]["successes"] == 6
     assert get[("baseline", "overall", None)]["diff_vs_w1"] == pytest.approx(-0.1)
-    assert best_cfg_scale(results) == 2.0
+    assert {r["split"] for r in rows} == {TEST}
 
 
-def test_best_cfg_scale_breaks_ties_towards_less_guidance():
+def test_w_is_chosen_on_validation_never_on_the_test_rows_it_is_reported_on():
     results, _ = _results()
-    for r in results["rows"]:
-        if r["arm"] == "w=1" and r["scope"] == "overall":
-            r.update(success_rate=0.6, ci_low=0.5)
-        if r["arm"] == "w=2" and r["scope"] == "overall":
-            r.update(ci_low=0.5)
-    assert best_cfg_scale(results) == 1.0
+    assert results["chosen_cfg_scale"] is None  # w=2 is best on test, but no validation ran
+    with pytest.raises(CfgrlError, match="ran none: set evaluate.validation_init_states"):
+        chosen_cfg_scale(results, "cfgrl round")
+    assert "no w chosen" in format_table(results)
+    # Validation prefers w=1 although w=2 is best on test: the choice follows validation.
+    results, rows = _results(validation={0.0: [0] * 10, 1.0: [1] * 6 + [0] * 4, 2.0: [1] * 3 + [0] * 7})
+    assert chosen_cfg_scale(results, "test") == 1.0
+    assert {r["arm"] for r in rows if r["split"] == VALIDATION} == {"w=0", "w=1", "w=2"}  # the baseline runs test only
+    assert "* chosen w = 1" in format_table(results)
+
+
+def test_the_choice_breaks_ties_towards_less_guidance():
+    results, _ = _results(validation={0.0: [0] * 10, 1.0: [1] * 5 + [0] * 5, 2.0: [0] * 5 + [1] * 5})
+    assert results["chosen_cfg_scale"] == 1.0
 
 
 def test_results_files_round_trip_and_check_their_schema(tmp_path):
@@ -151,7 +206,7 @@ def test_results_files_round_trip_and_check_their_schema(tmp_path):
     write_results(results, tmp_path)
     assert load_results(tmp_path) == json.loads((tmp_path / "results.json").read_text())
     csv = (tmp_path / "results.csv").read_text().splitlines()
-    assert len(csv) == 1 + len(rows) and csv[0].startswith("arm,role,cfg_scale,scope")
+    assert len(csv) == 1 + len(rows) and csv[0].startswith("split,arm,role,cfg_scale,scope")
     broken = {**results, "schema_version": 99}
     (tmp_path / "results.json").write_text(json.dumps(broken))
     with pytest.raises(CfgrlError, match="schema version 99"):
@@ -159,7 +214,7 @@ def test_results_files_round_trip_and_check_their_schema(tmp_path):
 
 
 def test_plot_is_written(tmp_path):
-    results, _ = _results()
+    results, _ = _results(validation={0.0: [0] * 10, 1.0: [1] * 10, 2.0: [1] * 10})
     path = plot_success_vs_w(results, tmp_path / "success_vs_w.png")
     data = path.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 10_000
@@ -169,7 +224,7 @@ def test_plot_of_a_sweep_without_any_success(tmp_path):
     c = cfg("env.init_states=[0, 1, 2, 3, 4]")
     slots = slots_for_suite(c.env, TASKS, c)
     table = {(POLICY, 1.0): [0] * 10, (POLICY, 3.0): [0] * 10}
-    results = build_results(summarise(_outcomes(slots, table), slots, list(table)), {})
+    results = build_results(summarise(_outcomes(slots, table), slots, list(table)), {"out_dir": "eval"})
     assert plot_success_vs_w(results, tmp_path / "p.png").stat().st_size > 10_000
 
 
