@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from cfgrl.cli import app
 from cfgrl.errors import CfgrlError
+from cfgrl.optimality import Label
 from cfgrl.policy import NormStats, PI0Policy
 from policy_helpers import make_batch, make_noise, make_obs, make_policy, perturb_condition
 
@@ -19,7 +20,7 @@ from policy_helpers import make_batch, make_noise, make_obs, make_policy, pertur
 def outputs(policy, w=2.0):
     with torch.no_grad():
         return (policy.sample_actions(make_obs(2), cfg_scale=w, noise=make_noise(2)),
-                policy.compute_loss(make_batch(2, o=[1, -1]), noise=make_noise(2), time=torch.tensor([0.3, 0.7])))
+                policy.compute_loss(make_batch(2, o=[Label.OPTIMAL, Label.NULL]), noise=make_noise(2), time=torch.tensor([0.3, 0.7])))
 
 
 def test_save_load_round_trip_is_identical(tmp_path):
