@@ -10,6 +10,9 @@ condition machinery whatever values these parameters hold. How a real class ente
 * concat: a learned vector concatenated to the [action, time] input of ``action_time_mlp_in``; its extra
           input columns (kept here as ``concat_columns``, zero-initialised) are a linear map, so
           ``mlp_in([a, t, e]) = mlp_in([a, t]) + concat_columns(e)`` and ∅ samples skip the sum.
+
+In bias and concat modes one class is a constant added to one layer's output, so that class alone
+folds into the layer's bias (``folded_shift``: how ``cfgrl export --lerobot`` writes the w = 1 policy).
 """
 
 from __future__ import annotations
@@ -80,3 +83,15 @@ class Condition(nn.Module):
         extra = self.concat_columns(self.vectors[self._class_index(o)].to(mlp_in_out.dtype))
         return torch.where(self.active(o)[:, None, None], mlp_in_out + extra[:, None], mlp_in_out)
 
+    def folded_shift(self, label: Label) -> tuple[str, torch.Tensor]:
+        """(layer, vector): ``label``'s condition as a constant added to that PI0 layer's output, so
+        adding the vector to the layer's bias gives the policy conditioned on ``label`` without any
+        condition machinery. token mode has no such form: its token is a place in the attention sequence."""
+        if self.mode == "bias":
+            return "action_time_mlp_out", self.biases[int(label)]
+        if self.mode == "concat":
+            return "action_time_mlp_in", self.concat_columns(self.vectors[int(label)])
+        raise CfgrlError(
+            "a token-mode condition cannot be folded into PI0's weights (its token is a place in the attention "
+            "sequence, which lerobot's pi0 does not have); train with policy.condition_mode=bias or concat to export"
+        )

@@ -103,6 +103,36 @@ def test_export_to_lerobot_and_back(tmp_path):
     assert no_format.exit_code == 2 and "--lerobot" in no_format.output and not (tmp_path / "new").exists()
 
 
+@pytest.mark.parametrize("mode", ["bias", "concat"])
+def test_export_of_a_trained_condition_is_the_policy_at_w1(tmp_path, mode):
+    # under prefix dropout the w = 1 branch keeps the prompt, as lerobot's pi0 always does
+    policy = make_policy(condition_mode=mode, use_prefix_dropout=True)
+    perturb_condition(policy)
+    policy.condition_trained = True
+    out = tmp_path / "lerobot"
+    result = CliRunner().invoke(app, ["export", str(policy.save_pretrained(tmp_path / "ours")), str(out), "--lerobot"])
+    assert result.exit_code == 0 and "condition folded in" in result.output, result.output
+    assert not any("condition" in k for k in load_file(str(out / "model.safetensors")))
+    loaded = PI0Policy.from_pretrained(out).eval()
+    obs, noise = make_obs(2), make_noise(2)
+    conditional = policy.sample_actions(obs, cfg_scale=1.0, noise=noise)
+    torch.testing.assert_close(loaded.sample_actions(obs, noise=noise), conditional, rtol=0, atol=1e-5)
+    policy.condition_trained = False  # the plain network, which an export without the fold would be
+    assert not torch.allclose(policy.sample_actions(obs, noise=noise), conditional, atol=1e-3)
+
+
+def test_export_refuses_a_trained_token_condition(tmp_path):
+    policy = make_policy(condition_mode="token")
+    perturb_condition(policy)
+    policy.condition_trained = True
+    out = tmp_path / "lerobot"
+    result = CliRunner().invoke(app, ["export", str(policy.save_pretrained(tmp_path / "ours")), str(out), "--lerobot"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "token-mode condition" in lines[0] and "condition_mode=bias or concat" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ours"]  # nothing written
+
+
 def _as_older_lerobot(directory, tmp_path, classic_stats: NormStats | None = None):
     """Rewrite an exported checkpoint into the transformers < 4.52 key layout with classic normaliser buffers."""
     weights = load_file(str(directory / "model.safetensors"))
