@@ -16,6 +16,7 @@ from cfgrl.errors import CfgrlError
 from cfgrl.label.advantage import Groups, default_threshold, estimate
 from cfgrl.label.labels import binary_labels, condition_dropout, ternary_labels
 from cfgrl.label.windows import HORIZON, StoreData, make_windows, resolve_stride
+from cfgrl.optimality import Label, from_stored
 
 COLUMNS = {
     "store": "int16",
@@ -125,14 +126,14 @@ def _why_no_label(advantage: np.ndarray, counts: dict[str, Any], settings: dict[
 
 
 def _shares(counts: np.ndarray) -> dict[str, float]:
-    """Shares of o = 1, 0, ∅ from counts in that order."""
+    """Shares of o = 1, 0, ∅ from counts in that order (Label's order)."""
     n = max(int(counts.sum()), 1)
-    return {"1": counts[0] / n, "0": counts[1] / n, "null": counts[2] / n}
+    return {label.key: counts[i] / n for i, label in enumerate(Label)}
 
 
 def _label_counts(table: pd.DataFrame) -> dict[str, Any]:
-    def classes(labels: pd.Series) -> np.ndarray:  # 0: o=1, 1: o=0, 2: ∅
-        return np.where(labels.isna().to_numpy(), 2, 1 - labels.to_numpy(np.int8, na_value=0))
+    def classes(labels: pd.Series) -> np.ndarray:  # Label's order: 0: o=1, 1: o=0, 2: ∅
+        return int(Label.OPTIMAL) - from_stored(labels)
 
     tasks, task_index = np.unique(table.task_id.to_numpy(), return_inverse=True)
     per_task = np.bincount(task_index * 3 + classes(table.label), minlength=3 * len(tasks)).reshape(-1, 3)

@@ -6,13 +6,16 @@ CFGRL trains one conditional flow policy on every window, each conditioned on it
 Condition dropout turns a share ``p`` of the conditioned labels into ∅ so that the unconditional
 model is trained on all data; guidance then mixes the two, ``v = v_∅ + w (v_1 - v_∅)``.
 
-Labels are pandas nullable ``Int8`` arrays: 1, 0, or ``<NA>`` for ∅.
+Labels are pandas nullable ``Int8`` arrays: 1, 0, or ``<NA>`` for ∅ (the stored encoding; in code a
+label is a ``cfgrl.optimality.Label``, converted by ``cfgrl.optimality.from_stored``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from cfgrl.optimality import Label
 
 
 def _labels(values: np.ndarray, is_null: np.ndarray) -> pd.arrays.IntegerArray:
@@ -23,13 +26,14 @@ def binary_labels(advantage: np.ndarray, threshold: float) -> pd.arrays.IntegerA
     """o = 1 if A >= threshold else ∅ (a NaN advantage is ∅)."""
     advantage = np.asarray(advantage, dtype=np.float64)
     optimal = advantage >= threshold  # NaN compares False
-    return _labels(np.ones(len(advantage)), ~optimal)
+    return _labels(np.full(len(advantage), int(Label.OPTIMAL)), ~optimal)
 
 
 def ternary_labels(advantage: np.ndarray, threshold: float) -> pd.arrays.IntegerArray:
     """The paper's three classes: o = 1 if A >= threshold, o = 0 if A < threshold, ∅ if A is NaN."""
     advantage = np.asarray(advantage, dtype=np.float64)
-    return _labels((advantage >= threshold).astype(np.int8), np.isnan(advantage))
+    optimal = advantage >= threshold
+    return _labels(np.where(optimal, int(Label.OPTIMAL), int(Label.NOT_OPTIMAL)), np.isnan(advantage))
 
 
 def condition_dropout(labels, p: float, rng: np.random.Generator) -> tuple[pd.arrays.IntegerArray, np.ndarray]:

@@ -3,7 +3,7 @@
 Modules, top-down:
   policy.py         PI0Policy: raw observations/actions, normalisation, labels o, losses, guided sampling
   model.py          PI0Model: tensor-level PI0 (prefix/suffix embedding, flow matching, Euler sampler)
-  condition.py      the CFGRL condition (token | bias | concat); null samples inject nothing
+  condition.py      the CFGRL condition (token | bias | concat); ∅ samples inject nothing
   backbone.py       SigLIP + Gemma prefix LM + Gemma action expert with one joint attention per layer
   config.py         PI0Config and the pi0 / mini / tiny presets
   images.py, tokenizer.py, normalize.py   input preparation and normalisation stats

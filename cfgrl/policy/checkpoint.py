@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cfgrl.errors import CfgrlError
+from cfgrl.optimality import Label
 from cfgrl.policy import lerobot_format
 from cfgrl.policy.config import PI0Config
 from cfgrl.policy.normalize import NormStats
@@ -157,10 +158,29 @@ def _load_lerobot(cls, directory: Path, meta: dict, tokenizer, overrides: dict):
     return policy
 
 
+def exported_state(policy) -> dict[str, torch.Tensor]:
+    """The weights lerobot's pi0 gets: the policy as it samples at w = 1, without condition parameters.
+
+    A trained condition is folded in: bias and concat modes add the o = 1 class to one layer's output,
+    which that layer's bias absorbs exactly. The w = 1 branch keeps the prompt even under prefix
+    dropout, as lerobot's pi0 always does. A token-mode condition cannot be folded (CfgrlError); a
+    never-trained one is not used when sampling, so the plain network is exported as it is.
+    """
+    state = dict(policy.model.state_dict())
+    if policy.condition_trained:
+        with torch.no_grad():
+            layer, shift = policy.model.condition.folded_shift(Label.OPTIMAL)
+            bias = state[f"{layer}.bias"]
+            state[f"{layer}.bias"] = (bias.float() + shift.float()).to(bias.dtype)
+    return state
+
+
 def export_lerobot(policy, directory: Path) -> Path:
-    """Write ``policy`` in lerobot's pi0 layout (condition parameters have no place there and are dropped)."""
+    """Write ``policy`` in lerobot's pi0 layout: its conditional policy (w = 1), see ``exported_state``."""
+    state = exported_state(policy)  # refuses a token-mode condition before anything is written
+
     def fill(staging: Path) -> None:
-        weights, stats = lerobot_format.from_ours(policy.model.state_dict(), policy.stats)
+        weights, stats = lerobot_format.from_ours(state, policy.stats)
         save_file(_contiguous(weights), str(staging / "model.safetensors"))
         save_file(_contiguous(stats), str(staging / lerobot_format.STATS_FILE))
         (staging / "config.json").write_text(json.dumps(lerobot_format.config_json(policy.config), indent=1))

@@ -19,7 +19,10 @@ def export_command(
     config: ConfigOption = None,
     overrides: OverrideOption = None,
 ) -> None:
-    """Export POLICY_DIR to OUT in lerobot's pi0 layout (the condition parameters are dropped)."""
+    """Export POLICY_DIR to OUT in lerobot's pi0 layout: the conditional policy (w = 1).
+
+    A trained bias or concat condition is folded into PI0's biases (exact at w = 1); a trained token
+    condition cannot be exported; a never-trained condition is dropped (the policy is the plain PI0)."""
     cfg = resolve(config, overrides)
     if not lerobot:
         raise CfgrlError("choose an export format: --lerobot (the only one supported)")
@@ -30,5 +33,5 @@ def export_command(
 
     policy = PI0Policy.from_pretrained(policy_dir, tokenizer=tokenizer or cfg.policy.tokenizer)
     export_lerobot(policy, out)
-    dropped = " (its trained condition parameters are not part of lerobot's pi0 and were dropped)" if policy.condition_trained else ""
-    typer.echo(f"exported policy {policy.policy_id} to {out} in lerobot's pi0 layout{dropped}")
+    what = f" (its o = 1 condition folded in: the policy at w = 1, {policy.config.condition_mode} mode)" if policy.condition_trained else ""
+    typer.echo(f"exported policy {policy.policy_id} to {out} in lerobot's pi0 layout{what}")

@@ -1,15 +1,18 @@
 """The CFGRL optimality condition o in the action expert's suffix.
 
-Labels: 1 = optimal, 0 = not optimal, -1 = the unconditional label (null). Only the two real classes
-own parameters; a null sample injects nothing, so its output is exactly the model without any
+Labels are ``cfgrl.optimality.Label``: 1 = optimal, 0 = not optimal, -1 = ∅. Only the two real
+classes own parameters; a ∅ sample injects nothing, so its suffix is exactly the model without any
 condition machinery whatever values these parameters hold. How a real class enters (condition_mode):
 
 * token:  a learned token placed just before the state token, in the state's attention block (the
-          prefix never sees it; the state and action tokens do). For null samples it is padding.
+          prefix never sees it; the state and action tokens do). For ∅ samples it is padding.
 * bias:   a learned vector added to every action token (zero-initialised).
 * concat: a learned vector concatenated to the [action, time] input of ``action_time_mlp_in``; its extra
           input columns (kept here as ``concat_columns``, zero-initialised) are a linear map, so
-          ``mlp_in([a, t, e]) = mlp_in([a, t]) + concat_columns(e)`` and null samples skip the sum.
+          ``mlp_in([a, t, e]) = mlp_in([a, t]) + concat_columns(e)`` and ∅ samples skip the sum.
+
+In bias and concat modes one class is a constant added to one layer's output, so that class alone
+folds into the layer's bias (``folded_shift``: how ``cfgrl export --lerobot`` writes the w = 1 policy).
 """
 
 from __future__ import annotations
@@ -18,23 +21,26 @@ import torch
 from torch import nn
 
 from cfgrl.errors import CfgrlError
-from cfgrl.policy.config import NUM_CONDITION_CLASSES, PI0Config, UNCONDITIONAL
+from cfgrl.optimality import Label
+from cfgrl.policy.config import NUM_CONDITION_CLASSES, PI0Config
+
+ACCEPTED = "1 (optimal), 0 (not optimal) and -1 (∅)"
 
 
-def check_labels(o: torch.Tensor | None, batch_size: int) -> torch.Tensor | None:
-    """Validate an optimality-label tensor: integers in {1, 0, -1}, one per sample."""
+def check_labels(o: torch.Tensor | None, batch_size: int) -> torch.Tensor:
+    """Validate an optimality-label tensor: one ``Label`` per sample; labels are required."""
     if o is None:
-        return None
+        raise CfgrlError(f"condition labels o are required, one per sample: {ACCEPTED}; the base PI0 without condition machinery is plain=True")
     o = torch.as_tensor(o)
     if o.dtype.is_floating_point or o.dtype == torch.bool or o.shape != (batch_size,):
         raise CfgrlError(f"condition labels o must be an integer tensor of shape ({batch_size},), got {tuple(o.shape)} {o.dtype}")
-    if not bool(((o == 1) | (o == 0) | (o == UNCONDITIONAL)).all()):
-        raise CfgrlError("condition labels o accept only 1 (optimal), 0 (not optimal) and -1 (unconditional)")
+    if not bool(torch.isin(o, torch.tensor([int(label) for label in Label], device=o.device)).all()):
+        raise CfgrlError(f"condition labels o accept only {ACCEPTED}")
     return o.long()
 
 
-def any_conditioned(o: torch.Tensor | None) -> bool:
-    return o is not None and bool((o != UNCONDITIONAL).any())
+def any_conditioned(o: torch.Tensor) -> bool:
+    return bool((o != Label.NULL).any())
 
 
 class Condition(nn.Module):
@@ -57,22 +63,35 @@ class Condition(nn.Module):
 
     @staticmethod
     def active(o: torch.Tensor) -> torch.Tensor:
-        return o != UNCONDITIONAL
+        return o != Label.NULL
 
     @staticmethod
     def _class_index(o: torch.Tensor) -> torch.Tensor:
-        return o.clamp(min=0)  # null rows read class 0 but their result is never used
+        return o.clamp(min=0)  # a class's index is its label; ∅ rows read class 0 but never use it
 
     def token(self, o: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """token mode: (B, 1, W) condition tokens and their (B, 1) pad mask (False for null)."""
+        """token mode: (B, 1, W) condition tokens and their (B, 1) pad mask (False for ∅)."""
         return self.tokens[self._class_index(o)][:, None].to(dtype), self.active(o)[:, None]
 
     def add_bias(self, action_tokens: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
-        """bias mode: action tokens + the class vector, untouched for null rows."""
+        """bias mode: action tokens + the class vector, untouched for ∅ rows."""
         biased = action_tokens + self.biases[self._class_index(o)][:, None].to(action_tokens.dtype)
         return torch.where(self.active(o)[:, None, None], biased, action_tokens)
 
     def add_concat(self, mlp_in_out: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
-        """concat mode: add the extra input columns' contribution, untouched for null rows."""
+        """concat mode: add the extra input columns' contribution, untouched for ∅ rows."""
         extra = self.concat_columns(self.vectors[self._class_index(o)].to(mlp_in_out.dtype))
         return torch.where(self.active(o)[:, None, None], mlp_in_out + extra[:, None], mlp_in_out)
+
+    def folded_shift(self, label: Label) -> tuple[str, torch.Tensor]:
+        """(layer, vector): ``label``'s condition as a constant added to that PI0 layer's output, so
+        adding the vector to the layer's bias gives the policy conditioned on ``label`` without any
+        condition machinery. token mode has no such form: its token is a place in the attention sequence."""
+        if self.mode == "bias":
+            return "action_time_mlp_out", self.biases[int(label)]
+        if self.mode == "concat":
+            return "action_time_mlp_in", self.concat_columns(self.vectors[int(label)])
+        raise CfgrlError(
+            "a token-mode condition cannot be folded into PI0's weights (its token is a place in the attention "
+            "sequence, which lerobot's pi0 does not have); train with policy.condition_mode=bias or concat to export"
+        )

@@ -14,9 +14,7 @@ from typing import Any
 from cfgrl.errors import CfgrlError
 
 CONDITION_MODES = ("token", "bias", "concat")
-# CFGRL labels: 1 = optimal, 0 = not optimal, -1 = the unconditional label (null).
-OPTIMAL, NOT_OPTIMAL, UNCONDITIONAL = 1, 0, -1
-NUM_CONDITION_CLASSES = 2  # the learned classes; null has no parameters at all
+NUM_CONDITION_CLASSES = 2  # the learned classes (cfgrl.optimality.Label 1 and 0); ∅ has no parameters at all
 
 
 @dataclass(frozen=True)

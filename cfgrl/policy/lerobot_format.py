@@ -137,7 +137,7 @@ def from_ours(state: dict[str, torch.Tensor], stats: NormStats) -> tuple[dict[st
     weights: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         if key.startswith("condition."):
-            continue  # lerobot's pi0 has no condition parameters
+            continue  # lerobot's pi0 has no condition parameters (a trained one is folded in: checkpoint.exported_state)
         for ours, theirs in PREFIXES:
             if key.startswith(ours):
                 weights[theirs[0] + key[len(ours):]] = tensor

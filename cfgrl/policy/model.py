@@ -3,6 +3,10 @@
 Inputs are already model-ready: images (B, 3, S, S) in [-1, 1] per camera with (B,) masks, language
 token ids and masks, state padded to ``max_state_dim`` and actions padded to ``max_action_dim``,
 both normalised. Flow matching follows PI0: time t=1 is pure noise, t=0 the data.
+
+Every forward is either conditioned, with one ``Label`` per sample (``o``), or the plain base PI0
+(``plain=True``: no condition machinery, every prompt kept). The two differ only under prefix
+dropout, where a ∅ sample also loses its prompt; without it, ∅ is bit for bit the plain model.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from cfgrl.errors import CfgrlError
+from cfgrl.optimality import Label
 from cfgrl.policy.backbone import KVCache, JointTransformer, make_attention_mask
 from cfgrl.policy.condition import Condition, any_conditioned, check_labels
-from cfgrl.policy.config import OPTIMAL, PI0Config, UNCONDITIONAL
+from cfgrl.policy.config import PI0Config
 
 
 def sinusoidal_time_embedding(time: torch.Tensor, width: int, min_period: float = 4e-3, max_period: float = 4.0) -> torch.Tensor:
@@ -63,7 +68,8 @@ class PI0Model(nn.Module):
         return embeddings, pad, torch.zeros_like(pad)
 
     def embed_suffix(self, state, noisy_actions, time, o):
-        """[condition token], state token, action tokens; ``o`` None = no condition machinery at all."""
+        """[condition token], state token, action tokens; ∅ rows get no condition machinery at all
+        (an all-∅ batch is exactly the plain PI0's suffix)."""
         batch, horizon = noisy_actions.shape[:2]
         dtype = self.action_in_proj.weight.dtype
         state_token = self.state_proj(state.to(dtype))[:, None]
@@ -93,18 +99,25 @@ class PI0Model(nn.Module):
             flags = torch.cat([ones(1), action_flags], 1)
         return tokens, pad, flags
 
-    def _drop_language(self, o: torch.Tensor | None, batch: int, device) -> torch.Tensor | None:
-        if not self.config.use_prefix_dropout:
-            return None
-        if o is None:
-            return torch.ones(batch, dtype=torch.bool, device=device)
-        return o == UNCONDITIONAL
+    @staticmethod
+    def _labels(o: torch.Tensor | None, plain: bool, batch: int, device) -> torch.Tensor:
+        """The labels of one forward: ``o`` checked, or for the plain PI0 (which takes none) all ∅."""
+        if not plain:
+            return check_labels(o, batch)
+        if o is not None:
+            raise CfgrlError("plain=True is the base PI0 without condition machinery and takes no labels o; pass labels or plain=True, not both")
+        return torch.full((batch,), int(Label.NULL), dtype=torch.long, device=device)
+
+    def _language_drop(self, o: torch.Tensor, plain: bool) -> torch.Tensor | None:
+        """(B,) rows whose prompt becomes padding: the ∅ rows under prefix dropout; none for the plain PI0."""
+        return o == Label.NULL if self.config.use_prefix_dropout and not plain else None
 
     # ----- training --------------------------------------------------------------------------------
-    def velocity(self, images, img_masks, lang_tokens, lang_masks, state, x_t, time, o=None, use_condition=True):
-        """v(x_t, t | o) from one joint forward of prefix and suffix (no cache)."""
-        o = check_labels(o, state.shape[0]) if use_condition else None
-        drop = self._drop_language(o, state.shape[0], state.device) if use_condition else None
+    def velocity(self, images, img_masks, lang_tokens, lang_masks, state, x_t, time, o=None, plain=False):
+        """v(x_t, t | o) from one joint forward of prefix and suffix (no cache); ``plain=True`` instead of o
+        is the base PI0."""
+        o = self._labels(o, plain, state.shape[0], state.device)
+        drop = self._language_drop(o, plain)
         prefix, prefix_pad, prefix_flags = self.embed_prefix(images, img_masks, lang_tokens, lang_masks, drop)
         suffix, suffix_pad, suffix_flags = self.embed_suffix(state, x_t, time, o)
         pad = torch.cat([prefix_pad, suffix_pad], 1)
@@ -113,27 +126,29 @@ class PI0Model(nn.Module):
         out, _ = self.transformer(prefix, suffix.to(prefix.dtype), mask, positions)
         return self.action_out_proj(out[:, -self.config.chunk_size :].to(self.action_out_proj.weight.dtype)).float()
 
-    def forward(self, images, img_masks, lang_tokens, lang_masks, state, actions, noise=None, time=None, o=None):
-        """Element-wise flow-matching losses (B, chunk, max_action_dim): x_t = t eps + (1-t) a, target eps - a."""
+    def forward(self, images, img_masks, lang_tokens, lang_masks, state, actions, noise=None, time=None, o=None, plain=False):
+        """Element-wise flow-matching losses (B, chunk, max_action_dim): x_t = t eps + (1-t) a, target eps - a.
+
+        Each sample under its label ``o`` (required), or every sample the base PI0 with ``plain=True``."""
         batch = actions.shape[0]
         noise = torch.randn_like(actions) if noise is None else noise
         time = sample_flow_time(batch, actions.device) if time is None else time
         t = time[:, None, None]
         x_t = t * noise + (1 - t) * actions
         target = noise - actions
-        v_t = self.velocity(images, img_masks, lang_tokens, lang_masks, state, x_t, time, o)
+        v_t = self.velocity(images, img_masks, lang_tokens, lang_masks, state, x_t, time, o, plain)
         return F.mse_loss(target.float(), v_t, reduction="none")
 
     # ----- sampling --------------------------------------------------------------------------------
     @torch.no_grad()
     def sample_actions(
-        self, images, img_masks, lang_tokens, lang_masks, state, noise=None, cfg_scale=1.0, use_condition=True, num_steps=None
+        self, images, img_masks, lang_tokens, lang_masks, state, noise=None, cfg_scale=1.0, plain=False, num_steps=None
     ):
         """Euler integration from t=1 (noise) to t=0 with the guided velocity v_null + w (v_1 - v_null).
 
         w=1 runs the conditional branch only, w=0 the unconditional only; any other w runs both in ONE
         batched suffix pass per step over the shared prefix cache (two prefixes under prefix dropout).
-        ``use_condition=False`` is the plain base PI0: no condition machinery and no prefix dropout.
+        ``plain=True`` is the base PI0 whatever w: no condition machinery, the prompt always kept.
         """
         w = validate_cfg_scale(cfg_scale)
         batch, device = state.shape[0], state.device
@@ -142,18 +157,19 @@ class PI0Model(nn.Module):
             raise CfgrlError(f"num_steps must be at least 1, got {num_steps}")
         if noise is None:
             noise = torch.randn(batch, self.config.chunk_size, self.config.max_action_dim, device=device)
-        if not use_condition:
-            labels = [None]
+        if plain:
+            labels = [Label.NULL]  # a ∅ suffix is the plain one; the plain prefix keeps its prompt (below)
         elif w == 1.0:
-            labels = [OPTIMAL]
+            labels = [Label.OPTIMAL]
         elif w == 0.0:
-            labels = [UNCONDITIONAL]
+            labels = [Label.NULL]
         else:
-            labels = [OPTIMAL, UNCONDITIONAL]
+            labels = [Label.OPTIMAL, Label.NULL]
         branches = len(labels)
-        o = None if labels == [None] else torch.tensor(labels, device=device).repeat_interleave(batch)
+        o = torch.tensor([int(label) for label in labels], device=device).repeat_interleave(batch)
 
-        cache, prefix_pad = self._prefix_cache(images, img_masks, lang_tokens, lang_masks, o, batch, branches)
+        drop = self._language_drop(o, plain)
+        cache, prefix_pad = self._prefix_cache(images, img_masks, lang_tokens, lang_masks, drop, batch, branches)
         state = state.repeat(branches, 1)
         x_t = noise.float()
         dt = -1.0 / num_steps
@@ -167,14 +183,14 @@ class PI0Model(nn.Module):
             time = time + dt
         return x_t
 
-    def _prefix_cache(self, images, img_masks, lang_tokens, lang_masks, o, batch, branches) -> tuple[KVCache, torch.Tensor]:
+    def _prefix_cache(self, images, img_masks, lang_tokens, lang_masks, drop, batch, branches) -> tuple[KVCache, torch.Tensor]:
         """Run the prefix once and share its cache between the branches.
 
+        ``drop`` (batch * branches,) marks the rows whose language is masked out (None: none is).
         Under prefix dropout the unconditional branch's prefix differs (same image tokens, language
         masked out), so both prefixes run, stacked in one batch; the images are encoded once.
         """
         prefix, pad, flags = self.embed_prefix(images, img_masks, lang_tokens, lang_masks)
-        drop = self._drop_language(o, batch * branches, pad.device) if o is not None else None
         per_branch = branches == 2 and drop is not None
         if per_branch:
             prefix, pad, flags = prefix.repeat(2, 1, 1), pad.repeat(2, 1), flags.repeat(2, 1)

@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from cfgrl.errors import CfgrlError
-from cfgrl.policy.condition import check_labels
 from cfgrl.policy.config import PI0Config
 from cfgrl.policy.images import prepare_images
 from cfgrl.policy.model import PI0Model, validate_cfg_scale
@@ -90,9 +89,12 @@ class PI0Policy(nn.Module):
         return images, img_masks, lang_tokens.to(self.device), lang_masks.to(self.device), _pad_last(state, self.config.max_state_dim)
 
     # ----- training --------------------------------------------------------------------------------
-    def compute_loss(self, batch: dict[str, Any], noise: torch.Tensor | None = None, time: torch.Tensor | None = None) -> torch.Tensor:
+    def compute_loss(self, batch: dict[str, Any], noise: torch.Tensor | None = None, time: torch.Tensor | None = None,
+                     plain: bool = False) -> torch.Tensor:
         """Per-sample flow-matching loss (B,): MSE over the chunk's real action dims, padded steps masked,
-        each sample under its own label o."""
+        each sample under its own label ``batch["o"]`` (required), or the base PI0 with ``plain=True``
+        (the batch then has no "o"). Under prefix dropout the two differ: a ∅ label drops the prompt,
+        plain keeps it."""
         images, img_masks, lang_tokens, lang_masks, state = self._model_inputs(batch)
         actions = torch.as_tensor(batch["actions"], dtype=torch.float32, device=self.device)
         expected = (state.shape[0], self.config.chunk_size, self.config.action_dim)
@@ -100,8 +102,8 @@ class PI0Policy(nn.Module):
             raise CfgrlError(f"actions must have shape {expected}, got {tuple(actions.shape)}")
         actions = _pad_last((actions - self._norm_on("action_mean")) / self._norm_on("action_std"), self.config.max_action_dim)
         o = batch.get("o")
-        o = check_labels(torch.as_tensor(o, device=self.device), state.shape[0]) if o is not None else None
-        losses = self.model(images, img_masks, lang_tokens, lang_masks, state, actions, noise=noise, time=time, o=o)
+        o = torch.as_tensor(o, device=self.device) if o is not None else None
+        losses = self.model(images, img_masks, lang_tokens, lang_masks, state, actions, noise=noise, time=time, o=o, plain=plain)
         # Like lerobot 0.6.1's PI0Policy: only the real action dims count (the zero padding up to
         # max_action_dim would otherwise dominate the loss of a 7-d robot), padded steps are zeroed.
         losses = losses[:, :, : self.config.action_dim]
@@ -110,8 +112,9 @@ class PI0Policy(nn.Module):
             losses = losses * (~torch.as_tensor(is_pad, device=self.device).bool())[:, :, None]
         return losses.mean(dim=(1, 2))
 
-    def forward(self, batch: dict[str, Any], noise: torch.Tensor | None = None, time: torch.Tensor | None = None) -> torch.Tensor:
-        return self.compute_loss(batch, noise=noise, time=time)
+    def forward(self, batch: dict[str, Any], noise: torch.Tensor | None = None, time: torch.Tensor | None = None,
+                plain: bool = False) -> torch.Tensor:
+        return self.compute_loss(batch, noise=noise, time=time, plain=plain)
 
     def configure_training(self, freeze_vision: bool = False, train_expert_only: bool = False, gradient_checkpointing: bool = False) -> list[nn.Parameter]:
         """Set requires_grad for the chosen regime and return the trainable parameters.
@@ -133,7 +136,8 @@ class PI0Policy(nn.Module):
     # ----- sampling --------------------------------------------------------------------------------
     @torch.no_grad()
     def sample_actions(self, obs: dict[str, Any], cfg_scale: float = 1.0, noise: torch.Tensor | None = None, num_steps: int | None = None) -> torch.Tensor:
-        """Raw actions (B, chunk, action_dim) with guidance v = v_null + w (v_1 - v_null), w = cfg_scale."""
+        """Raw actions (B, chunk, action_dim) with guidance v = v_∅ + w (v_1 - v_∅), w = cfg_scale; a policy
+        whose condition was never trained samples the plain base PI0 whatever w."""
         validate_cfg_scale(cfg_scale)
         images, img_masks, lang_tokens, lang_masks, state = self._model_inputs(obs)
         shape = (state.shape[0], self.config.chunk_size, self.config.max_action_dim)
@@ -143,7 +147,7 @@ class PI0Policy(nn.Module):
                 raise CfgrlError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
         actions = self.model.sample_actions(
             images, img_masks, lang_tokens, lang_masks, state, noise=noise, cfg_scale=cfg_scale,
-            use_condition=self.condition_trained, num_steps=num_steps,
+            plain=not self.condition_trained, num_steps=num_steps,
         )
         actions = actions[:, :, : self.config.action_dim]
         return actions * self._norm_on("action_std") + self._norm_on("action_mean")

@@ -6,26 +6,16 @@ still uint8; ``to_device`` pins and moves them. The condition o is not read by w
 process looks it up by window index, so a label redraw (--redraw-dropout) takes effect at once even
 with persistent workers.
 
-Conditions: o = 1 (optimal), 0 (not optimal), -1 (∅, unconditional: nothing is injected).
+Conditions: ``cfgrl.optimality.Label`` codes, 1 (optimal), 0 (not optimal), -1 (∅: nothing is injected).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from cfgrl.train.cache import WindowCache
-
-O_POSITIVE, O_NEGATIVE, O_NULL = 1, 0, -1
-LABEL_NAMES = {O_POSITIVE: "1", O_NEGATIVE: "0", O_NULL: "null"}
-
-
-def conditions_from_labels(labels: pd.Series) -> np.ndarray:
-    """Nullable Int8 labels (1 / 0 / <NA>) -> int64 o in {1, 0, -1}."""
-    return labels.astype("Int64").fillna(O_NULL).to_numpy(dtype=np.int64)
-
 
 class WindowBatches(Dataset):
     """``dataset[indices]`` -> one batch (dict of numpy arrays) read from the cache's memory maps."""
@@ -96,7 +86,7 @@ def make_loader(dataset: WindowBatches, batches: ResumableBatchSampler, num_work
     )
 
 
-def to_device(batch: dict, prompts: list[str], o: np.ndarray | None, device: torch.device) -> dict:
+def to_device(batch: dict, prompts: list[str], o: np.ndarray, device: torch.device) -> dict:
     """The policy's batch: tensors on the device (images still uint8), prompts as strings, o per sample."""
     move = lambda x: torch.as_tensor(x).to(device, non_blocking=True)  # noqa: E731
     return {
@@ -105,5 +95,5 @@ def to_device(batch: dict, prompts: list[str], o: np.ndarray | None, device: tor
         "actions": move(batch["actions"]),
         "action_is_pad": move(batch["action_is_pad"]),
         "prompt": [prompts[i] for i in np.asarray(batch["prompt_id"]).tolist()],
-        "o": None if o is None else torch.as_tensor(o, dtype=torch.long, device=device),
+        "o": torch.as_tensor(o, dtype=torch.long, device=device),
     }

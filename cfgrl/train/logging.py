@@ -13,11 +13,11 @@ import torch
 import torch.distributed as dist
 
 from cfgrl.errors import CfgrlError
-from cfgrl.train.data import LABEL_NAMES
+from cfgrl.optimality import Label
 
 # One slot per accumulated quantity, so a single all_reduce moves them all.
 SLOTS = ["samples", "loss_sum", "conditioned", "dropout_hits", "wait_s", "busy_s"] + [
-    f"{kind}_{name}" for name in LABEL_NAMES.values() for kind in ("count", "loss_sum")
+    f"{kind}_{label.key}" for label in Label for kind in ("count", "loss_sum")
 ]
 
 
@@ -34,10 +34,10 @@ class Meter:
         losses, o = losses.detach().double().cpu(), o.cpu()
         self.add("samples", len(losses))
         self.add("loss_sum", losses.sum())
-        for code, name in LABEL_NAMES.items():
-            mask = o == code
-            self.add(f"count_{name}", mask.sum())
-            self.add(f"loss_sum_{name}", losses[mask].sum())
+        for label in Label:
+            mask = o == label
+            self.add(f"count_{label.key}", mask.sum())
+            self.add(f"loss_sum_{label.key}", losses[mask].sum())
 
     def reduce(self) -> dict[str, float]:
         values = self.values.clone()
@@ -57,7 +57,7 @@ def summarise(sums: dict[str, float], world: int) -> dict[str, float]:
     out = {"loss": sums["loss_sum"] / n, "dropout_hit_rate": sums["dropout_hits"] / max(sums["conditioned"], 1.0),
            "samples_per_s": sums["samples"] / max(wall, 1e-9),
            "data_wait_share": sums["wait_s"] / max(sums["wait_s"] + sums["busy_s"], 1e-9)}
-    for name in LABEL_NAMES.values():
+    for name in (label.key for label in Label):
         count = sums[f"count_{name}"]
         out[f"share_{name}"] = count / n
         out[f"loss_{name}"] = sums[f"loss_sum_{name}"] / count if count else float("nan")

@@ -23,14 +23,14 @@ import torch
 
 from cfgrl.errors import CfgrlError
 from cfgrl.label import condition_dropout
-from cfgrl.train.data import O_NULL, O_POSITIVE, conditions_from_labels
+from cfgrl.optimality import Label, from_stored
 
 
 @dataclass
 class EpochLabels:
     """Per window: its condition o, whether dropout turned it into ∅, and the weighted baseline's w."""
 
-    o: np.ndarray  # int64 in {1, 0, -1}
+    o: np.ndarray  # int64 Label codes
     dropout_hit: np.ndarray  # bool
     conditioned: np.ndarray  # bool: the raw label was 1 or 0
     w_pos: np.ndarray  # float32, objective=weighted only (else ones)
@@ -50,7 +50,7 @@ def training_rows(objective: str, windows: pd.DataFrame) -> np.ndarray | None:
     """The windows an objective trains on (None = all)."""
     if objective != "filtered_bc":
         return None
-    rows = np.flatnonzero(windows["raw_label"].eq(O_POSITIVE).fillna(False).to_numpy())
+    rows = np.flatnonzero(windows["raw_label"].eq(Label.OPTIMAL).fillna(False).to_numpy())
     if len(rows) == 0:
         raise CfgrlError("objective filtered_bc: the label index has no window with raw label o=1; relabel or use objective cfgrl")
     return rows
@@ -61,19 +61,19 @@ def epoch_labels(objective: str, windows: pd.DataFrame, manifest: dict, redraw: 
     conditioned = raw.notna().to_numpy()
     ones = np.ones(len(windows), np.float32)
     if objective == "filtered_bc":
-        return EpochLabels(np.full(len(windows), O_NULL), np.zeros(len(windows), bool), conditioned, ones)
+        return EpochLabels(np.full(len(windows), int(Label.NULL)), np.zeros(len(windows), bool), conditioned, ones)
     if objective == "weighted":
         threshold = manifest["settings"].get("label_threshold")
         advantage = windows["advantage"].to_numpy(np.float64)
         if threshold is None or not np.isfinite(advantage).any():
             raise CfgrlError("objective weighted needs window advantages; this label index has none (label_source none)")
         w_pos = (advantage >= threshold).astype(np.float32)  # NaN compares False: weight 0
-        return EpochLabels(np.full(len(windows), O_POSITIVE), np.zeros(len(windows), bool), conditioned, w_pos)
+        return EpochLabels(np.full(len(windows), int(Label.OPTIMAL)), np.zeros(len(windows), bool), conditioned, w_pos)
     if redraw:
         p = manifest["settings"]["dropout_prob"]
         labels, hit = condition_dropout(raw, p, np.random.default_rng([seed, epoch]))
-        return EpochLabels(conditions_from_labels(pd.Series(labels)), hit, conditioned, ones)
-    return EpochLabels(conditions_from_labels(windows["label"]), windows["dropout_hit"].to_numpy(bool), conditioned, ones)
+        return EpochLabels(from_stored(labels), hit, conditioned, ones)
+    return EpochLabels(from_stored(windows["label"]), windows["dropout_hit"].to_numpy(bool), conditioned, ones)
 
 
 def _seed(*parts: int) -> int:
@@ -110,7 +110,7 @@ def objective_loss(objective: str, model: torch.nn.Module, batch: dict, w_pos: t
         "actions": torch.cat([batch["actions"]] * 2),
         "action_is_pad": torch.cat([batch["action_is_pad"]] * 2),
         "prompt": batch["prompt"] * 2,
-        "o": torch.cat([torch.full_like(batch["o"], O_POSITIVE), torch.full_like(batch["o"], O_NULL)]),
+        "o": torch.cat([torch.full_like(batch["o"], int(Label.OPTIMAL)), torch.full_like(batch["o"], int(Label.NULL))]),
     }
     losses = model(doubled, torch.cat([noise, noise]), torch.cat([time, time]))
     positive, unconditional = losses[:n], losses[n:]

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from cfgrl.config import Config, config_from_dict, with_overrides
 from cfgrl.errors import CfgrlError
 from cfgrl.label import load_label_index
+from cfgrl.optimality import Label
 from cfgrl.store import open_stores
 from cfgrl.train import checkpoint as ckpt_io
 from cfgrl.train.cache import ensure_cache
@@ -162,7 +163,7 @@ class Run:
                     with autocast():
                         loss, losses, o = objective_loss(t.objective, self.model, batch, w_pos, t.weighted_alpha, noise, flow_time)
                     (loss / t.grad_accum).backward()
-                self.conditioned_seen |= bool((o != -1).any())
+                self.conditioned_seen |= bool((o != Label.NULL).any())
                 for m in (meter, epoch_meter):
                     m.add_losses(losses, o)
                     m.add("conditioned", self.labels.conditioned[index].sum())
@@ -201,7 +202,7 @@ class Run:
             return
         metrics = {**summarise(sums, self.procs.world), "epoch": self.epoch}
         self.logger.log("epoch", self.step, metrics)
-        shares = ", ".join(f"o={k} {metrics[f'share_{k}']:.0%} loss {metrics[f'loss_{k}']:.4f}" for k in ("1", "0", "null"))
+        shares = ", ".join(f"o={k} {metrics[f'share_{k}']:.0%} loss {metrics[f'loss_{k}']:.4f}" for k in (label.key for label in Label))
         self.say(f"epoch {self.epoch} done at step {self.step}: loss {metrics['loss']:.4f} ({shares}); "
                  f"data wait {metrics['data_wait_share']:.1%}")
 

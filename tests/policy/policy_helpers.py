@@ -33,11 +33,12 @@ def make_obs(batch: int = 3, seed: int = 0, size: tuple[int, int] = (40, 30)) ->
 
 
 def make_batch(batch: int = 3, seed: int = 0, o=None) -> dict:
+    """A training batch; with labels ``o`` (a list of Label values) it has "o", else none (for plain=True)."""
     g = torch.Generator().manual_seed(seed + 1)
     is_pad = torch.zeros(batch, 50, dtype=torch.bool)
     is_pad[0, 40:] = True
-    return {**make_obs(batch, seed), "actions": torch.randn(batch, 50, 7, generator=g), "action_is_pad": is_pad,
-            "o": None if o is None else torch.tensor(o)}
+    labels = {} if o is None else {"o": torch.tensor([int(label) for label in o])}
+    return {**make_obs(batch, seed), "actions": torch.randn(batch, 50, 7, generator=g), "action_is_pad": is_pad, **labels}
 
 
 def make_noise(batch: int = 3, seed: int = 0) -> torch.Tensor:

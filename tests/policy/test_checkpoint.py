@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from cfgrl.cli import app
 from cfgrl.errors import CfgrlError
+from cfgrl.optimality import Label
 from cfgrl.policy import NormStats, PI0Policy
 from policy_helpers import make_batch, make_noise, make_obs, make_policy, perturb_condition
 
@@ -19,7 +20,7 @@ from policy_helpers import make_batch, make_noise, make_obs, make_policy, pertur
 def outputs(policy, w=2.0):
     with torch.no_grad():
         return (policy.sample_actions(make_obs(2), cfg_scale=w, noise=make_noise(2)),
-                policy.compute_loss(make_batch(2, o=[1, -1]), noise=make_noise(2), time=torch.tensor([0.3, 0.7])))
+                policy.compute_loss(make_batch(2, o=[Label.OPTIMAL, Label.NULL]), noise=make_noise(2), time=torch.tensor([0.3, 0.7])))
 
 
 def test_save_load_round_trip_is_identical(tmp_path):
@@ -100,6 +101,36 @@ def test_export_to_lerobot_and_back(tmp_path):
     assert again.exit_code == 2 and "already exists" in again.output
     no_format = CliRunner().invoke(app, ["export", str(tmp_path / "ours"), str(tmp_path / "new")])
     assert no_format.exit_code == 2 and "--lerobot" in no_format.output and not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("mode", ["bias", "concat"])
+def test_export_of_a_trained_condition_is_the_policy_at_w1(tmp_path, mode):
+    # under prefix dropout the w = 1 branch keeps the prompt, as lerobot's pi0 always does
+    policy = make_policy(condition_mode=mode, use_prefix_dropout=True)
+    perturb_condition(policy)
+    policy.condition_trained = True
+    out = tmp_path / "lerobot"
+    result = CliRunner().invoke(app, ["export", str(policy.save_pretrained(tmp_path / "ours")), str(out), "--lerobot"])
+    assert result.exit_code == 0 and "condition folded in" in result.output, result.output
+    assert not any("condition" in k for k in load_file(str(out / "model.safetensors")))
+    loaded = PI0Policy.from_pretrained(out).eval()
+    obs, noise = make_obs(2), make_noise(2)
+    conditional = policy.sample_actions(obs, cfg_scale=1.0, noise=noise)
+    torch.testing.assert_close(loaded.sample_actions(obs, noise=noise), conditional, rtol=0, atol=1e-5)
+    policy.condition_trained = False  # the plain network, which an export without the fold would be
+    assert not torch.allclose(policy.sample_actions(obs, noise=noise), conditional, atol=1e-3)
+
+
+def test_export_refuses_a_trained_token_condition(tmp_path):
+    policy = make_policy(condition_mode="token")
+    perturb_condition(policy)
+    policy.condition_trained = True
+    out = tmp_path / "lerobot"
+    result = CliRunner().invoke(app, ["export", str(policy.save_pretrained(tmp_path / "ours")), str(out), "--lerobot"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "token-mode condition" in lines[0] and "condition_mode=bias or concat" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ours"]  # nothing written
 
 
 def _as_older_lerobot(directory, tmp_path, classic_stats: NormStats | None = None):

@@ -1,62 +1,90 @@
-"""The CFGRL condition: a true unconditional path and per-sample conditioning in one mixed batch."""
+"""The CFGRL condition: a true unconditional path, per-sample conditioning in one mixed batch, labels
+required, and the plain base PI0 as an explicit flag."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from cfgrl.errors import CfgrlError
+from cfgrl.optimality import Label
 from policy_helpers import make_batch, make_noise, make_policy, perturb_condition
 
 MODES = ["token", "bias", "concat"]
 TIME = torch.tensor([0.2, 0.6, 0.95])
+ONE, ZERO, NULL = Label.OPTIMAL, Label.NOT_OPTIMAL, Label.NULL
 
 
-def losses(policy, o, batch_size=3):
+def losses(policy, o=None, batch_size=3, plain=False):
+    """Per-sample losses under labels ``o``, or of the plain base PI0 (``plain=True``, no labels)."""
     batch = make_batch(batch_size, o=o)
     with torch.no_grad():
-        return policy.compute_loss(batch, noise=make_noise(batch_size), time=TIME[:batch_size])
+        return policy.compute_loss(batch, noise=make_noise(batch_size), time=TIME[:batch_size], plain=plain)
 
 
 @pytest.mark.parametrize("prefix_dropout", [False, True])
 @pytest.mark.parametrize("mode", MODES)
 def test_null_samples_ignore_condition_parameters_bit_for_bit(mode, prefix_dropout):
     policy = make_policy(condition_mode=mode, use_prefix_dropout=prefix_dropout)
-    mixed, null = [1, -1, 0], [-1, -1, -1]
-    before_mixed, before_null, before_none = losses(policy, mixed), losses(policy, null), losses(policy, None)
-    before_conditioned = losses(policy, [1, 1, 0])
+    mixed, null = [ONE, NULL, ZERO], [NULL] * 3
+    before_mixed, before_null, before_plain = losses(policy, mixed), losses(policy, null), losses(policy, plain=True)
+    before_conditioned = losses(policy, [ONE, ONE, ZERO])
     perturb_condition(policy)
     assert torch.equal(losses(policy, null), before_null)
-    assert torch.equal(losses(policy, None), before_none)
+    assert torch.equal(losses(policy, plain=True), before_plain)
     assert torch.equal(losses(policy, mixed)[1], before_mixed[1])
     # the perturbation is real: conditioned samples do change
-    assert not torch.allclose(losses(policy, [1, 1, 0]), before_conditioned)
+    assert not torch.allclose(losses(policy, [ONE, ONE, ZERO]), before_conditioned)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_null_equals_the_model_without_condition_machinery(mode):
     policy = make_policy(condition_mode=mode)
     perturb_condition(policy)
-    batch = make_batch(3, o=None)
+    batch = make_batch(3)
     inputs = policy._model_inputs(batch)
     actions = torch.nn.functional.pad((batch["actions"] - policy._norm_on("action_mean")) / policy._norm_on("action_std"), (0, 25))
     with torch.no_grad():
-        plain = policy.model.velocity(*inputs, actions, TIME, use_condition=False)
-        null = policy.model.velocity(*inputs, actions, TIME, o=torch.tensor([-1, 1, -1]))
+        plain = policy.model.velocity(*inputs, actions, TIME, plain=True)
+        null = policy.model.velocity(*inputs, actions, TIME, o=torch.tensor([NULL, ONE, NULL]))
     torch.testing.assert_close(null[[0, 2]], plain[[0, 2]], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(null[1], plain[1], atol=1e-4)
 
 
 def test_prefix_dropout_null_drops_the_language():
     policy = make_policy(use_prefix_dropout=True)
-    batch = make_batch(2, o=None)
+    batch = make_batch(2)
     images, img_masks, tokens, masks, state = policy._model_inputs(batch)
     x_t, time = make_noise(2), TIME[:2]
     with torch.no_grad():
-        null = policy.model.velocity(images, img_masks, tokens, masks, state, x_t, time, o=torch.tensor([-1, -1]))
-        no_language = policy.model.velocity(images, img_masks, tokens, torch.zeros_like(masks), state, x_t, time, use_condition=False)
-        with_language = policy.model.velocity(images, img_masks, tokens, masks, state, x_t, time, use_condition=False)
+        null = policy.model.velocity(images, img_masks, tokens, masks, state, x_t, time, o=torch.tensor([NULL, NULL]))
+        no_language = policy.model.velocity(images, img_masks, tokens, torch.zeros_like(masks), state, x_t, time, plain=True)
+        with_language = policy.model.velocity(images, img_masks, tokens, masks, state, x_t, time, plain=True)
     torch.testing.assert_close(null, no_language)
     assert not torch.allclose(null, with_language, atol=1e-4)
+
+
+@pytest.mark.parametrize("prefix_dropout", [False, True])
+def test_plain_flag_and_null_labels_differ_only_under_prefix_dropout(prefix_dropout):
+    # plain=True keeps every prompt; a ∅ label drops it under prefix dropout, and is the plain model without
+    policy = make_policy(use_prefix_dropout=prefix_dropout)
+    perturb_condition(policy)
+    plain, null = losses(policy, plain=True), losses(policy, [NULL] * 3)
+    if prefix_dropout:
+        assert not torch.allclose(plain, null, atol=1e-4)
+        without_dropout = make_policy(use_prefix_dropout=False)  # the same weights (same seed)
+        perturb_condition(without_dropout)
+        assert torch.equal(plain, losses(without_dropout, plain=True))
+    else:
+        assert torch.equal(plain, null)
+
+
+def test_compute_loss_requires_labels_unless_plain(policy):
+    with pytest.raises(CfgrlError, match=r"condition labels o are required.*plain=True") as caught:
+        policy.compute_loss(make_batch(3))
+    assert "\n" not in str(caught.value)
+    with pytest.raises(CfgrlError, match="takes no labels"):
+        policy.compute_loss(make_batch(3, o=[ONE, NULL, ZERO]), plain=True)
 
 
 @pytest.mark.parametrize("prefix_dropout", [False, True])
@@ -64,7 +92,7 @@ def test_prefix_dropout_null_drops_the_language():
 def test_mixed_batch_gives_each_sample_its_own_loss(mode, prefix_dropout):
     policy = make_policy(condition_mode=mode, use_prefix_dropout=prefix_dropout)
     perturb_condition(policy)
-    labels = [1, -1, 0]
+    labels = [ONE, NULL, ZERO]
     together = losses(policy, labels)
     for i, label in enumerate(labels):
         batch = make_batch(3, o=labels)
@@ -77,10 +105,8 @@ def test_mixed_batch_gives_each_sample_its_own_loss(mode, prefix_dropout):
 
 
 def test_labels_must_be_ternary_integers(policy):
-    from cfgrl.errors import CfgrlError
-
     with pytest.raises(CfgrlError, match="accept only 1"):
-        losses(policy, [1, 2, -1])
+        losses(policy, [1, 2, -1])  # 2 is no label
     batch = make_batch(3)
     batch["o"] = torch.tensor([1.0, 0.0, -1.0])
     with pytest.raises(CfgrlError, match="integer tensor"):

@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from cfgrl.optimality import Label
 from cfgrl.policy import PI0Policy
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "lerobot_pi0"
@@ -63,7 +64,8 @@ def test_embeddings_match_lerobot(loaded):
     policy, _, io, prefix = loaded
     with torch.no_grad():
         prefix_embs, _, _ = policy.model.embed_prefix(*prefix)
-        suffix_embs, _, _ = policy.model.embed_suffix(io["state"], io["x_t"], io["time"], None)
+        # a ∅ suffix has no condition machinery: the plain PI0's
+        suffix_embs, _, _ = policy.model.embed_suffix(io["state"], io["x_t"], io["time"], torch.full((2,), Label.NULL))
     assert max_relative_error(prefix_embs, io["prefix_embs"]) <= 1e-4
     assert max_relative_error(suffix_embs, io["suffix_embs"]) <= 1e-4
 
@@ -71,8 +73,8 @@ def test_embeddings_match_lerobot(loaded):
 def test_training_losses_match_lerobot(loaded):
     policy, _, io, prefix = loaded
     with torch.no_grad():
-        losses = policy.model(*prefix, io["state"], io["actions"], noise=io["noise"], time=io["time"])
-        velocity = policy.model.velocity(*prefix, io["state"], io["x_t"], io["time"], use_condition=False)
+        losses = policy.model(*prefix, io["state"], io["actions"], noise=io["noise"], time=io["time"], plain=True)
+        velocity = policy.model.velocity(*prefix, io["state"], io["x_t"], io["time"], plain=True)
     assert losses.shape == io["losses"].shape == (2, 50, 32)
     assert max_relative_error(velocity, io["velocity"]) <= 1e-4
     assert max_relative_error(losses, io["losses"]) <= 1e-4
@@ -81,8 +83,8 @@ def test_training_losses_match_lerobot(loaded):
 def test_cached_sampling_matches_lerobot(loaded):
     policy, _, io, prefix = loaded
     with torch.no_grad():
-        cache, prefix_pad = policy.model._prefix_cache(*prefix, None, 2, 1)
-        cached = policy.model._suffix_velocity(cache, prefix_pad, io["state"], io["x_t"], io["time"], None)
-        sampled = policy.model.sample_actions(*prefix, io["state"], noise=io["sample_noise"], use_condition=False)
+        cache, prefix_pad = policy.model._prefix_cache(*prefix, None, 2, 1)  # no language dropped
+        cached = policy.model._suffix_velocity(cache, prefix_pad, io["state"], io["x_t"], io["time"], torch.full((2,), Label.NULL))
+        sampled = policy.model.sample_actions(*prefix, io["state"], noise=io["sample_noise"], plain=True)
     assert max_relative_error(cached, io["velocity_cached"]) <= 1e-4
     assert max_relative_error(sampled, io["sampled_actions"]) <= 1e-4

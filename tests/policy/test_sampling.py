@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from cfgrl.errors import CfgrlError
+from cfgrl.optimality import Label
 from policy_helpers import make_noise, make_obs, make_policy, perturb_condition
 
 
@@ -18,8 +19,8 @@ def manual_euler(policy, obs, noise, weight_of):
     with torch.no_grad():
         for _ in range(steps):
             t = time.expand(batch)
-            v_cond = policy.model.velocity(*inputs, x, t, o=torch.ones(batch, dtype=torch.long))
-            v_null = policy.model.velocity(*inputs, x, t, o=-torch.ones(batch, dtype=torch.long))
+            v_cond = policy.model.velocity(*inputs, x, t, o=torch.full((batch,), Label.OPTIMAL))
+            v_null = policy.model.velocity(*inputs, x, t, o=torch.full((batch,), Label.NULL))
             x = x - weight_of(v_cond, v_null) / steps
             time = time - 1.0 / steps
     actions = x[:, :, : policy.config.action_dim]
@@ -55,7 +56,7 @@ def test_untrained_condition_samples_the_base_policy_whatever_w():
     obs, noise = make_obs(2), make_noise(2)
     inputs = policy._model_inputs(obs)
     with torch.no_grad():
-        base = policy.model.sample_actions(*inputs, noise=noise, use_condition=False)[:, :, :7]
+        base = policy.model.sample_actions(*inputs, noise=noise, plain=True)[:, :, :7]
     base = base * policy._norm_on("action_std") + policy._norm_on("action_mean")
     assert not policy.condition_trained
     for w in (0.0, 1.0, 3.0):

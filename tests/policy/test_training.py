@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from cfgrl.errors import CfgrlError
+from cfgrl.optimality import Label
 from cfgrl.policy import PI0Config, PI0Model, PI0Policy
 from policy_helpers import make_batch, make_config, make_noise, make_policy
 
 
 def test_loss_shapes_and_padding_mask(policy):
-    batch = make_batch(3, o=[1, 0, -1])
+    batch = make_batch(3, o=[Label.OPTIMAL, Label.NOT_OPTIMAL, Label.NULL])
     noise, time = make_noise(3), torch.tensor([0.3, 0.5, 0.7])
     losses = policy.compute_loss(batch, noise=noise, time=time)
     assert losses.shape == (3,) and torch.isfinite(losses).all() and losses.requires_grad
@@ -29,7 +30,8 @@ def test_loss_shapes_and_padding_mask(policy):
 def test_lower_level_forward_returns_elementwise_losses(policy):
     images, img_masks, tokens, masks, state = policy._model_inputs(make_batch(2))
     actions = torch.randn(2, 50, 32)
-    out = policy.model(images, img_masks, tokens, masks, state, actions, noise=torch.randn(2, 50, 32), time=torch.tensor([0.2, 0.9]))
+    out = policy.model(images, img_masks, tokens, masks, state, actions, noise=torch.randn(2, 50, 32), time=torch.tensor([0.2, 0.9]),
+                       plain=True)
     assert out.shape == (2, 50, 32)
 
 
@@ -40,14 +42,15 @@ def test_flow_matching_interpolant_and_target():
     images, img_masks, tokens, masks, state = policy._model_inputs(batch)
     actions, noise, t = torch.randn(2, 50, 32), torch.randn(2, 50, 32), torch.tensor([1.0, 0.25])
     with torch.no_grad():
-        v = policy.model.velocity(images, img_masks, tokens, masks, state, t[:, None, None] * noise + (1 - t[:, None, None]) * actions, t)
-        losses = policy.model(images, img_masks, tokens, masks, state, actions, noise=noise, time=t)
+        v = policy.model.velocity(images, img_masks, tokens, masks, state, t[:, None, None] * noise + (1 - t[:, None, None]) * actions, t,
+                                  plain=True)
+        losses = policy.model(images, img_masks, tokens, masks, state, actions, noise=noise, time=t, plain=True)
     torch.testing.assert_close(losses, (noise - actions - v) ** 2)
 
 
 def test_tiny_policy_overfits_a_fixed_batch():
     policy = make_policy(condition_mode="token").train()
-    batch = make_batch(2, o=[1, -1])
+    batch = make_batch(2, o=[Label.OPTIMAL, Label.NULL])
     noise, time = make_noise(2), torch.tensor([0.4, 0.8])
     optimiser = torch.optim.AdamW(policy.configure_training(), lr=3e-3)
     first = None
@@ -78,7 +81,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     for checkpointing in (False, True):
         policy = make_policy().train()
         policy.configure_training(gradient_checkpointing=checkpointing)
-        policy.compute_loss(make_batch(2, o=[1, -1]), noise=make_noise(2), time=torch.tensor([0.3, 0.6])).mean().backward()
+        policy.compute_loss(make_batch(2, o=[Label.OPTIMAL, Label.NULL]), noise=make_noise(2), time=torch.tensor([0.3, 0.6])).mean().backward()
         grads.append(policy.model.transformer.expert.layers[0].mlp.up_proj.weight.grad.clone())
     torch.testing.assert_close(grads[0], grads[1])
 

@@ -9,9 +9,10 @@ import numpy as np
 import torch
 
 from cfgrl.label import load_label_index
+from cfgrl.optimality import Label, from_stored
 from cfgrl.policy import PI0Policy
 from cfgrl.train.cache import WindowCache
-from cfgrl.train.data import WindowBatches, conditions_from_labels, to_device
+from cfgrl.train.data import WindowBatches, to_device
 from cfgrl.train.objectives import epoch_labels, flow_draws, objective_loss, training_rows
 from train_helpers import all_windows_batch, fixed_draw_losses, initial_policy, label, run_train, write_store
 
@@ -29,7 +30,7 @@ def test_overfits_a_small_store_and_marks_the_condition_trained(tmp_path):
     store = write_store(tmp_path / "s.zarr", episodes=4, length=10)
     labels = label([store])
     final = run_train(tmp_path / "run", [store], labels, "train.steps=100", "train.lr=5e-3")
-    o = conditions_from_labels(load_label_index(labels).windows.label)
+    o = from_stored(load_label_index(labels).windows.label)
     batch = all_windows_batch(_cache(tmp_path / "run"), o)
     trained = PI0Policy.from_pretrained(final)
     before = fixed_draw_losses(initial_policy([store]), batch).mean()
@@ -51,7 +52,7 @@ def test_one_mixed_forward_equals_per_sample_losses(small_run_inputs, tmp_path):
     policy = PI0Policy.from_pretrained(final)
     cache = _cache(tmp_path / "run")
     raw = WindowBatches(cache)[[0, 1, 2, 3, 4, 5]]
-    o = np.array([1, 0, -1, 1, -1, 0])
+    o = np.array([Label.OPTIMAL, Label.NOT_OPTIMAL, Label.NULL, Label.OPTIMAL, Label.NULL, Label.NOT_OPTIMAL])
     batch = to_device(raw, cache.prompts, o, torch.device("cpu"))
     noise, time = flow_draws(raw["index"], 0, 0, (50, 32), torch.device("cpu"))
     loss, mixed, seen = objective_loss("cfgrl", policy, batch, torch.ones(6), 0.5, noise, time)
@@ -62,8 +63,8 @@ def test_one_mixed_forward_equals_per_sample_losses(small_run_inputs, tmp_path):
         alone = policy.compute_loss(single, noise[i : i + 1], time[i : i + 1])
         torch.testing.assert_close(alone[0], mixed[i], rtol=1e-5, atol=1e-6)
     # the condition matters: the same windows under other labels give other losses
-    other = policy.compute_loss({**batch, "o": torch.full((6,), -1)}, noise, time)
-    assert not torch.allclose(other[o != -1], mixed[o != -1])
+    other = policy.compute_loss({**batch, "o": torch.full((6,), Label.NULL)}, noise, time)
+    assert not torch.allclose(other[o != Label.NULL], mixed[o != Label.NULL])
 
 
 def test_weighted_baseline_is_the_two_branch_loss(small_run_inputs, tmp_path):
@@ -71,14 +72,14 @@ def test_weighted_baseline_is_the_two_branch_loss(small_run_inputs, tmp_path):
     policy = PI0Policy.from_pretrained(run_train(tmp_path / "run", [store], labels, "train.steps=1"))
     cache = _cache(tmp_path / "run")
     raw = WindowBatches(cache)[[0, 1, 2, 3]]
-    batch = to_device(raw, cache.prompts, np.ones(4, int), torch.device("cpu"))
+    batch = to_device(raw, cache.prompts, np.full(4, Label.OPTIMAL), torch.device("cpu"))
     noise, time = flow_draws(raw["index"], 0, 0, (50, 32), torch.device("cpu"))
     w = torch.tensor([1.0, 0.0, 1.0, 0.0])
     loss, _, o = objective_loss("weighted", policy, batch, w, 0.5, noise, time)
-    positive = policy.compute_loss({**batch, "o": torch.ones(4, dtype=torch.long)}, noise, time)
-    uncond = policy.compute_loss({**batch, "o": torch.full((4,), -1)}, noise, time)
+    positive = policy.compute_loss({**batch, "o": torch.full((4,), Label.OPTIMAL)}, noise, time)
+    uncond = policy.compute_loss({**batch, "o": torch.full((4,), Label.NULL)}, noise, time)
     torch.testing.assert_close(loss, (w * positive).mean() + 0.5 * uncond.mean(), rtol=1e-5, atol=1e-6)
-    assert o.tolist() == [1] * 4 + [-1] * 4
+    assert o.tolist() == [Label.OPTIMAL] * 4 + [Label.NULL] * 4
 
 
 def test_filtered_bc_trains_unconditioned_on_positive_windows_only(small_run_inputs):
@@ -86,7 +87,7 @@ def test_filtered_bc_trains_unconditioned_on_positive_windows_only(small_run_inp
     index = load_label_index(labels)
     rows = training_rows("filtered_bc", index.windows)
     assert (index.windows.raw_label.iloc[rows] == 1).all() and len(rows) == (index.windows.raw_label == 1).sum()
-    assert (epoch_labels("filtered_bc", index.windows, index.manifest, False, 0, 0).o == -1).all()
+    assert (epoch_labels("filtered_bc", index.windows, index.manifest, False, 0, 0).o == Label.NULL).all()
 
 
 def _binomial_ok(seen_share: float, p: float, n: int) -> bool:
@@ -115,7 +116,7 @@ def test_redraw_dropout_draws_afresh_each_epoch(small_run_inputs, tmp_path):
     p = index.manifest["settings"]["dropout_prob"]
     draws = [epoch_labels("cfgrl", index.windows, index.manifest, True, 0, e) for e in range(40)]
     assert any((d.o != draws[0].o).any() for d in draws[1:])
-    assert all(((d.o == -1) | (d.o == index.windows.raw_label.fillna(-1).to_numpy())).all() for d in draws)
+    assert all(((d.o == Label.NULL) | (d.o == from_stored(index.windows.raw_label))).all() for d in draws)
     conditioned = int(index.windows.raw_label.notna().sum())
     hits = sum(int(d.dropout_hit.sum()) for d in draws)
     assert _binomial_ok(hits / (conditioned * len(draws)), p, conditioned * len(draws))
@@ -134,7 +135,7 @@ def test_behaviour_cloning_with_label_source_none_lowers_the_loss(tmp_path):
     windows = load_label_index(labels).windows
     assert windows.label.isna().all()
     final = run_train(tmp_path / "run", [store], labels, "train.steps=40")
-    batch = all_windows_batch(_cache(tmp_path / "run"), np.full(len(windows), -1))
+    batch = all_windows_batch(_cache(tmp_path / "run"), np.full(len(windows), Label.NULL))
     before = fixed_draw_losses(initial_policy([store]), batch).mean()
     trained = PI0Policy.from_pretrained(final)
     assert fixed_draw_losses(trained, batch).mean() < 0.7 * before
