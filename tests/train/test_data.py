@@ -2,10 +2,13 @@
 and their split over processes, streaming statistics."""
 
 import pickle
+import shutil
 
 import numpy as np
+import pytest
 
 from cfgrl.config import load_config
+from cfgrl.errors import CfgrlError
 from cfgrl.label import load_label_index
 from cfgrl.policy import NormStats
 from cfgrl.store import Store
@@ -64,6 +67,26 @@ def test_cache_is_reused_and_rebuilt_when_store_or_windows_change(tmp_path):
     grown = ensure_cache(tmp_path / "cache", [Store(store_path)], windows, 50)
     assert grown.path not in (first.path, fewer.path)
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted([grown.path.name, "not-ours"])  # stale caches removed, nothing else
+
+
+def test_a_store_with_lost_or_damaged_frames_or_a_damaged_cache_is_refused(tmp_path, small_run_inputs):
+    """Zarr reads a missing chunk as black frames: the cache is never built from them."""
+    source, labels = small_run_inputs
+    windows = load_label_index(labels).windows
+    for damage, message in ((lambda chunk: chunk.unlink(), "frames/wrist lacks 1 of the"),
+                            (lambda chunk: chunk.write_bytes(b"not zstd" * 8), "frames/wrist rows 0-")):
+        path = tmp_path / "s.zarr"
+        shutil.rmtree(path, ignore_errors=True)
+        shutil.copytree(source, path)
+        damage(path / "frames" / "wrist" / "c" / "0" / "0" / "0" / "0")
+        with pytest.raises(CfgrlError, match=message) as info:
+            ensure_cache(tmp_path / "cache", [Store(path)], windows, 50)
+        assert f"store '{path}'" in str(info.value) and "recollect" in str(info.value)
+        assert not any((tmp_path / "cache").glob("*/meta.json"))  # nothing half-built is left to train on
+    cache = ensure_cache(tmp_path / "cache", [Store(source)], windows, 50)
+    (cache.path / "images_wrist.npy").unlink()
+    with pytest.raises(CfgrlError, match=r"training cache '.*' is damaged \(images_wrist.npy: .*delete that directory"):
+        ensure_cache(tmp_path / "cache", [Store(source)], windows, 50)
 
 
 def test_two_processes_see_the_global_batches_of_one():
