@@ -110,6 +110,8 @@ class TrainConfig:
     wandb: bool = _f(False, "also log to Weights & Biases (needs wandb installed)")
     seed: int = _f(0, "training seed")
     save_every: int = _f(500, "checkpoint every N steps")
+    keep_last: int = _f(2, "after each save, delete checkpoints older than the N newest (never last, policy, one with an eval/ folder or named in a round.json)")
+    keep_every: int = _f(0, "also keep every checkpoint whose step is a multiple of N (0 = off)")
     log_every: int = _f(10, "log every N steps")
     weighted_alpha: float = _f(0.5, "objective=weighted only: weight of the unconditional loss term")
 
@@ -291,6 +293,8 @@ def validate(cfg: Config) -> Config:
     for key in ("steps", "batch_size", "grad_accum", "save_every", "log_every"):
         if getattr(t, key) < 1:
             raise CfgrlError(f"train.{key} must be at least 1, got {getattr(t, key)}")
+    if t.keep_last < 1 or t.keep_every < 0:
+        raise CfgrlError(f"train.keep_last must be at least 1 and train.keep_every >= 0 (0 = off), got {t.keep_last} and {t.keep_every}")
     if t.lr <= 0 or t.num_workers < 0:
         raise CfgrlError(f"train.lr must be > 0 and train.num_workers >= 0, got {t.lr} and {t.num_workers}")
     if cfg.inference.num_steps < 1 or cfg.inference.replan_steps < 1:

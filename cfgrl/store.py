@@ -296,8 +296,12 @@ class StoreWriter:
         }
         for name, dtype in STEP_ARRAYS.items():
             root[f"steps/{name}"].append(np.concatenate([getattr(ep, name) for ep in batch]).astype(dtype))
-        for cam in self.layout.camera_names:
-            root[f"frames/{cam}"].append(np.concatenate([ep.frames[cam] for ep in batch]))
+        # Every frame chunk is written, even an all-black one (zarr skips chunks equal to the fill
+        # value by default): a missing chunk then always means lost frames, which training refuses.
+        with zarr.config.set({"array.write_empty_chunks": True}):
+            frame_arrays = [root[f"frames/{cam}"] for cam in self.layout.camera_names]
+        for cam, array in zip(self.layout.camera_names, frame_arrays):
+            array.append(np.concatenate([ep.frames[cam] for ep in batch]))
         root["frames/step"].append(np.concatenate([ep.frame_step for ep in batch]).astype(np.int32))
         for name, dtype in EPISODE_COLUMNS.items():
             values = offsets[name] if name in offsets else [ep.meta[name] for ep in batch]

@@ -65,6 +65,8 @@ def test_overrides_are_typed(tmp_path):
         ("dropout_prob", "section.key=value"),
         ("train.grad_accum=0", "train.grad_accum must be at least 1"),
         ("train.lr=0", "train.lr must be > 0"),
+        ("train.keep_last=0", "train.keep_last must be at least 1"),
+        ("train.keep_every=-1", "train.keep_every >= 0"),
     ],
 )
 def test_bad_values_name_what_is_accepted(override, message):

@@ -48,6 +48,17 @@ def test_round_trip_field_by_field(tmp_path):
         np.testing.assert_array_equal(store.frame_steps()[frames], ep.frame_step)
 
 
+def test_every_frame_chunk_is_written_even_an_all_black_one(tmp_path):
+    """zarr skips chunks equal to the fill value by default; training refuses a missing frame chunk."""
+    episode = make_episode(40, 0)  # 8 frames per camera, one chunk
+    episode.frames["wrist"][:] = 0
+    with StoreWriter(tmp_path / "s.zarr", LAYOUT) as writer:
+        writer.append(episode)
+    for cam in LAYOUT.camera_names:
+        assert (tmp_path / "s.zarr" / "frames" / cam / "c" / "0" / "0" / "0" / "0").is_file()
+    assert not Store(tmp_path / "s.zarr").frames("wrist")[:].any()
+
+
 def test_uncommitted_rows_are_invisible_and_truncated(tmp_path):
     path = tmp_path / "s.zarr"
     with StoreWriter(path, LAYOUT) as writer:

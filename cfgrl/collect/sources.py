@@ -63,6 +63,8 @@ def load_policy(source: str | None, cfg: Config, camera_names: tuple[str, ...], 
         for note in policy.load_report:
             say(f"policy '{source}': {note}")
         _check_fits_env(policy, source, camera_names)
+        if policy.stats is None:
+            raise no_stats_error("policy", source)
         return policy
     import torch
 
@@ -75,6 +77,13 @@ def load_policy(source: str | None, cfg: Config, camera_names: tuple[str, ...], 
         cfg.policy.preset, camera_names=tuple(camera_names), image_size=image_size,
         condition_mode=cfg.policy.condition_mode, use_prefix_dropout=cfg.cfgrl.use_prefix_dropout,
     ))
+
+
+def no_stats_error(what: str, source: str | Path) -> CfgrlError:
+    """A loaded checkpoint without normalisation stats would act in unscaled units: refused."""
+    return CfgrlError(f"{what} '{source}' carries no normalisation stats (no stats.json, or no lerobot normaliser stats); "
+                      f"train it first (`cfgrl train --policy {source}` computes them from the stores, as "
+                      "`--stats store` does) or give a checkpoint with stats")
 
 
 def _check_fits_env(policy: ChunkPolicy, source: str, camera_names: tuple[str, ...]) -> None:

@@ -16,14 +16,14 @@ from typing import Any, Callable
 
 from cfgrl.collect.engine import episode_data, run_episodes
 from cfgrl.collect.plan import EnvInfo
-from cfgrl.collect.sources import load_policy
+from cfgrl.collect.sources import load_policy, no_stats_error
 from cfgrl.collect.specs import EpisodeSpec, run_id
 from cfgrl.collect.worker import FinishedEpisode
 from cfgrl.config import Config, EnvConfig
 from cfgrl.envs import ACTION_DIM, STATE_DIM
 from cfgrl.errors import CfgrlError
 from cfgrl.evaluate.plan import EvalEpisode
-from cfgrl.policy.checkpoint import FORMAT as POLICY_FORMAT
+from cfgrl.policy.checkpoint import FORMAT as POLICY_FORMAT, carries_stats
 from cfgrl.store import Store, StoreLayout, StoreWriter
 
 POLICY_FORMATS = "a cfgrl policy (cfgrl train / cfgrl export) or a lerobot pi0 checkpoint"
@@ -41,6 +41,8 @@ def check_policy_dir(path: str | Path, what: str) -> Path:
         raise CfgrlError(f"{what} '{path}' is not a policy checkpoint ({config} is not JSON); give {POLICY_FORMATS}") from None
     if not isinstance(meta, dict) or not (meta.get("format") == POLICY_FORMAT or meta.get("type") == "pi0"):
         raise CfgrlError(f"{what} '{path}' is not a policy checkpoint (unknown config.json format); give {POLICY_FORMATS}")
+    if not carries_stats(path):  # now: a baseline is loaded only after the policy's rollouts, hours later
+        raise no_stats_error(what, path)
     return path
 
 

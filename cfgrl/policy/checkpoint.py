@@ -3,7 +3,7 @@
 Our format (schema version 1), one directory:
   config.json        {"format": "cfgrl-pi0-policy", "schema_version", "policy_id", "condition_trained", "config"}
   model.safetensors  PI0Model weights under our key names
-  stats.json         normalisation stats
+  stats.json         normalisation stats (absent when the policy carries none: PI0Policy.stats is None)
   tokenizer.json | tokenizer.model   the byte tokenizer, or the PaliGemma SentencePiece model
 Writes are atomic: a sibling temporary directory is renamed into place.
 """
@@ -29,6 +29,7 @@ from cfgrl.policy.tokenizer import make_tokenizer
 
 FORMAT = "cfgrl-pi0-policy"
 SCHEMA_VERSION = 1
+STATS_FILE = "stats.json"
 log = logging.getLogger(__name__)
 
 
@@ -61,7 +62,8 @@ def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def save_policy(policy, directory: Path) -> Path:
     def fill(staging: Path) -> None:
         save_file(_contiguous(policy.model.state_dict()), str(staging / "model.safetensors"))
-        policy.stats.save(staging / "stats.json")
+        if policy.stats is not None:
+            policy.stats.save(staging / STATS_FILE)
         policy.tokenizer.save(staging)
         meta = {
             "format": FORMAT, "schema_version": SCHEMA_VERSION, "policy_id": policy.policy_id,
@@ -91,6 +93,13 @@ def load_policy(directory: Path, tokenizer: str | Path | None = None, overrides:
     if meta.get("type") == "pi0":
         return _load_lerobot(PI0Policy, directory, meta, tokenizer, overrides or {})
     raise CfgrlError(f"{directory} is neither a cfgrl policy nor a lerobot pi0 checkpoint (config.json has no known format)")
+
+
+def carries_stats(directory: Path) -> bool:
+    """Whether a checkpoint (ours or a lerobot pi0 one) carries normalisation stats, read without its weights."""
+    if _read_config(directory).get("format") == FORMAT:
+        return (directory / STATS_FILE).is_file()
+    return lerobot_format.read_stats(directory, []) is not None
 
 
 def _tokenizer(config: PI0Config, directory: Path, path: str | Path | None):
@@ -126,8 +135,8 @@ def _load_ours(cls, directory: Path, meta: dict, tokenizer, overrides: dict):
         raise CfgrlError(f"{directory}: its condition parameters were trained with {saved}; they cannot be switched to "
                          f"{switched} (start from a policy whose condition was never trained, e.g. the BC base)")
     config = PI0Config.from_dict({**meta["config"], **overrides})
-    policy = cls(config, stats=NormStats.load(directory / "stats.json"),
-                 tokenizer=_tokenizer(config, directory, tokenizer))
+    stats = NormStats.load(directory / STATS_FILE) if (directory / STATS_FILE).is_file() else None
+    policy = cls(config, stats=stats, tokenizer=_tokenizer(config, directory, tokenizer))
     state = load_file(str(directory / "model.safetensors"))
     if switched:  # never trained: nothing is lost by starting the new condition machinery afresh
         state = {k: v for k, v in state.items() if not k.startswith("condition.")}
@@ -144,8 +153,8 @@ def _load_ours(cls, directory: Path, meta: dict, tokenizer, overrides: dict):
 
 def _load_lerobot(cls, directory: Path, meta: dict, tokenizer, overrides: dict):
     config = PI0Config.from_dict({**lerobot_format.config_values(meta, directory), **overrides})
-    weights = load_file(str(directory / "model.safetensors"))
-    state, stats, notes = lerobot_format.to_ours(weights, directory, config)
+    state, notes = lerobot_format.to_ours(load_file(str(directory / "model.safetensors")))
+    stats = lerobot_format.read_stats(directory, notes)
     policy = cls(config, stats=stats, tokenizer=_tokenizer(config, directory, tokenizer))
     result = policy.model.load_state_dict(state, strict=False)
     condition_keys = [k for k in result.missing_keys if k.startswith("condition.")]

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from cfgrl.errors import CfgrlError
@@ -71,10 +72,9 @@ def config_values(meta: dict[str, Any], directory: Path) -> dict[str, Any]:
     return values
 
 
-def to_ours(weights: dict[str, torch.Tensor], directory: Path, config: PI0Config) -> tuple[dict, NormStats, list[str]]:
-    """lerobot state dict -> (our state dict, stats, notes). Unknown keys are passed through to fail the load."""
+def to_ours(weights: dict[str, torch.Tensor]) -> tuple[dict, list[str]]:
+    """lerobot state dict -> (our state dict, notes). Unknown keys are passed through to fail the load."""
     state: dict[str, torch.Tensor] = {}
-    found: dict[str, torch.Tensor] = {}
     tied_head = None
     notes: list[str] = []
     for key, tensor in weights.items():
@@ -84,8 +84,7 @@ def to_ours(weights: dict[str, torch.Tensor], directory: Path, config: PI0Config
         if key in IGNORED:
             continue
         if key.startswith(("normalize_", "unnormalize_")):
-            found[key] = tensor
-            continue
+            continue  # the classic normaliser buffers: read by read_stats
         for ours, theirs in PREFIXES:
             prefix = next((p for p in theirs if key.startswith(p)), None)
             if prefix is not None:
@@ -97,7 +96,7 @@ def to_ours(weights: dict[str, torch.Tensor], directory: Path, config: PI0Config
     if embed not in state and tied_head is not None:
         state[embed] = tied_head
         notes.append("token embeddings taken from the tied lm_head")
-    return state, _stats(found, directory, config, notes), notes
+    return state, notes
 
 
 def _finite(t: torch.Tensor | None) -> np.ndarray | None:
@@ -107,7 +106,15 @@ def _finite(t: torch.Tensor | None) -> np.ndarray | None:
     return array if np.all(np.isfinite(array)) else None  # lerobot fills never-set buffers with inf
 
 
-def _stats(buffers: dict[str, torch.Tensor], directory: Path, config: PI0Config, notes: list[str]) -> NormStats:
+def _classic_buffers(directory: Path) -> dict[str, torch.Tensor]:
+    """The classic normaliser buffers in model.safetensors, read without its weights."""
+    with safe_open(str(directory / "model.safetensors"), "pt") as weights:
+        return {k: weights.get_tensor(k) for k in weights.keys() if k.startswith(("normalize_", "unnormalize_"))}
+
+
+def read_stats(directory: Path, notes: list[str]) -> NormStats | None:
+    """The checkpoint's normalisation stats (classic buffers, else processor files); None when it has none."""
+    buffers = _classic_buffers(directory)
     values: dict[str, np.ndarray | None] = {}
     for field, keys in CLASSIC_STATS.items():
         keys = (keys,) if isinstance(keys, str) else keys
@@ -128,12 +135,12 @@ def _stats(buffers: dict[str, torch.Tensor], directory: Path, config: PI0Config,
     if all(k in processor for k in PROCESSOR_STATS.values()):
         notes.append(f"normalisation stats taken from {', '.join(sources)}")
         return NormStats(**{f: processor[k].float().numpy() for f, k in PROCESSOR_STATS.items()})
-    notes.append("no normalisation stats found: using identity stats (set them before training)")
-    return NormStats.identity(config.state_dim, config.action_dim)
+    notes.append("no normalisation stats found: the policy carries none (cfgrl train computes them from the stores)")
+    return None
 
 
-def from_ours(state: dict[str, torch.Tensor], stats: NormStats) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Our state dict -> (lerobot weights in the current layout, processor-style stats tensors)."""
+def from_ours(state: dict[str, torch.Tensor], stats: NormStats | None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Our state dict -> (lerobot weights in the current layout, processor-style stats tensors: none without stats)."""
     weights: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         if key.startswith("condition."):
@@ -145,8 +152,9 @@ def from_ours(state: dict[str, torch.Tensor], stats: NormStats) -> tuple[dict[st
         else:
             raise CfgrlError(f"cannot export parameter {key} to the lerobot layout")
     weights[TIED_HEADS[0]] = weights[PG + "model.language_model.embed_tokens.weight"].clone()
-    stats_tensors = {k: torch.tensor(getattr(stats, f), dtype=torch.float32) for f, k in PROCESSOR_STATS.items()}
-    return weights, stats_tensors
+    if stats is None:
+        return weights, {}
+    return weights, {k: torch.tensor(getattr(stats, f), dtype=torch.float32) for f, k in PROCESSOR_STATS.items()}
 
 
 def sizes_json(config: PI0Config) -> dict[str, Any]:

@@ -40,23 +40,29 @@ class PI0Policy(nn.Module):
         self._tokenizer = tokenizer
         self.load_report: list[str] = []  # what from_pretrained had to initialise or convert
         self._id_cache: tuple[Any, str] | None = None
-        self.set_stats(stats if stats is not None else NormStats.identity(config.state_dim, config.action_dim))
+        self.set_stats(stats)
 
     # ----- stats and tokenizer ---------------------------------------------------------------------
     @property
-    def stats(self) -> NormStats:
+    def stats(self) -> NormStats | None:
+        """The normalisation stats, or None when the policy carries none (a fresh policy, a checkpoint
+        saved without any): it then normalises with mean 0 and std 1, and collect/evaluate refuse it."""
         return self._stats
 
-    def set_stats(self, stats: NormStats) -> None:
-        stats.check_dims(self.config.state_dim, self.config.action_dim)
+    def set_stats(self, stats: NormStats | None) -> None:
+        applied = stats if stats is not None else self._identity_stats()
+        applied.check_dims(self.config.state_dim, self.config.action_dim)
         self._stats = stats
         self._norm = {
             name: torch.tensor(value, dtype=torch.float32)
             for name, value in (
-                ("state_mean", stats.state_mean), ("state_std", NormStats.safe_std(stats.state_std)),
-                ("action_mean", stats.action_mean), ("action_std", NormStats.safe_std(stats.action_std)),
+                ("state_mean", applied.state_mean), ("state_std", NormStats.safe_std(applied.state_std)),
+                ("action_mean", applied.action_mean), ("action_std", NormStats.safe_std(applied.action_std)),
             )
         }
+
+    def _identity_stats(self) -> NormStats:
+        return NormStats.identity(self.config.state_dim, self.config.action_dim)
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -168,7 +174,9 @@ class PI0Policy(nn.Module):
     def _content_hash(self) -> str:
         digest = hashlib.blake2b(digest_size=10)
         digest.update(json.dumps({"config": self.config.to_dict(), "condition_trained": self.condition_trained}, sort_keys=True).encode())
-        digest.update(json.dumps(self._stats.to_dict(), sort_keys=True).encode())
+        # No stats normalise exactly as identity stats do: the same content, the same id.
+        stats = self._stats if self._stats is not None else self._identity_stats()
+        digest.update(json.dumps(stats.to_dict(), sort_keys=True).encode())
         for name, tensor in sorted(self.model.state_dict().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())

@@ -10,6 +10,6 @@ forms). Modules, in the order a run uses them:
 * ``objectives`` cfgrl (default), filtered_bc and the weighted baseline; per-epoch conditions
 * ``optim``      AdamW, PI0's warm-up + cosine schedule, EMA
 * ``logging``    metrics reduced over ranks -> tqdm, TensorBoard, JSONL, wandb
-* ``checkpoint`` atomic pickle-free checkpoints with a ``last`` pointer
+* ``checkpoint`` atomic pickle-free checkpoints with a ``last`` pointer; old ones deleted (keep_last, keep_every)
 * ``trainer``    the loop
 """

@@ -18,6 +18,7 @@ Layout of one cache directory (one row per window, in the index's row order)::
 The key hashes the stores' fingerprints and the window set (store, episode, start, num_valid, frame);
 when either changes the directory is rebuilt (written to a temporary directory, then renamed).
 Labels are not in the cache: they change with every label version and with --redraw-dropout.
+A store whose needed frame chunks are missing or unreadable is refused, never cached as black frames.
 """
 
 from __future__ import annotations
@@ -69,7 +70,13 @@ class WindowCache:
         meta = json.loads((path / "meta.json").read_text())
         if {k: meta.get(k) for k in CACHE_SCHEMA} != CACHE_SCHEMA:
             raise CfgrlError(f"training cache '{path}' has another format; delete it and it is rebuilt")
-        load = lambda name: np.load(path / f"{name}.npy", mmap_mode="r")  # noqa: E731
+        def load(name: str) -> np.ndarray:
+            try:
+                return np.load(path / f"{name}.npy", mmap_mode="r")
+            except (OSError, ValueError) as exc:  # a file deleted or cut short after the build
+                raise CfgrlError(f"training cache '{path}' is damaged ({name}.npy: {_first_line(exc)}); "
+                                 "delete that directory and it is rebuilt") from None
+
         return cls(
             path=path,
             meta=meta,
@@ -98,6 +105,8 @@ def ensure_cache(root: str | Path, stores: list[Store], windows: pd.DataFrame, h
     final = root / key
     if (final / "meta.json").is_file():
         return WindowCache.open(final)
+    for s, store in enumerate(stores):  # before anything is written or decoded: never black frames in their place
+        _check_frame_chunks(store, windows["frame"].to_numpy()[windows["store"].to_numpy() == s])
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".building-{key}-{uuid.uuid4().hex[:8]}"
     try:
@@ -183,6 +192,39 @@ def _copy_steps(store: Store, rows: np.ndarray, step0: np.ndarray, valid: np.nda
     actions[rows] = window
 
 
+def _check_frame_chunks(store: Store, frames: np.ndarray) -> None:
+    """Refuse a store whose frame chunks the windows need are missing on disk.
+
+    Zarr reads a missing chunk as its fill value, i.e. black frames, without a word. The store writer
+    writes every frame chunk (``cfgrl.store``), so a missing one was lost: an incomplete copy, a
+    deleted file. (Older stores skipped all-black chunks, which no working camera renders.)"""
+    for cam in store.layout.camera_names:
+        try:
+            array = store.frames(cam)
+        except KeyError:
+            raise CfgrlError(f"store '{store.path}' has no frames/{cam} array; copy the store again or recollect it") from None
+        chunks = np.unique(frames // array.chunks[0])
+        folder = store.path / "frames" / cam
+        missing = [c for c in chunks if not (folder / array.metadata.encode_chunk_key((int(c), 0, 0, 0))).is_file()]
+        if missing:
+            first = int(missing[0]) * array.chunks[0]
+            raise CfgrlError(f"store '{store.path}': frames/{cam} lacks {len(missing)} of the {len(chunks)} chunks the windows "
+                             f"need (the first holds frames {first}-{first + array.chunks[0] - 1}); training would see black "
+                             "frames there: copy the store again or recollect it")
+
+
+def _read_frames(store: Store, cam: str, array, lo: int, hi: int) -> np.ndarray:
+    try:
+        return np.asarray(array[lo:hi])
+    except Exception as exc:  # whatever the codec raises on a damaged chunk
+        raise CfgrlError(f"store '{store.path}': frames/{cam} rows {lo}-{hi - 1} cannot be read ({type(exc).__name__}: "
+                         f"{_first_line(exc)}); the store is damaged: copy it again or recollect it") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).splitlines() or [""])[0]
+
+
 def _copy_frames(store: Store, rows: np.ndarray, frames: np.ndarray, images: dict[str, np.ndarray], bar: tqdm) -> None:
     """Decode the needed frames block by block, in frame order (sequential Zarr reads)."""
     order = np.argsort(frames, kind="stable")
@@ -194,7 +236,7 @@ def _copy_frames(store: Store, rows: np.ndarray, frames: np.ndarray, images: dic
         hi = lo + FRAME_BLOCK
         j = int(np.searchsorted(frames, hi, side="left"))
         for cam, arr in arrays.items():
-            block = np.asarray(arr[lo : min(hi, int(frames[j - 1]) + 1)])
+            block = _read_frames(store, cam, arr, lo, min(hi, int(frames[j - 1]) + 1))
             images[cam][rows[i:j]] = block[frames[i:j] - lo]
         bar.update(j - i)
         i = j

@@ -12,7 +12,9 @@
     training_state/ema.safetensors       EMA weights (only with train.ema_decay)
 
 It is written to a temporary directory and renamed into place, then ``RUN_DIR/last`` (a relative
-symlink) is swapped to it, so a kill at any moment leaves the previous checkpoint intact.
+symlink) is swapped to it, so a kill at any moment leaves the previous checkpoint intact. Then the
+checkpoints ``train.keep_last`` / ``train.keep_every`` do not keep are deleted (``prune``): a pi0
+checkpoint with its optimiser state is ~40 GB.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -33,6 +36,8 @@ from cfgrl.errors import CfgrlError
 from cfgrl.schemas import TRAIN_CHECKPOINT
 
 STATE_DIR = "training_state"
+STEP_DIR = re.compile(r"step_(\d+)")  # a finished checkpoint; temporary ones start with "."
+DELETING = ".deleting-"
 
 
 def _tensors_and_json(state: dict) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -75,6 +80,53 @@ def save_checkpoint(run_dir: Path, step: int, policy: Any, optimizer: torch.opti
         shutil.rmtree(tmp, ignore_errors=True)
     point(run_dir / "last", final)
     return final
+
+
+def prune(run_dir: Path, keep_last: int, keep_every: int) -> list[str]:
+    """Delete the checkpoints that are neither among the ``keep_last`` newest nor a multiple of
+    ``keep_every`` (when > 0); return their names. Never deleted, whatever the settings: the one
+    ``last`` or ``policy`` points at, one holding an ``eval/`` folder, one a round.json names."""
+    root = run_dir / "checkpoints"
+    for leftover in root.glob(f"{DELETING}*"):  # a deletion a kill interrupted
+        shutil.rmtree(leftover, ignore_errors=True)
+    steps = sorted((int(m.group(1)), path) for path in root.iterdir() if (m := STEP_DIR.fullmatch(path.name)) and path.is_dir())
+    newest = {step for step, _ in steps[-keep_last:]}
+    named = _named_paths(run_dir)
+    deleted = []
+    for step, path in steps:
+        if step in newest or (keep_every > 0 and step % keep_every == 0) or _has_eval(path) or _is_named(path, named):
+            continue
+        doomed = root / f"{DELETING}{path.name}-{uuid.uuid4().hex[:8]}"
+        os.replace(path, doomed)  # gone at once: a kill mid-deletion never leaves half a step_N behind
+        shutil.rmtree(doomed, ignore_errors=True)
+        deleted.append(path.name)
+    return deleted
+
+
+def _has_eval(ckpt: Path) -> bool:
+    """Evaluation results live in POLICY/eval/ (``cfgrl evaluate``'s default), EMA ones in ema_policy/eval/."""
+    return (ckpt / "eval").is_dir() or any(p.is_dir() for p in ckpt.glob("*/eval"))
+
+
+def _is_named(ckpt: Path, named: list[Path]) -> bool:
+    ckpt = ckpt.resolve()
+    return any(p == ckpt or ckpt in p.parents for p in named)  # the checkpoint or its ema_policy
+
+
+def _named_paths(run_dir: Path) -> list[Path]:
+    """The pointers ``last`` and ``policy``, and every path a round.json in the run directory's parent
+    (down to two levels: ROOT/round_k/round.json beside ROOT/round_k/train, or a rounds tree beside a
+    base run) records: a round's starting and trained policies."""
+    named = [run_dir / "last", run_dir / "policy"]
+    parent = run_dir.resolve().parent
+    for record in (*parent.glob("round.json"), *parent.glob("*/round.json"), *parent.glob("*/*/round.json")):
+        try:
+            fields = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue  # unreadable: it names nothing
+        if isinstance(fields, dict):
+            named += [Path(v) for v in fields.values() if isinstance(v, str)]
+    return [p.resolve() for p in named if p.exists()]
 
 
 def point(link: Path, target: Path) -> None:

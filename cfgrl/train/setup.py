@@ -16,7 +16,7 @@ import torch.distributed as dist
 
 from cfgrl.config import Config
 from cfgrl.errors import CfgrlError
-from cfgrl.policy import NormStats, PI0Config, PI0Policy
+from cfgrl.policy import PI0Config, PI0Policy
 from cfgrl.store import Store
 from cfgrl.train.stats import mismatch_report, store_stats
 
@@ -96,7 +96,7 @@ def build_policy(cfg: Config, stores: list[Store], source: Path | None, say: Cal
         raise CfgrlError(f"policy '{source}' has no camera {', '.join(missing)} (it uses {', '.join(pcfg.camera_names)}); "
                          "train on stores with its cameras")
     computed = store_stats(stores)
-    if cfg.train.stats == "store" or _has_identity_stats(policy):
+    if cfg.train.stats == "store" or policy.stats is None:
         policy.set_stats(computed)
         why = "train.stats=store" if cfg.train.stats == "store" else "the checkpoint carries none"
         say(f"normalisation stats computed from the stores ({why})")
@@ -104,9 +104,3 @@ def build_policy(cfg: Config, stores: list[Store], source: Path | None, say: Cal
         for line in mismatch_report(policy.stats, computed):
             say(f"warning: normalisation stats differ, kept the checkpoint's (train.stats=store recomputes): {line}")
     return policy
-
-
-def _has_identity_stats(policy: PI0Policy) -> bool:
-    """True when a loaded checkpoint carried no statistics (the policy fell back to identity)."""
-    ident = NormStats.identity(policy.config.state_dim, policy.config.action_dim)
-    return all((getattr(policy.stats, k) == getattr(ident, k)).all() for k in ("state_mean", "state_std", "action_mean", "action_std"))

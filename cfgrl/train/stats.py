@@ -1,8 +1,10 @@
 """Normalisation statistics of state and action, streamed from the stores, and the mismatch report.
 
 A fine-tuned checkpoint keeps its own statistics by default: its action space must not shift under
-it. ``train.stats=store`` (or a fresh model) recomputes them here, over every committed step of the
-given stores, in blocks (sums in float64), so the stores never need to fit in memory.
+it. ``train.stats=store`` (or a fresh model, or a checkpoint that carries none) recomputes them here,
+over the steps a training window can hold: each committed episode's policy steps. LIBERO's wait steps
+are recorded with the "do nothing" action but no window starts in them (``cfgrl.label.windows``), so
+they are left out. Read in blocks (sums in float64), so the stores never need to fit in memory.
 """
 
 from __future__ import annotations
@@ -15,12 +17,21 @@ from cfgrl.store import Store
 STEP_BLOCK = 1 << 16
 
 
+def policy_steps(store: Store) -> np.ndarray:
+    """(num_steps,) bool: the steps of an episode past its wait steps, the only ones a window holds."""
+    ep = store.episodes
+    edges = np.zeros(store.num_steps + 1, np.int64)
+    np.add.at(edges, (ep.step_start + ep.num_wait_steps).to_numpy(), 1)
+    np.add.at(edges, (ep.step_start + ep.length).to_numpy(), -1)
+    return np.cumsum(edges[:-1]) > 0
+
+
 def _moments(stores: list[Store], name: str) -> tuple[np.ndarray, np.ndarray]:
     total, sq, count = 0.0, 0.0, 0
     for store in stores:
-        array, n = store.steps(name), store.num_steps
+        array, n, keep = store.steps(name), store.num_steps, policy_steps(store)
         for lo in range(0, n, STEP_BLOCK):
-            block = np.asarray(array[lo : min(n, lo + STEP_BLOCK)], dtype=np.float64)
+            block = np.asarray(array[lo : min(n, lo + STEP_BLOCK)], dtype=np.float64)[keep[lo : lo + STEP_BLOCK]]
             total = total + block.sum(0)
             sq = sq + (block**2).sum(0)
             count += len(block)

@@ -221,6 +221,10 @@ class Run:
             path = ckpt_io.save_checkpoint(self.run_dir, self.step, self.policy, self.optimizer, self.scheduler, trainer,
                                            self.cfg.to_dict(), ema)
             self.say(f"saved {path}")
+            t = self.cfg.train
+            deleted = ckpt_io.prune(self.run_dir, t.keep_last, t.keep_every)
+            if deleted:
+                self.say(f"deleted {', '.join(deleted)} (train.keep_last={t.keep_last}, train.keep_every={t.keep_every})")
         self.procs.barrier()
 
     def _finish(self) -> Path:

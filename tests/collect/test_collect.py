@@ -198,6 +198,17 @@ def test_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, extra, messa
     assert not store_path.exists()
 
 
+def test_a_checkpoint_without_stats_is_refused_before_the_store_is_created(tmp_path):
+    from cfgrl.policy import PI0Config, PI0Policy
+
+    bare = PI0Policy(PI0Config.from_preset("tiny", image_size=32)).save_pretrained(tmp_path / "bare")  # no stats given
+    store_path = tmp_path / "s.zarr"
+    proc = cfgrl("collect", str(store_path), "--policy", str(bare), "--episodes", "2", "--workers", "1", *ENV, check=False)
+    assert proc.exit_code == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert f"policy '{bare}' carries no normalisation stats" in proc.stderr and "--stats store" in proc.stderr
+    assert not store_path.exists()
+
+
 def test_other_schema_version_is_refused_and_left_untouched(tmp_path):
     store_path = tmp_path / "old.zarr"
     cfgrl("collect", str(store_path), "--policy", "scripted:0.1", "--episodes", "2", "--workers", "1", *ENV)

@@ -51,8 +51,10 @@ def test_batching_does_not_change_episodes(tiny_policy):
 
 @pytest.mark.slow
 def test_checkpoint_policy_and_guidance_weight_from_the_environment(tmp_path, tiny_policy):
-    checkpoint = tmp_path / "ckpt"
-    tiny_policy.save_pretrained(checkpoint)
+    from cfgrl.policy import NormStats
+
+    checkpoint = tiny_policy.save_pretrained(tmp_path / "ckpt")
+    NormStats.identity(8, 7).save(checkpoint / "stats.json")  # collect refuses a checkpoint without stats; same policy id
     store_path = tmp_path / "pi0.zarr"
     proc = subprocess.run(
         [sys.executable, "-m", "cfgrl.cli", "collect", str(store_path), "--policy", str(checkpoint), "--episodes", "2",

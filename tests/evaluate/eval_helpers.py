@@ -6,12 +6,13 @@ from pathlib import Path
 
 import torch
 
-from cfgrl.policy import PI0Config, PI0Policy
+from cfgrl.policy import NormStats, PI0Config, PI0Policy
 
 
 def save_tiny_policy(path: Path, condition_trained: bool) -> Path:
     torch.manual_seed(0)
-    policy = PI0Policy(PI0Config.from_preset("tiny", image_size=32, patch_size=8, max_token_len=32, num_steps=2))
+    config = PI0Config.from_preset("tiny", image_size=32, patch_size=8, max_token_len=32, num_steps=2)
+    policy = PI0Policy(config, stats=NormStats.identity(config.state_dim, config.action_dim))  # evaluate refuses none
     if condition_trained:  # give the condition real weight, so w changes the sampled actions
         g = torch.Generator().manual_seed(5)
         with torch.no_grad():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -171,10 +172,24 @@ def test_cli_refuses_a_checkpoint_that_is_not_a_policy(evaluated, tmp_path):
 
 
 def test_cli_refuses_a_checkpoint_that_does_not_fit_the_env_before_writing(tmp_path):
-    from cfgrl.policy import PI0Config, PI0Policy
+    from cfgrl.policy import NormStats, PI0Config, PI0Policy
 
-    wrong = PI0Policy(PI0Config.from_preset("tiny", image_size=32, patch_size=8, camera_names=("front",))).save_pretrained(tmp_path / "p")
+    config = PI0Config.from_preset("tiny", image_size=32, patch_size=8, camera_names=("front",))
+    wrong = PI0Policy(config, stats=NormStats.identity(8, 7)).save_pretrained(tmp_path / "p")
     result = _cli([str(wrong), "--out", str(tmp_path / "run"), "-o", "env.image_size=32", "-o", "env.tasks=[0]", "-o", "env.init_states=[0]"])
     assert result.exit_code == 2, result.output
     assert "error:" in result.output and "has no camera" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_refuses_a_policy_or_baseline_without_stats_before_writing(checkpoints, tmp_path):
+    policy, _ = checkpoints
+    bare = tmp_path / "bare"
+    shutil.copytree(policy, bare)
+    (bare / "stats.json").unlink()  # as a policy that never had stats is saved
+    for args in ([str(bare)], [str(policy), "--baseline", str(bare)]):
+        result = _cli([*args, "--out", str(tmp_path / "run"), "-o", "env.image_size=32"])
+        assert result.exit_code == 2, result.output
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and "carries no normalisation stats" in lines[0] and "--stats store" in lines[0], result.output
+        assert not (tmp_path / "run").exists()

@@ -159,17 +159,40 @@ def _as_older_lerobot(directory, tmp_path, classic_stats: NormStats | None = Non
 
 
 def test_older_lerobot_layout_with_classic_stats_loads(tmp_path):
-    from cfgrl.policy.checkpoint import export_lerobot
+    from cfgrl.policy.checkpoint import carries_stats, export_lerobot
 
     policy = make_policy()
     exported = export_lerobot(policy, tmp_path / "exported")
     stats = NormStats(np.arange(8), np.full(8, 2.0), np.arange(7), np.full(7, 3.0))
-    loaded = PI0Policy.from_pretrained(_as_older_lerobot(exported, tmp_path, stats), condition_mode="bias")
+    older = _as_older_lerobot(exported, tmp_path, stats)
+    assert carries_stats(older)
+    loaded = PI0Policy.from_pretrained(older, condition_mode="bias")
     assert loaded.config.condition_mode == "bias"
     np.testing.assert_array_equal(loaded.stats.action_std, np.full(7, 3.0))
     assert any("classic normaliser buffers" in n for n in loaded.load_report)
     loaded.set_stats(policy.stats)
     torch.testing.assert_close(outputs(policy, w=1.0)[0], outputs(loaded.eval(), w=1.0)[0])
+
+
+def test_stats_are_carried_only_when_given_in_both_formats(tmp_path):
+    from cfgrl.policy.checkpoint import carries_stats, export_lerobot
+    from policy_helpers import make_config
+
+    bare = PI0Policy(make_config())  # no stats: normalises with mean 0 and std 1, and says it has none
+    assert bare.stats is None
+    path = bare.save_pretrained(tmp_path / "bare")
+    assert not (path / "stats.json").exists() and not carries_stats(path)
+    loaded = PI0Policy.from_pretrained(path)
+    assert loaded.stats is None and loaded.policy_id == bare.policy_id
+    given = PI0Policy(make_config(), stats=NormStats.identity(8, 7))  # identity values given are stats all the same
+    assert carries_stats(given.save_pretrained(tmp_path / "given"))
+    assert PI0Policy.from_pretrained(tmp_path / "given").stats is not None
+    exported = export_lerobot(bare, tmp_path / "exported")
+    assert not carries_stats(exported)
+    loaded = PI0Policy.from_pretrained(exported)
+    assert loaded.stats is None and any("no normalisation stats found" in n for n in loaded.load_report)
+    assert not carries_stats(_as_older_lerobot(export_lerobot(make_policy(), tmp_path / "with"), tmp_path))
+    assert carries_stats(tmp_path / "with")
 
 
 def test_lerobot_checkpoint_with_wrong_keys_names_them(tmp_path):

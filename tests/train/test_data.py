@@ -2,15 +2,21 @@
 and their split over processes, streaming statistics."""
 
 import pickle
+import shutil
 
 import numpy as np
+import pytest
 
+from cfgrl.config import load_config
+from cfgrl.errors import CfgrlError
 from cfgrl.label import load_label_index
+from cfgrl.policy import NormStats
 from cfgrl.store import Store
 from cfgrl.train.cache import ensure_cache
 from cfgrl.train.data import ResumableBatchSampler, WindowBatches, make_loader
+from cfgrl.train.setup import build_policy
 from cfgrl.train.stats import mismatch_report, store_stats
-from train_helpers import label, write_store
+from train_helpers import WAIT_ACTION, initial_policy, label, write_store
 
 
 def test_cache_matches_direct_store_reads(tmp_path, small_run_inputs):
@@ -63,6 +69,26 @@ def test_cache_is_reused_and_rebuilt_when_store_or_windows_change(tmp_path):
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted([grown.path.name, "not-ours"])  # stale caches removed, nothing else
 
 
+def test_a_store_with_lost_or_damaged_frames_or_a_damaged_cache_is_refused(tmp_path, small_run_inputs):
+    """Zarr reads a missing chunk as black frames: the cache is never built from them."""
+    source, labels = small_run_inputs
+    windows = load_label_index(labels).windows
+    for damage, message in ((lambda chunk: chunk.unlink(), "frames/wrist lacks 1 of the"),
+                            (lambda chunk: chunk.write_bytes(b"not zstd" * 8), "frames/wrist rows 0-")):
+        path = tmp_path / "s.zarr"
+        shutil.rmtree(path, ignore_errors=True)
+        shutil.copytree(source, path)
+        damage(path / "frames" / "wrist" / "c" / "0" / "0" / "0" / "0")
+        with pytest.raises(CfgrlError, match=message) as info:
+            ensure_cache(tmp_path / "cache", [Store(path)], windows, 50)
+        assert f"store '{path}'" in str(info.value) and "recollect" in str(info.value)
+        assert not any((tmp_path / "cache").glob("*/meta.json"))  # nothing half-built is left to train on
+    cache = ensure_cache(tmp_path / "cache", [Store(source)], windows, 50)
+    (cache.path / "images_wrist.npy").unlink()
+    with pytest.raises(CfgrlError, match=r"training cache '.*' is damaged \(images_wrist.npy: .*delete that directory"):
+        ensure_cache(tmp_path / "cache", [Store(source)], windows, 50)
+
+
 def test_two_processes_see_the_global_batches_of_one():
     one = ResumableBatchSampler(37, 8, 1, 0, seed=3)
     ranks = [ResumableBatchSampler(37, 4, 2, r, seed=3) for r in (0, 1)]
@@ -99,3 +125,33 @@ def test_near_constant_dimension_gets_unit_std(tmp_path):
     stats = store_stats([Store(path)])
     assert stats.state_std[3] == 1.0 and stats.state_mean[3] == np.float32(0.25)
     assert (stats.state_std[np.arange(8) != 3] != 1.0).all()
+
+
+def test_stats_come_from_the_steps_a_window_can_hold(tmp_path):
+    store = Store(write_store(tmp_path / "s.zarr", episodes=4, wait=6))
+    n = store.num_steps
+    action, state = (np.asarray(store.steps(name)[:n], dtype=np.float64) for name in ("action", "state"))
+    wait = np.asarray(store.steps("is_wait")[:n])
+    assert wait.sum() == 4 * 6 and (action[wait] == WAIT_ACTION).all()
+    stats = store_stats([store])  # LIBERO's wait steps hold the "do nothing" action, and no window
+    np.testing.assert_allclose(stats.action_mean, action[~wait].mean(0), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(stats.action_std, action[~wait].std(0), rtol=1e-5)
+    np.testing.assert_allclose(stats.state_mean, state[~wait].mean(0), rtol=1e-6, atol=1e-7)
+
+
+def test_a_checkpoint_keeps_the_stats_it_carries_and_one_without_gets_the_stores(small_run_inputs, tmp_path):
+    store, _ = small_run_inputs
+    policy = initial_policy([store])
+    computed = policy.stats
+    policy.set_stats(NormStats.identity(8, 7))  # identity values, but carried: they are the checkpoint's stats
+    policy.save_pretrained(tmp_path / "identity")
+    policy.set_stats(None)
+    policy.save_pretrained(tmp_path / "none")
+    cfg, notes = load_config(None, []), []
+    kept = build_policy(cfg, [Store(store)], tmp_path / "identity", notes.append)
+    assert (kept.stats.action_mean == 0).all() and (kept.stats.action_std == 1).all()
+    assert any("normalisation stats differ, kept the checkpoint's" in note for note in notes)
+    notes.clear()
+    filled = build_policy(cfg, [Store(store)], tmp_path / "none", notes.append)
+    np.testing.assert_array_equal(filled.stats.action_mean, computed.action_mean)
+    assert notes[-1] == "normalisation stats computed from the stores (the checkpoint carries none)"

@@ -77,6 +77,35 @@ def test_checkpoint_layout_is_pickle_free_and_loadable(small_run_inputs, tmp_pat
     assert PI0Policy.from_pretrained(last).config.chunk_size == 50
 
 
+def test_old_checkpoints_are_deleted_after_each_save_except_the_kept_ones(small_run_inputs, tmp_path):
+    store, labels = small_run_inputs
+    run_train(tmp_path / "run", [store], labels, "train.steps=7", "train.save_every=1", "train.keep_every=3")
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step_3", "step_6", "step_7"]
+    assert (tmp_path / "run" / "policy").resolve().name == "step_7"
+
+
+def test_pruning_never_deletes_a_pointed_at_evaluated_named_or_unfinished_checkpoint(tmp_path):
+    from cfgrl.train.checkpoint import point, prune
+
+    run = tmp_path / "runs" / "base"
+    ckpts = run / "checkpoints"
+    for step in range(1, 9):
+        (ckpts / f"step_{step}" / "ema_policy").mkdir(parents=True)
+    (ckpts / ".tmp-step_9-0a1b2c3d").mkdir()  # a save in progress
+    (ckpts / ".deleting-step_0-0a1b2c3d").mkdir()  # a deletion a kill interrupted
+    point(run / "last", ckpts / "step_8")
+    point(run / "policy", ckpts / "step_1" / "ema_policy")
+    (ckpts / "step_2" / "ema_policy" / "eval" / "builtin-reach").mkdir(parents=True)  # `cfgrl evaluate RUN/policy`
+    record = tmp_path / "runs" / "rounds" / "round_001" / "round.json"  # a rounds tree started from this run
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"round": 1, "policy_in": str(ckpts / "step_3"), "best_cfg_scale": 2.0}))
+    (tmp_path / "runs" / "notes").mkdir()
+    (tmp_path / "runs" / "notes" / "round.json").write_text("[not a record")
+    assert prune(run, keep_last=2, keep_every=5) == ["step_4", "step_6"]
+    assert sorted(p.name for p in ckpts.iterdir()) == [".tmp-step_9-0a1b2c3d", "step_1", "step_2", "step_3", "step_5",
+                                                       "step_7", "step_8"]
+
+
 @pytest.mark.slow
 def test_two_process_gloo_ddp_matches_one_process(small_run_inputs, tmp_path):
     store, labels = small_run_inputs

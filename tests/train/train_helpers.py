@@ -12,35 +12,38 @@ from cfgrl.store import EpisodeData, Store, StoreLayout, StoreWriter
 
 CAMERAS = ("agentview", "wrist")
 REPLAN = 5
+WAIT_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], np.float32)
 
 
-def make_episode(index: int, length: int, image: int, success: bool, group_size: int) -> EpisodeData:
-    """A learnable episode: constant state, actions a fixed function of it, images that encode it."""
+def make_episode(index: int, length: int, image: int, success: bool, group_size: int, wait: int = 0) -> EpisodeData:
+    """A learnable episode: constant state, actions a fixed function of it, images that encode it; the
+    first ``wait`` steps are LIBERO-style wait steps (the "do nothing" action, no frame)."""
     rng = np.random.default_rng(index)
     state = np.tile(rng.normal(size=8).astype(np.float32), (length, 1))
     action = np.tile(np.tanh(state[0, :7] * 1.5), (length, 1)).astype(np.float32)
+    action[:wait] = WAIT_ACTION
     reward, done = np.zeros(length, np.float32), np.zeros(length, bool)
     if success:
         reward[-1], done[-1] = 1.0, True
-    query = np.arange(0, length, REPLAN)
+    query = np.arange(wait, length, REPLAN)
     frames = {cam: np.broadcast_to((rng.integers(0, 255, size=(1, image, image, 3))).astype(np.uint8),
                                    (len(query), image, image, 3)).copy() for cam in CAMERAS}
     return EpisodeData(
-        state=state, action=action, reward=reward, done=done, is_wait=np.zeros(length, bool), frames=frames,
+        state=state, action=action, reward=reward, done=done, is_wait=np.arange(length) < wait, frames=frames,
         frame_step=query,
-        meta=dict(num_wait_steps=0, task_id=(index // group_size) % 2, init_state_id=index // group_size, group_id=index // group_size,
+        meta=dict(num_wait_steps=wait, task_id=(index // group_size) % 2, init_state_id=index // group_size, group_id=index // group_size,
                   rollout_index=index % group_size, seed=index, success=success, cfg_scale=1.0, env="builtin",
                   suite="reach", prompt=f"reach target {(index // group_size) % 2}", policy_id="p", run_id="r", renderer="numpy"),
     )
 
 
 def write_store(path: Path, episodes: int = 8, length: int = 20, image: int = 16, group_size: int = 4, offset: int = 0,
-                order: list[int] | None = None) -> Path:
+                order: list[int] | None = None, wait: int = 0) -> Path:
     """``order``: the order the episodes are committed in (parallel collectors commit as they finish)."""
     layout = StoreLayout(CAMERAS, (image, image, 3), 8, 7)
     with StoreWriter(path, layout, flush_every=4) as writer:
         for i in order if order is not None else range(episodes):
-            writer.append(make_episode(offset + i, length, image, success=(i % 2 == 0), group_size=group_size))
+            writer.append(make_episode(offset + i, length, image, success=(i % 2 == 0), group_size=group_size, wait=wait))
     return path
 
 
