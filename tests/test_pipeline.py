@@ -17,8 +17,10 @@ VENV = Path(sys.executable).parent.parent
 SMALL = {
     "env": {"name": "builtin", "suite": "reach", "image_size": 32, "tasks": [0, 1], "init_states": [0, 1, 2], "max_steps": 30},
     "collect": {"groups": 2, "group_size": 2},
-    # A barely trained policy rarely succeeds: keep one-outcome groups' raw estimate so labels exist.
-    "cfgrl": {"zero_variance_groups": "keep"},
+    # A barely trained policy rarely succeeds, and no RLOO source labels a failure o=1: label every
+    # window o=1 (a window's reward sum is >= 0, and keep leaves window_return's own estimate in
+    # one-outcome groups) so the stages have labels to use.
+    "cfgrl": {"label_source": "window_return", "label_threshold": 0.0, "zero_variance_groups": "keep"},
     "train": {"steps": 4, "batch_size": 8, "lr": 1.0e-3, "warmup_steps": 1, "decay_steps": 4, "save_every": 4, "log_every": 2},
     "evaluate": {"cfg_scales": [0.0, 2.0], "init_states": [3], "episodes_per_init": 1},
 }

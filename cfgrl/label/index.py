@@ -41,6 +41,11 @@ WINDOWS = "windows.parquet"
 LATEST = "latest.json"
 NAMES = "names"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Part of every version id: bumped whenever the same settings would label the same episodes
+# differently, so a version made under an older rule is never reused. 2: under `keep` the RLOO
+# sources label zero-variance groups by their outcome; window_return labels groups of one rollout
+# from its estimate.
+LABEL_RULES = 2
 
 
 @dataclass
@@ -93,7 +98,8 @@ def labels_dir(store_path: str | Path) -> Path:
 
 
 def version_id(settings: dict[str, Any], fingerprints: list[str]) -> str:
-    payload = json.dumps({**LABEL_INDEX.stamp(), "settings": settings, "fingerprints": fingerprints}, sort_keys=True)
+    payload = json.dumps({**LABEL_INDEX.stamp(), "label_rules": LABEL_RULES, "settings": settings, "fingerprints": fingerprints},
+                         sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -175,6 +181,7 @@ def make_label_index(
         manifest = {
             **LABEL_INDEX.stamp(),
             "version": version,
+            "label_rules": LABEL_RULES,
             "settings": settings,
             "seed": settings["seed"],
             "horizon": HORIZON,
