@@ -130,6 +130,19 @@ def _check_name(root: Path, name: str, version: str) -> None:
             raise CfgrlError(f"name '{name}' already points to version {current}; choose another --name (names are never moved)")
 
 
+def _check_distinct(stores: list[Store], fingerprints: list[str]) -> None:
+    """Each store once: the same store by another path, or a copy of it, would count every window twice."""
+    first: dict[str, Store] = {}
+    for store, fingerprint in zip(stores, fingerprints):
+        if fingerprint in first:
+            raise CfgrlError(
+                f"stores '{first[fingerprint].path}' and '{store.path}' hold the same episodes (fingerprint "
+                f"{fingerprint}: one store by two paths, a copy, or the same collection run twice); labelling both "
+                "would count every window twice, pass one of them"
+            )
+        first[fingerprint] = store
+
+
 def _write_atomic_json(path: Path, content: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -171,6 +184,7 @@ def make_label_index(
         raise CfgrlError("no store given; pass at least one store directory")
     settings = resolve_settings(cfgrl_cfg, replan_steps)
     fingerprints = [store.fingerprint() for store in stores]
+    _check_distinct(stores, fingerprints)
     version = version_id(settings, fingerprints)
     root = Path(out_dir).absolute() if out_dir is not None else labels_dir(stores[0].path)
     if name is not None:
