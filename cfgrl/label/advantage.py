@@ -14,7 +14,8 @@ their rewards; the success, 0 or 1, for LIBERO), lengths T_i and success flags s
 - ``none``: no estimate (NaN); every window is unconditional (plain behaviour cloning).
 
 Edge cases: a group of one rollout has no leave-one-out baseline; its baseline is its own value, so
-A = 0 (and the group counts as zero-variance). Steps are counted within the episode, wait steps
+A = 0, and the group-relative sources (``GROUP_RELATIVE``) treat it as a zero-variance group (a store
+of such groups only is refused for them: cfgrl.label.build). Steps are counted within the episode, wait steps
 included (every rollout of a group has the same number of wait steps). Groups never span stores.
 """
 
@@ -29,13 +30,14 @@ from cfgrl.errors import CfgrlError
 from cfgrl.label.windows import HORIZON, StoreData, Windows
 
 GROUP_KEYS = ("task_id", "init_state_id", "policy_id", "cfg_scale")
+GROUP_RELATIVE = ("episode_rloo", "window_rloo")  # the sources whose estimate needs a leave-one-out baseline
 
 
 def default_threshold(label_source: str, window_return_reduce: str) -> float | None:
     """Each source's own threshold: 0 for the RLOO sources (at least as good as the baseline); for
     window_return with 0/1 rewards, "the window holds the success" (0.5 for the sum; 0.5 / H for
     the mean, since a window holding the success has mean >= 1 / H)."""
-    if label_source in ("episode_rloo", "window_rloo"):
+    if label_source in GROUP_RELATIVE:
         return 0.0
     if label_source == "window_return":
         return 0.5 if window_return_reduce == "sum" else 0.5 / HORIZON

@@ -13,7 +13,7 @@ import pandas as pd
 
 from cfgrl.config import Config, CFGRLConfig, validate
 from cfgrl.errors import CfgrlError
-from cfgrl.label.advantage import Groups, default_threshold, estimate
+from cfgrl.label.advantage import GROUP_RELATIVE, Groups, default_threshold, estimate
 from cfgrl.label.labels import binary_labels, condition_dropout, ternary_labels
 from cfgrl.label.windows import HORIZON, StoreData, make_windows, resolve_stride
 from cfgrl.optimality import Label, from_stored
@@ -53,11 +53,28 @@ def resolve_settings(cfg: CFGRLConfig, replan_steps: int) -> dict[str, Any]:
     }
 
 
+def _check_baseline(data: StoreData, groups: Groups, source: str) -> None:
+    if source in GROUP_RELATIVE and (groups.size == 1).all():
+        raise CfgrlError(
+            f"store '{data.path}': every group holds one rollout (an evaluation store, episodes_per_init 1?), so "
+            f"cfgrl.label_source={source} has no leave-one-out baseline for any window; label it with "
+            "cfgrl.label_source=window_return or cfgrl.label_source=none, or collect groups of K >= 2 rollouts"
+        )
+
+
 def _store_windows(data: StoreData, index: int, settings: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    """The windows of one store with their advantage and whether their group has zero variance."""
+    """The windows of one store with their advantage and three per-window flags of their group:
+    zero variance, every rollout succeeded, a single rollout."""
+    source = settings["label_source"]
     windows = make_windows(data, settings["window_stride"], settings["replan_steps"])
     groups = Groups.of(data)
+    _check_baseline(data, groups, source)
+    single = groups.size == 1
     zero_variance = groups.zero_variance(data)
+    if source not in GROUP_RELATIVE:
+        zero_variance &= ~single  # one rollout has no spread to measure, and window_return needs no baseline
+    succeeded = groups.all_succeeded(data)
+    group = groups.code[windows.episode]
     columns = {
         "store": np.full(len(windows), index, np.int16),
         "episode": windows.episode,
@@ -66,23 +83,34 @@ def _store_windows(data: StoreData, index: int, settings: dict[str, Any]) -> tup
         "frame": windows.frame,
         "task_id": data.column("task_id", "int32")[windows.episode],
         "group_id": data.column("group_id")[windows.episode],
-        "advantage": estimate(settings["label_source"], windows, data, groups, settings["window_return_reduce"]),
-        "zero_variance": zero_variance[groups.code[windows.episode]],
+        "advantage": estimate(source, windows, data, groups, settings["window_return_reduce"]),
+        "zero_variance": zero_variance[group],
+        "all_succeeded": succeeded[group],
+        "single_rollout": single[group],
     }
     counts = {"episodes": len(data.episodes), "groups": len(groups.size), "zero_variance_groups": int(zero_variance.sum()),
-              "all_success_groups": int((zero_variance & groups.all_succeeded(data)).sum())}
+              "all_success_groups": int((zero_variance & succeeded).sum()),
+              "single_rollout_groups": int(single.sum()), "single_rollout_windows": int(single[group].sum())}
     return columns, counts
 
 
-def optimality_labels(advantage: np.ndarray, zero_variance: np.ndarray, settings: dict[str, Any]) -> pd.arrays.IntegerArray:
+def optimality_labels(advantage: np.ndarray, zero_variance: np.ndarray, all_succeeded: np.ndarray,
+                      settings: dict[str, Any]) -> pd.arrays.IntegerArray:
     """The raw label o of each window: 1 if A_w >= threshold, else ∅ (binary) or 0 (ternary);
-    ∅ everywhere for label_source none, and for the windows of zero-variance groups by default."""
+    ∅ everywhere for label_source none. The windows of zero-variance groups get ∅ by default. Under
+    ``keep`` the group-relative sources label them by their group's outcome, o = 1 if every rollout
+    succeeded, else ∅ (binary) or 0 (ternary): their A = 0 there compares the rollout with copies of
+    itself, and would reach the default threshold 0 even for failures. window_return keeps its own
+    estimate, which never looks at the group."""
     if settings["label_source"] == "none":
         return binary_labels(np.full(len(advantage), np.nan), 0.0)  # plain behaviour cloning
     to_labels = ternary_labels if settings["label_scheme"] == "ternary" else binary_labels
     raw = to_labels(advantage, settings["label_threshold"])
     if settings["zero_variance_groups"] == "unconditional":
         raw[zero_variance] = pd.NA  # a group with one outcome carries no signal
+    elif settings["zero_variance_groups"] == "keep" and settings["label_source"] in GROUP_RELATIVE:
+        by_outcome = to_labels(np.where(all_succeeded, 1.0, -1.0), 0.0)
+        raw[zero_variance] = by_outcome[zero_variance]
     return raw
 
 
@@ -96,33 +124,45 @@ def label_windows(datas: list[StoreData], settings: dict[str, Any]) -> tuple[pd.
     if counts["windows_before_drop"] == 0:
         raise CfgrlError("the stores hold no window start (no stored observation after the wait steps)")
 
-    zero_variance = columns.pop("zero_variance")
     if source != "none" and settings["zero_variance_groups"] == "drop":
-        columns = {name: values[~zero_variance] for name, values in columns.items()}
-        zero_variance = zero_variance[~zero_variance]
-    raw = optimality_labels(columns["advantage"], zero_variance, settings)
+        columns = {name: values[~columns["zero_variance"]] for name, values in columns.items()}
+    flags = {name: columns.pop(name) for name in ("zero_variance", "all_succeeded", "single_rollout")}
+    raw = optimality_labels(columns["advantage"], flags["zero_variance"], flags["all_succeeded"], settings)
     if source != "none" and raw.isna().all():
         raise CfgrlError(_why_no_label(columns["advantage"], counts, settings))
     label, hit = condition_dropout(raw, settings["dropout_prob"], np.random.default_rng(settings["seed"]))
     table = pd.DataFrame({**columns, "raw_label": raw, "label": label, "dropout_hit": hit})
     counts.update(_label_counts(table))
+    counts["single_rollout_labels"] = _single_rollout_labels(raw, flags["single_rollout"], counts["single_rollout_windows"])
     return table, counts
 
 
 def _why_no_label(advantage: np.ndarray, counts: dict[str, Any], settings: dict[str, Any]) -> str:
     groups, flat = counts["groups"], counts["zero_variance_groups"]
-    if flat == groups and settings["zero_variance_groups"] != "keep":
+    if flat == groups:
         success = counts["all_success_groups"]
+        # keep labels a failed group ∅ or o=0 (optimality_labels): worth suggesting only when some group succeeded
+        how = ("each group labelled by its outcome: all succeeded o=1, all failed ∅ in binary and o=0 in ternary"
+               if settings["label_source"] in GROUP_RELATIVE else "window_return's own estimate in every group")
+        keep = f"cfgrl.zero_variance_groups=keep ({how}) or " if success and settings["zero_variance_groups"] != "keep" else ""
         return (
             f"no window got a conditioned label: every group had the same outcome ({success} of {groups} all "
             f"succeeded, {groups - success} all failed), so none carries an RLOO signal; collect more varied "
-            "rollouts, or set cfgrl.zero_variance_groups=keep, or cfgrl.label_source=none for plain behaviour cloning"
+            f"rollouts, or set {keep}cfgrl.label_source=none for plain behaviour cloning"
         )
     top = np.nanmax(advantage) if (~np.isnan(advantage)).any() else float("nan")
     return (
         f"no window got a conditioned label: no advantage reached cfgrl.label_threshold={settings['label_threshold']} "
         f"(largest A_w = {top:.4g} among windows of groups with a signal); lower the threshold or use cfgrl.label_source=none"
     )
+
+
+def _single_rollout_labels(raw: pd.arrays.IntegerArray, single: np.ndarray, before_drop: int) -> dict[str, int]:
+    """What the windows of groups of one rollout became: raw o = 1, 0, ∅, or dropped."""
+    labels = raw[single]
+    conditioned = ~np.asarray(labels.isna())
+    ones = int((labels.to_numpy(np.int8, na_value=0) == 1).sum())
+    return {"1": ones, "0": int(conditioned.sum()) - ones, "null": int((~conditioned).sum()), "dropped": before_drop - len(labels)}
 
 
 def _shares(counts: np.ndarray) -> dict[str, float]:

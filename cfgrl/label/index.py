@@ -41,6 +41,11 @@ WINDOWS = "windows.parquet"
 LATEST = "latest.json"
 NAMES = "names"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Part of every version id: bumped whenever the same settings would label the same episodes
+# differently, so a version made under an older rule is never reused. 2: under `keep` the RLOO
+# sources label zero-variance groups by their outcome; window_return labels groups of one rollout
+# from its estimate.
+LABEL_RULES = 2
 
 
 @dataclass
@@ -93,7 +98,8 @@ def labels_dir(store_path: str | Path) -> Path:
 
 
 def version_id(settings: dict[str, Any], fingerprints: list[str]) -> str:
-    payload = json.dumps({**LABEL_INDEX.stamp(), "settings": settings, "fingerprints": fingerprints}, sort_keys=True)
+    payload = json.dumps({**LABEL_INDEX.stamp(), "label_rules": LABEL_RULES, "settings": settings, "fingerprints": fingerprints},
+                         sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -122,6 +128,19 @@ def _check_name(root: Path, name: str, version: str) -> None:
         current = json.loads(alias.read_text()).get("version")
         if current != version:
             raise CfgrlError(f"name '{name}' already points to version {current}; choose another --name (names are never moved)")
+
+
+def _check_distinct(stores: list[Store], fingerprints: list[str]) -> None:
+    """Each store once: the same store by another path, or a copy of it, would count every window twice."""
+    first: dict[str, Store] = {}
+    for store, fingerprint in zip(stores, fingerprints):
+        if fingerprint in first:
+            raise CfgrlError(
+                f"stores '{first[fingerprint].path}' and '{store.path}' hold the same episodes (fingerprint "
+                f"{fingerprint}: one store by two paths, a copy, or the same collection run twice); labelling both "
+                "would count every window twice, pass one of them"
+            )
+        first[fingerprint] = store
 
 
 def _write_atomic_json(path: Path, content: dict[str, Any]) -> None:
@@ -165,6 +184,7 @@ def make_label_index(
         raise CfgrlError("no store given; pass at least one store directory")
     settings = resolve_settings(cfgrl_cfg, replan_steps)
     fingerprints = [store.fingerprint() for store in stores]
+    _check_distinct(stores, fingerprints)
     version = version_id(settings, fingerprints)
     root = Path(out_dir).absolute() if out_dir is not None else labels_dir(stores[0].path)
     if name is not None:
@@ -175,6 +195,7 @@ def make_label_index(
         manifest = {
             **LABEL_INDEX.stamp(),
             "version": version,
+            "label_rules": LABEL_RULES,
             "settings": settings,
             "seed": settings["seed"],
             "horizon": HORIZON,

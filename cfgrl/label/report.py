@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from cfgrl.label.advantage import GROUP_RELATIVE
+
 
 def _share_line(title: str, windows: int, share: dict[str, float]) -> str:
     return f"  {title:<10} {windows:>9}  o=1 {share['1']:6.1%}  o=0 {share['0']:6.1%}  o=∅ {share['null']:6.1%}"
@@ -22,6 +24,7 @@ def summary_text(manifest: dict[str, Any]) -> str:
         f"{s['zero_variance_groups']})",
         f"  {c['episodes']} episodes in {c['groups']} groups ({c['zero_variance_groups']} with one outcome); "
         f"{c['windows']} windows ({c['windows_before_drop'] - c['windows']} dropped)",
+        *_single_rollout_lines(s, c),
         "  final labels after condition dropout:",
         f"  {'task':<10} {'windows':>9}",
     ]
@@ -36,6 +39,21 @@ def summary_text(manifest: dict[str, Any]) -> str:
         a = c["advantage"]
         lines.append(f"  advantage: min {a['min']:.4g}  mean {a['mean']:.4g}  max {a['max']:.4g}")
     return "\n".join(lines)
+
+
+def _single_rollout_lines(s: dict[str, Any], c: dict[str, Any]) -> list[str]:
+    """How many windows came from groups of one rollout (evaluation-like groups) and what they became."""
+    if not c["single_rollout_groups"]:
+        return []
+    if s["label_source"] in GROUP_RELATIVE:
+        how = f"no leave-one-out baseline: treated as zero-variance groups ({s['zero_variance_groups']})"
+    else:
+        how = f"{s['label_source']} needs no baseline"
+    b = c["single_rollout_labels"]
+    return [
+        f"  groups of one rollout: {c['single_rollout_groups']} ({how}); their {c['single_rollout_windows']} windows: "
+        f"raw o=1 {b['1']}, o=0 {b['0']}, o=∅ {b['null']}, dropped {b['dropped']}"
+    ]
 
 
 def write_histogram(advantage: np.ndarray, manifest: dict[str, Any], path: Path) -> None:

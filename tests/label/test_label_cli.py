@@ -1,6 +1,8 @@
 """`cfgrl label`: what it prints and saves, --list, --name, --out, and one clear line on bad input."""
 
 import json
+import os
+import shutil
 
 import pytest
 import zarr
@@ -82,3 +84,36 @@ def test_empty_store_other_schema_and_no_signal_fail_with_one_line(tmp_path, sto
     zarr.open_group(str(store.path), mode="r+").attrs["schema_version"] = 7
     result = run(store.path)
     assert result.exit_code == 2 and "schema version 7" in result.output
+
+
+@pytest.mark.parametrize("how", ["same path", "symlink", "relative", "copy"])
+def test_the_same_store_twice_is_refused_with_both_paths(store, tmp_path, monkeypatch, how):
+    monkeypatch.chdir(tmp_path)
+    if how == "same path":
+        twice = store.path
+    elif how == "symlink":
+        twice = tmp_path / "link.zarr"
+        os.symlink(store.path, twice)
+    elif how == "relative":
+        twice = os.path.relpath(store.path)
+    else:
+        twice = shutil.copytree(store.path, tmp_path / "copy.zarr")
+    result = run(store.path, twice, "--out", tmp_path / "joint")
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert f"stores '{store.path}' and '{twice}' hold the same episodes" in line and "every window twice" in line
+    assert not (tmp_path / "joint").exists()
+
+
+def test_label_reports_windows_of_single_rollout_groups(tmp_path):
+    episodes = [Ep(sparse(10, True), group=0), Ep(sparse(10, False), group=0), Ep(sparse(10, True), group=1)]
+    result = run(write_store(tmp_path / "mixed.zarr", episodes).path, "-o", "cfgrl.zero_variance_groups=keep")
+    assert result.exit_code == 0, result.output
+    assert ("groups of one rollout: 1 (no leave-one-out baseline: treated as zero-variance groups (keep)); their 2 "
+            "windows: raw o=1 2, o=0 0, o=∅ 0, dropped 0") in result.output
+    single = write_store(tmp_path / "eval.zarr", [Ep(sparse(10, True), group=0), Ep(sparse(10, False), group=1)])
+    result = run(single.path)
+    assert result.exit_code == 2 and "every group holds one rollout" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    result = run(single.path, "-o", "cfgrl.label_source=window_return")
+    assert result.exit_code == 0 and "groups of one rollout: 2 (window_return needs no baseline); their 4 windows" in result.output

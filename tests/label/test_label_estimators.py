@@ -137,8 +137,53 @@ def test_zero_variance_groups_policies(make_store, tmp_path):
     dropped = label([store], tmp_path / "d", zero_variance_groups="drop")
     assert sorted(dropped.episode.unique()) == [0, 1]
     kept = label([store], tmp_path / "k", zero_variance_groups="keep")
-    assert kept[kept.episode.isin(flat)].advantage.eq(0).all()
-    assert kept[kept.episode.isin(flat)].raw_label.eq(1).all()  # raw estimate A = 0 >= 0
+    assert kept[kept.episode.isin(flat)].advantage.eq(0).all()  # A = 0 >= threshold 0 even for failures...
+    assert kept[kept.episode.isin([2, 3])].raw_label.eq(1).all()  # ...so keep labels by outcome: all succeeded
+    assert kept[kept.episode.isin([4, 5])].raw_label.isna().all()  # all failed: ∅ in binary
+    kept = label([store], tmp_path / "kt", zero_variance_groups="keep", label_scheme="ternary")
+    assert kept.groupby("episode").raw_label.first().tolist() == [1, 0, 1, 1, 0, 0]
+    # window_return needs no group: keep leaves its own estimate (does the window hold the success?)
+    long = make_store([Ep(sparse(60, True), group=0), Ep(sparse(60, True), group=0),
+                       Ep(sparse(60, True), group=1), Ep(sparse(60, False), group=1)], name="long")
+    kept = label([long], tmp_path / "kw", label_source="window_return", zero_variance_groups="keep")
+    first = kept[kept.episode == 0]
+    assert first.raw_label.fillna(-1).tolist() == [-1, -1] + [1] * 10  # windows at 0 and 5 end before step 59
+
+
+def test_groups_of_one_rollout_are_zero_variance_for_rloo_and_counted(make_store, tmp_path):
+    store = make_store([
+        Ep(sparse(10, True), group=0), Ep(sparse(10, False), group=0),  # a signal
+        Ep(sparse(10, True), group=1), Ep(sparse(15, False), group=2),  # groups of one rollout: no baseline
+    ])
+
+    def counts(**settings):
+        index = make_label_index([store], CFGRLConfig(dropout_prob=0.0, **settings), REPLAN, tmp_path / "labels")
+        return index.windows, index.manifest["counts"]
+
+    table, c = counts()
+    assert table[table.episode >= 2].raw_label.isna().all()
+    assert (c["single_rollout_groups"], c["single_rollout_windows"]) == (2, 5)
+    assert c["single_rollout_labels"] == {"1": 0, "0": 0, "null": 5, "dropped": 0}
+    table, c = counts(zero_variance_groups="keep", label_scheme="ternary")
+    assert table.groupby("episode").raw_label.first().tolist() == [1, 0, 1, 0]  # by outcome
+    assert c["single_rollout_labels"] == {"1": 2, "0": 3, "null": 0, "dropped": 0}
+    assert counts(zero_variance_groups="drop")[1]["single_rollout_labels"] == {"1": 0, "0": 0, "null": 0, "dropped": 5}
+    table, c = counts(label_source="window_return")  # no baseline needed: labelled from the window's rewards
+    assert table[table.episode == 2].raw_label.tolist() == [1, 1] and table[table.episode == 3].raw_label.isna().all()
+    assert c["single_rollout_labels"] == {"1": 2, "0": 0, "null": 3, "dropped": 0}
+
+
+@pytest.mark.parametrize("source", ["episode_rloo", "window_rloo"])
+def test_a_store_of_single_rollouts_is_refused_for_group_relative_sources(make_store, tmp_path, source):
+    store = make_store([Ep(sparse(10, True), group=0), Ep(sparse(10, False), group=1), Ep(sparse(10, True), group=2)])
+    with pytest.raises(CfgrlError, match="every group holds one rollout") as refused:
+        label([store], tmp_path, label_source=source, zero_variance_groups="keep")
+    assert f"label_source={source} has no leave-one-out baseline" in str(refused.value)
+    assert "cfgrl.label_source=window_return or cfgrl.label_source=none" in str(refused.value)
+    assert not (tmp_path / "labels").exists()
+    table = label([store], tmp_path, label_source="window_return")  # the sources the line names work on it
+    assert table.groupby("episode").raw_label.first().tolist() == [1, pd.NA, 1]
+    assert label([store], tmp_path, label_source="none").raw_label.isna().all()
 
 
 def test_groups_are_per_store_and_may_not_mix_tasks(make_store, tmp_path):
@@ -162,8 +207,13 @@ def test_label_source_none_is_plain_behaviour_cloning(make_store, tmp_path):
 def test_no_conditioned_label_is_an_error_that_says_why(make_store, tmp_path):
     store = make_store([Ep(sparse(10, True), group=0), Ep(sparse(10, True), group=0),
                         Ep(sparse(10, False), group=1), Ep(sparse(10, False), group=1)])
-    with pytest.raises(CfgrlError, match=r"every group had the same outcome \(1 of 2 all succeeded, 1 all failed\)"):
+    with pytest.raises(CfgrlError, match=r"every group had the same outcome \(1 of 2 all succeeded, 1 all failed\)") as flat:
         label([store], tmp_path)
+    assert "zero_variance_groups=keep (each group labelled by its outcome: all succeeded o=1, all failed ∅" in str(flat.value)
+    failed = make_store([Ep(sparse(10, False), group=0), Ep(sparse(10, False), group=0)], name="f")
+    with pytest.raises(CfgrlError, match=r"\(0 of 1 all succeeded, 1 all failed\)") as flat:
+        label([failed], tmp_path)
+    assert "keep" not in str(flat.value)  # it could only label these failures ∅ (or o=0 in ternary): nothing to learn
     varied = make_store([Ep(sparse(10, True), group=0), Ep(sparse(10, False), group=0)], name="v")
     with pytest.raises(CfgrlError, match="no advantage reached cfgrl.label_threshold=2"):
         label([varied], tmp_path, label_threshold=2.0)

@@ -56,6 +56,18 @@ def test_same_settings_reuse_a_version_different_settings_make_another(store):
     assert make_label_index([store], CFGRLConfig(window_return_reduce="mean"), REPLAN, None, None).version == first.version
 
 
+def test_a_version_made_under_other_label_rules_is_never_reused(store, monkeypatch):
+    """keep once labelled failed groups o = 1 with the same settings: such a version must not be reused."""
+    from cfgrl.label import index
+
+    keep = CFGRLConfig(zero_variance_groups="keep")
+    current = make_label_index([store], keep, REPLAN, None, None)
+    assert current.manifest["label_rules"] == index.LABEL_RULES
+    monkeypatch.setattr(index, "LABEL_RULES", index.LABEL_RULES - 1)
+    older = make_label_index([store], keep, REPLAN, None, None)
+    assert older.version != current.version and not older.reused
+
+
 def test_load_specs_names_and_newest(store, tmp_path):
     a = make_label_index([store], CFGRLConfig(), REPLAN, None, "base")
     b = make_label_index([store], CFGRLConfig(seed=1), REPLAN, None, None)
