@@ -175,6 +175,16 @@ class Store:
             digest.update(np.ascontiguousarray(ep[column].to_numpy().astype(str)).astype("U").tobytes())
         return digest.hexdigest()[:16]
 
+    def read_steps(self, name: str) -> np.ndarray:
+        """The committed rows of a per-step array, or one line naming it when a chunk cannot be decoded."""
+        array = self.steps(name)
+        try:
+            return np.asarray(array[: self.num_steps])
+        except Exception as exc:  # whatever the codec raises on a damaged chunk (Zstd: RuntimeError)
+            raise CfgrlError(f"store '{self.path}': steps/{name} cannot be read ({type(exc).__name__}: "
+                             f"{(str(exc).splitlines() or [''])[0]}); the store is damaged: restore it from a copy, "
+                             "or delete it and collect it again") from None
+
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
 

@@ -8,10 +8,15 @@ stores: under ``--out``, default beside the first)::
     <version>/summary.txt         what `cfgrl label` printed
     <version>/advantages.png      histogram of the window advantages
     names/<name>.json             {"version": id}: an alias given with --name
+    latest.json                   {"version": id}: the version `cfgrl label` made or reused last
+    label.lock                    held by the label run writing here (its pid inside)
 
 The version id hashes the effective settings with the stores' fingerprints, so the same settings on
 the same episodes reuse a version and nothing is ever overwritten. A version is written under a
-hidden temporary name and renamed into place: a crash never leaves a half-written one visible.
+hidden temporary name (``.tmp-*``) and renamed into place: a crash never leaves a half-written one
+visible. Writers take turns: each holds an exclusive ``flock`` on ``label.lock`` while it writes
+(labelling itself runs outside it); the kernel releases it when its holder dies, SIGKILL included.
+Holding it, a writer first deletes every ``.tmp-*`` there: their writers are gone.
 """
 
 from __future__ import annotations
@@ -22,23 +27,28 @@ import os
 import re
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
+import pyarrow as pa
 
 from cfgrl.config import CFGRLConfig
 from cfgrl.errors import CfgrlError
 from cfgrl.label.build import COLUMNS, label_windows, resolve_settings
 from cfgrl.label.windows import StoreData
 from cfgrl.label.windows import HORIZON
+from cfgrl.lockfile import exclusive
 from cfgrl.schemas import LABEL_INDEX
 from cfgrl.store import Store
 
 MANIFEST = "manifest.json"
 WINDOWS = "windows.parquet"
 LATEST = "latest.json"
+LOCK = "label.lock"
+TEMPORARY = ".tmp-"  # the prefix of everything being written under a label root
 NAMES = "names"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Part of every version id: bumped whenever the same settings would label the same episodes
@@ -63,15 +73,14 @@ class LabelIndex:
 
     @classmethod
     def read(cls, path: Path) -> "LabelIndex":
-        manifest_path = path / MANIFEST
-        if not manifest_path.is_file():
+        if not (path / MANIFEST).is_file():
             raise CfgrlError(f"'{path}' is not a label index version (no {MANIFEST}); list versions with `cfgrl label --list STORE`")
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise CfgrlError(f"{manifest_path} is not valid JSON ({exc})") from None
+        manifest = _read_manifest(path)
         LABEL_INDEX.check(manifest, f"label index '{path}'")
-        windows = pd.read_parquet(path / WINDOWS)
+        try:
+            windows = pd.read_parquet(path / WINDOWS)
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise _damaged(path, WINDOWS, f"cannot be read ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]})") from None
         found = {name: str(dtype) for name, dtype in windows.dtypes.items()}
         if found != COLUMNS:
             raise CfgrlError(f"label index '{path}': {WINDOWS} has columns {found}, expected {COLUMNS}")
@@ -89,6 +98,39 @@ class LabelIndex:
                     f"store '{store.path}' has fingerprint {found} but label index {self.version} was made from "
                     f"'{entry['path']}' with fingerprint {entry['fingerprint']}; relabel with `cfgrl label`"
                 )
+
+
+def _damaged(version: Path, name: str, what: str) -> CfgrlError:
+    """A version is never rewritten in place: deleting it lets `cfgrl label` write it again, whole."""
+    return CfgrlError(f"label index '{version}': {name} {what}; delete '{version}' and run `cfgrl label` with the "
+                      "same stores and settings again (it writes the same version)")
+
+
+def _read_manifest(version: Path) -> dict[str, Any]:
+    try:
+        return json.loads((version / MANIFEST).read_text())
+    except ValueError as exc:
+        raise _damaged(version, MANIFEST, f"is not valid JSON ({exc})") from None
+
+
+def _read_pointer(path: Path, fix: str) -> str:
+    """The version id a ``latest.json`` or ``names/<name>.json`` holds; ``fix``: what to do when it is damaged."""
+    try:
+        version = json.loads(path.read_text())["version"]
+    except (ValueError, KeyError, TypeError):
+        version = None
+    if not isinstance(version, str):
+        raise CfgrlError(f"{path} is damaged (not {{\"version\": ID}}); {fix}")
+    return version
+
+
+def _latest(root: Path) -> str:
+    return _read_pointer(root / LATEST, "delete it (the next `cfgrl label` of these stores writes it again), or give "
+                                        "--labels STORE@VERSION (`cfgrl label --list STORE` lists the versions)")
+
+
+def _alias(root: Path, name: str) -> str:
+    return _read_pointer(root / NAMES / f"{name}.json", "delete it and give the name again with `cfgrl label --name`")
 
 
 def labels_dir(store_path: str | Path) -> Path:
@@ -109,13 +151,13 @@ def list_versions(root: Path) -> list[dict[str, Any]]:
         return []
     aliases: dict[str, list[str]] = {}
     for alias in sorted((root / NAMES).glob("*.json")):
-        aliases.setdefault(json.loads(alias.read_text()).get("version", ""), []).append(alias.stem)
+        aliases.setdefault(_alias(root, alias.stem), []).append(alias.stem)
     found = []
     for child in root.iterdir():
         manifest = child / MANIFEST
         if child.name.startswith(".") or not manifest.is_file():
             continue  # hidden = a temporary directory of a write in progress or crashed
-        meta = json.loads(manifest.read_text())
+        meta = _read_manifest(child)
         found.append({**meta, "names": aliases.get(child.name, []), "path": str(child)})
     return sorted(found, key=lambda m: m.get("created", 0.0))
 
@@ -123,9 +165,8 @@ def list_versions(root: Path) -> list[dict[str, Any]]:
 def _check_name(root: Path, name: str, version: str) -> None:
     if not NAME_PATTERN.match(name):
         raise CfgrlError(f"--name '{name}' is not valid; use letters, digits, '.', '_' and '-' only")
-    alias = root / NAMES / f"{name}.json"
-    if alias.is_file():
-        current = json.loads(alias.read_text()).get("version")
+    if (root / NAMES / f"{name}.json").is_file():
+        current = _alias(root, name)
         if current != version:
             raise CfgrlError(f"name '{name}' already points to version {current}; choose another --name (names are never moved)")
 
@@ -145,7 +186,7 @@ def _check_distinct(stores: list[Store], fingerprints: list[str]) -> None:
 
 def _write_atomic_json(path: Path, content: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f"{TEMPORARY}{path.name}-{os.getpid()}")
     tmp.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
 
@@ -154,22 +195,29 @@ def _write_version(root: Path, version: str, table: pd.DataFrame, manifest: dict
     """Write every file under a hidden name, then rename the directory into place."""
     from cfgrl.label.report import summary_text, write_histogram  # matplotlib only when writing
 
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{version}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = root / f"{TEMPORARY}{version}-{os.getpid()}"
     tmp.mkdir()
     try:
         table.to_parquet(tmp / WINDOWS, index=False)
         (tmp / "summary.txt").write_text(summary_text(manifest) + "\n")
         write_histogram(table.advantage.to_numpy(), manifest, tmp / "advantages.png")
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        try:
-            os.rename(tmp, root / version)
-        except OSError:
-            if not (root / version / MANIFEST).is_file():  # a concurrent writer won with the same content
-                raise
+        os.rename(tmp, root / version)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def _sole_writer(root: Path) -> Iterator[None]:
+    """Hold ``root``'s lock (waiting for another label run's writes) and delete what killed writers left."""
+    root.mkdir(parents=True, exist_ok=True)
+    with exclusive(root / LOCK, busy=None):
+        for leftover in (*root.glob(f"{TEMPORARY}*"), *(root / NAMES).glob(f"{TEMPORARY}*")):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+        yield
 
 
 def make_label_index(
@@ -204,10 +252,14 @@ def make_label_index(
             "created": time.time(),
             "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        _write_version(root, version, table, manifest)
-    if name is not None:
-        _write_atomic_json(root / NAMES / f"{name}.json", {"version": version})
-    _write_atomic_json(root / LATEST, {"version": version})  # what a bare store path means from now on
+    with _sole_writer(root):
+        if name is not None:
+            _check_name(root, name, version)  # again: another run may have given it meanwhile
+        if not reused and not (root / version / MANIFEST).is_file():  # nor written by another run meanwhile
+            _write_version(root, version, table, manifest)
+        if name is not None:
+            _write_atomic_json(root / NAMES / f"{name}.json", {"version": version})
+        _write_atomic_json(root / LATEST, {"version": version})  # what a bare store path means from now on
     index = LabelIndex.read(root / version)
     index.reused = reused
     return index
@@ -226,14 +278,13 @@ def load_label_index(spec: str | Path) -> LabelIndex:
         root = labels_dir(store_part) if not store_part.endswith(".labels") else Path(store_part)
         if (root / ref / MANIFEST).is_file():
             return LabelIndex.read(root / ref)
-        alias = root / NAMES / f"{ref}.json"
-        if alias.is_file():
-            return LabelIndex.read(root / json.loads(alias.read_text())["version"])
+        if (root / NAMES / f"{ref}.json").is_file():
+            return LabelIndex.read(root / _alias(root, ref))
         known = [v["version"] for v in list_versions(root)]
         raise CfgrlError(f"no label version or name '{ref}' for '{store_part}'; known versions: {', '.join(known) or 'none'}")
     root = path if path.name.endswith(".labels") else labels_dir(path)
     if (root / LATEST).is_file():
-        latest = root / json.loads((root / LATEST).read_text())["version"]
+        latest = root / _latest(root)
         if (latest / MANIFEST).is_file():
             return LabelIndex.read(latest)
     versions = list_versions(root)

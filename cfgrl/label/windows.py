@@ -39,7 +39,7 @@ class StoreData:
     def read(cls, store: Store) -> "StoreData":
         if store.num_episodes == 0:
             raise CfgrlError(f"store '{store.path}' has no finished episode yet")
-        reward = np.asarray(store.steps("reward")[: store.num_steps], dtype=np.float64)
+        reward = store.read_steps("reward").astype(np.float64)
         return cls(
             path=str(store.path),
             episodes=store.episodes,

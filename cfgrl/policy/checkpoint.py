@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from cfgrl.errors import CfgrlError
@@ -30,6 +31,7 @@ from cfgrl.policy.tokenizer import make_tokenizer
 FORMAT = "cfgrl-pi0-policy"
 SCHEMA_VERSION = 1
 STATS_FILE = "stats.json"
+PICKLE_HEADS = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive, a bare pickle stream
 log = logging.getLogger(__name__)
 
 
@@ -53,6 +55,23 @@ def _write_atomically(target: Path, fill) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file, or one line saying it is missing, cut short, or not
+    safetensors at all. A pickle is refused, never loaded: unpickling runs arbitrary code."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        if not Path(path).is_file():
+            raise CfgrlError(f"{path} is missing; copy the whole checkpoint directory again") from None
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head.startswith(PICKLE_HEADS):
+            raise CfgrlError(f"{path} is a pickle (torch.save) file, not safetensors; cfgrl never unpickles: "
+                             "give a checkpoint written by cfgrl or lerobot (safetensors)") from None
+        raise CfgrlError(f"{path} is truncated or corrupt ({exc}); copy the checkpoint again, or save it again "
+                         "from its source") from None
 
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -137,7 +156,7 @@ def _load_ours(cls, directory: Path, meta: dict, tokenizer, overrides: dict):
     config = PI0Config.from_dict({**meta["config"], **overrides})
     stats = NormStats.load(directory / STATS_FILE) if (directory / STATS_FILE).is_file() else None
     policy = cls(config, stats=stats, tokenizer=_tokenizer(config, directory, tokenizer))
-    state = load_file(str(directory / "model.safetensors"))
+    state = read_safetensors(directory / "model.safetensors")
     if switched:  # never trained: nothing is lost by starting the new condition machinery afresh
         state = {k: v for k, v in state.items() if not k.startswith("condition.")}
     result = policy.model.load_state_dict(state, strict=False)
@@ -153,7 +172,7 @@ def _load_ours(cls, directory: Path, meta: dict, tokenizer, overrides: dict):
 
 def _load_lerobot(cls, directory: Path, meta: dict, tokenizer, overrides: dict):
     config = PI0Config.from_dict({**lerobot_format.config_values(meta, directory), **overrides})
-    state, notes = lerobot_format.to_ours(load_file(str(directory / "model.safetensors")))
+    state, notes = lerobot_format.to_ours(read_safetensors(directory / "model.safetensors"))
     stats = lerobot_format.read_stats(directory, notes)
     policy = cls(config, stats=stats, tokenizer=_tokenizer(config, directory, tokenizer))
     result = policy.model.load_state_dict(state, strict=False)

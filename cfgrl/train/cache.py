@@ -105,8 +105,7 @@ def ensure_cache(root: str | Path, stores: list[Store], windows: pd.DataFrame, h
     final = root / key
     if (final / "meta.json").is_file():
         return WindowCache.open(final)
-    for s, store in enumerate(stores):  # before anything is written or decoded: never black frames in their place
-        _check_frame_chunks(store, windows["frame"].to_numpy()[windows["store"].to_numpy() == s])
+    check_frames(root, stores, windows, horizon)
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".building-{key}-{uuid.uuid4().hex[:8]}"
     try:
@@ -122,6 +121,16 @@ def ensure_cache(root: str | Path, stores: list[Store], windows: pd.DataFrame, h
         if stale.name != key and not stale.name.startswith(".building-") and _is_cache(stale):
             shutil.rmtree(stale, ignore_errors=True)
     return WindowCache.open(final)
+
+
+def check_frames(root: str | Path, stores: list[Store], windows: pd.DataFrame, horizon: int) -> None:
+    """Refuse stores whose frame chunks the windows need are missing, unless their cache under ``root``
+    is built already (then nothing more is read from them). Before anything is written or decoded:
+    never black frames in their place, and a refused run leaves no output behind."""
+    if (Path(root) / cache_key(stores, windows, horizon) / "meta.json").is_file():
+        return
+    for s, store in enumerate(stores):
+        _check_frame_chunks(store, windows["frame"].to_numpy()[windows["store"].to_numpy() == s])
 
 
 def _is_cache(path: Path) -> bool:
@@ -182,8 +191,7 @@ def _copy_steps(store: Store, rows: np.ndarray, step0: np.ndarray, valid: np.nda
                 state: np.ndarray, actions: np.ndarray) -> None:
     """State at obs0 and the action window: global step row of action t = step_start + start + t."""
     n_steps = store.num_steps
-    all_state = np.asarray(store.steps("state")[:n_steps])
-    all_action = np.asarray(store.steps("action")[:n_steps])
+    all_state, all_action = store.read_steps("state"), store.read_steps("action")
     state[rows] = all_state[step0]
     t = np.arange(horizon)
     step_rows = np.minimum(step0[:, None] + t[None, :], n_steps - 1)

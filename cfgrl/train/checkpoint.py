@@ -12,7 +12,8 @@
     training_state/ema.safetensors       EMA weights (only with train.ema_decay)
 
 It is written to a temporary directory and renamed into place, then ``RUN_DIR/last`` (a relative
-symlink) is swapped to it, so a kill at any moment leaves the previous checkpoint intact. Then the
+symlink) is swapped to it, so a kill at any moment leaves the previous checkpoint intact (and hidden
+leftovers, which the next run removes: ``cfgrl.train.rundir``). Then the
 checkpoints ``train.keep_last`` / ``train.keep_every`` do not keep are deleted (``prune``): a pi0
 checkpoint with its optimiser state is ~40 GB.
 """
@@ -30,9 +31,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from cfgrl.errors import CfgrlError
+from cfgrl.policy.checkpoint import read_safetensors
 from cfgrl.schemas import TRAIN_CHECKPOINT
 
 STATE_DIR = "training_state"
@@ -131,7 +133,7 @@ def _named_paths(run_dir: Path) -> list[Path]:
 
 def point(link: Path, target: Path) -> None:
     """Atomically (re)point a relative symlink."""
-    tmp = link.with_name(f".{link.name}-{uuid.uuid4().hex[:8]}")
+    tmp = link.with_name(f".tmp-{link.name}-{uuid.uuid4().hex[:8]}")  # a kill's leftover: rundir.remove_leftovers
     os.symlink(os.path.relpath(target, link.parent), tmp)
     os.replace(tmp, link)
 
@@ -151,7 +153,7 @@ def _save_rng(state: Path) -> None:
 
 
 def _load_rng(state: Path) -> None:
-    tensors = load_file(str(state / "rng.safetensors"))
+    tensors = read_safetensors(state / "rng.safetensors")
     torch.set_rng_state(tensors["torch_cpu"])
     cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("torch_cuda_"))]
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
@@ -188,7 +190,7 @@ def restore_training_state(ckpt: Path, optimizer: torch.optim.Optimizer,
     """Load optimiser, scheduler and RNG states in place; return the EMA weights if saved."""
     state = ckpt / STATE_DIR
     saved = json.loads((state / "optimizer.json").read_text())
-    tensors = load_file(str(state / "optimizer.safetensors"))
+    tensors = read_safetensors(state / "optimizer.safetensors")
     per_param: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         pid, name = key.split(".", 1)
@@ -199,4 +201,4 @@ def restore_training_state(ckpt: Path, optimizer: torch.optim.Optimizer,
     scheduler.load_state_dict(json.loads((state / "scheduler.json").read_text()))
     _load_rng(state)
     ema = state / "ema.safetensors"
-    return load_file(str(ema)) if ema.is_file() else None
+    return read_safetensors(ema) if ema.is_file() else None

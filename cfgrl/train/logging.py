@@ -5,6 +5,7 @@ TensorBoard, ``RUN_DIR/metrics.jsonl`` (one JSON object per log step and per epo
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch.distributed as dist
 
 from cfgrl.errors import CfgrlError
 from cfgrl.optimality import Label
+from cfgrl.train.rundir import METRICS, truncate_metrics
 
 # One slot per accumulated quantity, so a single all_reduce moves them all.
 SLOTS = ["samples", "loss_sum", "conditioned", "dropout_hits", "wait_s", "busy_s"] + [
@@ -64,21 +66,29 @@ def summarise(sums: dict[str, float], world: int) -> dict[str, float]:
     return out
 
 
+def require_wandb() -> None:
+    """Refuse train.wandb without wandb before the run writes anything."""
+    if importlib.util.find_spec("wandb") is None:
+        raise CfgrlError("train.wandb is true but wandb is not installed (pip install wandb, or set train.wandb=false)")
+
+
 class Logger:
-    def __init__(self, run_dir: Path, enabled: bool, use_wandb: bool, config: dict):
+    """``start_step``: the step the run starts or resumes from. What a killed run logged after it is
+    dropped (``metrics.jsonl`` truncated, TensorBoard told to purge it), so no step appears twice."""
+
+    def __init__(self, run_dir: Path, enabled: bool, use_wandb: bool, config: dict, start_step: int):
         self.enabled = enabled
         self.tb = self.wandb = None
         if not enabled:
             return
         from torch.utils.tensorboard import SummaryWriter
 
-        self.jsonl = open(run_dir / "metrics.jsonl", "a")
-        self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        truncate_metrics(run_dir, start_step)
+        self.jsonl = open(run_dir / METRICS, "a")
+        self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1)
         if use_wandb:
-            try:
-                import wandb
-            except ImportError:
-                raise CfgrlError("train.wandb is true but wandb is not installed (pip install wandb, or set train.wandb=false)") from None
+            import wandb
+
             self.wandb = wandb.init(dir=str(run_dir), config=config, resume="allow")
 
     def log(self, kind: str, step: int, metrics: dict[str, float]) -> None:

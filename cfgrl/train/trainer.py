@@ -31,11 +31,12 @@ from cfgrl.label import load_label_index
 from cfgrl.optimality import Label
 from cfgrl.store import open_stores
 from cfgrl.train import checkpoint as ckpt_io
-from cfgrl.train.cache import ensure_cache
+from cfgrl.train.cache import check_frames, ensure_cache
 from cfgrl.train.data import ResumableBatchSampler, WindowBatches, make_loader, to_device
-from cfgrl.train.logging import Logger, Meter, summarise
+from cfgrl.train.logging import Logger, Meter, require_wandb, summarise
 from cfgrl.train.objectives import epoch_labels, feeds_a_condition, flow_draws, objective_loss, training_rows
 from cfgrl.train.optim import EMA, make_optimizer, make_scheduler
+from cfgrl.train.rundir import check_out, remove_leftovers, sole_writer
 from cfgrl.train.setup import Processes, build_policy, close_processes, init_processes
 
 
@@ -43,7 +44,8 @@ def train(cfg: Config, store_paths: list[Path], labels_spec: str, run_dir: Path,
     """Run (or resume) training; returns the final policy directory (``RUN_DIR/policy``)."""
     procs = init_processes()
     try:
-        return Run(cfg, store_paths, labels_spec, Path(run_dir), resume, procs).loop()
+        with contextlib.ExitStack() as held:  # the run directory's lock, until the run ends
+            return Run(cfg, store_paths, labels_spec, Path(run_dir), resume, procs, held).loop()
     finally:
         close_processes(procs)
 
@@ -54,10 +56,20 @@ def _differences(given: dict, saved: dict) -> list[str]:
             if saved[section][key] != value]
 
 
+def _check_fresh(run_dir: Path) -> None:
+    if (run_dir / "last").exists():
+        raise CfgrlError(f"'{run_dir}' already holds a run (its 'last' checkpoint); pass --resume to continue it, or choose another --out")
+
+
 class Run:
-    def __init__(self, cfg: Config, store_paths: list[Path], labels_spec: str, run_dir: Path, resume: bool, procs: Processes):
-        self.procs, self.run_dir = procs, run_dir
+    def __init__(self, cfg: Config, store_paths: list[Path], labels_spec: str, run_dir: Path, resume: bool, procs: Processes,
+                 held: contextlib.ExitStack):
+        self.procs, self.run_dir, self.held = procs, run_dir, held
         self.say = tqdm.write if procs.is_main else (lambda _msg: None)
+        check_out(run_dir)
+        self.claimed = False
+        if run_dir.is_dir():  # an existing run: held before anything in it is read
+            self._claim()
         source = Path(cfg.policy.path) if cfg.policy.path else None
         resumed = None
         if resume:
@@ -69,9 +81,11 @@ class Run:
                 self.say(f"warning: --resume continues with the run's saved configuration; ignored: {', '.join(ignored)}")
             cfg, source = saved, resumed
             self.say(f"resuming {resumed} at step {self.trainer_state['step']} with its saved configuration")
-        elif (run_dir / "last").exists():
-            raise CfgrlError(f"'{run_dir}' already holds a run (its 'last' checkpoint); pass --resume to continue it, or choose another --out")
+        else:
+            _check_fresh(run_dir)
         self.cfg, t = cfg, cfg.train
+        if t.wandb:
+            require_wandb()
 
         stores = open_stores(store_paths)
         self.index = load_label_index(labels_spec)
@@ -116,24 +130,40 @@ class Run:
             self.epoch = self.trainer_state["epoch"]
             self.samples_into_epoch = self.trainer_state["samples_into_epoch"]
 
+        self.batches = ResumableBatchSampler(len(self.windows), self.micro, procs.world, procs.rank, t.seed,
+                                             training_rows(t.objective, self.windows))
+        if len(self.batches) < 1:
+            raise CfgrlError(f"{len(self.batches.subset)} training windows are fewer than one batch of {t.batch_size}; lower train.batch_size")
         cache_root = Path(t.cache_dir) if t.cache_dir else run_dir / "cache"
+        check_frames(cache_root, stores, self.windows, self.horizon)
+
+        # Every input is valid: from here on the run writes.
+        self._claim()
+        if resumed is None:
+            _check_fresh(run_dir)  # a run that started in this directory since the check above
         if procs.is_main:
             self.cache = ensure_cache(cache_root, stores, self.windows, self.horizon)
         procs.barrier()
         if not procs.is_main:
             self.cache = ensure_cache(cache_root, stores, self.windows, self.horizon)
-        self.batches = ResumableBatchSampler(len(self.windows), self.micro, procs.world, procs.rank, t.seed,
-                                             training_rows(t.objective, self.windows))
-        if len(self.batches) < 1:
-            raise CfgrlError(f"{len(self.batches.subset)} training windows are fewer than one batch of {t.batch_size}; lower train.batch_size")
         self.loader = make_loader(WindowBatches(self.cache), self.batches, t.num_workers, procs.device.type == "cuda")
         self.conditioned_seen = bool(policy.condition_trained)
         if procs.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
             cfg.save(run_dir / "config.json")
-        self.logger = Logger(run_dir, procs.is_main, t.wandb, cfg.to_dict())
+        self.logger = Logger(run_dir, procs.is_main, t.wandb, cfg.to_dict(), self.step)
         self.say(f"{len(self.batches.subset)} windows from label index {self.index.version}; objective {t.objective}; "
                  f"global batch {t.batch_size} = {procs.world} process(es) x {t.grad_accum} micro-step(s) x {self.micro}")
+
+    def _claim(self) -> None:
+        """Rank 0 takes the run directory's lock (creating the directory) and removes what a killed run
+        left; the other ranks never write in it."""
+        if not self.procs.is_main or self.claimed:
+            return
+        self.held.enter_context(sole_writer(self.run_dir))
+        self.claimed = True
+        removed = remove_leftovers(self.run_dir)
+        if removed:
+            self.say(f"removed what a killed run left: {', '.join(removed)}")
 
     # -- the loop --------------------------------------------------------------------------------
     def loop(self) -> Path:
@@ -237,7 +267,7 @@ class Run:
                 if not target.exists():
                     averaged = copy.deepcopy(self.policy)
                     self.ema.copy_to(averaged)
-                    tmp = final / f".ema_policy-{os.getpid()}"
+                    tmp = final / f".ema_policy-{os.getpid()}"  # hidden: a kill's leftover (rundir.remove_leftovers)
                     shutil.rmtree(tmp, ignore_errors=True)
                     averaged.save_pretrained(tmp)
                     os.replace(tmp, target)

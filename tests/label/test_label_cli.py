@@ -117,3 +117,16 @@ def test_label_reports_windows_of_single_rollout_groups(tmp_path):
     assert len(result.output.strip().splitlines()) == 1
     result = run(single.path, "-o", "cfgrl.label_source=window_return")
     assert result.exit_code == 0 and "groups of one rollout: 2 (window_return needs no baseline); their 4 windows" in result.output
+
+
+@pytest.mark.parametrize("damage", [b"not zstd" * 4, None])
+def test_a_damaged_reward_chunk_fails_with_one_line_naming_it(store, tmp_path, damage):
+    chunk = store.path / "steps" / "reward" / "c" / "0"
+    data = chunk.read_bytes()
+    chunk.write_bytes(damage if damage is not None else data[: len(data) // 2])  # garbage, or cut short
+    result = run(store.path)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert f"error: store '{store.path}': steps/reward cannot be read (RuntimeError: Zstd" in lines[0]
+    assert "restore it from a copy" in lines[0]
+    assert not (tmp_path / "reach.labels").exists()

@@ -129,7 +129,7 @@ def test_failure_while_writing_leaves_no_visible_version(store, monkeypatch):
     with pytest.raises(RuntimeError):
         make_label_index([store], CFGRLConfig(), REPLAN, None, None)
     root = labels_dir(store.path)
-    assert list_versions(root) == [] and [p.name for p in root.iterdir()] == []
+    assert list_versions(root) == [] and [p.name for p in root.iterdir()] == ["label.lock"]  # the lock file stays
 
 
 def test_killed_writer_leaves_no_visible_version(store):
@@ -145,12 +145,15 @@ def test_killed_writer_leaves_no_visible_version(store):
     """)
     assert subprocess.run([sys.executable, "-c", script]).returncode == 9
     root = labels_dir(store.path)
-    assert [p.name for p in root.iterdir() if not p.name.startswith(".")] == []
+    assert [p.name for p in root.iterdir() if not p.name.startswith(".")] == ["label.lock"]
+    (leftover,) = root.glob(".tmp-*")  # the killed writer's half-written version
+    assert (leftover / "windows.parquet").is_file()
     assert list_versions(root) == []
     with pytest.raises(CfgrlError, match="no label index"):
         load_label_index(store.path)
     idx = make_label_index([store], CFGRLConfig(), REPLAN, None, None)  # the next run completes normally
     assert load_label_index(store.path).version == idx.version
+    assert not leftover.exists() and not list(root.glob(".*"))  # and removed what the killed one left
 
 
 def test_another_schema_version_fails_clearly(store):
@@ -173,3 +176,34 @@ def test_a_bare_store_means_the_version_labelled_last_even_when_reused(tmp_path)
     assert load_label_index(store.path).version == second.version != first.version
     again = make_label_index([store], CFGRLConfig(), 5)
     assert again.reused and load_label_index(store.path).version == first.version
+
+
+def _damage(path, how: str) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if how == "truncated" else data[:8] + b"\xff" * 64 + data[72:])
+
+
+@pytest.mark.parametrize("how", ["truncated", "corrupt"])
+def test_a_damaged_window_table_is_one_line_naming_it(store, how):
+    idx = make_label_index([store], CFGRLConfig(), REPLAN, None, None)
+    _damage(idx.path / "windows.parquet", how)
+    with pytest.raises(CfgrlError) as info:
+        load_label_index(store.path)
+    message = str(info.value)
+    assert "\n" not in message and f"'{idx.path}': windows.parquet cannot be read" in message
+    assert f"delete '{idx.path}' and run `cfgrl label`" in message
+
+
+@pytest.mark.parametrize("content", ["{\"vers", "[]", "{\"version\": 3}"])
+def test_a_damaged_latest_or_name_pointer_is_one_line_naming_it(store, content):
+    idx = make_label_index([store], CFGRLConfig(), REPLAN, None, "base")
+    root = labels_dir(store.path)
+    (root / "latest.json").write_text(content)
+    with pytest.raises(CfgrlError, match=r"latest.json is damaged .*delete it .*STORE@VERSION"):
+        load_label_index(store.path)
+    assert load_label_index(f"{store.path}@{idx.version}").version == idx.version  # what the message offers
+    make_label_index([store], CFGRLConfig(), REPLAN, None, None)  # the next label run rewrites it
+    assert load_label_index(store.path).version == idx.version
+    (root / "names" / "base.json").write_text(content)
+    with pytest.raises(CfgrlError, match=r"names/base.json is damaged .*give the name again"):
+        load_label_index(f"{store.path}@base")

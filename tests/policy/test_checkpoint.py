@@ -254,3 +254,37 @@ def test_untrained_condition_can_switch_mode_but_a_trained_one_cannot(tmp_path):
     with pytest.raises(CfgrlError, match="cannot be switched"):
         PI0Policy.from_pretrained(tmp_path / "trained", condition_mode="bias")
     assert PI0Policy.from_pretrained(tmp_path / "trained", condition_mode="token").condition_trained
+
+
+class _Trap:
+    """Unpickling this creates a directory: the proof that a pickle was loaded."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.mkdir, (self.marker,)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "pickle", "torch.save"])
+def test_truncated_or_pickled_weights_are_refused_in_one_line_and_never_unpickled(tmp_path, damage):
+    import pickle
+
+    path = make_policy().save_pretrained(tmp_path / "ckpt")
+    weights, marker = path / "model.safetensors", tmp_path / "unpickled"
+    if damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:-100])
+    elif damage == "pickle":
+        weights.write_bytes(pickle.dumps({"state_proj.bias": _Trap(marker)}))
+    else:
+        torch.save({"state_proj.bias": _Trap(marker)}, weights)
+    with pytest.raises(CfgrlError) as info:
+        PI0Policy.from_pretrained(path)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(str(weights)) and not marker.exists()
+    if damage == "truncated":
+        assert "is truncated or corrupt" in message and "copy the checkpoint again" in message
+    else:
+        assert "is a pickle (torch.save) file, not safetensors; cfgrl never unpickles" in message

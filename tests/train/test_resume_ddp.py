@@ -57,6 +57,9 @@ def test_kill_and_resume_ends_with_the_weights_of_an_uninterrupted_run(small_run
     _assert_same_weights(run / "checkpoints" / "step_20", reference.resolve().parent, atol=1e-6)
     _assert_same_weights(run / "policy", reference, atol=1e-6)  # the EMA weights too
     assert (run / "policy").resolve() == (run / "checkpoints" / "step_20" / "ema_policy").resolve()
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if r["kind"] == "train"] == [5, 10, 15, 20]  # none twice after the resume
+    assert not list((run / "checkpoints").glob(".*"))  # what the kill left is gone
 
 
 def test_checkpoint_layout_is_pickle_free_and_loadable(small_run_inputs, tmp_path):
