@@ -122,6 +122,12 @@ def test_reduced_demo_writes_its_report(tmp_path):
     assert (tmp_path / "demo" / "comparison.png").stat().st_size > 0
     timings = json.loads((tmp_path / "demo" / "report.json").read_text())["timings_s"]
     assert set(timings) >= {"base policy (scripted demos, BC)", "round 1 (collect, label, train, evaluate)"}
+    # A rerun skips finished work and repeats no round (it used to run a second round).
+    first = json.loads((tmp_path / "demo" / "report.json").read_text())
+    cfgrl("demo", tmp_path / "demo", "--demo-episodes", "4", "--base-steps", "2", "--one-round", "-c", config, cwd=tmp_path)
+    assert not (tmp_path / "demo" / "rounds" / "round_002").exists()
+    again = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert (again["round_1"], again["baselines"]) == (first["round_1"], first["baselines"])
 
 
 def test_round_without_validation_init_states_is_refused_before_any_work(tmp_path):

@@ -61,7 +61,7 @@ def compare(cfg: Config, root: Path, base: Path, timed: Timer) -> tuple[dict[str
     round 1's store and label version with its training budget. Returns (round 1's record, each
     baseline's evaluation results)."""
     rounds_root = root / "rounds"
-    first = timed("round 1 (collect, label, train, evaluate)", rounds.run_round, cfg, rounds_root, base)
+    first = timed("round 1 (collect, label, train, evaluate)", rounds.run_round, cfg, rounds_root, base, number=1)
     r1 = rounds.RoundDir(rounds_root, first["round"])
     labels = Path(first["label_version"])
     baselines = {}
@@ -81,7 +81,7 @@ def run_demo(cfg: Config, root: Path, noise: float, demo_episodes: int, base_ste
     base = timed("base policy (scripted demos, BC)", build_base, cfg, root, noise, demo_episodes, base_steps, base_lr)
     first, baselines = compare(cfg, root, base, timed)
     rounds_root = root / "rounds"
-    second = timed("round 2", rounds.run_round, cfg, rounds_root, None) if second_round else None
+    second = timed("round 2", rounds.run_round, cfg, rounds_root, None, number=2) if second_round else None
 
     report = {"timings_s": timed.timings, "base": str(base), "round_1": first, "round_2": second,
               "baselines": {k: _overall(v) for k, v in baselines.items()},

@@ -65,11 +65,16 @@ def policy_id_of(policy_dir: Path) -> str:
     return meta.get("policy_id", "?")
 
 
-def run_round(cfg: Config, root: Path, base_policy: Path | None, keep_stores: int = 0) -> dict[str, Any]:
-    """Run (or resume) the next round under ``root`` and return its record."""
+def run_round(cfg: Config, root: Path, base_policy: Path | None, keep_stores: int = 0, number: int | None = None) -> dict[str, Any]:
+    """Run (or resume) the next round under ``root`` and return its record; with ``number``, that
+    round only: its record when it is finished already (a rerun of a demo repeats no round)."""
     require_validation(cfg, "cfgrl round")  # before any work: the next round collects at the chosen w
     done = finished_rounds(root)
+    if number is not None and number in [r.number for r in done]:
+        return read_record(RoundDir(root, number))
     current = RoundDir(root, done[-1].number + 1 if done else 1)
+    if number is not None and current.number != number:
+        raise CfgrlError(f"'{root}' holds {len(done)} finished rounds; round {number} cannot run next (round {current.number} would)")
     if done:
         previous = read_record(done[-1])
         start, cfg_scale = Path(previous["policy_out"]), float(previous["chosen_cfg_scale"])
