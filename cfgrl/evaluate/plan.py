@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
 import numpy as np
 
+from cfgrl.collect.specs import shard_groups
 from cfgrl.config import Config, EnvConfig
 from cfgrl.envs.base import TaskInfo
 from cfgrl.errors import CfgrlError
@@ -68,6 +70,13 @@ def episode_seed(base_seed: int, task_id: int, init_state_id: int, repeat: int, 
     entropy = [base_seed, task_id, init_state_id, repeat] + ([1] if split == VALIDATION else [])
     state = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32)
     return int((int(state[0]) << 31) ^ int(state[1]))  # < 2**63: fits the store's int64 seed column
+
+
+def check_cfg_scales(cfg_scales: Iterable[float]) -> None:
+    """Every w must be a finite number >= 0 (``validate`` only refuses negatives; NaN passes ``< 0``)."""
+    bad = [w for w in cfg_scales if not math.isfinite(w) or w < 0]
+    if bad:
+        raise CfgrlError(f"evaluate.cfg_scales must all be finite numbers >= 0 (0 = unconditional, 1 = conditional), got {bad[0]}")
 
 
 def check_protocol(cfg: Config) -> None:
@@ -167,6 +176,57 @@ def plan_episodes(slots: list[Slot], cfg_scales: list[float], baseline_cfg_scale
 
 def _unique_floats(values: Iterable[float]) -> list[float]:
     return list(dict.fromkeys(float(v) for v in values))
+
+
+def episode_key(episode: EvalEpisode, checkpoint: str, settings: str) -> str:
+    """The episode log's key: everything that decides an outcome (see ``ledger``)."""
+    s = episode.slot
+    return f"{checkpoint}|{settings}|{episode.role}|w={episode.cfg_scale:g}|{s.suite}|t{s.task_id}|i{s.init_state_id}|r{s.repeat}|s{s.seed}"
+
+
+def shard_slots(slots: list[Slot], shard: int, num_shards: int) -> list[Slot]:
+    """One shard's slots: whole slots, round-robin over the plan's order (collect's shard convention), so
+    every w of a slot and the baseline's episode of it run in one shard and stay paired there."""
+    return [slots[i] for i in shard_groups(len(slots), shard, num_shards)]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An evaluation's episodes and what keys them: what every shard of one evaluation must share."""
+
+    protocol: str
+    slots: list[Slot]
+    cfg_scales: list[float]  # the policy's weights, each once, in order
+    baseline_cfg_scale: float | None  # None: no baseline checkpoint
+    checkpoints: dict[str, str]  # role -> content fingerprint
+    settings: str  # settings_digest
+
+    def episodes(self, shard: int = 0, num_shards: int = 1) -> list[EvalEpisode]:
+        """The planned episodes of one shard (all of them by default), in plan order."""
+        everything = plan_episodes(self.slots, self.cfg_scales, self.baseline_cfg_scale)
+        mine = set(shard_slots(self.slots, shard, num_shards))
+        return [ep for ep in everything if ep.slot in mine]
+
+    def arms(self) -> list[tuple[str, float]]:
+        return list(dict.fromkeys((ep.role, ep.cfg_scale) for ep in self.episodes()))
+
+    def key(self, episode: EvalEpisode) -> str:
+        return episode_key(episode, self.checkpoints[episode.role], self.settings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Plan":
+        return cls(d["protocol"], [Slot(**s) for s in d["slots"]], [float(w) for w in d["cfg_scales"]],
+                   d["baseline_cfg_scale"], dict(d["checkpoints"]), d["settings"])
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def make_plan(cfg: Config, slots: list[Slot], baseline_cfg_scale: float | None, checkpoints: dict[str, str]) -> Plan:
+    return Plan(cfg.evaluate.protocol, slots, _unique_floats(cfg.evaluate.cfg_scales), baseline_cfg_scale, checkpoints, settings_digest(cfg))
 
 
 def settings_digest(cfg: Config) -> str:

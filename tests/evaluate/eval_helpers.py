@@ -1,4 +1,4 @@
-"""Shared by the evaluate tests: a real tiny PI0 checkpoint."""
+"""Shared by the evaluate tests: a real tiny PI0 checkpoint and the settings of the end-to-end runs."""
 
 from __future__ import annotations
 
@@ -20,3 +20,11 @@ def save_tiny_policy(path: Path, condition_trained: bool) -> Path:
                 p.add_(torch.randn(p.shape, generator=g) * 3.0)
         policy.condition_trained = True
     return policy.save_pretrained(path)
+
+
+# The end-to-end evaluation every e2e test shares: 2 tasks x 1 test and 1 validation init state, 2 w.
+SETTINGS = [
+    "env.image_size=32", "env.max_steps=5", "env.tasks=[0, 1]", "env.init_states=[4]",
+    "evaluate.validation_init_states=[5]", "evaluate.cfg_scales=[1, 2]", "collect.workers=1", "inference.num_steps=2",
+]
+WS = [1.0, 2.0]

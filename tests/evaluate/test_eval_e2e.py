@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,30 +16,9 @@ from cfgrl.evaluate import rollouts
 from cfgrl.evaluate.ledger import EpisodeLedger
 from cfgrl.store import Store
 
-from eval_helpers import save_tiny_policy
+from eval_helpers import SETTINGS, WS
 
 pytestmark = pytest.mark.slow
-
-SETTINGS = [
-    "env.image_size=32", "env.max_steps=5", "env.tasks=[0, 1]", "env.init_states=[4]",
-    "evaluate.validation_init_states=[5]", "evaluate.cfg_scales=[1, 2]", "collect.workers=1", "inference.num_steps=2",
-]
-WS = [1.0, 2.0]
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("ckpt")
-    return save_tiny_policy(root / "policy", True), save_tiny_policy(root / "base", False)
-
-
-@pytest.fixture(scope="module")
-def evaluated(checkpoints, tmp_path_factory):
-    policy, base = checkpoints
-    root = tmp_path_factory.mktemp("eval")
-    cfg = load_config(None, SETTINGS, environ={})
-    results = evaluate_policy(cfg, policy, root / "run", baseline_dir=base, store=root / "eval.zarr", progress=False)
-    return results, root / "run", root / "eval.zarr"
 
 
 def test_real_policy_at_two_weights_writes_every_file(evaluated):
@@ -126,8 +104,9 @@ def _cli(args, env=None):
     return CliRunner().invoke(app, ["evaluate", *args], env=env)
 
 
-def test_cli_prints_the_table_and_chosen_w_and_honours_pi0_cfg_scale(evaluated, checkpoints):
-    _, run, _ = evaluated
+def test_cli_prints_the_table_and_chosen_w_and_honours_pi0_cfg_scale(evaluated, checkpoints, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(evaluated[1], run)  # rewritten below; other tests compare against the shared run
     policy, _ = checkpoints
     overrides = [x for s in SETTINGS if not s.startswith("evaluate.cfg_scales") for x in ("-o", s)]
     result = _cli([str(policy), "--out", str(run), "--cfg-scales", "1,2", *overrides])
@@ -144,6 +123,11 @@ def test_cli_prints_the_table_and_chosen_w_and_honours_pi0_cfg_scale(evaluated, 
     [
         (["--cfg-scales", ""], "empty"),
         (["--cfg-scales", "1,-2"], ">= 0"),
+        (["--cfg-scales", "nan"], "finite numbers >= 0"),
+        (["--cfg-scales", "1,inf"], "finite numbers >= 0"),
+        (["-o", "evaluate.cfg_scales=[1, .nan]"], "finite numbers >= 0"),
+        (["--shard", "2", "--num-shards", "2"], "--shard 2 --num-shards 2 is not valid"),
+        (["--shard", "0"], "--shard and --num-shards go together"),
         (["-o", "evaluate.cfg_scales=[]"], "empty"),
         (["--suite", "nope"], "not a builtin suite"),
         (["-o", "env.tasks=[9]"], "task 9 is not in suite"),
@@ -154,11 +138,11 @@ def test_cli_prints_the_table_and_chosen_w_and_honours_pi0_cfg_scale(evaluated, 
 )
 def test_cli_bad_input_is_one_line_and_writes_nothing(checkpoints, tmp_path, extra, message):
     policy, _ = checkpoints
-    result = _cli([str(policy), "--out", str(tmp_path / "run"), "-o", "env.image_size=32", *extra])
+    result = _cli([str(policy), "--out", str(tmp_path / "run"), "--store", str(tmp_path / "s.zarr"), "-o", "env.image_size=32", *extra])
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.output
-    assert not (tmp_path / "run").exists()
+    assert list(tmp_path.iterdir()) == []  # neither the run directory nor the store
 
 
 def test_cli_refuses_a_checkpoint_that_is_not_a_policy(evaluated, tmp_path):
@@ -176,10 +160,11 @@ def test_cli_refuses_a_checkpoint_that_does_not_fit_the_env_before_writing(tmp_p
 
     config = PI0Config.from_preset("tiny", image_size=32, patch_size=8, camera_names=("front",))
     wrong = PI0Policy(config, stats=NormStats.identity(8, 7)).save_pretrained(tmp_path / "p")
-    result = _cli([str(wrong), "--out", str(tmp_path / "run"), "-o", "env.image_size=32", "-o", "env.tasks=[0]", "-o", "env.init_states=[0]"])
+    result = _cli([str(wrong), "--out", str(tmp_path / "run"), "--store", str(tmp_path / "s.zarr"),
+                   "-o", "env.image_size=32", "-o", "env.tasks=[0]", "-o", "env.init_states=[0]"])
     assert result.exit_code == 2, result.output
     assert "error:" in result.output and "has no camera" in result.output
-    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "run").exists() and not (tmp_path / "s.zarr").exists()
 
 
 def test_cli_refuses_a_policy_or_baseline_without_stats_before_writing(checkpoints, tmp_path):

@@ -10,8 +10,10 @@ from cfgrl.errors import CfgrlError
 from cfgrl.evaluate.cli import apply_env_cfg_scale, parse_cfg_scales
 from cfgrl.evaluate.ledger import EpisodeLedger, checkpoint_fingerprint
 from cfgrl.evaluate.plan import (
-    BASELINE, POLICY, TEST, VALIDATION, check_protocol, plan_episodes, require_validation, slots_for_suite,
+    BASELINE, POLICY, TEST, VALIDATION, check_protocol, make_plan, plan_episodes, require_validation, slots_for_suite,
 )
+from cfgrl.evaluate.runner import merge_shards, write_run
+from cfgrl.evaluate.shards import manifest, write_manifest
 from cfgrl.evaluate.plot import plot_success_vs_w
 from cfgrl.evaluate.summary import build_results, chosen_cfg_scale, format_table, load_results, summarise, write_results
 from cfgrl.evaluate.stats import wilson_interval
@@ -226,6 +228,31 @@ def test_plot_of_a_sweep_without_any_success(tmp_path):
     table = {(POLICY, 1.0): [0] * 10, (POLICY, 3.0): [0] * 10}
     results = build_results(summarise(_outcomes(slots, table), slots, list(table)), {"out_dir": "eval"})
     assert plot_success_vs_w(results, tmp_path / "p.png").stat().st_size > 10_000
+
+
+def test_shards_merge_into_the_whole_plans_results_with_outcomes_that_differ(tmp_path):
+    """Outcomes that vary by w, task and split (the end-to-end tiny policy fails every episode): three
+    shard directories, written as a shard run writes them and given out of order, merge into the
+    unsharded results, the validation-chosen w included."""
+    c = cfg("evaluate.init_states=[0-4]", "evaluate.validation_init_states=[5-9]", "evaluate.cfg_scales=[0, 1, 2]")
+    plan = make_plan(c, slots_for_suite(c.env, TASKS, c), 0.0, {POLICY: "p", BASELINE: "b"})
+    records = {}
+    for i, ep in enumerate(plan.episodes()):
+        success = (i * 7919 + ep.slot.task_id) % 5 < 1 + 2 * ep.cfg_scale  # more success with w
+        records[plan.key(ep)] = {"key": plan.key(ep), **ep.record_fields(), "success": success, "length": 10}
+    meta = {"policy": "p", "store": None, "config": c.to_dict(), "out_dir": "whole"}
+    (tmp_path / "whole").mkdir()
+    whole = write_run(plan, records, meta, tmp_path / "whole")
+    shard_dirs = []
+    for i in range(3):
+        shard_dirs.append(tmp_path / f"s{i}")
+        shard_dirs[-1].mkdir()
+        write_manifest(shard_dirs[-1], manifest(plan, i, 3, meta))
+        EpisodeLedger(shard_dirs[-1] / "episodes.jsonl").extend([records[plan.key(ep)] for ep in plan.episodes(i, 3)])
+    merged = merge_shards([shard_dirs[2], shard_dirs[0], shard_dirs[1]], tmp_path / "merged")
+    assert merged["rows"] == whole["rows"] and merged["chosen_cfg_scale"] == whole["chosen_cfg_scale"] == 2.0
+    assert 0 < sum(r["successes"] for r in whole["rows"] if r["scope"] == "overall") < sum(r["episodes"] for r in whole["rows"] if r["scope"] == "overall")
+    assert (tmp_path / "merged" / "results.csv").read_bytes() == (tmp_path / "whole" / "results.csv").read_bytes()
 
 
 def test_ledger_keeps_committed_episodes_and_drops_a_torn_last_line(tmp_path):
