@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from cfgrl.evaluate.plan import (
 from cfgrl.evaluate.plot import plot_success_vs_w
 from cfgrl.evaluate.summary import arm_name, build_results, summarise, write_results
 from cfgrl.policy.model import validate_cfg_scale
-from cfgrl.store import StoreLayout, StoreWriter
+from cfgrl.store import StoreWriter
 
 
 def default_out_dir(policy_dir: str | Path, run_name: str) -> Path:
@@ -104,9 +105,10 @@ def evaluate_policy(
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(out_dir / "config.json")  # the resolved configuration, reloadable with config_from_dict
     ledger = EpisodeLedger(out_dir / "episodes.jsonl")
-    context = _RunContext(cfg, keys, checkpoints, settings, ledger, env_cfgs, info, out_dir,
-                          (Path(store), layout) if store is not None else None, progress)
-    _run_pending(pending, context, first)
+    # One writer for the whole run: the store is read (healing) and written under its lock only.
+    with StoreWriter(store, layout) if store is not None else nullcontext() as writer:
+        context = _RunContext(cfg, keys, checkpoints, settings, ledger, env_cfgs, info, out_dir, writer, progress)
+        _run_pending(pending, context, first)
 
     outcomes = {ep: bool(ledger.records[keys[ep]]["success"]) for ep in episodes}
     arms = list(dict.fromkeys((ep.role, ep.cfg_scale) for ep in episodes))
@@ -150,7 +152,7 @@ class _RunContext:
     env_cfgs: dict[str, EnvConfig]  # per suite
     env: EnvInfo  # cameras and image size, which a checkpoint must fit
     out_dir: Path
-    store: tuple[Path, StoreLayout] | None
+    store: StoreWriter | None
     progress: bool
 
 
@@ -170,7 +172,7 @@ def _run_pending(pending: list[EvalEpisode], ctx: _RunContext, loaded: tuple[str
                                **episode.record_fields(), "success": bool(success), "length": int(length)})
 
         if ctx.store is not None:
-            batch = rollouts.heal_from_store(batch, ctx.store[0], run, commit)
+            batch = rollouts.heal_from_store(batch, ctx.store.path, run, commit)
             if not batch:
                 continue
         if loaded is None or loaded[0] != role:
