@@ -42,6 +42,7 @@ not yet bumped).
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import hashlib
 import os
@@ -49,7 +50,6 @@ import shutil
 import signal
 import sys
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import zarr
+from zarr import AsyncArray
+from zarr.core.sync import sync  # runs a coroutine on zarr's own event loop, as zarr's sync API does
 
 from cfgrl.errors import CfgrlError
 from cfgrl.schemas import STORE
@@ -270,8 +272,12 @@ class WriterLock:
 
     def __init__(self, store: Path):
         self.path = store.with_name(f"{store.name}.lock")
-        store.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            store.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise CfgrlError(f"cannot create the lock file {self.path} of store '{store}' ({err.strerror}); "
+                             "give a store in a writable directory") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -309,16 +315,14 @@ class StoreWriter:
 
     Opening takes the store's lock (see the module docstring), then creates the store atomically or
     truncates the uncommitted tails a crashed writer left; ``close`` commits what is left and releases
-    the lock. A commit extends every array (~26), each rewriting its metadata and its last chunk:
-    about 100 ms per commit whatever its size on a busy 2-core machine, plus ~2 ms per episode of
-    64x64 images. So episodes are buffered, and a commit starts every ``flush_every`` episodes, every
-    ``flush_seconds`` or before the buffer exceeds ``FLUSH_BYTES``; it runs in a thread beside the
-    caller (a collector keeps its environments busy meanwhile), one at a time, in order. ``flush``
-    returns once everything appended is committed. On a crash the buffer and the running commit are
-    lost (and recollected on resume), never a committed episode.
+    the lock. A commit rewrites the metadata and the last chunk of every array (~26): ~60 ms of CPU
+    whatever its size, plus ~1 ms per 64x64 two-camera episode (bench/README.md). So episodes are
+    buffered and committed every ``flush_every`` episodes, every ``flush_seconds``, or before the
+    buffer exceeds ``FLUSH_BYTES``; a crash loses the buffer (recollected on resume), never a
+    committed episode.
     """
 
-    def __init__(self, path: str | Path, layout: StoreLayout, flush_every: int = 32, flush_seconds: float = 5.0):
+    def __init__(self, path: str | Path, layout: StoreLayout, flush_every: int = 64, flush_seconds: float = 5.0):
         self.path = Path(path)
         self.layout = layout
         self.flush_every = flush_every
@@ -326,7 +330,6 @@ class StoreWriter:
         self._buffer: list[EpisodeData] = []
         self._buffer_bytes = 0
         self._last_flush = time.monotonic()
-        self._commit: Future | None = None
         self._lock = WriterLock(self.path)  # before the store exists: a creation race ends here
         try:
             fault_point("store.locked")
@@ -341,7 +344,6 @@ class StoreWriter:
             self._arrays = {name: self._root[name] for name in self._array_names()}
             self._truncate_uncommitted(store)
             self._committed, self._num_steps, self._num_frames = store.num_episodes, store.num_steps, store.num_frames
-            self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cfgrl-store-commit")
         except BaseException:
             self._lock.release()
             raise
@@ -382,17 +384,16 @@ class StoreWriter:
 
     # -- writing -------------------------------------------------------------------------------
     def append(self, episode: EpisodeData) -> None:
-        """Buffer ``episode``; a full buffer goes to the committer thread (see ``flush``)."""
         if not self._lock.held:
             raise RuntimeError(f"the writer of '{self.path}' is closed")
         self._validate(episode)
         size = episode_bytes(episode)
         if self._buffer and self._buffer_bytes + size > FLUSH_BYTES:
-            self._start_commit()
+            self.flush()
         self._buffer.append(episode)
         self._buffer_bytes += size
         if len(self._buffer) >= self.flush_every or time.monotonic() - self._last_flush >= self.flush_seconds:
-            self._start_commit()
+            self.flush()
 
     def _validate(self, ep: EpisodeData) -> None:
         missing = set(EPISODE_COLUMNS) - set(OFFSET_COLUMNS) - set(ep.meta)
@@ -405,33 +406,16 @@ class StoreWriter:
                 raise ValueError(f"camera {cam}: frames {frames.shape} {frames.dtype}, expected (F, {self.layout.image_shape}) uint8")
 
     def flush(self) -> None:
-        """Commit every episode appended so far; returns once they are committed."""
-        self._start_commit()
-        self._wait_commit()
-
-    def _start_commit(self) -> None:
-        """Hand the buffer to the committer thread, once the previous commit is done (commits stay in
-        order, and at most one batch waits in memory besides the buffer)."""
+        """Commit the buffer: write its rows right after the committed rows of every array (over
+        whatever a failed commit left there), then bump num_episodes."""
         self._last_flush = time.monotonic()
-        self._wait_commit()
-        if self._buffer:
-            batch, self._buffer, self._buffer_bytes = self._buffer, [], 0
-            self._commit = self._committer.submit(self._commit_batch, batch)
-
-    def _wait_commit(self) -> None:
-        commit, self._commit = self._commit, None
-        if commit is not None:
-            commit.result()  # a failed commit raises here, in the caller's thread
-
-    def _commit_batch(self, batch: list[EpisodeData]) -> None:
-        """Write the batch's rows right after the committed rows of every array (over whatever a failed
-        commit left there), then commit them by bumping num_episodes."""
+        if not self._buffer:
+            return
+        batch, self._buffer, self._buffer_bytes = self._buffer, [], 0
         rows = self._rows(batch)
         starts = {"steps": self._num_steps, "frames": self._num_frames, "episodes": self._committed}
-        for name, values in rows.items():
-            arr, start = self._arrays[name], starts[name.split("/")[0]]
-            arr.resize((start + len(values), *arr.shape[1:]))
-            arr[start:] = values
+        sync(_write_all([(self._arrays[name].async_array, starts[name.split("/")[0]], values)
+                         for name, values in rows.items()]))
         fault_point("store.appended")
         self._committed += len(batch)
         self._num_steps += len(rows["steps/action"])
@@ -462,7 +446,6 @@ class StoreWriter:
         try:
             self.flush()
         finally:
-            self._committer.shutdown()
             self._lock.release()
 
     def __enter__(self) -> "StoreWriter":
@@ -474,3 +457,19 @@ class StoreWriter:
 
 def episode_bytes(episode: EpisodeData) -> int:
     return sum(a.nbytes for a in (episode.state, episode.action, *episode.frames.values()))
+
+
+async def _write_rows(arr: AsyncArray, start: int, values: np.ndarray) -> None:
+    """``values`` as the rows from ``start`` on, the array cut or grown to end with them."""
+    await arr.resize((start + len(values), *arr.shape[1:]))
+    await arr.setitem(slice(start, None), values)
+
+
+async def _write_all(writes: list[tuple[AsyncArray, int, np.ndarray]]) -> None:
+    """Every array's rows in one event-loop call, so zarr overlaps their reads, encodings and file
+    writes: a commit of 64 episodes took 18% less time and 26% less CPU than array after array.
+    All writes finish before the first error is raised (a retried commit must not race them)."""
+    results = await asyncio.gather(*(_write_rows(*write) for write in writes), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result

@@ -53,12 +53,13 @@ def collect(cfg: Config, store: Path, policy: str | None, shard: int = 0, num_sh
     from cfgrl.collect.specs import run_id
     from cfgrl.collect.videos import require_video_support
     from cfgrl.envs import ACTION_DIM, STATE_DIM
-    from cfgrl.store import Store, StoreLayout, StoreWriter
+    from cfgrl.store import Store, StoreLayout, StoreWriter, WriterLock
 
     info = env_info(cfg.env)
     specs = plan(cfg, info, shard, num_shards)
     layout = StoreLayout(info.camera_names, (info.image_size, info.image_size, 3), STATE_DIM, ACTION_DIM)
-    if store.exists():  # a store of another layout or schema fails here, before the policy loads
+    if store.exists():  # another writer, layout or schema fails here, before the policy loads
+        WriterLock(store).release()
         Store(store).require_layout(layout)
     if cfg.collect.videos > 0:
         require_video_support()

@@ -107,14 +107,13 @@ def roll_out(
     progress: bool,
 ) -> None:
     """Run ``batch`` (one policy, one w, one suite, all of run ``run``) and ``commit`` every finished
-    episode, after committing it to ``store`` when one is given."""
+    episode, after appending it to ``store`` (its writer, flush_every=1) when one is given."""
     by_spec = {_spec(episode, run): episode for episode in batch}
 
     def on_episode(spec: EpisodeSpec, finished: FinishedEpisode) -> None:
         episode = by_spec[spec]
         if store is not None:
-            store.append(episode_data(env_cfg, spec, finished, policy.policy_id, episode.cfg_scale, run))
-            store.flush()  # in the store before it is logged: a crash in between is healed, never duplicated
+            store.append(episode_data(env_cfg, spec, finished, policy.policy_id, episode.cfg_scale, run))  # flush_every=1: commits
         commit(episode, finished.success, len(finished.action) - finished.num_wait_steps)
 
     run_episodes(

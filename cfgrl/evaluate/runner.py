@@ -106,7 +106,7 @@ def evaluate_policy(
     cfg.save(out_dir / "config.json")  # the resolved configuration, reloadable with config_from_dict
     ledger = EpisodeLedger(out_dir / "episodes.jsonl")
     # One writer for the whole run: the store is read (healing) and written under its lock only.
-    with StoreWriter(store, layout) if store is not None else nullcontext() as writer:
+    with StoreWriter(store, layout, flush_every=1) if store is not None else nullcontext() as writer:
         context = _RunContext(cfg, keys, checkpoints, settings, ledger, env_cfgs, info, out_dir, writer, progress)
         _run_pending(pending, context, first)
 
@@ -152,7 +152,7 @@ class _RunContext:
     env_cfgs: dict[str, EnvConfig]  # per suite
     env: EnvInfo  # cameras and image size, which a checkpoint must fit
     out_dir: Path
-    store: StoreWriter | None
+    store: StoreWriter | None  # flush_every=1: each episode is committed before it is logged
     progress: bool
 
 

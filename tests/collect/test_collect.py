@@ -94,9 +94,10 @@ def test_collect_writes_every_field_as_the_env_produced_it(tmp_path):
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_reaches_the_count_without_duplicates(tmp_path):
     store_path = tmp_path / "killed.zarr"
-    args = ["collect", str(store_path), "--policy", "scripted:0.5", "--episodes", "64", "--workers", "2",
+    args = ["collect", str(store_path), "--policy", "scripted:0.5", "--episodes", "80", "--workers", "2",
             "-o", "collect.group_size=4", *ENV]
-    # Killed at a fixed point mid-run: the second commit's rows are written, num_episodes not yet bumped.
+    # Killed at a fixed point mid-run (a commit every 64 episodes at most, the last at the end): the
+    # second commit's rows are written, num_episodes not yet bumped.
     proc = subprocess.Popen([sys.executable, "-m", "cfgrl.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True, env={**os.environ, FAULT_ENV: "store.appended@2"})
     try:
@@ -105,7 +106,7 @@ def test_sigkill_mid_run_then_resume_reaches_the_count_without_duplicates(tmp_pa
         _kill_group(proc.pid)  # its environment workers, orphaned
     assert proc.returncode == -signal.SIGKILL, stderr
     killed = Store(store_path)
-    assert 0 < killed.num_episodes < 64
+    assert 0 < killed.num_episodes < 80
     ep = killed.episodes
     # Only whole episodes: contiguous step ranges, each ending where the next starts.
     assert (ep.step_start.to_numpy() == np.concatenate([[0], np.cumsum(ep.length)[:-1]])).all()
@@ -120,12 +121,12 @@ def test_sigkill_mid_run_then_resume_reaches_the_count_without_duplicates(tmp_pa
     cfgrl(*args)  # the same command resumes
     resumed = Store(store_path).episodes
     pairs = list(zip(resumed.group_id, resumed.rollout_index))
-    assert len(pairs) == 64 and len(set(pairs)) == 64
-    assert set(pairs) == {(g, k) for g in range(16) for k in range(4)}
+    assert len(pairs) == 80 and len(set(pairs)) == 80
+    assert set(pairs) == {(g, k) for g in range(20) for k in range(4)}
 
     # Resumed episodes are the ones an uninterrupted run produces.
     fresh_path = tmp_path / "fresh.zarr"
-    cfgrl("collect", str(fresh_path), "--policy", "scripted:0.5", "--episodes", "64", "-o", "collect.group_size=4", *ENV)
+    cfgrl("collect", str(fresh_path), "--policy", "scripted:0.5", "--episodes", "80", "-o", "collect.group_size=4", *ENV)
     key = ["group_id", "rollout_index", "seed", "length", "success", "run_id"]
     a = resumed[key].sort_values(key[:2]).reset_index(drop=True)
     b = Store(fresh_path).episodes[key].sort_values(key[:2]).reset_index(drop=True)
