@@ -7,7 +7,8 @@
 Numbers are control steps per second. "env alone" is one process stepping with random actions
 (images rendered at the policy's query steps only, as the engine does, and again rendering every
 step for comparison). "collect" runs the real command into a temporary store and divides the
-steps it committed by its wall time, start-up included.
+steps it committed by its wall time, start-up included; under each run, the collector's time split,
+and last the share of the scripted collection's time spent storing episodes (target < 20%).
 The LIBERO comparison the project tracks is `collect` (2 workers, tiny policy) against the plain
 loop rendering both cameras every step: ``compare_with_plain_loop``.
 """
@@ -15,6 +16,7 @@ loop rendering both cameras every step: ``compare_with_plain_loop``.
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import tempfile
@@ -122,10 +124,14 @@ def main() -> None:
         return
     print(f"builtin env alone, render at query steps (every 5th): {env_alone(env_cfg, args.steps, 5):8.0f} steps/s")
     print(f"builtin env alone, render every step:                 {env_alone(env_cfg, args.steps, 1):8.0f} steps/s")
-    rate, n, seconds, _ = through_collect(env_args, ["--policy", "scripted:0.3"], args.episodes, args.workers)
+    rate, n, seconds, scripted_split = through_collect(env_args, ["--policy", "scripted:0.3"], args.episodes, args.workers)
     print(f"cfgrl collect, scripted expert, {args.workers} workers: {rate:8.0f} steps/s ({n} steps in {seconds:.1f} s, start-up included)")
-    rate, n, seconds, _ = through_collect(env_args, [], max(2, args.episodes // 8), args.workers)
+    print(f"  {scripted_split}")
+    rate, n, seconds, split = through_collect(env_args, [], max(2, args.episodes // 8), args.workers)
     print(f"cfgrl collect, fresh tiny PI0, {args.workers} workers:  {rate:8.0f} steps/s ({n} steps in {seconds:.1f} s, start-up included)")
+    print(f"  {split}")
+    share = re.search(r"storing episodes [\d.]+ s \((\d+)%\)", scripted_split)
+    print(f"storing share of the scripted collection: {share.group(1) if share else '?'}% (target < 20%)")
 
 
 if __name__ == "__main__":

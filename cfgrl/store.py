@@ -15,15 +15,39 @@ Layout (diffusion_policy's ReplayBuffer idea: flat arrays along time, episodes a
 Episode ``e`` owns steps ``[step_start[e], step_start[e] + length[e])`` and frames
 ``[frame_start[e], frame_start[e] + frame_count[e])``.
 
-Commit protocol (one writer per store; zarr has no locks): a flush appends every array, then
-rewrites the root attribute ``num_episodes`` (an atomic file replace). Readers trust only the first
-``num_episodes`` rows, so after a crash at any moment the store opens with exactly the committed
-episodes; the next writer truncates the uncommitted tails before appending.
+One writer per store: a ``StoreWriter`` holds an exclusive ``flock`` on ``<store>.lock``, a file
+beside the store holding the writer's pid, from before the store is created until it is closed. The
+kernel drops the lock when the process dies, SIGKILL included. A second writer, whatever the command,
+fails with one line naming the holder's pid. The lock file stays (removing it would let two writers
+lock two different files).
+
+Atomic creation: the writer builds the empty store under ``.tmp-<name>`` beside it and renames it
+into place, so ``<store>`` is either absent or a whole store. A crash before the rename leaves only
+that directory, which the next writer (holding the lock, so no creator is running) removes.
+
+Commit protocol: a commit writes the new rows of every array after its committed rows, then
+rewrites the root attribute ``num_episodes`` (an atomic file replace: zarr >= 3.1.3 writes every file
+under a temporary name and renames it). Readers trust only the first ``num_episodes`` rows, so after a
+crash at any moment the store opens with exactly the committed episodes; the next writer truncates
+the uncommitted tails. A crash may also leave zarr's ``*.partial`` temporary files, which nothing reads.
+
+Fault injection, for crash tests: ``CFGRL_FAULT=<point>`` makes the process SIGKILL itself when it
+reaches the named point, ``<point>@<n>`` the n-th time it does, and ``<point>[@<n>]:sleep`` makes it
+print ``cfgrl fault point <point> reached (pid N)`` to stderr and sleep until killed instead. The
+points (``fault_point`` calls): ``store.locked`` (lock taken, nothing created), ``store.creating``
+(temporary group begun, no array yet), ``store.created_tmp`` (temporary store complete, not renamed),
+``store.renamed`` (store in place, empty), ``store.appended`` (a commit's rows written, ``num_episodes``
+not yet bumped).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
+import shutil
+import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +56,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import zarr
+from zarr import AsyncArray
+from zarr.core.sync import sync  # runs a coroutine on zarr's own event loop, as zarr's sync API does
 
 from cfgrl.errors import CfgrlError
+from cfgrl.lockfile import PidLock
 from cfgrl.schemas import STORE
 
 STEP_ARRAYS = {"state": "float32", "action": "float32", "reward": "float32", "done": "bool", "is_wait": "bool"}
@@ -61,6 +88,8 @@ OFFSET_COLUMNS = ("step_start", "length", "frame_start", "frame_count")
 STEP_CHUNK = 65536  # relabelling reads whole reward columns: big chunks keep that fast
 FRAME_CHUNK = 16
 EPISODE_CHUNK = 4096
+FLUSH_BYTES = 256 * 2**20  # a writer commits before its buffer holds more: bounds memory with large images
+FAULT_ENV = "CFGRL_FAULT"
 
 
 @dataclass(frozen=True)
@@ -106,11 +135,38 @@ class EpisodeData:
         return int(len(self.action))
 
 
+_fault_hits: dict[str, int] = {}
+
+
+def fault_point(name: str) -> None:
+    """Crash-test hook: SIGKILL this process here, or sleep until killed, when CFGRL_FAULT names
+    this point (see the module docstring); otherwise nothing."""
+    spec = os.environ.get(FAULT_ENV, "")
+    target, _, action = spec.partition(":")
+    point, _, nth = target.partition("@")
+    if point != name:
+        return
+    if action not in ("", "sleep") or not (nth or "1").isdigit():
+        raise CfgrlError(f"{FAULT_ENV}={spec!r}: write POINT, POINT@N or either with ':sleep'")
+    _fault_hits[name] = _fault_hits.get(name, 0) + 1
+    if _fault_hits[name] < int(nth or 1):
+        return
+    if action == "sleep":
+        print(f"cfgrl fault point {name} reached (pid {os.getpid()})", file=sys.stderr, flush=True)
+        while True:
+            time.sleep(3600)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _require(path: Path) -> None:
     if not path.exists():
         raise CfgrlError(f"store '{path}' does not exist (create it with `cfgrl collect {path}`)")
     if not (path / "zarr.json").is_file():
         raise CfgrlError(f"'{path}' is not a Zarr store (no zarr.json); give a directory written by `cfgrl collect`")
+
+
+def _unreadable(path: Path, meta: Path, what: str) -> CfgrlError:
+    return CfgrlError(f"store '{path}': {meta} {what}; restore the store from a copy, or delete it and collect it again")
 
 
 class Store:
@@ -120,13 +176,34 @@ class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         _require(self.path)
-        self._root = zarr.open_group(str(self.path), mode="r")
-        attrs = dict(self._root.attrs)
+        meta = self.path / "zarr.json"
+        try:
+            self._root = zarr.open_group(str(self.path), mode="r")
+            attrs = dict(self._root.attrs)
+        except (ValueError, KeyError, TypeError) as err:  # json.JSONDecodeError is a ValueError
+            raise _unreadable(self.path, meta, f"is truncated or corrupt ({type(err).__name__}: {err})") from None
+        if "schema" not in attrs:
+            raise _unreadable(self.path, meta, "holds no cfgrl attributes (a creation killed by an older cfgrl, or not a cfgrl store)")
         STORE.check(attrs, f"store '{self.path}'")
+        try:
+            self.layout = StoreLayout.from_attrs(attrs)
+            self.num_episodes = int(attrs["num_episodes"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise _unreadable(self.path, meta, f"has incomplete root attributes ({type(err).__name__}: {err})") from None
         self.attrs = attrs
-        self.layout = StoreLayout.from_attrs(attrs)
-        self.num_episodes = int(attrs["num_episodes"])
         self._episodes: pd.DataFrame | None = None
+
+    def array(self, name: str) -> zarr.Array:
+        """The array ``name`` ("steps/reward", "episodes/length", ...), or one line naming its broken metadata."""
+        try:
+            return self._root[name]
+        except (ValueError, KeyError, TypeError) as err:
+            raise _unreadable(self.path, self.path / name / "zarr.json", f"is missing, truncated or corrupt ({type(err).__name__}: {err})") from None
+
+    def require_layout(self, layout: StoreLayout) -> None:
+        """Refuse to add episodes of another layout (cameras, image size, dimensions)."""
+        if self.layout != layout:
+            raise CfgrlError(f"store '{self.path}' holds {self.layout} but this run produces {layout}; write to a new store")
 
     @property
     def episodes(self) -> pd.DataFrame:
@@ -134,7 +211,7 @@ class Store:
         if self._episodes is None:
             n = self.num_episodes
             self._episodes = pd.DataFrame(
-                {name: np.asarray(self._root[f"episodes/{name}"][:n]) for name in EPISODE_COLUMNS}
+                {name: np.asarray(self.array(f"episodes/{name}")[:n]) for name in EPISODE_COLUMNS}
             )
         return self._episodes
 
@@ -152,15 +229,15 @@ class Store:
         """A per-step array (rows past ``num_steps`` are uncommitted: slice within it)."""
         if name not in STEP_ARRAYS:
             raise KeyError(f"unknown step array '{name}'; known: {', '.join(STEP_ARRAYS)}")
-        return self._root[f"steps/{name}"]
+        return self.array(f"steps/{name}")
 
     def frames(self, camera: str) -> zarr.Array:
         if camera not in self.layout.camera_names:
             raise KeyError(f"unknown camera '{camera}'; this store has {', '.join(self.layout.camera_names)}")
-        return self._root[f"frames/{camera}"]
+        return self.array(f"frames/{camera}")
 
     def frame_steps(self) -> np.ndarray:
-        return np.asarray(self._root["frames/step"][: self.num_frames])
+        return np.asarray(self.array("frames/step")[: self.num_frames])
 
     def episode_steps(self, episode: int, name: str) -> np.ndarray:
         row = self.episodes.iloc[episode]
@@ -200,30 +277,66 @@ def open_stores(paths: list[str | Path]) -> list[Store]:
     return stores
 
 
-class StoreWriter:
-    """Appends whole episodes to one store, committing them in small batches.
+def writer_lock(store: Path) -> PidLock:
+    """The exclusive lock on ``<store>.lock`` that makes a process the store's one writer."""
+    store.parent.mkdir(parents=True, exist_ok=True)
+    path = store.with_name(f"{store.name}.lock")
+    return PidLock(path, f"store '{store}' is being written by process {{pid}} (lock {path}); one writer per store: "
+                         "wait for it to finish, or write to another store")
 
-    ``flush_every`` episodes (or ``flush_seconds``) are buffered and then committed together: each
-    zarr append rewrites a chunk and a metadata file, so batching keeps writing cheap while memory
-    stays bounded. An uncommitted buffer is simply lost on a crash and recollected on resume.
+
+class StoreWriter:
+    """The one writer of a store: appends whole episodes, committing them in batches.
+
+    Opening takes the store's lock (see the module docstring), then creates the store atomically or
+    truncates the uncommitted tails a crashed writer left; ``close`` commits what is left and releases
+    the lock. A commit rewrites the metadata and the last chunk of every array (~26): ~60 ms of CPU
+    whatever its size, plus ~1 ms per 64x64 two-camera episode (bench/README.md). So episodes are
+    buffered and committed every ``flush_every`` episodes, every ``flush_seconds``, or before the
+    buffer exceeds ``FLUSH_BYTES``; a crash loses the buffer (recollected on resume), never a
+    committed episode.
     """
 
-    def __init__(self, path: str | Path, layout: StoreLayout, flush_every: int = 8, flush_seconds: float = 5.0):
+    def __init__(self, path: str | Path, layout: StoreLayout, flush_every: int = 64, flush_seconds: float = 5.0):
         self.path = Path(path)
         self.layout = layout
         self.flush_every = flush_every
         self.flush_seconds = flush_seconds
         self._buffer: list[EpisodeData] = []
+        self._buffer_bytes = 0
         self._last_flush = time.monotonic()
-        if self.path.exists():
-            self._root = self._open_existing()
-        else:
-            self._root = self._create()
+        self._lock = writer_lock(self.path)  # before the store exists: a creation race ends here
+        try:
+            fault_point("store.locked")
+            if not self.path.exists():
+                self._create()
+            store = Store(self.path)  # validates the schema and the root metadata
+            store.require_layout(self.layout)
+            for name in self._array_names():
+                store.array(name)  # one clear line for a broken array's metadata
+            self._root = zarr.open_group(str(self.path), mode="r+")
+            # Handles opened once: opening an array reads its metadata file. Every chunk is written,
+            # even an all-black frame chunk (zarr skips chunks equal to the fill value by default): a
+            # missing chunk then always means lost data, which training refuses.
+            with zarr.config.set({"array.write_empty_chunks": True}):
+                self._arrays = {name: self._root[name] for name in self._array_names()}
+            self._truncate_uncommitted(store)
+            self._committed, self._num_steps, self._num_frames = store.num_episodes, store.num_steps, store.num_frames
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _array_names(self) -> list[str]:
+        return ([f"steps/{name}" for name in STEP_ARRAYS] + [f"frames/{cam}" for cam in self.layout.camera_names]
+                + ["frames/step"] + [f"episodes/{name}" for name in EPISODE_COLUMNS])
 
     # -- opening -------------------------------------------------------------------------------
-    def _create(self) -> zarr.Group:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        root = zarr.open_group(str(self.path), mode="w-")
+    def _create(self) -> None:
+        """Build the empty store under a temporary name, then rename it into place."""
+        tmp = self.path.with_name(f".tmp-{self.path.name}")
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a creator killed before its rename
+        root = zarr.open_group(str(tmp), mode="w-")
+        fault_point("store.creating")
         h, w, c = self.layout.image_shape
         dims = {"state": (self.layout.state_dim,), "action": (self.layout.action_dim,)}
         for name, dtype in STEP_ARRAYS.items():
@@ -234,46 +347,29 @@ class StoreWriter:
         root.create_array("frames/step", shape=(0,), chunks=(STEP_CHUNK,), dtype="int32")
         for name, dtype in EPISODE_COLUMNS.items():
             root.create_array(f"episodes/{name}", shape=(0,), chunks=(EPISODE_CHUNK,), dtype=str if dtype == "str" else dtype)
-        # Attributes last: a directory without them is not yet a store.
         root.attrs.update({**STORE.stamp(), **self.layout.to_attrs(), "num_episodes": 0, "created": time.time()})
-        return root
+        fault_point("store.created_tmp")
+        os.rename(tmp, self.path)
+        fault_point("store.renamed")
 
-    def _open_existing(self) -> zarr.Group:
-        store = Store(self.path)  # validates schema version
-        if store.layout != self.layout:
-            raise CfgrlError(
-                f"store '{self.path}' holds {store.layout} but this run produces {self.layout}; "
-                "write to a new store"
-            )
-        root = zarr.open_group(str(self.path), mode="r+")
-        self._truncate_uncommitted(root, store)
-        return root
-
-    @staticmethod
-    def _truncate_uncommitted(root: zarr.Group, store: Store) -> None:
-        """Drop rows a crashed writer appended after the last commit."""
-        n_steps, n_frames, n_episodes = store.num_steps, store.num_frames, store.num_episodes
-        for name in STEP_ARRAYS:
-            arr = root[f"steps/{name}"]
-            if arr.shape[0] != n_steps:
-                arr.resize((n_steps, *arr.shape[1:]))
-        for name in (*store.layout.camera_names, "step"):
-            arr = root[f"frames/{name}"]
-            if arr.shape[0] != n_frames:
-                arr.resize((n_frames, *arr.shape[1:]))
-        for name in EPISODE_COLUMNS:
-            arr = root[f"episodes/{name}"]
-            if arr.shape[0] != n_episodes:
-                arr.resize((n_episodes,))
+    def _truncate_uncommitted(self, store: Store) -> None:
+        """Drop the rows a crashed writer appended after the last commit."""
+        committed = {"steps": store.num_steps, "frames": store.num_frames, "episodes": store.num_episodes}
+        for name, arr in self._arrays.items():
+            rows = committed[name.split("/")[0]]
+            if arr.shape[0] != rows:
+                arr.resize((rows, *arr.shape[1:]))
 
     # -- writing -------------------------------------------------------------------------------
-    @property
-    def num_committed(self) -> int:
-        return int(self._root.attrs["num_episodes"])
-
     def append(self, episode: EpisodeData) -> None:
+        if not self._lock.held:
+            raise RuntimeError(f"the writer of '{self.path}' is closed")
         self._validate(episode)
+        size = episode_bytes(episode)
+        if self._buffer and self._buffer_bytes + size > FLUSH_BYTES:
+            self.flush()
         self._buffer.append(episode)
+        self._buffer_bytes += size
         if len(self._buffer) >= self.flush_every or time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
 
@@ -288,38 +384,47 @@ class StoreWriter:
                 raise ValueError(f"camera {cam}: frames {frames.shape} {frames.dtype}, expected (F, {self.layout.image_shape}) uint8")
 
     def flush(self) -> None:
-        """Append the buffered episodes to every array, then commit them by bumping num_episodes."""
+        """Commit the buffer: write its rows right after the committed rows of every array (over
+        whatever a failed commit left there), then bump num_episodes."""
         self._last_flush = time.monotonic()
         if not self._buffer:
             return
-        batch, self._buffer = self._buffer, []
-        root = self._root
-        step_base = root["steps/action"].shape[0]
-        frame_base = root["frames/step"].shape[0]
+        batch, self._buffer, self._buffer_bytes = self._buffer, [], 0
+        rows = self._rows(batch)
+        starts = {"steps": self._num_steps, "frames": self._num_frames, "episodes": self._committed}
+        sync(_write_all([(self._arrays[name].async_array, starts[name.split("/")[0]], values)
+                         for name, values in rows.items()]))
+        fault_point("store.appended")
+        self._committed += len(batch)
+        self._num_steps += len(rows["steps/action"])
+        self._num_frames += len(rows["frames/step"])
+        self._root.attrs["num_episodes"] = self._committed  # the commit
+
+    def _rows(self, batch: list[EpisodeData]) -> dict[str, np.ndarray]:
+        """The new rows of every array for ``batch``, its offsets following the committed rows."""
         lengths = np.array([ep.length for ep in batch], dtype=np.int64)
         frame_counts = np.array([len(ep.frame_step) for ep in batch], dtype=np.int64)
         offsets = {
-            "step_start": step_base + np.concatenate([[0], np.cumsum(lengths)[:-1]]),
+            "step_start": self._num_steps + np.concatenate([[0], np.cumsum(lengths)[:-1]]),
             "length": lengths,
-            "frame_start": frame_base + np.concatenate([[0], np.cumsum(frame_counts)[:-1]]),
+            "frame_start": self._num_frames + np.concatenate([[0], np.cumsum(frame_counts)[:-1]]),
             "frame_count": frame_counts,
         }
-        for name, dtype in STEP_ARRAYS.items():
-            root[f"steps/{name}"].append(np.concatenate([getattr(ep, name) for ep in batch]).astype(dtype))
-        # Every frame chunk is written, even an all-black one (zarr skips chunks equal to the fill
-        # value by default): a missing chunk then always means lost frames, which training refuses.
-        with zarr.config.set({"array.write_empty_chunks": True}):
-            frame_arrays = [root[f"frames/{cam}"] for cam in self.layout.camera_names]
-        for cam, array in zip(self.layout.camera_names, frame_arrays):
-            array.append(np.concatenate([ep.frames[cam] for ep in batch]))
-        root["frames/step"].append(np.concatenate([ep.frame_step for ep in batch]).astype(np.int32))
+        rows = {f"steps/{name}": np.concatenate([getattr(ep, name) for ep in batch]).astype(dtype)
+                for name, dtype in STEP_ARRAYS.items()}
+        rows.update({f"frames/{cam}": np.concatenate([ep.frames[cam] for ep in batch]) for cam in self.layout.camera_names})
+        rows["frames/step"] = np.concatenate([ep.frame_step for ep in batch]).astype(np.int32)
         for name, dtype in EPISODE_COLUMNS.items():
             values = offsets[name] if name in offsets else [ep.meta[name] for ep in batch]
-            root[f"episodes/{name}"].append(np.asarray(values, dtype=str if dtype == "str" else dtype))
-        root.attrs["num_episodes"] = self.num_committed + len(batch)  # the commit
+            rows[f"episodes/{name}"] = np.asarray(values, dtype=str if dtype == "str" else dtype)
+        return rows
 
     def close(self) -> None:
-        self.flush()
+        """Commit the buffer and release the lock (also after a failed commit: the next writer truncates)."""
+        try:
+            self.flush()
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> "StoreWriter":
         return self
@@ -327,3 +432,22 @@ class StoreWriter:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+
+def episode_bytes(episode: EpisodeData) -> int:
+    return sum(a.nbytes for a in (episode.state, episode.action, *episode.frames.values()))
+
+
+async def _write_rows(arr: AsyncArray, start: int, values: np.ndarray) -> None:
+    """``values`` as the rows from ``start`` on, the array cut or grown to end with them."""
+    await arr.resize((start + len(values), *arr.shape[1:]))
+    await arr.setitem(slice(start, None), values)
+
+
+async def _write_all(writes: list[tuple[AsyncArray, int, np.ndarray]]) -> None:
+    """Every array's rows in one event-loop call, so zarr overlaps their reads, encodings and file
+    writes: a commit of 64 episodes took 18% less time and 26% less CPU than array after array.
+    All writes finish before the first error is raised (a retried commit must not race them)."""
+    results = await asyncio.gather(*(_write_rows(*write) for write in writes), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result

@@ -7,12 +7,9 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -25,20 +22,6 @@ PolicyOption = Annotated[
     typer.Option("--policy", help="Checkpoint DIR, scripted:NOISE (the builtin env's expert, NOISE in [0, 1]), "
                  "or nothing for a fresh random policy.preset (runs, learns nothing)."),
 ]
-
-
-@contextmanager
-def _sole_writer(store: Path) -> Iterator[None]:
-    """One writer per store: an advisory lock on the store directory (released even by SIGKILL)."""
-    fd = os.open(store, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CfgrlError(f"store '{store}' is being written by another process; one writer per store") from None
-        yield
-    finally:
-        os.close(fd)
 
 
 def collect_command(
@@ -70,49 +53,37 @@ def collect(cfg: Config, store: Path, policy: str | None, shard: int = 0, num_sh
     from cfgrl.collect.specs import run_id
     from cfgrl.collect.videos import require_video_support
     from cfgrl.envs import ACTION_DIM, STATE_DIM
-    from cfgrl.store import Store, StoreLayout, StoreWriter
+    from cfgrl.store import Store, StoreLayout, StoreWriter, writer_lock
 
     info = env_info(cfg.env)
     specs = plan(cfg, info, shard, num_shards)
     layout = StoreLayout(info.camera_names, (info.image_size, info.image_size, 3), STATE_DIM, ACTION_DIM)
-    committed = None
-    if store.exists():
-        existing = Store(store)  # checks the schema version
-        if existing.layout != layout:
-            raise CfgrlError(f"store '{store}' holds {existing.layout}, this run produces {layout}; write to a new store")
-        committed = existing.episodes
+    if store.exists():  # another writer, layout or schema fails here, before the policy loads
+        writer_lock(store).release()
+        Store(store).require_layout(layout)
     if cfg.collect.videos > 0:
         require_video_support()
     actor = load_policy(policy, cfg, info.camera_names, info.image_size, say=typer.echo)
     run = run_id(stage="collect", env=asdict(cfg.env), policy_id=actor.policy_id, cfg_scale=cfg.inference.cfg_scale,
                  num_steps=cfg.inference.num_steps, replan_steps=cfg.inference.replan_steps, seed=cfg.collect.seed,
                  group_size=cfg.collect.group_size)
-    todo = missing_specs(specs, committed, run)
-    k = cfg.collect.group_size
-    typer.echo(f"{store}: shard {shard}/{num_shards} of {cfg.collect.groups} groups x K={k}: {len(specs)} episodes, "
-               f"{len(specs) - len(todo)} already committed, {len(todo)} to collect "
-               f"(policy {actor.policy_id}, cfg_scale {cfg.inference.cfg_scale}, run {run})")
-    if not todo:
-        return
+    with StoreWriter(store, layout) as writer:  # the store's one writer from here on: what is committed stays so
+        todo = missing_specs(specs, Store(store).episodes, run)
+        k = cfg.collect.group_size
+        typer.echo(f"{store}: shard {shard}/{num_shards} of {cfg.collect.groups} groups x K={k}: {len(specs)} episodes, "
+                   f"{len(specs) - len(todo)} already committed, {len(todo)} to collect "
+                   f"(policy {actor.policy_id}, cfg_scale {cfg.inference.cfg_scale}, run {run})")
+        if not todo:
+            return
 
-    def write_store() -> list:
-        with StoreWriter(store, layout) as writer:
-            def append(spec, episode) -> None:
-                writer.append(episode_data(cfg.env, spec, episode, actor.policy_id, cfg.inference.cfg_scale, run))
+        def append(spec, episode) -> None:
+            writer.append(episode_data(cfg.env, spec, episode, actor.policy_id, cfg.inference.cfg_scale, run))
 
-            return run_episodes(
-                cfg.env, actor, todo, cfg.inference.cfg_scale, workers=cfg.collect.workers, progress=True,
-                replan_steps=cfg.inference.replan_steps, num_steps=cfg.inference.num_steps, on_episode=append,
-                videos=cfg.collect.videos, video_dir=store.parent / f"{store.name}.videos",
-            )
-
-    if store.exists():
-        with _sole_writer(store):
-            results = write_store()
-    else:  # a fresh store: the writer creates the directory, which is then locked at once
-        StoreWriter(store, layout).close()
-        with _sole_writer(store):
-            results = write_store()
+        results = run_episodes(
+            cfg.env, actor, todo, cfg.inference.cfg_scale, workers=cfg.collect.workers, progress=True,
+            replan_steps=cfg.inference.replan_steps, num_steps=cfg.inference.num_steps, on_episode=append,
+            on_end=writer.flush, videos=cfg.collect.videos, video_dir=store.parent / f"{store.name}.videos",
+        )
     wins = sum(r.success for r in results)
     total = Store(store).num_episodes
     typer.echo(f"collected {len(results)} episodes, success {wins}/{len(results)} ({wins / len(results):.0%}); "

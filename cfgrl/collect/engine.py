@@ -175,11 +175,13 @@ def run_episodes(
     replan_steps: int = 5,
     num_steps: int | None = None,
     on_episode: Callable[[EpisodeSpec, FinishedEpisode], None] | None = None,
+    on_end: Callable[[], None] | None = None,
     videos: int = 0,
     video_dir: Path | None = None,
 ) -> list[EpisodeResult]:
     """Roll out every spec; hand each finished episode to ``on_episode`` as soon as it ends (e.g. to
-    append it to a store, see ``episode_data``) and film the first ``videos`` specs into
+    append it to a store, see ``episode_data``), call ``on_end`` after the last one (e.g. the store's
+    final commit; timed as storing, like ``on_episode``) and film the first ``videos`` specs into
     ``video_dir``. ``num_steps``: flow-sampler steps (None = the policy's own). Returns one small
     summary per episode, in the order they finished."""
     if not specs:
@@ -215,6 +217,10 @@ def run_episodes(
         else:
             sample = _timed(partial(query_chunks, policy, cfg_scale=cfg_scale, num_steps=num_steps), clock)
             _run_batched(pool, sample, pending, replan_steps, videos, finish)
+        if on_end is not None:
+            started_store = time.perf_counter()
+            on_end()
+            clock.store_s += time.perf_counter() - started_store
     finally:
         pool.close()
         bar.close()

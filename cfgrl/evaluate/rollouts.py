@@ -104,27 +104,22 @@ def roll_out(
     batch: list[EvalEpisode],
     run: str,
     commit: Callable[[EvalEpisode, bool, int], None],
-    store: tuple[Path, StoreLayout] | None,
+    store: StoreWriter | None,
     video_dir: Path | None,
     progress: bool,
 ) -> None:
     """Run ``batch`` (one policy, one w, one suite, all of run ``run``) and ``commit`` every finished
-    episode, after appending it to ``store`` (path, layout) when one is given."""
+    episode, after appending it to ``store`` (its writer, flush_every=1) when one is given."""
     by_spec = {_spec(episode, run): episode for episode in batch}
-    writer = StoreWriter(store[0], store[1], flush_every=1) if store is not None else None
 
     def on_episode(spec: EpisodeSpec, finished: FinishedEpisode) -> None:
         episode = by_spec[spec]
-        if writer is not None:
-            writer.append(episode_data(env_cfg, spec, finished, policy.policy_id, episode.cfg_scale, run))  # flush_every=1: commits
+        if store is not None:
+            store.append(episode_data(env_cfg, spec, finished, policy.policy_id, episode.cfg_scale, run))  # flush_every=1: commits
         commit(episode, finished.success, len(finished.action) - finished.num_wait_steps)
 
-    try:
-        run_episodes(
-            env_cfg, policy, list(by_spec), cfg_scale, workers=cfg.collect.workers, progress=progress,
-            replan_steps=cfg.inference.replan_steps, num_steps=cfg.inference.num_steps, on_episode=on_episode,
-            videos=cfg.evaluate.videos if video_dir is not None else 0, video_dir=video_dir,
-        )
-    finally:
-        if writer is not None:
-            writer.close()
+    run_episodes(
+        env_cfg, policy, list(by_spec), cfg_scale, workers=cfg.collect.workers, progress=progress,
+        replan_steps=cfg.inference.replan_steps, num_steps=cfg.inference.num_steps, on_episode=on_episode,
+        videos=cfg.evaluate.videos if video_dir is not None else 0, video_dir=video_dir,
+    )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -214,7 +215,9 @@ def _execute(job: _Job) -> EpisodeLedger:
     pending = [ep for ep in job.mine if job.plan.key(ep) not in ledger]  # read under the lock
     if len(pending) < len(job.mine):
         print(f"resuming: {len(job.mine) - len(pending)} of {len(job.mine)} episodes already recorded in {job.out_dir}", file=sys.stderr)
-    _run_pending(pending, job, ledger)
+    # One store writer for the whole run: the store is read (healing) and written under its lock only.
+    with StoreWriter(*job.store, flush_every=1) if job.store is not None else nullcontext() as writer:
+        _run_pending(pending, job, ledger, writer)
     return ledger
 
 
@@ -233,7 +236,7 @@ def validation_meta(cfg: Config, slots: list[Slot]) -> dict[str, Any]:
     }
 
 
-def _run_pending(pending: list[EvalEpisode], job: _Job, ledger: EpisodeLedger) -> None:
+def _run_pending(pending: list[EvalEpisode], job: _Job, ledger: EpisodeLedger, store: StoreWriter | None) -> None:
     """One engine call per (role, w, suite, split): the engine takes one policy and one w per call. Each
     checkpoint is loaded only when it has episodes left (the first one already is: ``job.first``), and
     dropped before the next one loads."""
@@ -249,8 +252,8 @@ def _run_pending(pending: list[EvalEpisode], job: _Job, ledger: EpisodeLedger) -
             ledger.append({"key": job.plan.key(episode), "checkpoint": fingerprint, "store_run_id": run,
                            **episode.record_fields(), "success": bool(success), "length": int(length)})
 
-        if job.store is not None:
-            batch = rollouts.heal_from_store(batch, job.store[0], run, commit)
+        if store is not None:
+            batch = rollouts.heal_from_store(batch, store.path, run, commit)
             if not batch:
                 continue
         if loaded is None or loaded[0] != role:
@@ -259,6 +262,6 @@ def _run_pending(pending: list[EvalEpisode], job: _Job, ledger: EpisodeLedger) -
         name = arm_name(role, w)
         print(f"evaluate {name} on {suite} ({split}): {len(batch)} episodes", file=sys.stderr)
         rollouts.roll_out(
-            job.cfg, job.env_cfgs[suite], loaded[1], w, batch, run, commit, store=job.store,
+            job.cfg, job.env_cfgs[suite], loaded[1], w, batch, run, commit, store=store,
             video_dir=job.out_dir / "videos" / name / suite if job.cfg.evaluate.videos > 0 and split == TEST else None, progress=job.progress,
         )

@@ -21,7 +21,7 @@ from cfgrl.config import EnvConfig
 from cfgrl.envs import make_env
 from cfgrl.envs.builtin import NUM_INIT_STATES
 from cfgrl.envs.scripted import policy_id
-from cfgrl.store import Store
+from cfgrl.store import FAULT_ENV, Store
 
 ENV = ["-o", "env.image_size=32", "-o", "env.max_steps=30"]
 
@@ -91,31 +91,26 @@ def test_collect_writes_every_field_as_the_env_produced_it(tmp_path):
     assert "'grasp the top left ball'" in summary and policy_id(0.4) in summary and "MiB" in summary
 
 
-def _committed(path: Path) -> int:
-    try:
-        return json.loads((path / "zarr.json").read_text())["attributes"]["num_episodes"]
-    except (OSError, ValueError, KeyError):
-        return 0
-
-
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_reaches_the_count_without_duplicates(tmp_path):
     store_path = tmp_path / "killed.zarr"
-    args = ["collect", str(store_path), "--policy", "scripted:0.5", "--episodes", "64", "--workers", "2",
+    args = ["collect", str(store_path), "--policy", "scripted:0.5", "--episodes", "80", "--workers", "2",
             "-o", "collect.group_size=4", *ENV]
-    proc = subprocess.Popen([sys.executable, "-m", "cfgrl.cli", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while _committed(store_path) < 8 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)  # the collector and its workers, mid-run
-    proc.wait()
+    # Killed at a fixed point mid-run (a commit every 64 episodes at most, the last at the end): the
+    # second commit's rows are written, num_episodes not yet bumped.
+    proc = subprocess.Popen([sys.executable, "-m", "cfgrl.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, env={**os.environ, FAULT_ENV: "store.appended@2"})
+    try:
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        _kill_group(proc.pid)  # its environment workers, orphaned
+    assert proc.returncode == -signal.SIGKILL, stderr
     killed = Store(store_path)
-    assert 8 <= killed.num_episodes < 64, "the kill should land mid-run"
+    assert 0 < killed.num_episodes < 80
     ep = killed.episodes
     # Only whole episodes: contiguous step ranges, each ending where the next starts.
     assert (ep.step_start.to_numpy() == np.concatenate([[0], np.cumsum(ep.length)[:-1]])).all()
-    assert killed.steps("action").shape[0] >= killed.num_steps  # uncommitted rows may trail: ignored
+    assert killed.steps("action").shape[0] > killed.num_steps  # the uncommitted rows trail: ignored
     done, frame_steps = np.asarray(killed.steps("done")[: killed.num_steps]), killed.frame_steps()
     for row in ep.itertuples():
         assert done[row.step_start + row.length - 1] == row.success
@@ -126,16 +121,53 @@ def test_sigkill_mid_run_then_resume_reaches_the_count_without_duplicates(tmp_pa
     cfgrl(*args)  # the same command resumes
     resumed = Store(store_path).episodes
     pairs = list(zip(resumed.group_id, resumed.rollout_index))
-    assert len(pairs) == 64 and len(set(pairs)) == 64
-    assert set(pairs) == {(g, k) for g in range(16) for k in range(4)}
+    assert len(pairs) == 80 and len(set(pairs)) == 80
+    assert set(pairs) == {(g, k) for g in range(20) for k in range(4)}
 
     # Resumed episodes are the ones an uninterrupted run produces.
     fresh_path = tmp_path / "fresh.zarr"
-    cfgrl("collect", str(fresh_path), "--policy", "scripted:0.5", "--episodes", "64", "-o", "collect.group_size=4", *ENV)
+    cfgrl("collect", str(fresh_path), "--policy", "scripted:0.5", "--episodes", "80", "-o", "collect.group_size=4", *ENV)
     key = ["group_id", "rollout_index", "seed", "length", "success", "run_id"]
     a = resumed[key].sort_values(key[:2]).reset_index(drop=True)
     b = Store(fresh_path).episodes[key].sort_values(key[:2]).reset_index(drop=True)
     assert a.equals(b)
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def test_two_collects_racing_to_create_a_store_one_wins_the_other_names_it(tmp_path):
+    """Both start with a fault point that pauses the creator once its temporary store is built: the
+    one that took the lock pauses there, the other fails at once with the lock line naming the
+    winner's pid (whichever wins). Killing the winner leaves no store, and the command resumes."""
+    store_path = tmp_path / "raced.zarr"
+    args = ["collect", str(store_path), "--policy", "scripted:0.1", "--episodes", "2", "--workers", "1",
+            "-o", "collect.group_size=2", *ENV]
+    env = {**os.environ, FAULT_ENV: "store.created_tmp:sleep"}
+    procs = [subprocess.Popen([sys.executable, "-m", "cfgrl.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, env=env, start_new_session=True) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 300
+        while all(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        loser, winner = sorted(procs, key=lambda p: p.poll() is None)
+        assert loser.returncode == 2 and winner.poll() is None
+        lines = loser.stderr.read().strip().splitlines()
+        assert len(lines) == 1 and f"is being written by process {winner.pid} " in lines[0], lines
+        assert f"cfgrl fault point store.created_tmp reached (pid {winner.pid})" in winner.stderr.readline()
+        assert not store_path.exists() and (tmp_path / ".tmp-raced.zarr").is_dir()
+    finally:
+        for proc in procs:
+            _kill_group(proc.pid)
+            proc.wait()
+            proc.stderr.close()
+    assert not store_path.exists()
+    cfgrl(*args)  # the winner's SIGKILL released the lock; its leftover is replaced
+    assert Store(store_path).num_episodes == 2 and not (tmp_path / ".tmp-raced.zarr").exists()
 
 
 def _actions_by_episode(path: Path) -> dict[tuple[int, int], np.ndarray]:
