@@ -18,7 +18,7 @@ from cfgrl.config import Config, EnvConfig
 from cfgrl.envs import ACTION_DIM, STATE_DIM
 from cfgrl.errors import CfgrlError
 from cfgrl.evaluate.plan import EvalEpisode
-from cfgrl.policy.checkpoint import FORMAT as POLICY_FORMAT, carries_stats
+from cfgrl.policy.checkpoint import carries_stats, is_policy_config
 from cfgrl.rollout.engine import episode_data, run_episodes
 from cfgrl.rollout.plan import EnvInfo
 from cfgrl.rollout.sources import load_policy, no_stats_error
@@ -39,7 +39,7 @@ def check_policy_dir(path: str | Path, what: str) -> Path:
         meta = json.loads(config.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise CfgrlError(f"{what} '{path}' is not a policy checkpoint ({config} is not JSON); give {POLICY_FORMATS}") from None
-    if not isinstance(meta, dict) or not (meta.get("format") == POLICY_FORMAT or meta.get("type") == "pi0"):
+    if not is_policy_config(meta):
         raise CfgrlError(f"{what} '{path}' is not a policy checkpoint (unknown config.json format); give {POLICY_FORMATS}")
     if not carries_stats(path):  # now: a baseline is loaded only after the policy's rollouts, hours later
         raise no_stats_error(what, path)

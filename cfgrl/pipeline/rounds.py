@@ -26,9 +26,8 @@ from cfgrl.config import Config, with_overrides
 from cfgrl.errors import CfgrlError
 from cfgrl.evaluate.plan import require_validation
 from cfgrl.pipeline import stages
-from cfgrl.schemas import Schema
+from cfgrl.schemas import ROUND
 
-ROUND = Schema("cfgrl.round", 2)
 FIRST_ROUND_CFG_SCALE = 1.0
 
 
