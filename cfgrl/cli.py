@@ -1,14 +1,19 @@
 """The ``cfgrl`` command: one subcommand per stage, plus inspection and pipeline helpers.
 
 Each stage module owns its command function (imported here); heavy imports (torch, zarr, LIBERO)
-happen inside the commands so ``cfgrl --help`` stays fast.
+happen inside the commands so ``cfgrl --help`` stays fast. This module sits above every stage and
+the pipeline: ``inspect``, which reads both a store (collect) and a rounds root (pipeline), lives here
+so that no stage imports the pipeline.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from cfgrl.cli_common import exits_cleanly
+from cfgrl.cli_common import ConfigOption, OverrideOption, exits_cleanly, resolve
 from cfgrl.config import describe
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
@@ -21,8 +26,25 @@ def config_command() -> None:
     typer.echo(describe())
 
 
+def inspect_command(
+    store: Annotated[Path, typer.Argument(help="A store written by `cfgrl collect`, or a directory of `cfgrl round` rounds.")],
+    config: ConfigOption = None,
+    overrides: OverrideOption = None,
+) -> None:
+    """Summarise a store (episodes, steps, success per task, size, schema, policy ids) or the lineage of rounds."""
+    resolve(config, overrides)  # same options as every command; a bad override is still reported
+    if store.is_dir() and not (store / "zarr.json").exists() and any(store.glob("round_*")):
+        from cfgrl.pipeline.rounds import lineage
+
+        typer.echo(lineage(store))
+        return
+    from cfgrl.collect.report import store_summary
+
+    typer.echo(store_summary(store))
+
+
 def _register() -> None:
-    from cfgrl.collect.cli import collect_command, inspect_command
+    from cfgrl.collect.cli import collect_command
     from cfgrl.evaluate.cli import evaluate_command
     from cfgrl.label.cli import label_command
     from cfgrl.pipeline.cli import ablate_command, base_command, demo_command, round_command, spread_command

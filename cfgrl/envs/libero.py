@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from cfgrl import atomic
 from cfgrl.config import EnvConfig
 from cfgrl.envs.base import ACTION_DIM, STATE_DIM, Observation, StepResult, TaskInfo, check_env_config
 from cfgrl.errors import CfgrlError
@@ -87,9 +88,7 @@ def _write_libero_config(package: Path) -> Path:
     config = config_dir / "config.yaml"
     if not config.is_file() or config.read_text() != text:
         config_dir.mkdir(exist_ok=True)
-        partial = config.with_suffix(f".{os.getpid()}.tmp")  # parallel workers: write aside, rename atomically
-        partial.write_text(text)
-        partial.replace(config)
+        atomic.write_text(config, text)  # parallel workers: each writes aside, then renames
     return config_dir
 
 

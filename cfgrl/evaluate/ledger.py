@@ -18,12 +18,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from cfgrl.atomic import remove_temporaries
 from cfgrl.errors import CfgrlError
 from cfgrl.lockfile import exclusive
 from cfgrl.schemas import EVAL_RESULTS
 
 LEDGER_KIND = "episodes"
 LOCK_NAME = "evaluate.lock"
+# The files a run directory gets whole (``cfgrl.atomic``): what a killed writer may have left half of.
+WRITTEN_WHOLE = ("results.json", "results.csv", "shard.json")
 _SAMPLE_BYTES = 1 << 20  # bytes hashed at each end of a weight file: cheap even for a 15 GB PI0
 
 
@@ -111,8 +114,10 @@ class EpisodeLedger:
 
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
-    """One process per run directory (created here): ``cfgrl.lockfile`` on ``evaluate.lock`` inside it."""
+    """One process per run directory (created here): ``cfgrl.lockfile`` on ``evaluate.lock`` inside it.
+    Holding it, delete the temporaries a killed writer left."""
     run_dir.mkdir(parents=True, exist_ok=True)
     busy = f"run directory '{run_dir}' is in use by another evaluate (pid {{pid}}); wait for it to finish, or give another --out"
     with exclusive(run_dir / LOCK_NAME, busy):
+        remove_temporaries(run_dir, WRITTEN_WHOLE)
         yield

@@ -21,12 +21,11 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
-import numpy as np
-
-from cfgrl.collect.specs import shard_groups
 from cfgrl.config import Config, EnvConfig
 from cfgrl.envs.base import TaskInfo
 from cfgrl.errors import CfgrlError
+from cfgrl.rollout.seeds import episode_seed
+from cfgrl.rollout.specs import shard_groups
 
 POLICY, BASELINE = "policy", "baseline"
 TEST, VALIDATION = "test", "validation"
@@ -64,12 +63,10 @@ class EvalEpisode:
         return {"role": self.role, "cfg_scale": self.cfg_scale, **asdict(self.slot)}
 
 
-def episode_seed(base_seed: int, task_id: int, init_state_id: int, repeat: int, split: str = TEST) -> int:
+def slot_seed(base_seed: int, task_id: int, init_state_id: int, repeat: int, split: str) -> int:
     """A seed per (split, task, init state, repeat), independent of w: the pairing across weights.
     Validation seeds differ from test seeds even on the same init state (LIBERO's protocol)."""
-    entropy = [base_seed, task_id, init_state_id, repeat] + ([1] if split == VALIDATION else [])
-    state = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1]))  # < 2**63: fits the store's int64 seed column
+    return episode_seed(base_seed, task_id, init_state_id, repeat, *([1] if split == VALIDATION else []))
 
 
 def check_cfg_scales(cfg_scales: Iterable[float]) -> None:
@@ -154,7 +151,7 @@ def _split_slots(split: str, chosen_inits: list[int] | None, env_cfg: EnvConfig,
                     f"(it has 0..{task.num_init_states - 1})"
                 )
             for repeat in range(cfg.evaluate.episodes_per_init):
-                seed = episode_seed(cfg.evaluate.seed, task_id, init, repeat, split)
+                seed = slot_seed(cfg.evaluate.seed, task_id, init, repeat, split)
                 slots.append(Slot(split, env_cfg.suite, task_id, task.prompt, init, repeat, seed))
     if not slots:
         raise CfgrlError(f"suite '{env_cfg.suite}': the chosen tasks and {split} init states give zero episodes; choose at least one of each")

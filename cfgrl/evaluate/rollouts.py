@@ -1,6 +1,6 @@
-"""Evaluation episodes on collect's rollout engine (one engine for both stages).
+"""Evaluation episodes on the rollout engine (`cfgrl.rollout`, shared with collect).
 
-This module only translates: evaluation slots become collect ``EpisodeSpec``s, and each finished
+This module only translates: evaluation slots become the engine's ``EpisodeSpec``s, and each finished
 episode is committed — to the store first (when one is given), then to the episode log — from the
 engine's per-episode callback, so an interruption loses at most the episodes still running.
 In a store, each (role, w, suite) is its own run id and each (task, init state) its own group, whose
@@ -14,16 +14,16 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from cfgrl.collect.engine import episode_data, run_episodes
-from cfgrl.collect.plan import EnvInfo
-from cfgrl.collect.sources import load_policy, no_stats_error
-from cfgrl.collect.specs import EpisodeSpec, run_id
-from cfgrl.collect.worker import FinishedEpisode
 from cfgrl.config import Config, EnvConfig
 from cfgrl.envs import ACTION_DIM, STATE_DIM
 from cfgrl.errors import CfgrlError
 from cfgrl.evaluate.plan import EvalEpisode
-from cfgrl.policy.checkpoint import FORMAT as POLICY_FORMAT, carries_stats
+from cfgrl.policy.checkpoint import carries_stats, is_policy_config
+from cfgrl.rollout.engine import episode_data, run_episodes
+from cfgrl.rollout.plan import EnvInfo
+from cfgrl.rollout.sources import load_policy, no_stats_error
+from cfgrl.rollout.specs import EpisodeSpec, run_id
+from cfgrl.rollout.worker import FinishedEpisode
 from cfgrl.store import Store, StoreLayout, StoreWriter
 
 POLICY_FORMATS = "a cfgrl policy (cfgrl train / cfgrl export) or a lerobot pi0 checkpoint"
@@ -39,7 +39,7 @@ def check_policy_dir(path: str | Path, what: str) -> Path:
         meta = json.loads(config.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise CfgrlError(f"{what} '{path}' is not a policy checkpoint ({config} is not JSON); give {POLICY_FORMATS}") from None
-    if not isinstance(meta, dict) or not (meta.get("format") == POLICY_FORMAT or meta.get("type") == "pi0"):
+    if not is_policy_config(meta):
         raise CfgrlError(f"{what} '{path}' is not a policy checkpoint (unknown config.json format); give {POLICY_FORMATS}")
     if not carries_stats(path):  # now: a baseline is loaded only after the policy's rollouts, hours later
         raise no_stats_error(what, path)

@@ -22,9 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cfgrl.collect.plan import EnvInfo, env_info
-from cfgrl.collect.specs import shard_groups
-from cfgrl.collect.videos import require_video_support
 from cfgrl.config import Config, EnvConfig, validate
 from cfgrl.errors import CfgrlError
 from cfgrl.evaluate import rollouts, shards
@@ -36,6 +33,9 @@ from cfgrl.evaluate.plan import (
 from cfgrl.evaluate.plot import plot_success_vs_w
 from cfgrl.evaluate.summary import arm_name, build_results, summarise, write_results
 from cfgrl.policy.model import validate_cfg_scale
+from cfgrl.rollout.plan import EnvInfo, env_info
+from cfgrl.rollout.specs import shard_groups
+from cfgrl.rollout.videos import require_video_support
 from cfgrl.store import StoreLayout, StoreWriter
 
 

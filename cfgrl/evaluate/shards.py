@@ -13,11 +13,11 @@ of different plans, a shard missing or given twice, a shard with episodes still 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cfgrl import atomic
 from cfgrl.errors import CfgrlError
 from cfgrl.evaluate.ledger import read_committed
 from cfgrl.evaluate.plan import EvalEpisode, Plan
@@ -36,9 +36,7 @@ def manifest(plan: Plan, shard: int, num_shards: int, meta: dict[str, Any]) -> d
 
 
 def write_manifest(run_dir: Path, content: dict[str, Any]) -> None:
-    tmp = run_dir / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(content, indent=2) + "\n")
-    os.replace(tmp, run_dir / MANIFEST)
+    atomic.write_text(run_dir / MANIFEST, json.dumps(content, indent=2) + "\n")
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:

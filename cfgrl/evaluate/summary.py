@@ -10,12 +10,12 @@ reported on the test rows (``chosen_cfg_scale``). Files: ``results.json`` (schem
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from cfgrl import atomic
 from cfgrl.errors import CfgrlError
 from cfgrl.evaluate.plan import BASELINE, POLICY, TEST, VALIDATION, EvalEpisode, Slot
 from cfgrl.evaluate.stats import CONFIDENCE, paired_difference, wilson_interval
@@ -132,16 +132,10 @@ def build_results(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str,
     return results
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_results(results: dict[str, Any], out_dir: Path) -> None:
-    _atomic_write(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
+    atomic.write_text(out_dir / "results.json", json.dumps(results, indent=2) + "\n")
     table = pd.DataFrame(results["rows"], columns=ROW_COLUMNS).astype({"task_id": "Int64"})  # blank, not 0.0, off task rows
-    _atomic_write(out_dir / "results.csv", table.to_csv(index=False))
+    atomic.write_text(out_dir / "results.csv", table.to_csv(index=False))
 
 
 def load_results(path: str | Path) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from typing import Any, Iterator
 import pandas as pd
 import pyarrow as pa
 
+from cfgrl import atomic
 from cfgrl.config import CFGRLConfig
 from cfgrl.errors import CfgrlError
 from cfgrl.label.build import COLUMNS, label_windows, resolve_settings
@@ -48,7 +49,7 @@ MANIFEST = "manifest.json"
 WINDOWS = "windows.parquet"
 LATEST = "latest.json"
 LOCK = "label.lock"
-TEMPORARY = ".tmp-"  # the prefix of everything being written under a label root
+TEMPORARY = atomic.TEMPORARY  # the prefix of everything being written under a label root
 NAMES = "names"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Part of every version id: bumped whenever the same settings would label the same episodes
@@ -186,9 +187,7 @@ def _check_distinct(stores: list[Store], fingerprints: list[str]) -> None:
 
 def _write_atomic_json(path: Path, content: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TEMPORARY}{path.name}-{os.getpid()}")
-    tmp.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(content, indent=2, sort_keys=True) + "\n")
 
 
 def _write_version(root: Path, version: str, table: pd.DataFrame, manifest: dict[str, Any]) -> None:

@@ -17,18 +17,17 @@ then:
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cfgrl import atomic
 from cfgrl.config import Config, with_overrides
 from cfgrl.errors import CfgrlError
 from cfgrl.evaluate.plan import require_validation
 from cfgrl.pipeline import stages
-from cfgrl.schemas import Schema
+from cfgrl.schemas import ROUND
 
-ROUND = Schema("cfgrl.round", 2)
 FIRST_ROUND_CFG_SCALE = 1.0
 
 
@@ -110,9 +109,7 @@ def run_round(cfg: Config, root: Path, base_policy: Path | None, keep_stores: in
         "chosen_on": results["chosen_on"],
         "overall_success": _overall(results),
     }
-    tmp = current.record.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, current.record)
+    atomic.write_text(current.record, json.dumps(record, indent=2) + "\n")
     print(f"round {current.number} done: w = {chosen:g} chosen on validation; record {current.record}")
     return record
 

@@ -15,7 +15,7 @@ from cfgrl.config import Config, with_overrides
 
 
 def collect(cfg: Config, store: Path, policy: str | Path | None) -> None:
-    from cfgrl.collect.cli import collect
+    from cfgrl.collect.run import collect
 
     collect(cfg, store, None if policy is None else str(policy))
 

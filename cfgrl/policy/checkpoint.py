@@ -1,7 +1,9 @@
 """Policy checkpoints: our directory format, reading lerobot pi0 directories, exporting to lerobot.
 
-Our format (schema version 1), one directory:
-  config.json        {"format": "cfgrl-pi0-policy", "schema_version", "policy_id", "condition_trained", "config"}
+Our format, one directory:
+  config.json        {"schema": "cfgrl.policy", "schema_version": 1 (``schemas.POLICY``), "policy_id",
+                      "condition_trained", "config"}; checkpoints written before the stamp have
+                      "format": "cfgrl-pi0-policy" instead of "schema", and still load
   model.safetensors  PI0Model weights under our key names
   stats.json         normalisation stats (absent when the policy carries none: PI0Policy.stats is None)
   tokenizer.json | tokenizer.model   the byte tokenizer, or the PaliGemma SentencePiece model
@@ -27,9 +29,9 @@ from cfgrl.policy import lerobot_format
 from cfgrl.policy.config import PI0Config
 from cfgrl.policy.normalize import NormStats
 from cfgrl.policy.tokenizer import make_tokenizer
+from cfgrl.schemas import POLICY
 
-FORMAT = "cfgrl-pi0-policy"
-SCHEMA_VERSION = 1
+LEGACY_FORMAT = "cfgrl-pi0-policy"  # what config.json said instead of a schema name, at schema version 1
 STATS_FILE = "stats.json"
 PICKLE_HEADS = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive, a bare pickle stream
 log = logging.getLogger(__name__)
@@ -85,7 +87,7 @@ def save_policy(policy, directory: Path) -> Path:
             policy.stats.save(staging / STATS_FILE)
         policy.tokenizer.save(staging)
         meta = {
-            "format": FORMAT, "schema_version": SCHEMA_VERSION, "policy_id": policy.policy_id,
+            **POLICY.stamp(), "policy_id": policy.policy_id,
             "condition_trained": policy.condition_trained, "config": policy.config.to_dict(),
         }
         (staging / "config.json").write_text(json.dumps(meta, indent=1))
@@ -98,16 +100,34 @@ def _read_config(directory: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CfgrlError(f"{directory} is not a policy checkpoint (no config.json)")
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise CfgrlError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise CfgrlError(f"{path} is not a policy checkpoint's config (a JSON object); give a cfgrl or lerobot pi0 checkpoint")
+    return meta
+
+
+def is_ours(meta: dict[str, Any]) -> bool:
+    """Whether a checkpoint's config.json is a cfgrl policy's (of any schema version)."""
+    return meta.get("schema") == POLICY.name or meta.get("format") == LEGACY_FORMAT
+
+
+def is_policy_config(meta: Any) -> bool:
+    """Whether a config.json is a policy checkpoint's that ``load_policy`` reads: ours or lerobot's pi0."""
+    return isinstance(meta, dict) and (is_ours(meta) or meta.get("type") == "pi0")
+
+
+def _check_schema(meta: dict[str, Any], directory: Path) -> None:
+    stamp = {**meta, "schema": POLICY.name} if meta.get("format") == LEGACY_FORMAT else meta
+    POLICY.check(stamp, f"policy checkpoint '{directory}'")
 
 
 def load_policy(directory: Path, tokenizer: str | Path | None = None, overrides: dict[str, Any] | None = None):
     from cfgrl.policy.policy import PI0Policy
 
     meta = _read_config(directory)
-    if meta.get("format") == FORMAT:
+    if is_ours(meta):
         return _load_ours(PI0Policy, directory, meta, tokenizer, overrides or {})
     if meta.get("type") == "pi0":
         return _load_lerobot(PI0Policy, directory, meta, tokenizer, overrides or {})
@@ -116,7 +136,7 @@ def load_policy(directory: Path, tokenizer: str | Path | None = None, overrides:
 
 def carries_stats(directory: Path) -> bool:
     """Whether a checkpoint (ours or a lerobot pi0 one) carries normalisation stats, read without its weights."""
-    if _read_config(directory).get("format") == FORMAT:
+    if is_ours(_read_config(directory)):
         return (directory / STATS_FILE).is_file()
     return lerobot_format.read_stats(directory, []) is not None
 
@@ -144,8 +164,7 @@ CONDITION_SETTINGS = ("condition_mode", "use_prefix_dropout")
 
 
 def _load_ours(cls, directory: Path, meta: dict, tokenizer, overrides: dict):
-    if meta.get("schema_version") != SCHEMA_VERSION:
-        raise CfgrlError(f"{directory}: policy schema version {meta.get('schema_version')!r} is not supported (expected {SCHEMA_VERSION})")
+    _check_schema(meta, directory)
     overrides = {k: v for k, v in overrides.items() if meta["config"].get(k) != v}
     switched = {k: v for k, v in overrides.items() if k in CONDITION_SETTINGS}
     trained = bool(meta.get("condition_trained", False))

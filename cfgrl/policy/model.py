@@ -32,10 +32,11 @@ def sinusoidal_time_embedding(time: torch.Tensor, width: int, min_period: float 
     return torch.cat([torch.sin(angle), torch.cos(angle)], dim=1).to(time.dtype)
 
 
-def sample_flow_time(batch_size: int, device: torch.device) -> torch.Tensor:
-    """PI0's training time distribution: Beta(1.5, 1) squeezed into [0.001, 1]."""
-    beta = torch.distributions.Beta(torch.tensor(1.5), torch.tensor(1.0))
-    return (beta.sample((batch_size,)) * 0.999 + 0.001).to(device)
+def flow_time(uniform: torch.Tensor) -> torch.Tensor:
+    """PI0's training time distribution, Beta(1.5, 1) squeezed into [0.001, 1], from uniform draws in
+    [0, 1) by inverse CDF (F(x) = x^1.5, so x = u^(2/3)). The caller draws the uniforms, from the
+    generator it needs (the trainer keys one per window); torch's Beta sampler takes no generator."""
+    return uniform ** (1 / 1.5) * 0.999 + 0.001
 
 
 class PI0Model(nn.Module):
@@ -132,7 +133,7 @@ class PI0Model(nn.Module):
         Each sample under its label ``o`` (required), or every sample the base PI0 with ``plain=True``."""
         batch = actions.shape[0]
         noise = torch.randn_like(actions) if noise is None else noise
-        time = sample_flow_time(batch, actions.device) if time is None else time
+        time = flow_time(torch.rand(batch)).to(actions.device) if time is None else time
         t = time[:, None, None]
         x_t = t * noise + (1 - t) * actions
         target = noise - actions

@@ -1,8 +1,9 @@
 """Schema identifiers of every on-disk format cfgrl writes, and the one check used on read.
 
 Each artefact carries ``{"schema": NAME, "schema_version": N}`` in its metadata (Zarr root
-attributes, JSON manifests, ``config.json``). Reading any other name or version fails with one line
-that says what was found and what this cfgrl reads.
+attributes, JSON manifests, a policy's ``config.json``, a round's ``round.json``). Reading any other
+name or version fails with one line that says what was found and what this cfgrl reads; the training
+cache, which can always be rebuilt, is rebuilt instead.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ class Schema:
     def stamp(self) -> dict[str, Any]:
         return {"schema": self.name, "schema_version": self.version}
 
+    def matches(self, meta: dict[str, Any]) -> bool:
+        """Whether ``meta`` carries this stamp (for a reader that rebuilds, rather than refuses, anything else)."""
+        return isinstance(meta, dict) and meta.get("schema") == self.name and meta.get("schema_version") == self.version
+
     def check(self, meta: dict[str, Any], where: str) -> None:
         found_name, found_version = meta.get("schema"), meta.get("schema_version")
         if found_name != self.name:
@@ -37,3 +42,5 @@ LABEL_INDEX = Schema("cfgrl.label_index", 1)
 POLICY = Schema("cfgrl.policy", 1)
 TRAIN_CHECKPOINT = Schema("cfgrl.train_checkpoint", 1)
 EVAL_RESULTS = Schema("cfgrl.eval_results", 2)
+ROUND = Schema("cfgrl.round", 2)
+TRAIN_CACHE = Schema("cfgrl.train_cache", 1)

@@ -36,15 +36,15 @@ import pandas as pd
 from tqdm import tqdm
 
 from cfgrl.errors import CfgrlError
+from cfgrl.schemas import TRAIN_CACHE
 from cfgrl.store import Store
 
-CACHE_SCHEMA = {"schema": "cfgrl.train_cache", "schema_version": 1}
 WINDOW_KEY_COLUMNS = ("store", "episode", "start", "num_valid", "frame")
 FRAME_BLOCK = 256  # frames decoded per Zarr read while building (a multiple of the store's chunk of 16)
 
 
 def cache_key(stores: list[Store], windows: pd.DataFrame, horizon: int) -> str:
-    digest = hashlib.sha256(json.dumps({**CACHE_SCHEMA, "horizon": horizon}).encode())
+    digest = hashlib.sha256(json.dumps({**TRAIN_CACHE.stamp(), "horizon": horizon}).encode())
     for store in stores:
         digest.update(store.fingerprint().encode())
     for column in WINDOW_KEY_COLUMNS:
@@ -68,7 +68,7 @@ class WindowCache:
     def open(cls, path: str | Path) -> "WindowCache":
         path = Path(path)
         meta = json.loads((path / "meta.json").read_text())
-        if {k: meta.get(k) for k in CACHE_SCHEMA} != CACHE_SCHEMA:
+        if not TRAIN_CACHE.matches(meta):
             raise CfgrlError(f"training cache '{path}' has another format; delete it and it is rebuilt")
         def load(name: str) -> np.ndarray:
             try:
@@ -139,7 +139,7 @@ def _is_cache(path: Path) -> bool:
         meta = json.loads((path / "meta.json").read_text())
     except (OSError, ValueError):
         return False
-    return {k: meta.get(k) for k in CACHE_SCHEMA} == CACHE_SCHEMA
+    return TRAIN_CACHE.matches(meta)
 
 
 def _build(out: Path, key: str, stores: list[Store], windows: pd.DataFrame, horizon: int) -> None:
@@ -175,7 +175,7 @@ def _build(out: Path, key: str, stores: list[Store], windows: pd.DataFrame, hori
     for array in (*images.values(), state, actions, num_valid, prompt_ids):
         array.flush()
     meta = {
-        **CACHE_SCHEMA,
+        **TRAIN_CACHE.stamp(),
         "key": key,
         "num_windows": n,
         "cameras": list(layout.camera_names),

@@ -24,6 +24,7 @@ import torch
 from cfgrl.errors import CfgrlError
 from cfgrl.label import condition_dropout
 from cfgrl.optimality import Label, from_stored
+from cfgrl.policy.model import flow_time
 
 
 @dataclass
@@ -83,17 +84,15 @@ def _seed(*parts: int) -> int:
 
 def flow_draws(windows: np.ndarray, step: int, seed: int, shape: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Noise (B, *shape) and flow time (B,) keyed by (seed, step, window index); global RNG untouched.
-
-    Time follows PI0's training distribution (``cfgrl.policy.model.sample_flow_time``):
-    Beta(1.5, 1) squeezed into [0.001, 1], drawn here by inverse CDF (F(x) = x^1.5, so x = u^(2/3))
-    because torch's Beta sampler takes no generator."""
+    Time follows PI0's training distribution (``cfgrl.policy.model.flow_time``) from each window's
+    own uniform draw."""
     generator = torch.Generator()
     noise, uniform = [], []
     for w in np.asarray(windows).tolist():
         generator.manual_seed(_seed(seed, step, w))
         noise.append(torch.randn(shape, generator=generator))
         uniform.append(torch.rand((), generator=generator))
-    time = torch.stack(uniform) ** (1 / 1.5) * 0.999 + 0.001
+    time = flow_time(torch.stack(uniform))
     return torch.stack(noise).to(device, non_blocking=True), time.to(device, non_blocking=True)
 
 

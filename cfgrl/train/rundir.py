@@ -13,12 +13,12 @@ pointers and files (``.tmp-last-*``, ...), a half-built cache (``cache/.building
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from cfgrl import atomic
 from cfgrl.errors import CfgrlError
 from cfgrl.lockfile import exclusive
 
@@ -26,7 +26,7 @@ LOCK = "train.lock"
 METRICS = "metrics.jsonl"
 # The temporaries written directly in the run directory: pointers being swapped (checkpoint.point), the
 # log being truncated. Only these: --out may be a directory that holds other things too.
-TEMPORARY = (".tmp-last-*", ".tmp-policy-*", f".tmp-{METRICS}-*")
+TEMPORARY = (".tmp-last-*", ".tmp-policy-*", f"{atomic.TEMPORARY}{METRICS}-*")
 
 
 def check_out(run_dir: Path) -> None:
@@ -72,9 +72,7 @@ def truncate_metrics(run_dir: Path, step: int) -> int:
     kept = [line for line in lines if (at := _step(line)) is not None and at <= step]
     if len(kept) == len(lines):
         return 0
-    tmp = run_dir / f".tmp-{METRICS}-{os.getpid()}"
-    tmp.write_text("".join(f"{line}\n" for line in kept))
-    os.replace(tmp, path)
+    atomic.write_text(path, "".join(f"{line}\n" for line in kept))
     return len(lines) - len(kept)
 
 

@@ -16,11 +16,11 @@ import pytest
 from typer.testing import CliRunner
 
 from cfgrl.cli import app
-from cfgrl.collect.specs import group_specs
 from cfgrl.config import EnvConfig
 from cfgrl.envs import make_env
 from cfgrl.envs.builtin import NUM_INIT_STATES
 from cfgrl.envs.scripted import policy_id
+from cfgrl.rollout.specs import group_specs
 from cfgrl.store import FAULT_ENV, Store
 
 ENV = ["-o", "env.image_size=32", "-o", "env.max_steps=30"]

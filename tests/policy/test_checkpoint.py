@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from cfgrl.cli import app
 from cfgrl.errors import CfgrlError
+from cfgrl.evaluate.rollouts import check_policy_dir
 from cfgrl.optimality import Label
 from cfgrl.policy import NormStats, PI0Policy
 from policy_helpers import make_batch, make_noise, make_obs, make_policy, perturb_condition
@@ -66,7 +67,7 @@ def test_tampered_or_foreign_checkpoints_fail_clearly(tmp_path):
         PI0Policy.from_pretrained(path)
     meta = json.loads((path / "config.json").read_text())
     (path / "config.json").write_text(json.dumps({**meta, "schema_version": 99}))
-    with pytest.raises(CfgrlError, match="schema version 99 is not supported"):
+    with pytest.raises(CfgrlError, match="cfgrl.policy schema version 99; this cfgrl reads version 1"):
         PI0Policy.from_pretrained(path)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "config.json").write_text("{}")
@@ -77,6 +78,27 @@ def test_tampered_or_foreign_checkpoints_fail_clearly(tmp_path):
     with pytest.raises(CfgrlError, match="refusing to overwrite"):
         make_policy().save_pretrained(tmp_path / "notes")
     assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
+
+
+def test_config_carries_the_policy_schema_and_checkpoints_from_before_it_still_load(tmp_path):
+    policy = make_policy()
+    path = policy.save_pretrained(tmp_path / "ckpt")
+    meta = json.loads((path / "config.json").read_text())
+    assert (meta["schema"], meta["schema_version"]) == ("cfgrl.policy", 1) and "format" not in meta
+    # config.json as cfgrl wrote it before the schema stamp: a "format" marker instead of the schema name
+    legacy = {"format": "cfgrl-pi0-policy", **{k: v for k, v in meta.items() if k != "schema"}}
+    (path / "config.json").write_text(json.dumps(legacy))
+    loaded = PI0Policy.from_pretrained(path)
+    assert loaded.policy_id == policy.policy_id and check_policy_dir(path, "policy") == path
+    (path / "config.json").write_text(json.dumps({**legacy, "schema_version": 2}))
+    with pytest.raises(CfgrlError, match="cfgrl.policy schema version 2; this cfgrl reads version 1"):
+        PI0Policy.from_pretrained(path)
+    (path / "config.json").write_text(json.dumps({**meta, "schema": "cfgrl.store"}))
+    with pytest.raises(CfgrlError, match="neither a cfgrl policy nor a lerobot pi0"):
+        PI0Policy.from_pretrained(path)
+    (path / "config.json").write_text("[1, 2]")
+    with pytest.raises(CfgrlError, match="not a policy checkpoint's config"):
+        PI0Policy.from_pretrained(path)
 
 
 def test_export_to_lerobot_and_back(tmp_path):

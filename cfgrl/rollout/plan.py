@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from cfgrl.collect.specs import EpisodeSpec, group_specs
 from cfgrl.config import Config, EnvConfig
 from cfgrl.envs import Env, TaskInfo, make_env
 from cfgrl.errors import CfgrlError
+from cfgrl.rollout.specs import EpisodeSpec, group_specs
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Which episodes a collection runs: the deterministic group grid, per-episode seeds, shards.
+"""Which episodes a collection runs: the deterministic group grid, per-episode seeds (``seeds``), shards.
 
 A group is K rollouts (RLOO's group) from one (task, init state), all with one policy and one
 cfg_scale. Group ``g`` of a run always maps to the same (task, init state) and its rollouts always
@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 
 from cfgrl.errors import CfgrlError
+from cfgrl.rollout.seeds import group_rollout_seed
 
 
 @dataclass(frozen=True)
@@ -24,12 +25,6 @@ class EpisodeSpec:
     seed: int
     group_id: int
     rollout_index: int
-
-
-def episode_seed(base_seed: int, group_id: int, rollout_index: int) -> int:
-    """A 56-bit seed that depends only on (base seed, group, rollout)."""
-    digest = hashlib.sha256(f"cfgrl-episode/{base_seed}/{group_id}/{rollout_index}".encode()).digest()
-    return int.from_bytes(digest[:7], "little")
 
 
 def group_grid(tasks: list[int], init_states: list[int], num_groups: int) -> list[tuple[int, int]]:
@@ -66,7 +61,7 @@ def group_specs(
     """Every episode of this shard's groups, group by group."""
     grid = group_grid(tasks, init_states, num_groups)
     return [
-        EpisodeSpec(task, init, episode_seed(base_seed, g, k), g, k)
+        EpisodeSpec(task, init, group_rollout_seed(base_seed, g, k), g, k)
         for g in shard_groups(num_groups, shard, num_shards)
         for task, init in [grid[g]]
         for k in range(group_size)

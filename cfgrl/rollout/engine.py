@@ -27,12 +27,12 @@ from typing import Any, Callable
 
 from tqdm import tqdm
 
-from cfgrl.collect.sources import ChunkPolicy, ScriptedExpert, flow_noise_generator, query_chunks
-from cfgrl.collect.specs import EpisodeSpec
-from cfgrl.collect.videos import write_video
-from cfgrl.collect.worker import FinishedEpisode, serve
 from cfgrl.config import EnvConfig
 from cfgrl.errors import CfgrlError
+from cfgrl.rollout.sources import ChunkPolicy, ScriptedExpert, flow_noise_generator, query_chunks
+from cfgrl.rollout.specs import EpisodeSpec
+from cfgrl.rollout.videos import write_video
+from cfgrl.rollout.worker import FinishedEpisode, serve
 from cfgrl.store import EpisodeData
 
 WORKER_TIMEOUT_S = 900.0  # far above a LIBERO reset plus a chunk; a silent worker is a hung worker

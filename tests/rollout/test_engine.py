@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from cfgrl.collect.engine import EngineTime, default_workers, run_episodes
-from cfgrl.collect.sources import ScriptedExpert, load_policy
-from cfgrl.collect.specs import group_specs
 from cfgrl.config import EnvConfig, load_config
 from cfgrl.errors import CfgrlError
+from cfgrl.rollout.engine import EngineTime, default_workers, run_episodes
+from cfgrl.rollout.sources import ScriptedExpert, load_policy
+from cfgrl.rollout.specs import group_specs
 from cfgrl.store import Store
 
 CAMERAS = ("agentview", "wrist")
