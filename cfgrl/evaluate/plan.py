@@ -30,7 +30,7 @@ from cfgrl.rollout.specs import shard_groups
 POLICY, BASELINE = "policy", "baseline"
 TEST, VALIDATION = "test", "validation"
 # A base checkpoint never saw an optimality label: its unconditional path. A trained one (the previous
-# round's policy) runs at its own best w instead (`--baseline-cfg-scale`).
+# round's policy) runs at the w its evaluation chose on validation instead (`--baseline-cfg-scale`).
 BASELINE_CFG_SCALE = 0.0
 
 
@@ -103,15 +103,19 @@ def check_protocol(cfg: Config) -> None:
                 )
 
 
+def chooses_w(cfg: Config) -> bool:
+    """Whether the sweep has a w to choose (two or more distinct weights)."""
+    return len(_unique_floats(cfg.evaluate.cfg_scales)) > 1
+
+
 def validates(cfg: Config) -> bool:
     """Whether the evaluation runs validation slots: a choice of w (two or more) and somewhere to make it."""
-    choice = len(_unique_floats(cfg.evaluate.cfg_scales)) > 1
-    return choice and (cfg.evaluate.protocol == "libero" or cfg.evaluate.validation_init_states is not None)
+    return chooses_w(cfg) and (cfg.evaluate.protocol == "libero" or cfg.evaluate.validation_init_states is not None)
 
 
 def require_validation(cfg: Config, who: str) -> None:
     """``who`` picks a w from an evaluation: refuse a configuration that would pick it on test episodes."""
-    if len(_unique_floats(cfg.evaluate.cfg_scales)) > 1 and not validates(cfg):
+    if chooses_w(cfg) and not validates(cfg):
         raise CfgrlError(
             f"{who} chooses the guidance weight on validation init states, and none are set: set "
             "evaluate.validation_init_states (disjoint from env.init_states and evaluate.init_states), "

@@ -27,7 +27,7 @@ from cfgrl.errors import CfgrlError
 from cfgrl.evaluate import rollouts, shards
 from cfgrl.evaluate.ledger import EpisodeLedger, checkpoint_fingerprint, read_committed, run_lock
 from cfgrl.evaluate.plan import (
-    BASELINE, BASELINE_CFG_SCALE, POLICY, TEST, VALIDATION, EvalEpisode, Plan, Slot, check_cfg_scales, check_protocol, make_plan,
+    BASELINE, BASELINE_CFG_SCALE, POLICY, TEST, VALIDATION, EvalEpisode, Plan, Slot, check_cfg_scales, check_protocol, chooses_w, make_plan,
     slots_for_suite,
 )
 from cfgrl.evaluate.plot import plot_success_vs_w
@@ -226,7 +226,7 @@ def validation_meta(cfg: Config, slots: list[Slot]) -> dict[str, Any]:
     the test init states (LIBERO's protocol: same init states, other episode seeds)."""
     validation = [s for s in slots if s.split == VALIDATION]
     if not validation:
-        return {"validation": None, "chosen_on": "the only w swept" if len(set(cfg.evaluate.cfg_scales)) == 1 else None}
+        return {"validation": None, "chosen_on": None if chooses_w(cfg) else "the only w swept"}
     shares = cfg.evaluate.protocol == "libero"
     where = "the test init states with other episode seeds" if shares else "validation init states disjoint from training and test"
     return {
