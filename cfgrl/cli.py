@@ -31,8 +31,8 @@ def inspect_command(
     config: ConfigOption = None,
     overrides: OverrideOption = None,
 ) -> None:
-    """Summarise a store (episodes, steps, success per task, size, schema, policy ids) or the lineage of rounds."""
-    resolve(config, overrides)  # same options as every command; a bad override is still reported
+    """Summarise a store (episodes, steps, success per task, size, schema, policy ids, per run its (task, init state) pairs) or the lineage of rounds."""
+    cfg = resolve(config, overrides)  # same options as every command; collect.adaptive_patience sets "skipped"
     if store.is_dir() and not (store / "zarr.json").exists() and any(store.glob("round_*")):
         from cfgrl.pipeline.rounds import lineage
 
@@ -40,7 +40,7 @@ def inspect_command(
         return
     from cfgrl.collect.report import store_summary
 
-    typer.echo(store_summary(store))
+    typer.echo(store_summary(store, cfg.collect.adaptive_patience))
 
 
 def _register() -> None:

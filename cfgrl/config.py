@@ -84,6 +84,8 @@ class CollectConfig:
     workers: int | None = _f(None, "environment worker processes (null = fits the machine)")
     seed: int = _f(0, "base seed; each episode's seed is derived from it")
     videos: int = _f(0, "write MP4 videos of the first N episodes")
+    adaptive: bool = _f(False, "plan groups in waves from the outcomes already in the store: unseen (task, init state) pairs first, then mixed ones; collect.groups is the run's total")
+    adaptive_patience: int = _f(2, "adaptive: skip a (task, init state) pair once its last N groups all succeeded, or all failed")
 
 
 @dataclass
@@ -289,6 +291,8 @@ def validate(cfg: Config) -> Config:
         raise CfgrlError(f"collect.group_size (K) must be at least 2 for leave-one-out baselines, got {cfg.collect.group_size}")
     if cfg.collect.groups < 1:
         raise CfgrlError(f"collect.groups must be at least 1, got {cfg.collect.groups}")
+    if cfg.collect.adaptive_patience < 1:
+        raise CfgrlError(f"collect.adaptive_patience must be at least 1 (groups in a row with one outcome), got {cfg.collect.adaptive_patience}")
     t = cfg.train
     for key in ("steps", "batch_size", "grad_accum", "save_every", "log_every"):
         if getattr(t, key) < 1:

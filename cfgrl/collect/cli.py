@@ -27,7 +27,7 @@ def collect_command(
     episodes: Annotated[Optional[int], typer.Option("--episodes", help="Episodes to collect, rounded up to whole groups of K (sets collect.groups).")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Environment worker processes (sets collect.workers).")] = None,
     shard: Annotated[int, typer.Option("--shard", help="Which shard of the group grid to collect (0-based).")] = 0,
-    num_shards: Annotated[int, typer.Option("--num-shards", help="Split the group grid into this many shards of whole groups.")] = 1,
+    num_shards: Annotated[int, typer.Option("--num-shards", help="Split the group grid into this many shards of whole groups (not with collect.adaptive).")] = 1,
     config: ConfigOption = None,
     overrides: OverrideOption = None,
 ) -> None:

@@ -4,24 +4,34 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import typer
 
 from cfgrl.config import Config
+from cfgrl.errors import CfgrlError
 
 
 def collect(cfg: Config, store: Path, policy: str | None, shard: int = 0, num_shards: int = 1) -> None:
-    """Collect this shard's missing episodes of ``cfg``'s group grid into ``store`` (resumable)."""
+    """Collect this shard's missing episodes of ``cfg``'s group grid into ``store`` (resumable); with
+    ``collect.adaptive``, the run's groups in waves planned from the store (``rollout.waves``)."""
     from cfgrl.envs import ACTION_DIM, STATE_DIM
     from cfgrl.rollout.engine import episode_data, run_episodes
-    from cfgrl.rollout.plan import env_info, missing_specs, plan
+    from cfgrl.rollout.plan import env_info, missing_specs, plan, select_tasks
     from cfgrl.rollout.sources import load_policy
-    from cfgrl.rollout.specs import run_id
+    from cfgrl.rollout.specs import check_shard, run_id
     from cfgrl.rollout.videos import require_video_support
     from cfgrl.store import Store, StoreLayout, StoreWriter, writer_lock
 
+    if cfg.collect.adaptive:
+        check_shard(shard, num_shards)
+        if num_shards > 1:
+            raise CfgrlError(f"--num-shards {num_shards} does not go with collect.adaptive: each wave is planned from the "
+                             "outcomes of every earlier group in one store, which shards writing their own stores cannot "
+                             "see; collect adaptively in one run, or shard with collect.adaptive=false")
     info = env_info(cfg.env)
-    specs = plan(cfg, info, shard, num_shards)
+    specs = None if cfg.collect.adaptive else plan(cfg, info, shard, num_shards)
+    tasks, inits = select_tasks(cfg.env, info)
     layout = StoreLayout(info.camera_names, (info.image_size, info.image_size, 3), STATE_DIM, ACTION_DIM)
     if store.exists():  # another writer, layout or schema fails here, before the policy loads
         writer_lock(store).release()
@@ -32,24 +42,60 @@ def collect(cfg: Config, store: Path, policy: str | None, shard: int = 0, num_sh
     run = run_id(stage="collect", env=asdict(cfg.env), policy_id=actor.policy_id, cfg_scale=cfg.inference.cfg_scale,
                  num_steps=cfg.inference.num_steps, replan_steps=cfg.inference.replan_steps, seed=cfg.collect.seed,
                  group_size=cfg.collect.group_size)
+    about = f"policy {actor.policy_id}, cfg_scale {cfg.inference.cfg_scale}, run {run}"
     with StoreWriter(store, layout) as writer:  # the store's one writer from here on: what is committed stays so
-        todo = missing_specs(specs, Store(store).episodes, run)
-        k = cfg.collect.group_size
-        typer.echo(f"{store}: shard {shard}/{num_shards} of {cfg.collect.groups} groups x K={k}: {len(specs)} episodes, "
-                   f"{len(specs) - len(todo)} already committed, {len(todo)} to collect "
-                   f"(policy {actor.policy_id}, cfg_scale {cfg.inference.cfg_scale}, run {run})")
-        if not todo:
-            return
 
-        def append(spec, episode) -> None:
-            writer.append(episode_data(cfg.env, spec, episode, actor.policy_id, cfg.inference.cfg_scale, run))
+        def rollout(todo: list, videos: int) -> list:
+            def append(spec, episode) -> None:
+                writer.append(episode_data(cfg.env, spec, episode, actor.policy_id, cfg.inference.cfg_scale, run))
 
-        results = run_episodes(
-            cfg.env, actor, todo, cfg.inference.cfg_scale, workers=cfg.collect.workers, progress=True,
-            replan_steps=cfg.inference.replan_steps, num_steps=cfg.inference.num_steps, on_episode=append,
-            on_end=writer.flush, videos=cfg.collect.videos, video_dir=store.parent / f"{store.name}.videos",
-        )
+            return run_episodes(
+                cfg.env, actor, todo, cfg.inference.cfg_scale, workers=cfg.collect.workers, progress=True,
+                replan_steps=cfg.inference.replan_steps, num_steps=cfg.inference.num_steps, on_episode=append,
+                on_end=writer.flush, videos=videos, video_dir=store.parent / f"{store.name}.videos",
+            )
+
+        if cfg.collect.adaptive:
+            results = _collect_in_waves(cfg, store, tasks, inits, run, about, rollout)
+        else:
+            todo = missing_specs(specs, Store(store).episodes, run)
+            typer.echo(f"{store}: shard {shard}/{num_shards} of {cfg.collect.groups} groups x K={cfg.collect.group_size}: "
+                       f"{len(specs)} episodes, {len(specs) - len(todo)} already committed, {len(todo)} to collect ({about})")
+            results = rollout(todo, cfg.collect.videos) if todo else []
+    if not results:
+        return
     wins = sum(r.success for r in results)
     total = Store(store).num_episodes
     typer.echo(f"collected {len(results)} episodes, success {wins}/{len(results)} ({wins / len(results):.0%}); "
                f"'{store}' now holds {total} episodes")
+
+
+def _collect_in_waves(cfg: Config, store: Path, tasks: list[int], inits: list[int], run: str, about: str,
+                      rollout: Callable[[list, int], list]) -> list:
+    """Plan a wave from what the store holds, collect it, repeat: until the run holds collect.groups
+    groups or every pair is skipped. Each wave collects at least one episode, so this ends."""
+    from cfgrl.rollout.plan import missing_specs
+    from cfgrl.rollout.waves import PRIORITY_NAMES, next_wave
+    from cfgrl.store import Store
+
+    c = cfg.collect
+    typer.echo(f"{store}: adaptive, {c.groups} groups x K={c.group_size} in waves over {len(tasks) * len(inits)} "
+               f"(task, init state) pairs, patience {c.adaptive_patience} ({about})")
+    results: list = []
+    while True:
+        committed = Store(store).episodes
+        wave = next_wave(tasks, inits, committed, run, c)
+        todo = missing_specs(wave.specs, committed, run)
+        if not todo:
+            if wave.started >= c.groups:
+                typer.echo(f"the run holds its {c.groups} groups; nothing left to collect")
+            else:
+                typer.echo(f"every one of the {wave.num_pairs} (task, init state) pairs is skipped (its last "
+                           f"{c.adaptive_patience} group(s) all succeeded, or all failed): stopping at {wave.started} of "
+                           f"{c.groups} groups; raise collect.adaptive_patience or collect from another policy")
+            return results
+        new = ", ".join(f"{n} {name}" for n, name in zip(wave.by_priority, PRIORITY_NAMES) if n)
+        finishing = f", finishing {wave.unfinished} started groups" if wave.unfinished else ""
+        typer.echo(f"wave: {wave.started}/{c.groups} groups started, {wave.skipped}/{wave.num_pairs} pairs skipped; "
+                   f"{sum(wave.by_priority)} new groups ({new or 'none'}){finishing}: {len(todo)} episodes")
+        results += rollout(todo, c.videos if not results else 0)  # films the first wave only

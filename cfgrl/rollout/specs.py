@@ -47,10 +47,14 @@ def group_grid(tasks: list[int], init_states: list[int], num_groups: int) -> lis
     return grid
 
 
-def shard_groups(num_groups: int, shard: int, num_shards: int) -> list[int]:
-    """The group ids of one shard: whole groups, round-robin, so shards are balanced across tasks."""
+def check_shard(shard: int, num_shards: int) -> None:
     if num_shards < 1 or not 0 <= shard < num_shards:
         raise CfgrlError(f"--shard {shard} --num-shards {num_shards} is not valid; need 0 <= shard < num_shards")
+
+
+def shard_groups(num_groups: int, shard: int, num_shards: int) -> list[int]:
+    """The group ids of one shard: whole groups, round-robin, so shards are balanced across tasks."""
+    check_shard(shard, num_shards)
     return [g for g in range(num_groups) if g % num_shards == shard]
 
 
@@ -60,12 +64,12 @@ def group_specs(
 ) -> list[EpisodeSpec]:
     """Every episode of this shard's groups, group by group."""
     grid = group_grid(tasks, init_states, num_groups)
-    return [
-        EpisodeSpec(task, init, group_rollout_seed(base_seed, g, k), g, k)
-        for g in shard_groups(num_groups, shard, num_shards)
-        for task, init in [grid[g]]
-        for k in range(group_size)
-    ]
+    return [spec for g in shard_groups(num_groups, shard, num_shards) for spec in group_episodes(g, *grid[g], group_size, base_seed)]
+
+
+def group_episodes(group_id: int, task: int, init_state: int, group_size: int, base_seed: int) -> list[EpisodeSpec]:
+    """The K episodes of group ``group_id`` of the grid, which is pair (``task``, ``init_state``)."""
+    return [EpisodeSpec(task, init_state, group_rollout_seed(base_seed, group_id, k), group_id, k) for k in range(group_size)]
 
 
 def run_id(**identity: object) -> str:

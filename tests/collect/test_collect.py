@@ -219,6 +219,7 @@ def test_shards_split_whole_groups_and_merge_to_the_full_grid():
         (["--policy", "scripted:2"], "in [0, 1]"),
         (["--episodes", "0"], "at least 1"),
         (["--shard", "3", "--num-shards", "2"], "0 <= shard < num_shards"),
+        (["-o", "collect.adaptive=true", "--num-shards", "2"], "--num-shards 2 does not go with collect.adaptive: each wave"),
     ],
 )
 def test_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, extra, message):
