@@ -30,8 +30,10 @@ def collect(cfg: Config, store: Path, policy: str | None, shard: int = 0, num_sh
                              "outcomes of every earlier group in one store, which shards writing their own stores cannot "
                              "see; collect adaptively in one run, or shard with collect.adaptive=false")
     info = env_info(cfg.env)
-    specs = None if cfg.collect.adaptive else plan(cfg, info, shard, num_shards)
-    tasks, inits = select_tasks(cfg.env, info)
+    if cfg.collect.adaptive:  # planned wave by wave; the selection is checked now, before anything is written
+        tasks, inits = select_tasks(cfg.env, info)
+    else:
+        specs = plan(cfg, info, shard, num_shards)
     layout = StoreLayout(info.camera_names, (info.image_size, info.image_size, 3), STATE_DIM, ACTION_DIM)
     if store.exists():  # another writer, layout or schema fails here, before the policy loads
         writer_lock(store).release()

@@ -90,10 +90,6 @@ class Wave:
     skipped: int  # pairs skipped
     num_pairs: int
 
-    @property
-    def all_skipped(self) -> bool:
-        return self.skipped == self.num_pairs
-
 
 def next_wave(tasks: list[int], init_states: list[int], committed: pd.DataFrame, run: str, collect: CollectConfig) -> Wave:
     """The next wave of run ``run``, from the store's ``committed`` episodes (other runs' are ignored:
@@ -108,6 +104,8 @@ def next_wave(tasks: list[int], init_states: list[int], committed: pd.DataFrame,
     open_pairs = [c for c, h in enumerate(history) if not h.skipped(patience) or h.unfinished]
     fresh: list[int] = []
     if open_pairs:
+        # The wave is the level of the fewest whole groups: a group a kill cut short keeps its pair at
+        # that level, so a resumed run finishes the interrupted wave before planning from its outcomes.
         level = min(len(history[c].complete) for c in open_pairs)
         candidates = [c for c in open_pairs if len(history[c].complete) == level and not history[c].unfinished]
         fresh = sorted(candidates, key=lambda c: (history[c].priority, c))[: max(0, collect.groups - started)]

@@ -91,7 +91,7 @@ def test_waves_from_a_hand_made_store_skip_settled_pairs_and_stop(tmp_path):
     assert planned(wave(episodes, patience=3)) == [12, 14, 17]  # a longer patience reopens pairs 0, 2, 5
     episodes = add(path, {21: [1, 1]})
     w = wave(episodes)
-    assert w.specs == [] and w.all_skipped and w.started == 16  # nothing left: the caller stops
+    assert w.specs == [] and w.skipped == w.num_pairs == 6 and w.started == 16  # nothing left: the caller stops
 
 
 def test_a_run_killed_mid_wave_plans_the_rest_of_that_wave(tmp_path):
