@@ -34,7 +34,7 @@ from cfgrl.evaluate.plot import plot_success_vs_w
 from cfgrl.evaluate.summary import arm_name, build_results, summarise, write_results
 from cfgrl.policy.model import validate_cfg_scale
 from cfgrl.rollout.plan import EnvInfo, env_info
-from cfgrl.rollout.specs import shard_groups
+from cfgrl.rollout.specs import check_shard
 from cfgrl.rollout.videos import require_video_support
 from cfgrl.store import StoreLayout, StoreWriter
 
@@ -163,7 +163,7 @@ def _prepare(
     check_cfg_scales(cfg.evaluate.cfg_scales)
     check_protocol(cfg)
     if shard is not None:
-        shard_groups(0, *shard)  # refuses an index out of range now, before the env starts
+        check_shard(*shard)  # refuses an index out of range now, before the env starts
     suites = list(dict.fromkeys(suites or [cfg.env.suite]))
     policy_dir = rollouts.check_policy_dir(policy_dir, "policy")
     dirs = {POLICY: policy_dir}
