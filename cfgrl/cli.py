@@ -45,7 +45,7 @@ def inspect_command(
 
 def _register() -> None:
     from cfgrl.collect.cli import collect_command
-    from cfgrl.evaluate.cli import evaluate_command
+    from cfgrl.evaluate.cli import compare_command, evaluate_command
     from cfgrl.label.cli import label_command
     from cfgrl.pipeline.cli import ablate_command, base_command, demo_command, round_command, spread_command
     from cfgrl.policy.cli import export_command
@@ -56,6 +56,7 @@ def _register() -> None:
     app.command("label")(exits_cleanly(label_command))
     app.command("train")(exits_cleanly(train_command))
     app.command("evaluate")(exits_cleanly(evaluate_command))
+    app.command("compare")(exits_cleanly(compare_command))
     app.command("export")(exits_cleanly(export_command))
     app.command("base")(exits_cleanly(base_command))
     app.command("round")(exits_cleanly(round_command))

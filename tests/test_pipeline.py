@@ -108,6 +108,12 @@ def test_ablation_relabels_one_store_and_writes_a_table(tmp_path):
     table = pd.read_csv(tmp_path / "ab" / "ablation.csv")
     assert list(table.setting) == ["default", "cfgrl.dropout_prob=0.3", "policy.condition_mode=bias"]
     assert table.label_version.nunique() == 2  # condition_mode reuses the default labels
+    # paired against the defaults on the same test episodes: the difference of the two success rates
+    default = table.iloc[0]
+    assert pd.isna(default.diff_vs_default)
+    for row in table.iloc[1:].itertuples():
+        assert row.diff_vs_default == pytest.approx(row.success - default.success)
+        assert row.diff_ci_low <= row.diff_vs_default <= row.diff_ci_high
     assert (tmp_path / "ab" / "ablation.png").stat().st_size > 0
     from cfgrl.store import Store
 
@@ -119,6 +125,7 @@ def test_reduced_demo_writes_its_report(tmp_path):
     cfgrl("demo", tmp_path / "demo", "--demo-episodes", "4", "--base-steps", "2", "--one-round", "-c", config, cwd=tmp_path)
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "Round 1" in report and "filtered_bc" in report and "weighted" in report
+    assert "minus each baseline" in report
     assert (tmp_path / "demo" / "comparison.png").stat().st_size > 0
     timings = json.loads((tmp_path / "demo" / "report.json").read_text())["timings_s"]
     assert set(timings) >= {"base policy (scripted demos, BC)", "round 1 (collect, label, train, evaluate)"}
@@ -152,3 +159,7 @@ def test_spread_repeats_the_comparison_over_seeds_from_one_base(tmp_path):
     stores = [Store(tmp_path / "spread" / f"seed_{s}" / "rounds" / "round_001" / "rollouts.zarr").episodes for s in (0, 1)]
     assert set(stores[0].seed).isdisjoint(stores[1].seed)  # each seed collected its own rollouts
     assert "| mean |" in (tmp_path / "spread" / "report.md").read_text()
+    for row in rows.values():  # paired on the same test episodes: the difference of the two success rates
+        for arm in ("filtered_bc", "weighted"):
+            diff, low, high = row["cfgrl_minus"][arm]
+            assert diff == pytest.approx(row["cfgrl"] - row[arm]) and low <= diff <= high

@@ -100,3 +100,15 @@ def _merge(dirs: list[Path], out: Path | None, other_options: list[str]) -> None
     results = merge_shards(dirs, out)
     typer.echo(format_table(results))
     typer.echo(f"results: {results['out_dir']} (merged from {len(results['shards'])} shards)")
+
+
+def compare_command(
+    a: Annotated[Path, typer.Argument(help="Evaluation directory A (holds results.json and episodes.jsonl).")],
+    b: Annotated[Path, typer.Argument(help="Evaluation directory B, run on the same test episodes.")],
+    w_a: Annotated[Optional[float], typer.Option("--w-a", help="A's guidance weight (default: A's validation-chosen w).")] = None,
+    w_b: Annotated[Optional[float], typer.Option("--w-b", help="B's guidance weight (default: B's validation-chosen w).")] = None,
+) -> None:
+    """Paired difference A minus B on the test episodes both evaluations ran, with its 95% Newcombe interval."""
+    from cfgrl.evaluate.compare import compare_evaluations
+
+    typer.echo(compare_evaluations(a, b, w_a, w_b).describe())

@@ -2,8 +2,9 @@
 
 Every setting relabels the same store (no re-collection), fine-tunes the same starting policy and
 sweeps w. The table has one row per setting: the w chosen on validation init states, the overall
-test success at that w with its Wilson interval, and the test success at w = 1 (no guidance) for
-reference.
+test success at that w with its Wilson interval, its paired difference against the defaults (both
+at their chosen w, on the same test episodes: ``evaluate.compare``), and the test success at w = 1
+(no guidance) for reference.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd
 
 from cfgrl.config import Config, parse_override, with_overrides
 from cfgrl.errors import CfgrlError
+from cfgrl.evaluate.compare import compare_evaluations
 from cfgrl.evaluate.plan import require_validation
 from cfgrl.evaluate.summary import chosen_cfg_scale, overall_rows
 from cfgrl.pipeline import stages
@@ -28,7 +30,7 @@ DEFAULT_GRID: dict[str, list[Any]] = {
     "cfgrl.use_prefix_dropout": [False, True],
 }
 TABLE_COLUMNS = ["setting", "factor", "value", "chosen_cfg_scale", "success", "ci_low", "ci_high",
-                 "success_w1", "label_version", "policy"]
+                 "success_w1", "diff_vs_default", "diff_ci_low", "diff_ci_high", "label_version", "policy"]
 
 
 def parse_grid(items: list[str] | None) -> dict[str, list[Any]]:
@@ -62,7 +64,7 @@ def _slug(factor: str, value: Any) -> str:
 
 def run_ablation(cfg: Config, store: Path, policy: Path, out: Path, grid: dict[str, list[Any]]) -> pd.DataFrame:
     require_validation(cfg, "cfgrl ablate")
-    rows = []
+    rows, default_eval = [], out / "default" / "eval"
     for factor, value in settings(cfg, grid):
         slug = _slug(factor, value)
         setting = cfg if factor == "default" else with_overrides(cfg, [f"{factor}={value}"])
@@ -72,11 +74,15 @@ def run_ablation(cfg: Config, store: Path, policy: Path, out: Path, grid: dict[s
         results = stages.evaluate(setting, trained, out / slug / "eval")
         overall = {r["cfg_scale"]: r for r in overall_rows(results, role="policy")}
         chosen = overall[chosen_cfg_scale(results, "cfgrl ablate")]
+        # each setting against the defaults, both at their chosen w, on the same test episodes
+        d = None if factor == "default" else compare_evaluations(out / slug / "eval", default_eval).difference
+        vs_default = {} if d is None else {"diff_vs_default": d.diff, "diff_ci_low": d.low, "diff_ci_high": d.high}
         rows.append({
             "setting": slug, "factor": factor, "value": value,
             "chosen_cfg_scale": chosen["cfg_scale"], "success": chosen["success_rate"],
             "ci_low": chosen["ci_low"], "ci_high": chosen["ci_high"],
             "success_w1": overall[1.0]["success_rate"] if 1.0 in overall else None,
+            **vs_default,
             "label_version": labels.name, "policy": str(trained),
         })
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
@@ -90,10 +96,13 @@ def run_ablation(cfg: Config, store: Path, policy: Path, out: Path, grid: dict[s
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    lines = ["| setting | w (chosen on validation) | test success at that w (95% CI) | test success at w=1 |", "|---|---|---|---|"]
+    lines = ["| setting | w (chosen on validation) | test success at that w (95% CI) | minus default, paired (95% CI) | test success at w=1 |",
+             "|---|---|---|---|---|"]
     for r in table.itertuples():
         w1 = "" if r.success_w1 is None or pd.isna(r.success_w1) else f"{r.success_w1:.1%}"
-        lines.append(f"| {r.setting} | {r.chosen_cfg_scale:g} | {r.success:.1%} ({r.ci_low:.1%}-{r.ci_high:.1%}) | {w1} |")
+        diff = "" if pd.isna(r.diff_vs_default) else \
+            f"{r.diff_vs_default:+.1%} ({r.diff_ci_low:+.1%}, {r.diff_ci_high:+.1%})"
+        lines.append(f"| {r.setting} | {r.chosen_cfg_scale:g} | {r.success:.1%} ({r.ci_low:.1%}-{r.ci_high:.1%}) | {diff} | {w1} |")
     return "\n".join(lines)
 
 

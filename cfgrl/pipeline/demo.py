@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cfgrl.config import Config, with_overrides
+from cfgrl.evaluate.compare import compare_evaluations
 from cfgrl.evaluate.plan import POLICY, require_validation
 from cfgrl.evaluate.summary import load_results, overall_rows
 from cfgrl.pipeline import rounds, stages
@@ -74,6 +75,16 @@ def compare(cfg: Config, root: Path, base: Path, timed: Timer) -> tuple[dict[str
     return first, baselines
 
 
+def cfgrl_minus_baselines(first: dict[str, Any], baselines: dict[str, dict[str, Any]]) -> dict[str, list[float]]:
+    """Round 1 at its chosen w minus each baseline at its chosen w, paired on the same test episodes:
+    objective -> [difference, 95% low, 95% high]."""
+    out = {}
+    for objective, results in baselines.items():
+        d = compare_evaluations(first["eval"], results["out_dir"]).difference
+        out[objective] = [d.diff, d.low, d.high]
+    return out
+
+
 def run_demo(cfg: Config, root: Path, noise: float, demo_episodes: int, base_steps: int, base_lr: float,
              second_round: bool = True) -> dict[str, Any]:
     require_validation(cfg, "cfgrl demo")
@@ -85,7 +96,8 @@ def run_demo(cfg: Config, root: Path, noise: float, demo_episodes: int, base_ste
 
     report = {"timings_s": timed.timings, "base": str(base), "round_1": first, "round_2": second,
               "baselines": {k: _overall(v) for k, v in baselines.items()},
-              "baselines_chosen_cfg_scale": {k: v["chosen_cfg_scale"] for k, v in baselines.items()}}
+              "baselines_chosen_cfg_scale": {k: v["chosen_cfg_scale"] for k, v in baselines.items()},
+              "cfgrl_minus_baselines": cfgrl_minus_baselines(first, baselines)}
     (root / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     round_rows = {key: _round_rows(report[key]) for key in ("round_1", "round_2") if report[key]}
     (root / "report.md").write_text(render_report(report, round_rows, rounds_root) + "\n")
@@ -120,10 +132,16 @@ def render_report(report: dict[str, Any], round_rows: dict[str, list[dict[str, A
               "| objective | arm | test episodes | test success (95% Wilson CI) | paired diff vs w=1 (95% CI) |", "|---|---|---|---|---|"]
     for objective, rows in report["baselines"].items():
         lines += [f"| {objective} " + _row(r) for r in rows]
+    lines += ["", "Round 1 at its chosen w minus each baseline at its chosen w, paired on the same test episodes:", ""]
+    lines += [f"- {objective}: {format_difference(d)}" for objective, d in report["cfgrl_minus_baselines"].items()]
     lines += ["", "## Time per step (2 CPU cores)", "", "| step | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in report["timings_s"].items()]
     lines += ["", f"Lineage:", "", "```", rounds.lineage(rounds_root), "```"]
     return "\n".join(lines)
+
+
+def format_difference(d: list[float]) -> str:
+    return f"{d[0]:+.1%} (95% CI {d[1]:+.1%}, {d[2]:+.1%})"
 
 
 def _row(r: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ from cfgrl.config import Config, with_overrides
 from cfgrl.errors import CfgrlError
 from cfgrl.evaluate.plan import BASELINE, POLICY, require_validation
 from cfgrl.evaluate.summary import load_results, overall_rows
-from cfgrl.pipeline.demo import Timer, compare
+from cfgrl.pipeline.demo import Timer, cfgrl_minus_baselines, compare, format_difference
 
 SEED_KEYS = ("collect.seed", "cfgrl.seed", "train.seed")
 ARMS = ("base", "cfgrl", "filtered_bc", "weighted")
@@ -35,12 +35,14 @@ def at_chosen(results: dict[str, Any]) -> tuple[float, float]:
 
 
 def seed_row(first: dict[str, Any], baselines: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Every arm's test success at its chosen w (the base has no w) for one seed."""
+    """Every arm's test success at its chosen w (the base has no w) for one seed, and CFGRL minus
+    each baseline paired on the same test episodes."""
     round_results = load_results(first["eval"])
     base = next(r for r in overall_rows(round_results, role=BASELINE))
     row: dict[str, Any] = {"base": base["success_rate"]}
     for arm, results in (("cfgrl", round_results), *baselines.items()):
         row[f"{arm}_w"], row[arm] = at_chosen(results)
+    row["cfgrl_minus"] = cfgrl_minus_baselines(first, baselines)
     return row
 
 
@@ -78,11 +80,13 @@ def render(report: dict[str, Any]) -> str:
     lines = ["# CFGRL against the baselines over seeds (base fixed)", "",
              f"Seeds of {', '.join(report['seed_keys'])}: {', '.join(map(str, report['seeds']))}; the same test episodes for every "
              "seed; each arm at the w chosen on validation init states (in brackets).", "",
-             "| seed | base | CFGRL | filtered BC | weighted |", "|---|---|---|---|---|"]
+             "| seed | base | CFGRL | filtered BC | weighted | CFGRL − filtered BC, paired | CFGRL − weighted, paired |",
+             "|---|---|---|---|---|---|---|"]
     for seed, r in report["per_seed"].items():
         lines.append(f"| {seed} | {r['base']:.1%} | {r['cfgrl']:.1%} (w={r['cfgrl_w']:g}) | {r['filtered_bc']:.1%} | "
-                     f"{r['weighted']:.1%} (w={r['weighted_w']:g}) |")
+                     f"{r['weighted']:.1%} (w={r['weighted_w']:g}) | {format_difference(r['cfgrl_minus']['filtered_bc'])} | "
+                     f"{format_difference(r['cfgrl_minus']['weighted'])} |")
     s = report["summary"]
     for stat in ("mean", "std", "min", "max"):
-        lines.append(f"| {stat} | " + " | ".join(f"{s[arm][stat]:.1%}" for arm in ARMS) + " |")
+        lines.append(f"| {stat} | " + " | ".join(f"{s[arm][stat]:.1%}" for arm in ARMS) + " | | |")
     return "\n".join(lines)

@@ -1,0 +1,50 @@
+"""`cfgrl compare`: two evaluations paired on the test episodes both ran."""
+
+import json
+
+import pytest
+
+from cfgrl.errors import CfgrlError
+from cfgrl.evaluate.compare import compare_evaluations
+from cfgrl.schemas import EVAL_RESULTS
+
+
+def write_eval(path, chosen, outcomes, seeds=None):
+    """An evaluation directory: results.json with its chosen w, and the episode log of
+    ``outcomes`` {w: [success per init state]} on test (plus one validation episode, never paired)."""
+    path.mkdir()
+    (path / "results.json").write_text(json.dumps({**EVAL_RESULTS.stamp(), "chosen_cfg_scale": chosen, "rows": [], "out_dir": str(path)}))
+    lines = [{"kind": "episodes", **EVAL_RESULTS.stamp()}]
+    for w, successes in outcomes.items():
+        for i, ok in enumerate(successes):
+            seed = (seeds or {}).get(i, 100 + i)
+            lines.append({"key": f"{w}|{i}", "role": "policy", "cfg_scale": w, "split": "test", "suite": "s", "task_id": 0,
+                          "init_state_id": i, "repeat": 0, "seed": seed, "success": ok})
+        lines.append({"key": f"{w}|val", "role": "policy", "cfg_scale": w, "split": "validation", "suite": "s",
+                      "task_id": 0, "init_state_id": 99, "repeat": 0, "seed": 7, "success": True})
+    (path / "episodes.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_pairs_each_side_at_its_chosen_w(tmp_path):
+    a = write_eval(tmp_path / "a", 2.0, {1.0: [False] * 4, 2.0: [True, True, True, False]})
+    b = write_eval(tmp_path / "b", 1.0, {1.0: [True, False, False, False], 2.0: [True] * 4})
+    c = compare_evaluations(a, b)
+    assert (c.a_cfg_scale, c.b_cfg_scale) == (2.0, 1.0)
+    d = c.difference
+    assert (d.n, d.both, d.only_a, d.only_b, d.neither) == (4, 1, 2, 0, 1)
+    assert d.diff == pytest.approx(0.5) and d.low < 0.5 < d.high
+    assert compare_evaluations(a, b, a_cfg_scale=1.0, b_cfg_scale=2.0).difference.diff == pytest.approx(-1.0)
+    assert "+50.0%" in c.describe() and "4 paired test episodes" in c.describe()
+
+
+def test_refuses_unpaired_or_missing_arms(tmp_path):
+    a = write_eval(tmp_path / "a", 1.0, {1.0: [True, False]})
+    other_seed = write_eval(tmp_path / "b", 1.0, {1.0: [True, False]}, seeds={1: 5})
+    with pytest.raises(CfgrlError, match="different test episodes.*1 only in the first, 1 only in the second"):
+        compare_evaluations(a, other_seed)
+    with pytest.raises(CfgrlError, match="no test episode at w=3"):
+        compare_evaluations(a, a, b_cfg_scale=3.0)
+    unchosen = write_eval(tmp_path / "c", None, {1.0: [True, False]})
+    with pytest.raises(CfgrlError, match="chosen on validation"):
+        compare_evaluations(unchosen, a)
