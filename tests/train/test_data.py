@@ -154,4 +154,40 @@ def test_a_checkpoint_keeps_the_stats_it_carries_and_one_without_gets_the_stores
     notes.clear()
     filled = build_policy(cfg, [Store(store)], tmp_path / "none", notes.append)
     np.testing.assert_array_equal(filled.stats.action_mean, computed.action_mean)
-    assert notes[-1] == "normalisation stats computed from the stores (the checkpoint carries none)"
+    assert notes[-1] == "mean_std normalisation stats computed from the stores (the checkpoint carries none)"
+
+
+def test_quantile_stats_from_the_stores_are_exact(tmp_path):
+    store = Store(write_store(tmp_path / "s.zarr", episodes=4, wait=3))
+    n = store.num_steps
+    keep = ~np.asarray(store.steps("is_wait")[:n])
+    stats = store_stats([store], "quantile")
+    assert stats.kind == "quantile"
+    for name in ("state", "action"):
+        values = np.asarray(store.steps(name)[:n], np.float32)[keep]
+        lo, hi = np.quantile(values, [0.01, 0.99], axis=0)
+        np.testing.assert_array_equal(getattr(stats, f"{name}_q01"), lo.astype(np.float32))
+        np.testing.assert_array_equal(getattr(stats, f"{name}_q99"), hi.astype(np.float32))
+    shifted = NormStats(kind="quantile", state_q01=stats.state_q01, state_q99=stats.state_q99,
+                        action_q01=stats.action_q01 - 1.0, action_q99=stats.action_q99)
+    (line,) = mismatch_report(shifted, stats)
+    assert line.startswith("action_q01: checkpoint [")
+
+
+def test_quantile_training_keeps_its_kind_and_a_constant_dimension_is_refused(tmp_path):
+    import zarr
+
+    path = write_store(tmp_path / "s.zarr", episodes=2)
+    stores = [Store(path)]
+    fresh = build_policy(load_config(None, ["policy.normalization=quantile"]), stores, None, lambda _: None)
+    assert fresh.stats.kind == "quantile"
+    fresh.save_pretrained(tmp_path / "q")
+    notes = []
+    again = build_policy(load_config(None, ["train.stats=store"]), stores, tmp_path / "q", notes.append)  # default mean_std
+    assert again.stats.kind == "quantile" and notes[-1].startswith("quantile normalisation stats computed")
+    root = zarr.open_group(str(path), mode="r+")  # the episodes' state is constant per episode: make dim 3 constant overall
+    state = np.asarray(root["steps/state"][:])
+    state[:, 3] = 0.25
+    root["steps/state"][:] = state
+    with pytest.raises(CfgrlError, match=r"range of state dim\(s\) 3 has zero"):
+        store_stats([Store(path)], "quantile")
