@@ -52,7 +52,7 @@ class EnvConfig:
 
 @dataclass
 class PolicyConfig:
-    path: str | None = _f(None, "policy checkpoint directory (ours or lerobot pi0); null = a fresh preset")
+    path: str | None = _f(None, "policy checkpoint directory (ours, lerobot or openpi); null = a fresh preset")
     preset: str = _f("tiny", "architecture preset for a fresh policy: tiny | mini | pi0")
     condition_mode: str = _f("token", "how the optimality condition enters the suffix: token | bias | concat")
     tokenizer: str | None = _f(None, "PaliGemma SentencePiece model path (pi0 preset only)")
