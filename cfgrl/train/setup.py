@@ -68,6 +68,17 @@ def load_policy_dir(path: Path, tokenizer: str | None, **condition: Any) -> PI0P
     return PI0Policy.from_pretrained(path, tokenizer=tokenizer, **condition)
 
 
+def _unrecorded_dims(source: Path, layout) -> dict[str, int]:
+    """The stores' state/action dims for an openpi checkpoint without norm stats, the only place openpi
+    records the robot's dims; every other checkpoint records its own (checked against the stores)."""
+    from cfgrl.policy.checkpoint import carries_stats
+    from cfgrl.policy.layout import layout_of, read_config
+
+    if (source / "config.json").is_file() and layout_of(read_config(source)) == "openpi" and not carries_stats(source):
+        return {"state_dim": layout.state_dim, "action_dim": layout.action_dim}
+    return {}
+
+
 def build_policy(cfg: Config, stores: list[Store], source: Path | None, say: Callable[[str], None]) -> PI0Policy:
     """A policy from ``source`` (a checkpoint) or a fresh ``policy.preset`` shaped by the stores."""
     layout = common_layout(stores)
@@ -85,7 +96,7 @@ def build_policy(cfg: Config, stores: list[Store], source: Path | None, say: Cal
 
     # The configured condition applies to a checkpoint too (a BC base gets the mode being trained).
     policy = load_policy_dir(source, cfg.policy.tokenizer, condition_mode=cfg.policy.condition_mode,
-                             use_prefix_dropout=cfg.cfgrl.use_prefix_dropout, **chunk)
+                             use_prefix_dropout=cfg.cfgrl.use_prefix_dropout, **chunk, **_unrecorded_dims(source, layout))
     for note in policy.load_report:
         say(f"policy '{source}': {note}")
     pcfg = policy.config

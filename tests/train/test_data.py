@@ -191,3 +191,42 @@ def test_quantile_training_keeps_its_kind_and_a_constant_dimension_is_refused(tm
     root["steps/state"][:] = state
     with pytest.raises(CfgrlError, match=r"range of state dim\(s\) 3 has zero"):
         store_stats([Store(path)], "quantile")
+
+
+def test_a_lerobot_checkpoint_without_stats_trains_with_stats_from_the_stores(small_run_inputs, tmp_path):
+    """As lerobot's pi05_base ships: no stats file; the stores give them, of policy.normalization's kind."""
+    from cfgrl.policy.checkpoint import carries_stats, export_lerobot
+
+    store, _ = small_run_inputs
+    policy = initial_policy([store])
+    policy.set_stats(None)
+    exported = export_lerobot(policy, tmp_path / "lerobot")
+    assert not carries_stats(exported)
+    notes = []
+    loaded = build_policy(load_config(None, ["train.stats=store", "policy.normalization=quantile"]), [Store(store)], exported, notes.append)
+    assert loaded.stats.kind == "quantile"
+    assert notes[-1] == "quantile normalisation stats computed from the stores (train.stats=store)"
+
+
+def test_an_openpi_checkpoint_without_norm_stats_takes_the_stores_dims(small_run_inputs, tmp_path):
+    """openpi records the robot's dims only in its norm stats: without them train gives the stores'."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from cfgrl.policy.checkpoint import export_lerobot
+
+    store, _ = small_run_inputs
+    policy = initial_policy([store])
+    policy.set_stats(None)
+    exported = export_lerobot(policy, tmp_path / "lerobot")
+    openpi = tmp_path / "openpi"
+    (openpi / "assets").mkdir(parents=True)  # copied without norm stats
+    weights = {k[len("model."):]: v for k, v in load_file(str(exported / "model.safetensors")).items()}
+    save_file(weights, str(openpi / "model.safetensors"))
+    (openpi / "cfgrl_sizes.json").write_text((exported / "cfgrl_sizes.json").read_text())  # the tiny sizes
+    (openpi / "config.json").write_text(json.dumps({"action_dim": 32, "action_horizon": 50, "paligemma_variant": "gemma_2b",
+                                                    "action_expert_variant": "gemma_300m", "precision": "float32"}))
+    # it loads (state/action dims 8/7 from the stores); openpi's camera names then differ from the stores'
+    with pytest.raises(CfgrlError, match=r"has no camera agentview, wrist \(it uses base_0_rgb"):
+        build_policy(load_config(None, []), [Store(store)], openpi, lambda _: None)
