@@ -95,10 +95,6 @@ def save_policy(policy, directory: Path) -> Path:
     return _write_atomically(directory, fill)
 
 
-def _read_config(directory: Path) -> dict[str, Any]:
-    return layout.read_config(directory)
-
-
 def is_ours(meta: dict[str, Any]) -> bool:
     """Whether a checkpoint's config.json is a cfgrl policy's (of any schema version)."""
     return layout.layout_of(meta) == "cfgrl"
@@ -117,7 +113,7 @@ def _check_schema(meta: dict[str, Any], directory: Path) -> None:
 def load_policy(directory: Path, tokenizer: str | Path | None = None, overrides: dict[str, Any] | None = None):
     from cfgrl.policy.policy import PI0Policy
 
-    meta = _read_config(directory)
+    meta = layout.read_config(directory)
     kind = layout.layout_of(meta)
     if kind == "cfgrl":
         return _load_ours(PI0Policy, directory, meta, tokenizer, overrides or {})
@@ -130,7 +126,7 @@ def load_policy(directory: Path, tokenizer: str | Path | None = None, overrides:
 
 def carries_stats(directory: Path) -> bool:
     """Whether a checkpoint (ours, lerobot's or openpi's) carries normalisation stats, read without its weights."""
-    meta = _read_config(directory)
+    meta = layout.read_config(directory)
     kind = layout.layout_of(meta)
     if kind == "cfgrl":
         return (directory / STATS_FILE).is_file()
