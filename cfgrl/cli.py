@@ -27,12 +27,19 @@ def config_command() -> None:
 
 
 def inspect_command(
-    store: Annotated[Path, typer.Argument(help="A store written by `cfgrl collect`, or a directory of `cfgrl round` rounds.")],
+    store: Annotated[Path, typer.Argument(help="A store written by `cfgrl collect`, a directory of `cfgrl round` rounds, or a policy checkpoint (cfgrl, lerobot or openpi).")],
     config: ConfigOption = None,
     overrides: OverrideOption = None,
 ) -> None:
-    """Summarise a store (episodes, steps, success per task, size, schema, policy ids, per run its (task, init state) pairs) or the lineage of rounds."""
+    """Summarise a store (episodes, steps, success per task, size, schema, policy ids, per run its (task, init state)
+    pairs), the lineage of rounds, or a policy checkpoint (layout, family, sizes, chunk, state input, stats kind,
+    condition mode and whether it was trained)."""
     cfg = resolve(config, overrides)  # same options as every command; collect.adaptive_patience sets "skipped"
+    if (store / "config.json").is_file():
+        from cfgrl.policy.describe import describe_policy
+
+        typer.echo(describe_policy(store))
+        return
     if store.is_dir() and not (store / "zarr.json").exists() and any(store.glob("round_*")):
         from cfgrl.pipeline.rounds import lineage
 

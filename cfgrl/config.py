@@ -30,6 +30,7 @@ LABEL_SCHEMES = ("binary", "ternary")
 ZERO_VARIANCE_POLICIES = ("unconditional", "drop", "keep")
 ENV_NAMES = ("builtin", "libero")
 OBJECTIVES = ("cfgrl", "filtered_bc", "weighted")
+NORMALIZATIONS = ("mean_std", "quantile")  # cfgrl.policy.normalize.KINDS (config imports no policy code)
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -51,10 +52,12 @@ class EnvConfig:
 
 @dataclass
 class PolicyConfig:
-    path: str | None = _f(None, "policy checkpoint directory (ours or lerobot pi0); null = a fresh preset")
+    path: str | None = _f(None, "policy checkpoint directory (ours, lerobot or openpi); null = a fresh preset")
     preset: str = _f("tiny", "architecture preset for a fresh policy: tiny | mini | pi0")
     condition_mode: str = _f("token", "how the optimality condition enters the suffix: token | bias | concat")
     tokenizer: str | None = _f(None, "PaliGemma SentencePiece model path (pi0 preset only)")
+    chunk_size: int | None = _f(None, "actions per chunk, and per label window (null = the checkpoint's, else the preset's: 50)")
+    normalization: str = _f("mean_std", "state/action stats a fresh policy, or a checkpoint without stats, computes: mean_std | quantile (q01 -> -1, q99 -> +1)")
 
 
 @dataclass
@@ -272,6 +275,9 @@ def validate(cfg: Config) -> Config:
 
     choice("env.name", cfg.env.name, ENV_NAMES)
     choice("policy.condition_mode", cfg.policy.condition_mode, CONDITION_MODES)
+    choice("policy.normalization", cfg.policy.normalization, NORMALIZATIONS)
+    if cfg.policy.chunk_size is not None and cfg.policy.chunk_size < 1:
+        raise CfgrlError(f"policy.chunk_size must be at least 1 (or null for the policy's own), got {cfg.policy.chunk_size}")
     choice("cfgrl.label_source", cfg.cfgrl.label_source, LABEL_SOURCES)
     choice("cfgrl.label_scheme", cfg.cfgrl.label_scheme, LABEL_SCHEMES)
     choice("cfgrl.zero_variance_groups", cfg.cfgrl.zero_variance_groups, ZERO_VARIANCE_POLICIES)

@@ -18,7 +18,7 @@ _EXPORTS = {
     "LabelIndex": "index", "labels_dir": "index", "list_versions": "index", "load_label_index": "index",
     "make_label_index": "index",
     "binary_labels": "labels", "condition_dropout": "labels", "ternary_labels": "labels",
-    "HORIZON": "windows",
+    "DEFAULT_HORIZON": "windows",
 }
 
 
@@ -31,7 +31,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "HORIZON",
+    "DEFAULT_HORIZON",
     "LabelIndex",
     "binary_labels",
     "condition_dropout",

@@ -27,20 +27,20 @@ import numpy as np
 import pandas as pd
 
 from cfgrl.errors import CfgrlError
-from cfgrl.label.windows import HORIZON, StoreData, Windows
+from cfgrl.label.windows import DEFAULT_HORIZON, StoreData, Windows
 
 GROUP_KEYS = ("task_id", "init_state_id", "policy_id", "cfg_scale")
 GROUP_RELATIVE = ("episode_rloo", "window_rloo")  # the sources whose estimate needs a leave-one-out baseline
 
 
-def default_threshold(label_source: str, window_return_reduce: str) -> float | None:
+def default_threshold(label_source: str, window_return_reduce: str, horizon: int = DEFAULT_HORIZON) -> float | None:
     """Each source's own threshold: 0 for the RLOO sources (at least as good as the baseline); for
     window_return with 0/1 rewards, "the window holds the success" (0.5 for the sum; 0.5 / H for
     the mean, since a window holding the success has mean >= 1 / H)."""
     if label_source in GROUP_RELATIVE:
         return 0.0
     if label_source == "window_return":
-        return 0.5 if window_return_reduce == "sum" else 0.5 / HORIZON
+        return 0.5 if window_return_reduce == "sum" else 0.5 / horizon
     return None
 
 

@@ -15,7 +15,7 @@ from cfgrl.config import Config, CFGRLConfig, validate
 from cfgrl.errors import CfgrlError
 from cfgrl.label.advantage import GROUP_RELATIVE, Groups, default_threshold, estimate
 from cfgrl.label.labels import binary_labels, condition_dropout, ternary_labels
-from cfgrl.label.windows import HORIZON, StoreData, make_windows, resolve_stride
+from cfgrl.label.windows import DEFAULT_HORIZON, StoreData, make_windows, resolve_stride
 from cfgrl.optimality import Label, from_stored
 
 COLUMNS = {
@@ -33,12 +33,12 @@ COLUMNS = {
 }
 
 
-def resolve_settings(cfg: CFGRLConfig, replan_steps: int) -> dict[str, Any]:
+def resolve_settings(cfg: CFGRLConfig, replan_steps: int, horizon: int = DEFAULT_HORIZON) -> dict[str, Any]:
     """The effective labelling settings (they name the version): defaults resolved, and the ones
     that do not apply to the source set to null, so they cannot split one labelling into two."""
     validate(Config(cfgrl=cfg))  # the same one-line messages as the config loader
     source = cfg.label_source
-    threshold = cfg.label_threshold if cfg.label_threshold is not None else default_threshold(source, cfg.window_return_reduce)
+    threshold = cfg.label_threshold if cfg.label_threshold is not None else default_threshold(source, cfg.window_return_reduce, horizon)
     return {
         "label_source": source,
         "label_scheme": cfg.label_scheme,
@@ -47,7 +47,7 @@ def resolve_settings(cfg: CFGRLConfig, replan_steps: int) -> dict[str, Any]:
         "window_return_reduce": cfg.window_return_reduce if source == "window_return" else None,
         "window_stride": resolve_stride(cfg.window_stride, replan_steps),
         "replan_steps": replan_steps,
-        "horizon": HORIZON,
+        "horizon": horizon,
         "dropout_prob": cfg.dropout_prob,
         "seed": cfg.seed,
     }
@@ -66,7 +66,7 @@ def _store_windows(data: StoreData, index: int, settings: dict[str, Any]) -> tup
     """The windows of one store with their advantage and three per-window flags of their group:
     zero variance, every rollout succeeded, a single rollout."""
     source = settings["label_source"]
-    windows = make_windows(data, settings["window_stride"], settings["replan_steps"])
+    windows = make_windows(data, settings["window_stride"], settings["replan_steps"], settings["horizon"])
     groups = Groups.of(data)
     _check_baseline(data, groups, source)
     single = groups.size == 1

@@ -34,10 +34,13 @@ def label_command(
     out: Annotated[Optional[Path], typer.Option("--out", help="Directory of the label versions (default: STORE.labels beside the first store).")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Alias for the version (never moved once given).")] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the label versions of the stores and exit.")] = False,
+    policy: Annotated[Optional[Path], typer.Option("--policy", help="The checkpoint `cfgrl train --policy` will start from: windows get its chunk length (sets policy.path; default: a fresh policy.preset's; policy.chunk_size overrides).")] = None,
     config: ConfigOption = None,
     overrides: OverrideOption = None,
 ) -> None:
-    """Label windows with optimality labels (cfgrl.* settings) and save a versioned parquet index."""
+    """Label windows with optimality labels (cfgrl.* settings) and save a versioned parquet index.
+
+    A window holds as many actions as the chunk of the policy that will train on it."""
     from cfgrl.label.index import labels_dir, make_label_index
     from cfgrl.label.report import summary_text
     from cfgrl.store import open_stores
@@ -47,8 +50,12 @@ def label_command(
         for root in dict.fromkeys(roots):
             _print_versions(root)
         return
-    cfg = resolve(config, overrides)
-    index = make_label_index(open_stores(list(stores)), cfg.cfgrl, cfg.inference.replan_steps, out, name)
+    from cfgrl.policy.layout import policy_chunk_size
+
+    cfg = resolve(config, overrides, *([f"policy.path={policy}"] if policy is not None else []))
+    source = Path(cfg.policy.path) if cfg.policy.path else None
+    horizon = policy_chunk_size(cfg.policy.chunk_size, source, cfg.policy.preset)
+    index = make_label_index(open_stores(list(stores)), cfg.cfgrl, cfg.inference.replan_steps, out, name, horizon=horizon)
     typer.echo(summary_text(index.manifest))
     verb = "reused existing" if index.reused else "wrote"
     typer.echo(f"{verb} version {index.version}: {index.path}" + (f" (name '{name}')" if name else ""))

@@ -39,8 +39,7 @@ from cfgrl import atomic
 from cfgrl.config import CFGRLConfig
 from cfgrl.errors import CfgrlError
 from cfgrl.label.build import COLUMNS, label_windows, resolve_settings
-from cfgrl.label.windows import StoreData
-from cfgrl.label.windows import HORIZON
+from cfgrl.label.windows import DEFAULT_HORIZON, StoreData
 from cfgrl.lockfile import exclusive
 from cfgrl.schemas import LABEL_INDEX
 from cfgrl.store import Store
@@ -225,11 +224,13 @@ def make_label_index(
     replan_steps: int,
     out_dir: Path | None = None,
     name: str | None = None,
+    horizon: int = DEFAULT_HORIZON,
 ) -> LabelIndex:
-    """Label every window of ``stores`` and save the version, or reuse it if it already exists."""
+    """Label every window of ``stores`` (``horizon`` actions each: the policy's chunk) and save the
+    version, or reuse it if it already exists (the horizon is one of the settings naming it)."""
     if not stores:
         raise CfgrlError("no store given; pass at least one store directory")
-    settings = resolve_settings(cfgrl_cfg, replan_steps)
+    settings = resolve_settings(cfgrl_cfg, replan_steps, horizon)
     fingerprints = [store.fingerprint() for store in stores]
     _check_distinct(stores, fingerprints)
     version = version_id(settings, fingerprints)
@@ -245,7 +246,7 @@ def make_label_index(
             "label_rules": LABEL_RULES,
             "settings": settings,
             "seed": settings["seed"],
-            "horizon": HORIZON,
+            "horizon": horizon,
             "stores": [{"path": str(s.path.absolute()), "fingerprint": f} for s, f in zip(stores, fingerprints)],
             "counts": counts,
             "created": time.time(),

@@ -20,7 +20,7 @@ def summary_text(manifest: dict[str, Any]) -> str:
     threshold = "n/a" if s["label_threshold"] is None else f"{s['label_threshold']:g}"
     lines = [
         f"label index {manifest['version']}  ({s['label_source']}, {s['label_scheme']}, threshold {threshold}, "
-        f"dropout {s['dropout_prob']:g}, seed {s['seed']}, stride {s['window_stride']}, zero-variance groups: "
+        f"dropout {s['dropout_prob']:g}, seed {s['seed']}, windows of {s['horizon']} actions, stride {s['window_stride']}, zero-variance groups: "
         f"{s['zero_variance_groups']})",
         f"  {c['episodes']} episodes in {c['groups']} groups ({c['zero_variance_groups']} with one outcome); "
         f"{c['windows']} windows ({c['windows_before_drop'] - c['windows']} dropped)",

@@ -1,4 +1,4 @@
-"""Windows: H = 50 action steps starting at a step that has a stored observation.
+"""Windows: H action steps (the policy's chunk: 50 for PI0) starting at a step that has a stored observation.
 
 The policy sees images only at its query steps (every ``replan_steps`` policy steps after
 LIBERO's wait steps), and the store keeps frames only there, so a window's first observation
@@ -6,8 +6,10 @@ LIBERO's wait steps), and the store keeps frames only there, so a window's first
 starts to the query steps whose distance from the first policy step is a multiple of it. Windows
 come in a canonical order (run, group, rollout, start), whatever order the episodes were stored in.
 
-A window of episode ``e`` starting at step ``t`` covers steps ``[t, t + 50)``; the actions past the
-episode's end are padding (``num_valid = min(50, length - t)`` real actions). Everything is index
+A window of episode ``e`` starting at step ``t`` covers steps ``[t, t + H)``; the actions past the
+episode's end are padding (``num_valid = min(H, length - t)`` real actions). H is the chunk size of
+the policy that will train on the windows (``cfgrl label`` reads it from the policy), recorded in the
+label index as ``horizon``; training refuses an index whose H differs from its policy's chunk. Everything is index
 arithmetic over the episode table and ``frames/step``: nothing is copied, no image is read.
 """
 
@@ -21,7 +23,7 @@ import pandas as pd
 from cfgrl.errors import CfgrlError
 from cfgrl.store import Store
 
-HORIZON = 50  # actions per window (PI0's action chunk)
+DEFAULT_HORIZON = 50  # actions per window when no policy says otherwise (PI0's action chunk)
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class Windows:
 
     episode: np.ndarray  # int64, row in the store's episode table
     start: np.ndarray  # int64, step of obs0 within the episode
-    num_valid: np.ndarray  # int64, real actions; action_is_pad = arange(HORIZON) >= num_valid
+    num_valid: np.ndarray  # int64, real actions; action_is_pad = arange(H) >= num_valid
     frame: np.ndarray  # int64, global row of obs0 in frames/<cam>
 
     def __len__(self) -> int:
@@ -97,7 +99,7 @@ def resolve_stride(window_stride: int | None, replan_steps: int) -> int:
     return window_stride
 
 
-def make_windows(data: StoreData, stride: int, replan_steps: int) -> Windows:
+def make_windows(data: StoreData, stride: int, replan_steps: int, horizon: int = DEFAULT_HORIZON) -> Windows:
     """One window per stored frame that lies past the wait steps, inside the episode, on the stride."""
     frame_count = data.column("frame_count")
     episode = np.repeat(np.arange(len(frame_count), dtype=np.int64), frame_count)
@@ -109,7 +111,7 @@ def make_windows(data: StoreData, stride: int, replan_steps: int) -> Windows:
     keep = (step >= first_policy_step) & (step < length)  # never inside the wait, never past the end
     if stride != replan_steps:
         keep &= (step - first_policy_step) % stride == 0
-    windows = Windows(episode, step, np.minimum(HORIZON, length - step), frame).take(keep)
+    windows = Windows(episode, step, np.minimum(horizon, length - step), frame).take(keep)
     return windows.take(canonical_order(data, windows))
 
 

@@ -69,7 +69,7 @@ def run_ablation(cfg: Config, store: Path, policy: Path, out: Path, grid: dict[s
         slug = _slug(factor, value)
         setting = cfg if factor == "default" else with_overrides(cfg, [f"{factor}={value}"])
         print(f"ablate: {slug}")
-        labels = stages.label(setting, [store], out / "labels")
+        labels = stages.label(setting, [store], out / "labels", policy)
         trained = stages.train(setting, [store], labels, out / slug / "train", policy)
         results = stages.evaluate(setting, trained, out / slug / "eval")
         overall = {r["cfg_scale"]: r for r in overall_rows(results, role="policy")}

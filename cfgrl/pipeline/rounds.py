@@ -88,7 +88,7 @@ def run_round(cfg: Config, root: Path, base_policy: Path | None, keep_stores: in
     stages.collect(with_overrides(cfg, [f"inference.cfg_scale={cfg_scale}"]), current.store, start)
     earlier = [RoundDir(root, r.number).store for r in done[::-1][:keep_stores]]
     stores = [current.store, *earlier]
-    labels = stages.label(cfg, stores, current.labels)
+    labels = stages.label(cfg, stores, current.labels, start)
     policy = stages.train(cfg, stores, labels, current.train, start)
     # The starting checkpoint runs as it collected: at its chosen w (a base ignores w).
     results = stages.evaluate(cfg, policy, current.eval, baseline=start, baseline_cfg_scale=cfg_scale)

@@ -20,12 +20,15 @@ def collect(cfg: Config, store: Path, policy: str | Path | None) -> None:
     collect(cfg, store, None if policy is None else str(policy))
 
 
-def label(cfg: Config, stores: list[Path], out_dir: Path | None = None) -> Path:
-    """Label ``stores`` with ``cfg.cfgrl``; returns the version directory."""
+def label(cfg: Config, stores: list[Path], out_dir: Path | None = None, policy: Path | None = None) -> Path:
+    """Label ``stores`` with ``cfg.cfgrl`` in windows of the chunk of the policy that ``train`` will
+    start from (``policy``, else a fresh ``policy.preset``); returns the version directory."""
     from cfgrl.label import make_label_index
+    from cfgrl.policy.layout import policy_chunk_size
     from cfgrl.store import open_stores
 
-    index = make_label_index(open_stores(stores), cfg.cfgrl, cfg.inference.replan_steps, out_dir)
+    horizon = policy_chunk_size(cfg.policy.chunk_size, policy, cfg.policy.preset)
+    index = make_label_index(open_stores(stores), cfg.cfgrl, cfg.inference.replan_steps, out_dir, horizon=horizon)
     print(f"label version {index.version}{' (reused)' if index.reused else ''}: {index.path}")
     return index.path
 

@@ -1,4 +1,4 @@
-"""Policy checkpoints: our directory format, reading lerobot pi0 directories, exporting to lerobot.
+"""Policy checkpoints: our directory format, reading lerobot and openpi directories (layout.py), exporting to lerobot.
 
 Our format, one directory:
   config.json        {"schema": "cfgrl.policy", "schema_version": 1 (``schemas.POLICY``), "policy_id",
@@ -25,13 +25,13 @@ from safetensors.torch import load_file, save_file
 
 from cfgrl.errors import CfgrlError
 from cfgrl.optimality import Label
-from cfgrl.policy import lerobot_format
+from cfgrl.policy import layout, lerobot_format, openpi_format
 from cfgrl.policy.config import PI0Config
 from cfgrl.policy.normalize import NormStats
 from cfgrl.policy.tokenizer import make_tokenizer
 from cfgrl.schemas import POLICY
 
-LEGACY_FORMAT = "cfgrl-pi0-policy"  # what config.json said instead of a schema name, at schema version 1
+LEGACY_FORMAT = layout.LEGACY_FORMAT
 STATS_FILE = "stats.json"
 PICKLE_HEADS = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive, a bare pickle stream
 log = logging.getLogger(__name__)
@@ -95,27 +95,14 @@ def save_policy(policy, directory: Path) -> Path:
     return _write_atomically(directory, fill)
 
 
-def _read_config(directory: Path) -> dict[str, Any]:
-    path = directory / "config.json"
-    if not path.is_file():
-        raise CfgrlError(f"{directory} is not a policy checkpoint (no config.json)")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CfgrlError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(meta, dict):
-        raise CfgrlError(f"{path} is not a policy checkpoint's config (a JSON object); give a cfgrl or lerobot pi0 checkpoint")
-    return meta
-
-
 def is_ours(meta: dict[str, Any]) -> bool:
     """Whether a checkpoint's config.json is a cfgrl policy's (of any schema version)."""
-    return meta.get("schema") == POLICY.name or meta.get("format") == LEGACY_FORMAT
+    return layout.layout_of(meta) == "cfgrl"
 
 
 def is_policy_config(meta: Any) -> bool:
-    """Whether a config.json is a policy checkpoint's that ``load_policy`` reads: ours or lerobot's pi0."""
-    return isinstance(meta, dict) and (is_ours(meta) or meta.get("type") == "pi0")
+    """Whether a config.json is a policy checkpoint's that ``load_policy`` reads: ours, lerobot's or openpi's."""
+    return layout.layout_of(meta) is not None
 
 
 def _check_schema(meta: dict[str, Any], directory: Path) -> None:
@@ -126,19 +113,26 @@ def _check_schema(meta: dict[str, Any], directory: Path) -> None:
 def load_policy(directory: Path, tokenizer: str | Path | None = None, overrides: dict[str, Any] | None = None):
     from cfgrl.policy.policy import PI0Policy
 
-    meta = _read_config(directory)
-    if is_ours(meta):
+    meta = layout.read_config(directory)
+    kind = layout.layout_of(meta)
+    if kind == "cfgrl":
         return _load_ours(PI0Policy, directory, meta, tokenizer, overrides or {})
-    if meta.get("type") == "pi0":
+    if kind == "lerobot":
         return _load_lerobot(PI0Policy, directory, meta, tokenizer, overrides or {})
-    raise CfgrlError(f"{directory} is neither a cfgrl policy nor a lerobot pi0 checkpoint (config.json has no known format)")
+    if kind == "openpi":
+        return _load_openpi(PI0Policy, directory, meta, tokenizer, overrides or {})
+    raise CfgrlError(f"{directory} is neither a cfgrl policy nor a lerobot or openpi checkpoint (config.json has no known format)")
 
 
 def carries_stats(directory: Path) -> bool:
-    """Whether a checkpoint (ours or a lerobot pi0 one) carries normalisation stats, read without its weights."""
-    if is_ours(_read_config(directory)):
+    """Whether a checkpoint (ours, lerobot's or openpi's) carries normalisation stats, read without its weights."""
+    meta = layout.read_config(directory)
+    kind = layout.layout_of(meta)
+    if kind == "cfgrl":
         return (directory / STATS_FILE).is_file()
-    return lerobot_format.read_stats(directory, []) is not None
+    if kind == "openpi":
+        return bool(openpi_format.norm_stats_files(directory))
+    return lerobot_format.read_stats(directory, [], lerobot_format.stats_kind(meta, directory)) is not None
 
 
 def _tokenizer(config: PI0Config, directory: Path, path: str | Path | None):
@@ -190,9 +184,29 @@ def _load_ours(cls, directory: Path, meta: dict, tokenizer, overrides: dict):
 
 
 def _load_lerobot(cls, directory: Path, meta: dict, tokenizer, overrides: dict):
+    notes: list[str] = []
+    stats = lerobot_format.read_stats(directory, notes, lerobot_format.stats_kind(meta, directory))
+    weights = read_safetensors(directory / "model.safetensors")
+    return _from_lerobot(cls, directory, meta, weights, stats, notes, tokenizer, overrides)
+
+
+def _load_openpi(cls, directory: Path, meta: dict, tokenizer, overrides: dict):
+    weights = read_safetensors(directory / "model.safetensors")
+    converted = openpi_format.to_lerobot(directory, meta, weights, overrides.get("state_dim"), overrides.get("action_dim"))
+    if converted.family == "pi05" and "discrete_state_input" not in overrides:
+        raise CfgrlError(f"{directory} is an openpi π0.5 checkpoint, whose config.json does not record whether the state is "
+                         "written into the prompt: give discrete_state_input=True (openpi's default) or False (pi05_libero)")
+    return _from_lerobot(cls, directory, converted.meta, converted.weights, converted.stats, converted.notes, tokenizer, overrides)
+
+
+def _from_lerobot(cls, directory: Path, meta: dict, weights: dict, stats: NormStats | None, notes: list[str], tokenizer,
+                  overrides: dict):
+    """Our policy from a checkpoint in lerobot's terms: its config.json ``meta``, ``weights`` under lerobot's key names."""
+    if meta["type"] == "pi05":
+        raise CfgrlError(f"{directory}: π0.5 checkpoints are recognised, but the π0.5 model is not available in this build")
     config = PI0Config.from_dict({**lerobot_format.config_values(meta, directory), **overrides})
-    state, notes = lerobot_format.to_ours(read_safetensors(directory / "model.safetensors"))
-    stats = lerobot_format.read_stats(directory, notes)
+    state, converted = lerobot_format.to_ours(weights)
+    notes += converted
     policy = cls(config, stats=stats, tokenizer=_tokenizer(config, directory, tokenizer))
     result = policy.model.load_state_dict(state, strict=False)
     condition_keys = [k for k in result.missing_keys if k.startswith("condition.")]
@@ -230,7 +244,8 @@ def export_lerobot(policy, directory: Path) -> Path:
         weights, stats = lerobot_format.from_ours(state, policy.stats)
         save_file(_contiguous(weights), str(staging / "model.safetensors"))
         save_file(_contiguous(stats), str(staging / lerobot_format.STATS_FILE))
-        (staging / "config.json").write_text(json.dumps(lerobot_format.config_json(policy.config), indent=1))
+        kind = policy.stats.kind if policy.stats is not None else "mean_std"
+        (staging / "config.json").write_text(json.dumps(lerobot_format.config_json(policy.config, kind), indent=1))
         (staging / lerobot_format.SIZES_FILE).write_text(json.dumps(lerobot_format.sizes_json(policy.config), indent=1))
         if policy.config.tokenizer == "sentencepiece":
             policy.tokenizer.save(staging)

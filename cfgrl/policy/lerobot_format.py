@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from cfgrl.errors import CfgrlError
 from cfgrl.policy.config import PRESETS, PI0Config
-from cfgrl.policy.normalize import NormStats
+from cfgrl.policy.normalize import FIELDS, NormStats
 
 PG = "model.paligemma_with_expert.paligemma."
 EXPERT = "model.paligemma_with_expert.gemma_expert."
@@ -46,8 +46,12 @@ CLASSIC_STATS = {
     "action_mean": ("normalize_targets.buffer_action.mean", "unnormalize_outputs.buffer_action.mean"),
     "action_std": ("normalize_targets.buffer_action.std", "unnormalize_outputs.buffer_action.std"),
 }
-PROCESSOR_STATS = {"state_mean": "observation.state.mean", "state_std": "observation.state.std",
-                   "action_mean": "action.mean", "action_std": "action.std"}
+# Stats files: lerobot's processors (whatever their step index), and the file cfgrl's export wrote.
+PROCESSOR_FILES = ("policy_preprocessor_step_*_normalizer_processor.safetensors",
+                   "policy_postprocessor_step_*_unnormalizer_processor.safetensors", STATS_FILE)
+FEATURES = {"state": "observation.state", "action": "action"}
+# lerobot's normalization_mapping modes -> our kinds (normalize.KINDS)
+MODES = {"MEAN_STD": "mean_std", "QUANTILES": "quantile"}
 
 
 def config_values(meta: dict[str, Any], directory: Path) -> dict[str, Any]:
@@ -112,29 +116,55 @@ def _classic_buffers(directory: Path) -> dict[str, torch.Tensor]:
         return {k: weights.get_tensor(k) for k in weights.keys() if k.startswith(("normalize_", "unnormalize_"))}
 
 
-def read_stats(directory: Path, notes: list[str]) -> NormStats | None:
-    """The checkpoint's normalisation stats (classic buffers, else processor files); None when it has none."""
-    buffers = _classic_buffers(directory)
-    values: dict[str, np.ndarray | None] = {}
-    for field, keys in CLASSIC_STATS.items():
-        keys = (keys,) if isinstance(keys, str) else keys
-        values[field] = next((a for a in (_finite(buffers.get(k)) for k in keys) if a is not None), None)
-    if all(v is not None for v in values.values()):
-        notes.append("normalisation stats taken from the classic normaliser buffers")
-        return NormStats(**values)
-    processor: dict[str, torch.Tensor] = {}
+def stats_kind(meta: dict[str, Any], directory: Path) -> str:
+    """The normalisation kind a lerobot config.json declares for state and action (mean_std if none)."""
+    mapping = meta.get("normalization_mapping") or {}
+    modes = {mapping.get(t, "MEAN_STD") for t in ("STATE", "ACTION")}
+    if len(modes) > 1 or not modes <= set(MODES):
+        raise CfgrlError(f"{directory}/config.json normalises STATE with {mapping.get('STATE', 'MEAN_STD')} and ACTION with "
+                         f"{mapping.get('ACTION', 'MEAN_STD')}; cfgrl reads one kind for both: {' or '.join(MODES)}")
+    return MODES[modes.pop()]
+
+
+def _processor_stats(directory: Path) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Every state/action statistic the stats files hold, by lerobot name ("action.q01", ...), and the
+    files that hold any. Two files giving one statistic different values is a CfgrlError."""
+    wanted = {f"{feature}.{stat}" for feature in FEATURES.values() for stat in ("mean", "std", "q01", "q99")}
+    found: dict[str, tuple[np.ndarray, str]] = {}
     sources = []
-    for path in sorted(directory.glob("*.safetensors")):
-        if path.name == "model.safetensors":
-            continue
-        tensors = load_file(str(path))
-        wanted = {k: tensors[k] for k in PROCESSOR_STATS.values() if k in tensors and k not in processor}
-        if wanted:
-            processor.update(wanted)
-            sources.append(path.name)
-    if all(k in processor for k in PROCESSOR_STATS.values()):
-        notes.append(f"normalisation stats taken from {', '.join(sources)}")
-        return NormStats(**{f: processor[k].float().numpy() for f, k in PROCESSOR_STATS.items()})
+    for path in sorted({p for pattern in PROCESSOR_FILES for p in directory.glob(pattern)}):
+        tensors = {k: v for k, v in load_file(str(path)).items() if k in wanted}
+        sources += [path.name] if tensors else []
+        for key, tensor in tensors.items():
+            value = tensor.float().numpy().reshape(-1)
+            if key in found and not np.array_equal(found[key][0], value):
+                raise CfgrlError(f"{directory}: {found[key][1]} and {path.name} give different {key}; keep the stats file "
+                                 "that belongs to these weights and remove the other")
+            found.setdefault(key, (value, path.name))
+    return {k: v for k, (v, _) in found.items()}, sources
+
+
+def read_stats(directory: Path, notes: list[str], kind: str = "mean_std") -> NormStats | None:
+    """The checkpoint's normalisation stats of ``kind`` (classic buffers, else the processor stats
+    files); None when it has none."""
+    if kind == "mean_std":
+        buffers = _classic_buffers(directory)
+        values: dict[str, np.ndarray | None] = {}
+        for field, keys in CLASSIC_STATS.items():
+            keys = (keys,) if isinstance(keys, str) else keys
+            values[field] = next((a for a in (_finite(buffers.get(k)) for k in keys) if a is not None), None)
+        if all(v is not None for v in values.values()):
+            notes.append("normalisation stats taken from the classic normaliser buffers")
+            return NormStats(**values)
+    processor, sources = _processor_stats(directory)
+    names = {f"{name}_{stat}": f"{feature}.{stat}" for name, feature in FEATURES.items() for stat in FIELDS[kind]}
+    if all(k in processor for k in names.values()):
+        notes.append(f"{kind} normalisation stats taken from {', '.join(sources)}")
+        return NormStats(kind=kind, **{field: processor[key] for field, key in names.items()})
+    if sources:
+        lacking = sorted(set(names.values()) - set(processor))
+        raise CfgrlError(f"{directory}: {', '.join(sources)} hold no {', '.join(lacking)}, which the {kind} normalisation of its "
+                         "config.json needs; give the stats files written with these weights")
     notes.append("no normalisation stats found: the policy carries none (cfgrl train computes them from the stores)")
     return None
 
@@ -154,14 +184,15 @@ def from_ours(state: dict[str, torch.Tensor], stats: NormStats | None) -> tuple[
     weights[TIED_HEADS[0]] = weights[PG + "model.language_model.embed_tokens.weight"].clone()
     if stats is None:
         return weights, {}
-    return weights, {k: torch.tensor(getattr(stats, f), dtype=torch.float32) for f, k in PROCESSOR_STATS.items()}
+    return weights, {f"{FEATURES[field.split('_')[0]]}.{field.split('_')[1]}": torch.tensor(value, dtype=torch.float32)
+                     for field, value in stats.fields().items()}
 
 
 def sizes_json(config: PI0Config) -> dict[str, Any]:
     return {k: v for k, v in config.to_dict().items() if k not in ("condition_mode", "use_prefix_dropout")}
 
 
-def config_json(config: PI0Config) -> dict[str, Any]:
+def config_json(config: PI0Config, kind: str = "mean_std") -> dict[str, Any]:
     image = {"type": "VISUAL", "shape": [3, config.image_size, config.image_size]}
     return {
         "type": "pi0",
@@ -170,7 +201,7 @@ def config_json(config: PI0Config) -> dict[str, Any]:
             "observation.state": {"type": "STATE", "shape": [config.state_dim]},
         },
         "output_features": {"action": {"type": "ACTION", "shape": [config.action_dim]}},
-        "normalization_mapping": {"VISUAL": "IDENTITY", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"},
+        "normalization_mapping": {"VISUAL": "IDENTITY", **dict.fromkeys(("STATE", "ACTION"), {v: k for k, v in MODES.items()}[kind])},
         "chunk_size": config.chunk_size, "n_action_steps": config.chunk_size,
         "max_state_dim": config.max_state_dim, "max_action_dim": config.max_action_dim,
         "tokenizer_max_length": config.max_token_len, "num_inference_steps": config.num_steps,

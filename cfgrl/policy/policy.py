@@ -53,13 +53,12 @@ class PI0Policy(nn.Module):
         applied = stats if stats is not None else self._identity_stats()
         applied.check_dims(self.config.state_dim, self.config.action_dim)
         self._stats = stats
-        self._norm = {
-            name: torch.tensor(value, dtype=torch.float32)
-            for name, value in (
-                ("state_mean", applied.state_mean), ("state_std", NormStats.safe_std(applied.state_std)),
-                ("action_mean", applied.action_mean), ("action_std", NormStats.safe_std(applied.action_std)),
-            )
-        }
+        # Either kind is an affine map (normalize.NormStats.affine): "mean" is its offset, "std" its scale.
+        self._norm = {}
+        for name in ("state", "action"):
+            offset, scale = applied.affine(name)
+            self._norm[f"{name}_mean"] = torch.tensor(offset, dtype=torch.float32)
+            self._norm[f"{name}_std"] = torch.tensor(scale, dtype=torch.float32)
 
     def _identity_stats(self) -> NormStats:
         return NormStats.identity(self.config.state_dim, self.config.action_dim)

@@ -63,6 +63,7 @@ def load_policy(source: str | None, cfg: Config, camera_names: tuple[str, ...], 
         for note in policy.load_report:
             say(f"policy '{source}': {note}")
         _check_fits_env(policy, source, camera_names)
+        _check_chunk(policy, source, cfg.inference.replan_steps)
         if policy.stats is None:
             raise no_stats_error("policy", source)
         return policy
@@ -76,6 +77,7 @@ def load_policy(source: str | None, cfg: Config, camera_names: tuple[str, ...], 
     return PI0Policy(PI0Config.from_preset(  # shaped like the policy `cfgrl train` would start from
         cfg.policy.preset, camera_names=tuple(camera_names), image_size=image_size,
         condition_mode=cfg.policy.condition_mode, use_prefix_dropout=cfg.cfgrl.use_prefix_dropout,
+        **({"chunk_size": cfg.policy.chunk_size} if cfg.policy.chunk_size is not None else {}),
     ))
 
 
@@ -96,6 +98,13 @@ def _check_fits_env(policy: ChunkPolicy, source: str, camera_names: tuple[str, .
     if unknown:
         raise CfgrlError(f"policy '{source}' has no camera {', '.join(unknown)} (it reads {', '.join(pcfg.camera_names)}); "
                          "collect with an env that renders its cameras")
+
+
+def _check_chunk(policy: ChunkPolicy, source: str, replan_steps: int) -> None:
+    """Refuse a chunk shorter than the actions executed per query: a query would run out of actions."""
+    if policy.config.chunk_size < replan_steps:
+        raise CfgrlError(f"policy '{source}' predicts chunks of {policy.config.chunk_size} actions, fewer than "
+                         f"inference.replan_steps={replan_steps}; set inference.replan_steps to at most {policy.config.chunk_size}")
 
 
 def flow_noise_generator(episode_seed: int):

@@ -14,7 +14,7 @@ def train_command(
     stores: Annotated[list[Path], typer.Argument(help="Store directories the label index was made from, in its order.")],
     labels: Annotated[str, typer.Option("--labels", help="Label version: its directory, STORE@VERSION_OR_NAME, or a store (= the version `cfgrl label` made or reused last).")],
     out: Annotated[Path, typer.Option("--out", help="Run directory: checkpoints/step_N/, last -> latest, policy -> final policy.")],
-    policy: Annotated[Optional[Path], typer.Option("--policy", help="Start from this policy checkpoint (ours or lerobot pi0); default: a fresh policy.preset.")] = None,
+    policy: Annotated[Optional[Path], typer.Option("--policy", help="Start from this policy checkpoint (ours, lerobot or openpi); default: a fresh policy.preset.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its 'last' checkpoint, with its saved configuration.")] = False,
     objective: Annotated[Optional[str], typer.Option("--objective", help="cfgrl | filtered_bc | weighted (sets train.objective).")] = None,
     stats: Annotated[Optional[str], typer.Option("--stats", help="checkpoint | store: normalisation stats (sets train.stats).")] = None,

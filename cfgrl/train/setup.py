@@ -64,27 +64,39 @@ def common_layout(stores: list[Store]):
 def load_policy_dir(path: Path, tokenizer: str | None, **condition: Any) -> PI0Policy:
     if not path.is_dir() or not (path / "config.json").is_file():
         raise CfgrlError(f"--policy '{path}' is not a policy checkpoint (no config.json); give a directory written by "
-                         "cfgrl (save_pretrained / train) or a lerobot pi0 checkpoint")
+                         "cfgrl (save_pretrained / train), a lerobot pi0 or an openpi PyTorch checkpoint")
     return PI0Policy.from_pretrained(path, tokenizer=tokenizer, **condition)
+
+
+def _unrecorded_dims(source: Path, layout) -> dict[str, int]:
+    """The stores' state/action dims for an openpi checkpoint without norm stats, the only place openpi
+    records the robot's dims; every other checkpoint records its own (checked against the stores)."""
+    from cfgrl.policy.checkpoint import carries_stats
+    from cfgrl.policy.layout import layout_of, read_config
+
+    if (source / "config.json").is_file() and layout_of(read_config(source)) == "openpi" and not carries_stats(source):
+        return {"state_dim": layout.state_dim, "action_dim": layout.action_dim}
+    return {}
 
 
 def build_policy(cfg: Config, stores: list[Store], source: Path | None, say: Callable[[str], None]) -> PI0Policy:
     """A policy from ``source`` (a checkpoint) or a fresh ``policy.preset`` shaped by the stores."""
     layout = common_layout(stores)
+    chunk = {"chunk_size": cfg.policy.chunk_size} if cfg.policy.chunk_size is not None else {}
     if source is None:
         pcfg = PI0Config.from_preset(
             cfg.policy.preset, condition_mode=cfg.policy.condition_mode, use_prefix_dropout=cfg.cfgrl.use_prefix_dropout,
             image_size=layout.image_shape[0], camera_names=tuple(layout.camera_names), state_dim=layout.state_dim,
-            action_dim=layout.action_dim,
+            action_dim=layout.action_dim, **chunk,
         )
-        policy = PI0Policy(pcfg, stats=store_stats(stores), tokenizer=cfg.policy.tokenizer)
+        policy = PI0Policy(pcfg, stats=store_stats(stores, cfg.policy.normalization), tokenizer=cfg.policy.tokenizer)
         say(f"fresh '{cfg.policy.preset}' policy, {sum(p.numel() for p in policy.parameters()) / 1e6:.1f} M parameters; "
-            "normalisation stats computed from the stores")
+            f"{cfg.policy.normalization} normalisation stats computed from the stores")
         return policy
 
     # The configured condition applies to a checkpoint too (a BC base gets the mode being trained).
     policy = load_policy_dir(source, cfg.policy.tokenizer, condition_mode=cfg.policy.condition_mode,
-                             use_prefix_dropout=cfg.cfgrl.use_prefix_dropout)
+                             use_prefix_dropout=cfg.cfgrl.use_prefix_dropout, **chunk, **_unrecorded_dims(source, layout))
     for note in policy.load_report:
         say(f"policy '{source}': {note}")
     pcfg = policy.config
@@ -95,11 +107,13 @@ def build_policy(cfg: Config, stores: list[Store], source: Path | None, say: Cal
     if missing:
         raise CfgrlError(f"policy '{source}' has no camera {', '.join(missing)} (it uses {', '.join(pcfg.camera_names)}); "
                          "train on stores with its cameras")
-    computed = store_stats(stores)
+    # Recomputed stats keep the checkpoint's kind: its weights learnt in that normalised space.
+    kind = policy.stats.kind if policy.stats is not None else cfg.policy.normalization
+    computed = store_stats(stores, kind)
     if cfg.train.stats == "store" or policy.stats is None:
         policy.set_stats(computed)
         why = "train.stats=store" if cfg.train.stats == "store" else "the checkpoint carries none"
-        say(f"normalisation stats computed from the stores ({why})")
+        say(f"{kind} normalisation stats computed from the stores ({why})")
     else:
         for line in mismatch_report(policy.stats, computed):
             say(f"warning: normalisation stats differ, kept the checkpoint's (train.stats=store recomputes): {line}")

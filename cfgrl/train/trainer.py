@@ -109,8 +109,10 @@ class Run:
         torch.manual_seed(t.seed)  # the fresh model's initial weights
         policy = build_policy(cfg, stores, source, self.say)
         self.horizon = policy.config.chunk_size
-        if self.index.manifest.get("horizon", self.horizon) != self.horizon:
-            raise CfgrlError(f"label index windows have {self.index.manifest['horizon']} actions, the policy's chunk is {self.horizon}")
+        if self.index.manifest["horizon"] != self.horizon:
+            raise CfgrlError(f"label index {self.index.version} has windows of {self.index.manifest['horizon']} actions, the policy's "
+                             f"chunk is {self.horizon}; label again for this policy (`cfgrl label STORE --policy DIR`, or "
+                             "-o policy.chunk_size=N as for train)")
         params = policy.configure_training(t.freeze_vision, t.train_expert_only, t.gradient_checkpointing)
         self.policy = policy.to(procs.device)
         self.model = policy

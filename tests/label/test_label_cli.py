@@ -130,3 +130,19 @@ def test_a_damaged_reward_chunk_fails_with_one_line_naming_it(store, tmp_path, d
     assert f"error: store '{store.path}': steps/reward cannot be read (RuntimeError: Zstd" in lines[0]
     assert "restore it from a copy" in lines[0]
     assert not (tmp_path / "reach.labels").exists()
+
+
+def test_windows_take_the_chunk_of_the_policy_that_will_train(store, tmp_path):
+    from cfgrl.label import load_label_index
+    from cfgrl.policy import PI0Config, PI0Policy
+
+    policy = PI0Policy(PI0Config.from_preset("tiny", chunk_size=10)).save_pretrained(tmp_path / "policy")
+    result = run(store.path, "--policy", policy)
+    assert result.exit_code == 0, result.output
+    assert "windows of 10 actions" in result.output
+    index = load_label_index(store.path)
+    assert index.manifest["horizon"] == 10 and index.windows.num_valid.max() == 10
+    fresh = run(store.path, "-o", "policy.chunk_size=20")  # a fresh preset's chunk, set
+    assert "windows of 20 actions" in fresh.output and load_label_index(store.path).manifest["horizon"] == 20
+    bad = run(store.path, "--policy", tmp_path)
+    assert bad.exit_code == 2 and "is not a policy checkpoint (no config.json)" in bad.output

@@ -57,3 +57,34 @@ def test_norm_stats_guard_constant_dims_and_round_trip(tmp_path):
         NormStats(np.zeros(2), np.array([np.nan, 1.0]), np.ones(1), np.ones(1))
     with pytest.raises(CfgrlError, match="dims 2/1"):
         stats.check_dims(8, 7)
+
+
+def test_quantile_stats_map_q01_to_minus_one_and_q99_to_plus_one(tmp_path):
+    from policy_helpers import make_config
+
+    from cfgrl.policy import PI0Policy
+
+    rng = np.random.default_rng(0)
+    q01 = {"state": rng.normal(size=8), "action": rng.normal(size=7)}
+    q99 = {name: lo + rng.uniform(0.5, 3.0, size=lo.shape) for name, lo in q01.items()}
+    stats = NormStats(kind="quantile", state_q01=q01["state"], state_q99=q99["state"], action_q01=q01["action"], action_q99=q99["action"])
+    policy = PI0Policy(make_config(), stats=stats)
+    obs = {"images": {}, "prompt": "x", "state": torch.tensor(np.stack([q01["state"], q99["state"]]), dtype=torch.float32)}
+    state = policy._model_inputs(obs)[-1][:, :8]
+    torch.testing.assert_close(state, torch.tensor([[-1.0] * 8, [1.0] * 8]), rtol=0, atol=1e-5)
+    offset, scale = stats.affine("action")
+    np.testing.assert_allclose(offset - scale, q01["action"])
+    np.testing.assert_allclose(offset + scale, q99["action"])
+    # the kind is saved and read back; mean/std stats keep the version-1 file (and so the ids of saved policies)
+    stats.save(tmp_path / "q.json")
+    again = NormStats.load(tmp_path / "q.json")
+    assert again.kind == "quantile" and again.to_dict() == stats.to_dict() and stats.to_dict()["schema_version"] == 2
+    assert NormStats.identity(2, 1).to_dict() == {"schema_version": 1, "state_mean": [0.0, 0.0], "state_std": [1.0, 1.0],
+                                                   "action_mean": [0.0], "action_std": [1.0]}
+
+
+def test_a_quantile_range_of_zero_width_is_one_clear_error():
+    with pytest.raises(CfgrlError, match=r"q01\.\.q99 range of action dim\(s\) 1 has zero .*policy.normalization=mean_std"):
+        NormStats(kind="quantile", state_q01=np.zeros(2), state_q99=np.ones(2), action_q01=np.zeros(2), action_q99=np.array([1.0, 0.0]))
+    with pytest.raises(CfgrlError, match="lack state_q99"):
+        NormStats(kind="quantile", state_q01=np.zeros(2), action_q01=np.zeros(2), action_q99=np.ones(2))

@@ -92,3 +92,13 @@ def test_engine_time_split_names_the_collectors_own_overhead():
     split = EngineTime(policy_s=6.0, store_s=1.0, pipe_s=0.5, wall_s=10.0).line()
     assert split == ("collector time: policy 6.0 s (60%), storing episodes 1.0 s (10%), pipes 0.5 s (5%), "
                      "waiting for environments 2.5 s (25%)")
+
+
+def test_a_chunk_shorter_than_replan_steps_is_refused_before_any_rollout(tmp_path):
+    from cfgrl.policy import NormStats, PI0Config, PI0Policy
+
+    config = PI0Config.from_preset("tiny", camera_names=CAMERAS, image_size=32, chunk_size=4)
+    PI0Policy(config, stats=NormStats.identity(8, 7)).save_pretrained(tmp_path / "short")
+    with pytest.raises(CfgrlError, match=r"chunks of 4 actions, fewer than inference.replan_steps=5"):
+        load_policy(str(tmp_path / "short"), load_config(), CAMERAS, 32)
+    assert load_policy(str(tmp_path / "short"), load_config(None, ["inference.replan_steps=4"]), CAMERAS, 32).config.chunk_size == 4

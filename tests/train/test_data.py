@@ -154,4 +154,79 @@ def test_a_checkpoint_keeps_the_stats_it_carries_and_one_without_gets_the_stores
     notes.clear()
     filled = build_policy(cfg, [Store(store)], tmp_path / "none", notes.append)
     np.testing.assert_array_equal(filled.stats.action_mean, computed.action_mean)
-    assert notes[-1] == "normalisation stats computed from the stores (the checkpoint carries none)"
+    assert notes[-1] == "mean_std normalisation stats computed from the stores (the checkpoint carries none)"
+
+
+def test_quantile_stats_from_the_stores_are_exact(tmp_path):
+    store = Store(write_store(tmp_path / "s.zarr", episodes=4, wait=3))
+    n = store.num_steps
+    keep = ~np.asarray(store.steps("is_wait")[:n])
+    stats = store_stats([store], "quantile")
+    assert stats.kind == "quantile"
+    for name in ("state", "action"):
+        values = np.asarray(store.steps(name)[:n], np.float32)[keep]
+        lo, hi = np.quantile(values, [0.01, 0.99], axis=0)
+        np.testing.assert_array_equal(getattr(stats, f"{name}_q01"), lo.astype(np.float32))
+        np.testing.assert_array_equal(getattr(stats, f"{name}_q99"), hi.astype(np.float32))
+    shifted = NormStats(kind="quantile", state_q01=stats.state_q01, state_q99=stats.state_q99,
+                        action_q01=stats.action_q01 - 1.0, action_q99=stats.action_q99)
+    (line,) = mismatch_report(shifted, stats)
+    assert line.startswith("action_q01: checkpoint [")
+
+
+def test_quantile_training_keeps_its_kind_and_a_constant_dimension_is_refused(tmp_path):
+    import zarr
+
+    path = write_store(tmp_path / "s.zarr", episodes=2)
+    stores = [Store(path)]
+    fresh = build_policy(load_config(None, ["policy.normalization=quantile"]), stores, None, lambda _: None)
+    assert fresh.stats.kind == "quantile"
+    fresh.save_pretrained(tmp_path / "q")
+    notes = []
+    again = build_policy(load_config(None, ["train.stats=store"]), stores, tmp_path / "q", notes.append)  # default mean_std
+    assert again.stats.kind == "quantile" and notes[-1].startswith("quantile normalisation stats computed")
+    root = zarr.open_group(str(path), mode="r+")  # the episodes' state is constant per episode: make dim 3 constant overall
+    state = np.asarray(root["steps/state"][:])
+    state[:, 3] = 0.25
+    root["steps/state"][:] = state
+    with pytest.raises(CfgrlError, match=r"range of state dim\(s\) 3 has zero"):
+        store_stats([Store(path)], "quantile")
+
+
+def test_a_lerobot_checkpoint_without_stats_trains_with_stats_from_the_stores(small_run_inputs, tmp_path):
+    """As lerobot's pi05_base ships: no stats file; the stores give them, of policy.normalization's kind."""
+    from cfgrl.policy.checkpoint import carries_stats, export_lerobot
+
+    store, _ = small_run_inputs
+    policy = initial_policy([store])
+    policy.set_stats(None)
+    exported = export_lerobot(policy, tmp_path / "lerobot")
+    assert not carries_stats(exported)
+    notes = []
+    loaded = build_policy(load_config(None, ["train.stats=store", "policy.normalization=quantile"]), [Store(store)], exported, notes.append)
+    assert loaded.stats.kind == "quantile"
+    assert notes[-1] == "quantile normalisation stats computed from the stores (train.stats=store)"
+
+
+def test_an_openpi_checkpoint_without_norm_stats_takes_the_stores_dims(small_run_inputs, tmp_path):
+    """openpi records the robot's dims only in its norm stats: without them train gives the stores'."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from cfgrl.policy.checkpoint import export_lerobot
+
+    store, _ = small_run_inputs
+    policy = initial_policy([store])
+    policy.set_stats(None)
+    exported = export_lerobot(policy, tmp_path / "lerobot")
+    openpi = tmp_path / "openpi"
+    (openpi / "assets").mkdir(parents=True)  # copied without norm stats
+    weights = {k[len("model."):]: v for k, v in load_file(str(exported / "model.safetensors")).items()}
+    save_file(weights, str(openpi / "model.safetensors"))
+    (openpi / "cfgrl_sizes.json").write_text((exported / "cfgrl_sizes.json").read_text())  # the tiny sizes
+    (openpi / "config.json").write_text(json.dumps({"action_dim": 32, "action_horizon": 50, "paligemma_variant": "gemma_2b",
+                                                    "action_expert_variant": "gemma_300m", "precision": "float32"}))
+    # it loads (state/action dims 8/7 from the stores); openpi's camera names then differ from the stores'
+    with pytest.raises(CfgrlError, match=r"has no camera agentview, wrist \(it uses base_0_rgb"):
+        build_policy(load_config(None, []), [Store(store)], openpi, lambda _: None)
