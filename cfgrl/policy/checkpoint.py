@@ -1,4 +1,4 @@
-"""Policy checkpoints: our directory format, reading lerobot pi0 directories, exporting to lerobot.
+"""Policy checkpoints: our directory format, reading lerobot pi0 / pi05 directories, exporting to lerobot.
 
 Our format, one directory:
   config.json        {"schema": "cfgrl.policy", "schema_version": 1 (``schemas.POLICY``), "policy_id",
@@ -114,8 +114,8 @@ def is_ours(meta: dict[str, Any]) -> bool:
 
 
 def is_policy_config(meta: Any) -> bool:
-    """Whether a config.json is a policy checkpoint's that ``load_policy`` reads: ours or lerobot's pi0."""
-    return isinstance(meta, dict) and (is_ours(meta) or meta.get("type") == "pi0")
+    """Whether a config.json is a policy checkpoint's that ``load_policy`` reads: ours or lerobot's pi0 / pi05."""
+    return isinstance(meta, dict) and (is_ours(meta) or meta.get("type") in lerobot_format.LEROBOT_TYPES)
 
 
 def _check_schema(meta: dict[str, Any], directory: Path) -> None:
@@ -129,13 +129,13 @@ def load_policy(directory: Path, tokenizer: str | Path | None = None, overrides:
     meta = _read_config(directory)
     if is_ours(meta):
         return _load_ours(PI0Policy, directory, meta, tokenizer, overrides or {})
-    if meta.get("type") == "pi0":
+    if meta.get("type") in lerobot_format.LEROBOT_TYPES:
         return _load_lerobot(PI0Policy, directory, meta, tokenizer, overrides or {})
-    raise CfgrlError(f"{directory} is neither a cfgrl policy nor a lerobot pi0 checkpoint (config.json has no known format)")
+    raise CfgrlError(f"{directory} is neither a cfgrl policy nor a lerobot pi0 / pi05 checkpoint (config.json has no known format)")
 
 
 def carries_stats(directory: Path) -> bool:
-    """Whether a checkpoint (ours or a lerobot pi0 one) carries normalisation stats, read without its weights."""
+    """Whether a checkpoint (ours or a lerobot pi0 / pi05 one) carries normalisation stats, read without its weights."""
     if is_ours(_read_config(directory)):
         return (directory / STATS_FILE).is_file()
     return lerobot_format.read_stats(directory, []) is not None
@@ -191,7 +191,9 @@ def _load_ours(cls, directory: Path, meta: dict, tokenizer, overrides: dict):
 
 def _load_lerobot(cls, directory: Path, meta: dict, tokenizer, overrides: dict):
     config = PI0Config.from_dict({**lerobot_format.config_values(meta, directory), **overrides})
-    state, notes = lerobot_format.to_ours(read_safetensors(directory / "model.safetensors"))
+    weights = read_safetensors(directory / "model.safetensors")
+    lerobot_format.check_family(config.family, weights, directory)
+    state, notes = lerobot_format.to_ours(weights)
     stats = lerobot_format.read_stats(directory, notes)
     policy = cls(config, stats=stats, tokenizer=_tokenizer(config, directory, tokenizer))
     result = policy.model.load_state_dict(state, strict=False)
@@ -206,7 +208,7 @@ def _load_lerobot(cls, directory: Path, meta: dict, tokenizer, overrides: dict):
 
 
 def exported_state(policy) -> dict[str, torch.Tensor]:
-    """The weights lerobot's pi0 gets: the policy as it samples at w = 1, without condition parameters.
+    """The weights lerobot's pi0 / pi05 gets: the policy as it samples at w = 1, without condition parameters.
 
     A trained condition is folded in: bias and concat modes add the o = 1 class to one layer's output,
     which that layer's bias absorbs exactly. The w = 1 branch keeps the prompt even under prefix
@@ -223,7 +225,8 @@ def exported_state(policy) -> dict[str, torch.Tensor]:
 
 
 def export_lerobot(policy, directory: Path) -> Path:
-    """Write ``policy`` in lerobot's pi0 layout: its conditional policy (w = 1), see ``exported_state``."""
+    """Write ``policy`` in lerobot's layout of its family (pi0 or pi05): its conditional policy (w = 1), see
+    ``exported_state``."""
     state = exported_state(policy)  # refuses a token-mode condition before anything is written
 
     def fill(staging: Path) -> None:

@@ -72,8 +72,8 @@ def build_policy(cfg: Config, stores: list[Store], source: Path | None, say: Cal
     """A policy from ``source`` (a checkpoint) or a fresh ``policy.preset`` shaped by the stores."""
     layout = common_layout(stores)
     if source is None:
-        pcfg = PI0Config.from_preset(
-            cfg.policy.preset, condition_mode=cfg.policy.condition_mode, use_prefix_dropout=cfg.cfgrl.use_prefix_dropout,
+        pcfg = PI0Config.fresh(
+            cfg.policy, use_prefix_dropout=cfg.cfgrl.use_prefix_dropout,
             image_size=layout.image_shape[0], camera_names=tuple(layout.camera_names), state_dim=layout.state_dim,
             action_dim=layout.action_dim,
         )

@@ -1,4 +1,4 @@
-"""Small real PI0 policies and batches for the policy tests (tiny preset at 32x32 images)."""
+"""Small real PI0 and π0.5 policies and batches for the policy tests (tiny presets at 32x32 images)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,15 @@ from cfgrl.policy import NormStats, PI0Config, PI0Policy
 CAMERAS = ("agentview", "wrist")
 
 
-def make_config(**overrides) -> PI0Config:
-    values = dict(image_size=32, patch_size=8, camera_names=CAMERAS, state_dim=8, action_dim=7, max_token_len=32)
-    return PI0Config.from_preset("tiny", **{**values, **overrides})
+FAMILIES = ["pi0", "pi05"]
+
+
+def make_config(family: str = "pi0", **overrides) -> PI0Config:
+    """The tiny preset of ``family``; PI0's prompts fit 32 byte tokens, π0.5's (with the state) its preset's 128."""
+    values = dict(image_size=32, patch_size=8, camera_names=CAMERAS, state_dim=8, action_dim=7)
+    if family == "pi0":
+        return PI0Config.from_preset("tiny", **{**values, "max_token_len": 32, **overrides})
+    return PI0Config.from_preset("pi05_tiny", **{**values, **overrides})
 
 
 def make_stats(seed: int = 0) -> NormStats:
@@ -20,9 +26,9 @@ def make_stats(seed: int = 0) -> NormStats:
     return NormStats(rng.normal(size=8), rng.uniform(0.5, 2, size=8), rng.normal(size=7), rng.uniform(0.5, 2, size=7))
 
 
-def make_policy(seed: int = 0, **overrides) -> PI0Policy:
+def make_policy(seed: int = 0, family: str = "pi0", **overrides) -> PI0Policy:
     torch.manual_seed(seed)
-    return PI0Policy(make_config(**overrides), stats=make_stats(seed)).eval()
+    return PI0Policy(make_config(family, **overrides), stats=make_stats(seed)).eval()
 
 
 def make_obs(batch: int = 3, seed: int = 0, size: tuple[int, int] = (40, 30)) -> dict:

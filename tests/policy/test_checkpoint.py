@@ -242,12 +242,13 @@ def _train_sentencepiece(directory) -> str:
 
 
 def test_sentencepiece_tokenizer_is_saved_and_found_in_the_checkpoint(tmp_path):
+    from cfgrl.policy.tokenizer import pi0_prompt
     from policy_helpers import make_config, make_stats
 
     model_file = _train_sentencepiece(tmp_path)
     torch.manual_seed(0)
     policy = PI0Policy(make_config(tokenizer="sentencepiece"), stats=make_stats(), tokenizer=model_file).eval()
-    ids, mask = policy.tokenizer(["pick up the bowl"])
+    ids, mask, _ = policy.tokenizer([pi0_prompt("pick up the bowl")])
     assert ids[0, 0] == 2 and mask[0].sum() > 2 and int(ids.max()) < 60
     path = policy.save_pretrained(tmp_path / "ckpt")
     assert (path / "tokenizer.model").is_file()
