@@ -17,25 +17,9 @@ from safetensors.torch import load_file
 
 from cfgrl.optimality import Label
 from cfgrl.policy import ModelInputs, PI0Policy
+from policy_helpers import fixture_sizes as sizes, max_relative_error
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "lerobot_pi0"
-
-
-def max_relative_error(ours: torch.Tensor, theirs: torch.Tensor) -> float:
-    return float((ours.float() - theirs.float()).abs().max() / theirs.float().abs().max())
-
-
-def sizes(arch: dict) -> dict:
-    vision, prefix, expert = arch["vision"], arch["prefix"], arch["expert"]
-    assert prefix["head_dim"] == expert["head_dim"] and prefix["heads"] == expert["heads"]
-    return dict(
-        image_size=vision["image_size"], patch_size=vision["patch"], vision_width=vision["hidden"],
-        vision_layers=vision["layers"], vision_heads=vision["heads"], vision_mlp=vision["mlp"],
-        num_layers=prefix["depth"], num_heads=prefix["heads"], num_kv_heads=prefix["kv_heads"],
-        head_dim=prefix["head_dim"], prefix_width=prefix["width"], prefix_mlp=prefix["mlp"], vocab_size=prefix["vocab"],
-        expert_width=expert["width"], expert_mlp=expert["mlp"], rms_norm_eps=prefix["rms_norm_eps"],
-        rope_theta=prefix["rope_theta"],
-    )
 
 
 @pytest.fixture(scope="module")
