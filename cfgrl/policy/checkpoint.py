@@ -227,6 +227,9 @@ def exported_state(policy) -> dict[str, torch.Tensor]:
 def export_lerobot(policy, directory: Path) -> Path:
     """Write ``policy`` in lerobot's layout of its family (pi0 or pi05): its conditional policy (w = 1), see
     ``exported_state``."""
+    if policy.config.family == "pi05" and not policy.config.discrete_state_input:
+        raise CfgrlError("a π0.5 without discrete_state_input cannot be exported to lerobot's pi05, which always writes the "
+                         "state into the prompt; export a policy trained with policy.discrete_state_input=true")
     state = exported_state(policy)  # refuses a token-mode condition before anything is written
 
     def fill(staging: Path) -> None:
@@ -235,7 +238,7 @@ def export_lerobot(policy, directory: Path) -> Path:
         save_file(_contiguous(stats), str(staging / lerobot_format.STATS_FILE))
         (staging / "config.json").write_text(json.dumps(lerobot_format.config_json(policy.config), indent=1))
         (staging / lerobot_format.SIZES_FILE).write_text(json.dumps(lerobot_format.sizes_json(policy.config), indent=1))
-        if policy.config.tokenizer == "sentencepiece":
+        if policy.config.tokenizer == "sentencepiece" and policy.holds_tokenizer:  # one loaded without it exports without it
             policy.tokenizer.save(staging)
 
     return _write_atomically(directory, fill)

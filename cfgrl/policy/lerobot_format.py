@@ -167,7 +167,11 @@ def from_ours(state: dict[str, torch.Tensor], stats: NormStats | None) -> tuple[
                 break
         else:
             raise CfgrlError(f"cannot export parameter {key} to the lerobot layout")
-    weights[TIED_HEADS[0]] = weights[PG + "model.language_model.embed_tokens.weight"].clone()
+    embeddings = weights[PG + "model.language_model.embed_tokens.weight"]
+    weights[TIED_HEADS[0]] = embeddings.clone()
+    # lerobot builds (and loads strictly) the expert's lm_head although nothing reads it: write zeros
+    expert_width = state["action_in_proj.weight"].shape[0]
+    weights[IGNORED[0]] = torch.zeros(embeddings.shape[0], expert_width, dtype=embeddings.dtype)
     if stats is None:
         return weights, {}
     return weights, {k: torch.tensor(getattr(stats, f), dtype=torch.float32) for f, k in PROCESSOR_STATS.items()}

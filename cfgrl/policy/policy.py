@@ -72,6 +72,11 @@ class PI0Policy(nn.Module):
         return self._tokenizer
 
     @property
+    def holds_tokenizer(self) -> bool:
+        """False for a pi0/pi05-preset policy loaded without its SentencePiece model (it fails when prompted)."""
+        return self._tokenizer is not None or self.config.tokenizer == "byte"
+
+    @property
     def device(self) -> torch.device:
         return self.model.action_out_proj.weight.device
 

@@ -153,7 +153,7 @@ def make_tokenizer(kind: str, max_len: int, directory: Path | None = None, path:
         path = Path(directory) / SENTENCEPIECE_FILE
     if path is None:
         raise CfgrlError(
-            "the pi0 policy needs the PaliGemma SentencePiece tokenizer: pass --tokenizer PATH "
+            "a pi0 / pi05 preset policy needs the PaliGemma SentencePiece tokenizer: pass --tokenizer PATH "
             "(or set policy.tokenizer), or put tokenizer.model in the checkpoint directory"
         )
     return SentencePieceTokenizer(Path(path), max_len)

@@ -99,3 +99,17 @@ def test_a_config_of_one_family_over_the_others_weights_is_one_clear_error(tmp_p
     with pytest.raises(CfgrlError, match=f"describes a {claimed} policy but model.safetensors holds {held} weights") as caught:
         PI0Policy.from_pretrained(mixed)
     assert "\n" not in str(caught.value)
+
+
+def test_export_writes_lerobots_pi05_keys_and_shapes(loaded, tmp_path):
+    from safetensors import safe_open
+
+    from cfgrl.policy.checkpoint import export_lerobot
+
+    exported = export_lerobot(loaded[0], tmp_path / "exported")
+    shapes = {}
+    for directory in (FIXTURE, exported):
+        with safe_open(str(directory / "model.safetensors"), "pt") as handle:
+            shapes[directory] = {key: handle.get_slice(key).get_shape() for key in handle.keys()}
+    assert shapes[exported] == shapes[FIXTURE]
+    assert json.loads((exported / "config.json").read_text())["type"] == "pi05"
