@@ -142,7 +142,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 # π0.5 has PI0's towers; its prompt carries the state ("Task: ..., State: 8 bins;\nAction: "), so the
 # token length is lerobot's 200 for the published sizes and 128 for the byte-tokenised small ones
-# (the built-in env's longest prompt with its 8-d state is 92 bytes with BOS and newline).
+# (the built-in env's longest prompt with its 8-d state is 84 byte tokens with BOS).
 PRESETS.update({
     f"pi05{suffix}": {**PRESETS[base], "family": "pi05", "discrete_state_input": True, "max_token_len": length}
     for suffix, base, length in (("", "pi0", 200), ("_mini", "mini", 128), ("_tiny", "tiny", 128))

@@ -64,7 +64,7 @@ def common_layout(stores: list[Store]):
 def load_policy_dir(path: Path, tokenizer: str | None, **condition: Any) -> PI0Policy:
     if not path.is_dir() or not (path / "config.json").is_file():
         raise CfgrlError(f"--policy '{path}' is not a policy checkpoint (no config.json); give a directory written by "
-                         "cfgrl (save_pretrained / train) or a lerobot pi0 checkpoint")
+                         "cfgrl (save_pretrained / train) or a lerobot pi0 / pi05 checkpoint")
     return PI0Policy.from_pretrained(path, tokenizer=tokenizer, **condition)
 
 
