@@ -74,3 +74,16 @@ def fixture_sizes(arch: dict) -> dict:
         expert_width=expert["width"], expert_mlp=expert["mlp"], rms_norm_eps=prefix["rms_norm_eps"],
         rope_theta=prefix["rope_theta"],
     )
+
+
+def train_sentencepiece(directory) -> str:
+    """A tiny real SentencePiece model (PaliGemma's special ids) trained on a few robot prompts."""
+    import sentencepiece
+
+    words = "pick up the black bowl and place it on the plate open the top drawer put the cup in the basket".split()
+    lines = [" ".join(words[i:] + words[:i]) for i in range(len(words))]
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines * 4), model_prefix=str(directory / "sp"), vocab_size=60, model_type="bpe",
+        pad_id=0, eos_id=1, bos_id=2, unk_id=3, minloglevel=2,
+    )
+    return str(directory / "sp.model")

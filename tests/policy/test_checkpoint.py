@@ -15,7 +15,7 @@ from cfgrl.errors import CfgrlError
 from cfgrl.evaluate.rollouts import check_policy_dir
 from cfgrl.optimality import Label
 from cfgrl.policy import NormStats, PI0Policy
-from policy_helpers import FAMILIES, make_batch, make_noise, make_obs, make_policy, perturb_condition
+from policy_helpers import FAMILIES, make_batch, train_sentencepiece, make_noise, make_obs, make_policy, perturb_condition
 
 
 def outputs(policy, w=2.0):
@@ -243,23 +243,11 @@ def test_lerobot_checkpoint_with_wrong_keys_names_them(tmp_path):
         PI0Policy.from_pretrained(exported)
 
 
-def _train_sentencepiece(directory) -> str:
-    import sentencepiece
-
-    words = "pick up the black bowl and place it on the plate open the top drawer put the cup in the basket".split()
-    lines = [" ".join(words[i:] + words[:i]) for i in range(len(words))]
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines * 4), model_prefix=str(directory / "sp"), vocab_size=60, model_type="bpe",
-        pad_id=0, eos_id=1, bos_id=2, unk_id=3, minloglevel=2,
-    )
-    return str(directory / "sp.model")
-
-
 def test_sentencepiece_tokenizer_is_saved_and_found_in_the_checkpoint(tmp_path):
     from cfgrl.policy.tokenizer import pi0_prompt
     from policy_helpers import make_config, make_stats
 
-    model_file = _train_sentencepiece(tmp_path)
+    model_file = train_sentencepiece(tmp_path)
     torch.manual_seed(0)
     policy = PI0Policy(make_config(tokenizer="sentencepiece"), stats=make_stats(), tokenizer=model_file).eval()
     ids, mask, _ = policy.tokenizer([pi0_prompt("pick up the bowl")])
