@@ -1,4 +1,4 @@
-"""Cost of classifier-free guidance at inference (tiny and mini presets, batch 1, two 224x224 cameras).
+"""Cost of classifier-free guidance at inference (PI0's and π0.5's tiny and mini presets, batch 1, two 224x224 cameras).
 
     .venv/bin/python bench/guided_sampling.py [--repeats 7] [--threads 2]
 
@@ -6,9 +6,9 @@ Per preset, medians of: the prefix pass alone, a 10-step sample at w=1 (conditio
 at w=2 (both branches in one batched suffix pass per step). Reports the plain ratio t(w=2)/t(w=1) and
 the guidance overhead (t(w=2) - t(w=1)) / (t(w=1) - t(prefix)): the extra cost measured in units of
 one unguided suffix pass (10 steps). One more full suffix pass per step costs 1.0, which is the
-minimum when compute-bound; the target is <= 1.1 on mini. Also reports the pi0 preset's bf16
-parameter memory (built on the meta device, no weights allocated) and one tiny training step. The last
-line is mini's overhead.
+minimum when compute-bound; the target is <= 1.1 on mini and pi05_mini. Also reports the pi0 and pi05
+presets' bf16 parameter memory (built on the meta device, no weights allocated) and one tiny training
+step. The last two lines are mini's and pi05_mini's overheads, π0.5 last.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import time
 
 import torch
 
-from cfgrl.policy import PI0Config, PI0Model
+from cfgrl.policy import ModelInputs, PI0Config
+from cfgrl.policy.model import build_model
 
 
 def interleaved_medians(fns: list, repeats: int) -> list[float]:
@@ -38,20 +39,24 @@ def interleaved_medians(fns: list, repeats: int) -> list[float]:
 def measure(preset: str, repeats: int) -> dict[str, float]:
     torch.manual_seed(0)
     cfg = PI0Config.from_preset(preset, condition_mode="token", tokenizer="byte", vocab_size=259)
-    model = PI0Model(cfg).eval()
+    model = build_model(cfg).eval()
     images = [torch.rand(1, 3, cfg.image_size, cfg.image_size) * 2 - 1 for _ in cfg.camera_names]
     img_masks = [torch.ones(1, dtype=torch.bool) for _ in cfg.camera_names]
     tokens = torch.randint(3, cfg.vocab_size, (1, cfg.max_token_len))
+    # a PI0 prompt of 20 tokens; π0.5's carries the state too ("Task: ..., State: 8 bins;\nAction: ", ~70)
+    valid = 20 if cfg.family == "pi0" else 70
     lang_masks = torch.zeros(1, cfg.max_token_len, dtype=torch.bool)
-    lang_masks[:, :20] = True
-    state, noise = torch.randn(1, cfg.max_state_dim), torch.randn(1, cfg.chunk_size, cfg.max_action_dim)
+    lang_masks[:, :valid] = True
+    state = torch.randn(1, cfg.max_state_dim) if cfg.family == "pi0" else None
+    inputs = ModelInputs(images, img_masks, tokens, lang_masks, state)
+    noise = torch.randn(1, cfg.chunk_size, cfg.max_action_dim)
 
     def prefix_only():
         with torch.no_grad():
-            model._prefix_cache(images, img_masks, tokens, lang_masks, torch.ones(1, dtype=torch.long), 1, 1)
+            model._prefix_cache(inputs, None, 1, 1)
 
     def sample(w):
-        return lambda: model.sample_actions(images, img_masks, tokens, lang_masks, state, noise=noise, cfg_scale=w)
+        return lambda: model.sample_actions(inputs, noise=noise, cfg_scale=w)
 
     t_prefix, t_w1, t_w2 = interleaved_medians([prefix_only, sample(1.0), sample(2.0)], repeats)
     return {"prefix": t_prefix, "w1": t_w1, "w2": t_w2, "ratio": t_w2 / t_w1, "overhead": (t_w2 - t_w1) / (t_w1 - t_prefix)}
@@ -79,9 +84,9 @@ def tiny_training_step(repeats: int) -> float:
     return interleaved_medians([step], repeats)[0]
 
 
-def pi0_bf16_gib() -> float:
+def bf16_gib(preset: str) -> float:
     with torch.device("meta"):
-        model = PI0Model(PI0Config.from_preset("pi0"))
+        model = build_model(PI0Config.from_preset(preset))
     return sum(p.numel() for p in model.parameters()) * 2 / 2**30
 
 
@@ -89,19 +94,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--presets", nargs="+", default=["tiny", "mini"])
+    parser.add_argument("--presets", nargs="+", default=["tiny", "mini", "pi05_tiny", "pi05_mini"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, batch 1, 10 Euler steps, medians of {args.repeats}")
-    print(f"pi0 preset parameters in bf16: {pi0_bf16_gib():.2f} GiB (activations and KV cache come on top)")
+    for preset in ("pi0", "pi05"):
+        print(f"{preset} preset parameters in bf16: {bf16_gib(preset):.2f} GiB (activations and KV cache come on top)")
     print(f"tiny: training step (batch 1) {tiny_training_step(args.repeats) * 1e3:.1f} ms")
     results = {}
     for preset in args.presets:
         r = results[preset] = measure(preset, args.repeats)
         print(f"{preset}: prefix {r['prefix'] * 1e3:.1f} ms, w=1 {r['w1'] * 1e3:.1f} ms, w=2 {r['w2'] * 1e3:.1f} ms, "
               f"ratio t(w=2)/t(w=1) {r['ratio']:.3f}, guidance overhead {r['overhead']:.3f}")
-    last = "mini" if "mini" in results else args.presets[-1]
-    print(f"guidance overhead ({last}): {results[last]['overhead']:.3f}")
+    for family_mini in ("mini", "pi05_mini"):  # π0.5 last
+        if family_mini in results:
+            print(f"guidance overhead ({family_mini}): {results[family_mini]['overhead']:.3f}")
 
 
 if __name__ == "__main__":

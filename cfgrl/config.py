@@ -52,11 +52,12 @@ class EnvConfig:
 
 @dataclass
 class PolicyConfig:
-    path: str | None = _f(None, "policy checkpoint directory (ours, lerobot or openpi); null = a fresh preset")
-    preset: str = _f("tiny", "architecture preset for a fresh policy: tiny | mini | pi0")
+    path: str | None = _f(None, "policy checkpoint directory (ours, lerobot pi0 / pi05 or openpi); null = a fresh preset")
+    preset: str = _f("tiny", "architecture preset for a fresh policy: tiny | mini | pi0 (PI0); pi05_tiny | pi05_mini | pi05 (π0.5)")
     condition_mode: str = _f("token", "how the optimality condition enters the suffix: token | bias | concat")
-    tokenizer: str | None = _f(None, "PaliGemma SentencePiece model path (pi0 preset only)")
-    chunk_size: int | None = _f(None, "actions per chunk, and per label window (null = the checkpoint's, else the preset's: 50)")
+    tokenizer: str | None = _f(None, "PaliGemma SentencePiece model path (pi0 and pi05 presets only)")
+    discrete_state_input: bool | None = _f(None, "fresh π0.5 only: write the state into the prompt (false: the model never sees it; null = the preset's, true)")
+    chunk_size: int | None = _f(None, "actions per chunk, and per label window (null = the checkpoint's, else the preset's)")
     normalization: str = _f("mean_std", "state/action stats a fresh policy, or a checkpoint without stats, computes: mean_std | quantile (q01 -> -1, q99 -> +1)")
 
 

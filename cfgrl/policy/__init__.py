@@ -1,12 +1,14 @@
-"""PI0 policy with a true unconditional path and classifier-free guided sampling.
+"""PI0 and π0.5 policies with a true unconditional path and classifier-free guided sampling.
 
 Modules, top-down:
-  policy.py         PI0Policy: raw observations/actions, normalisation, labels o, losses, guided sampling
-  model.py          PI0Model: tensor-level PI0 (prefix/suffix embedding, flow matching, Euler sampler)
+  policy.py         PI0Policy: raw observations/actions, prompts, normalisation, labels o, losses, guided sampling
+  model.py          what both families share: prefix, flow matching, labels, cached guided Euler sampler
+  model_pi0.py      PI0Model: PI0's suffix (state token, action-time MLP)
+  model_pi05.py     PI05Model: π0.5's suffix (action tokens; the time conditions the expert's adaptive norms)
   condition.py      the CFGRL condition (token | bias | concat); ∅ samples inject nothing
   backbone.py       SigLIP + Gemma prefix LM + Gemma action expert with one joint attention per layer
-  config.py         PI0Config and the pi0 / mini / tiny presets
-  images.py, tokenizer.py, normalize.py   input preparation and normalisation stats
+  config.py         PI0Config and the presets (pi0 / mini / tiny, pi05 / pi05_mini / pi05_tiny)
+  images.py, tokenizer.py, normalize.py   input preparation (π0.5's prompt), normalisation stats
   checkpoint.py, lerobot_format.py        our checkpoint format, lerobot's layouts in and out
   cli.py            `cfgrl export`
 
@@ -24,7 +26,9 @@ _EXPORTS = {
     "PRESETS": "cfgrl.policy.config",
     "NormStats": "cfgrl.policy.normalize",
     "PI0Policy": "cfgrl.policy.policy",
-    "PI0Model": "cfgrl.policy.model",
+    "PI0Model": "cfgrl.policy.model_pi0",
+    "PI05Model": "cfgrl.policy.model_pi05",
+    "ModelInputs": "cfgrl.policy.model",
     "export_lerobot": "cfgrl.policy.checkpoint",
 }
 

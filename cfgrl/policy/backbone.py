@@ -8,6 +8,10 @@ applies its own output projection, residual, norm and MLP.
 
 A KV cache of the prefix (per layer, keys after RoPE) lets sampling run the prefix once and then only
 the suffix stream at every Euler step.
+
+π0.5's expert differs in its norms only: each (both per layer, and the final one) is an adaptive
+RMSNorm whose scale, shift and gate come from a conditioning vector (the flow time's embedding), and
+the gate multiplies the residual branch that follows it.
 """
 
 from __future__ import annotations
@@ -45,14 +49,49 @@ def gemma_config(cfg: PI0Config, width: int, mlp: int) -> GemmaConfig:
     return config
 
 
-class GemmaStack(nn.Module):
-    """Gemma decoder layers and final norm (and token embeddings for the prefix LM only)."""
+class AdaptiveRMSNorm(nn.Module):
+    """RMSNorm modulated by a conditioning vector: ``dense(cond)`` gives a scale, a shift and a gate;
+    the output is ``rms_normed(x) * (1 + scale) + shift`` and the gate scales the following residual
+    branch. It has no weight of its own (the scale comes from ``dense``)."""
 
-    def __init__(self, config: GemmaConfig, with_embeddings: bool) -> None:
+    def __init__(self, width: int, cond_width: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.dense = nn.Linear(cond_width, 3 * width)
+        nn.init.zeros_(self.dense.weight)  # as lerobot and openpi: a fresh norm ignores the time; its bias is random
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(normed x, gate), both (B, S, width); ``cond`` is (B, cond_width)."""
+        dtype = x.dtype
+        normed = x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
+        scale, shift, gate = self.dense(cond)[:, None].chunk(3, dim=-1)
+        return (normed * (1 + scale.float()) + shift.float()).to(dtype), gate.to(dtype)
+
+
+class GemmaStack(nn.Module):
+    """Gemma decoder layers and final norm (and token embeddings for the prefix LM only); with
+    ``adaptive_cond`` (its width) every norm is an ``AdaptiveRMSNorm`` (π0.5's expert)."""
+
+    def __init__(self, config: GemmaConfig, with_embeddings: bool, adaptive_cond: int | None = None) -> None:
         super().__init__()
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size) if with_embeddings else None
         self.layers = nn.ModuleList(GemmaDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = GemmaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        if adaptive_cond is not None:
+            norm = lambda: AdaptiveRMSNorm(config.hidden_size, adaptive_cond, config.rms_norm_eps)  # noqa: E731
+            for layer in self.layers:
+                layer.input_layernorm, layer.post_attention_layernorm = norm(), norm()
+            self.norm = norm()
+        self.adaptive = adaptive_cond is not None
+
+
+def apply_norm(norm: nn.Module, x: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(normed x, residual gate or None) for a plain or an adaptive norm."""
+    return norm(x, cond) if isinstance(norm, AdaptiveRMSNorm) else (norm(x), None)
+
+
+def gated(residual: torch.Tensor, branch: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
+    return residual + branch if gate is None else residual + branch * gate
 
 
 def make_attention_mask(pad: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
@@ -81,7 +120,8 @@ class JointTransformer(nn.Module):
         self.projector = nn.Linear(cfg.vision_width, cfg.prefix_width)
         prefix_config = gemma_config(cfg, cfg.prefix_width, cfg.prefix_mlp)
         self.prefix_lm = GemmaStack(prefix_config, with_embeddings=True)
-        self.expert = GemmaStack(gemma_config(cfg, cfg.expert_width, cfg.expert_mlp), with_embeddings=False)
+        adaptive = cfg.expert_width if cfg.family == "pi05" else None  # π0.5 conditions on the time MLP's output
+        self.expert = GemmaStack(gemma_config(cfg, cfg.expert_width, cfg.expert_mlp), with_embeddings=False, adaptive_cond=adaptive)
         self.rotary = GemmaRotaryEmbedding(prefix_config)
         self.scaling = cfg.head_dim**-0.5
         self.gradient_checkpointing = False
@@ -103,13 +143,17 @@ class JointTransformer(nn.Module):
         positions: torch.Tensor,
         cache: KVCache | None = None,
         build_cache: bool = False,
+        expert_cond: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, KVCache | None]:
         """Run both streams (or one) through every layer.
 
         ``mask`` (B, Q, K) bool over queries = the given tokens and keys = cache + given tokens.
+        ``expert_cond`` (B, expert_width) conditions an adaptive expert's norms (π0.5; None for PI0).
         Returns the expert stream's final-normed output (None without a suffix) and, with
         ``build_cache``, the per-layer keys/values of the given tokens.
         """
+        if suffix is not None and self.expert.adaptive != (expert_cond is not None):
+            raise ValueError("an adaptive-norm expert needs expert_cond, a plain one takes none")
         hidden = [prefix, suffix]
         offsets = additive(mask)
         cos, sin = self.rotary(next(h for h in hidden if h is not None), positions)
@@ -117,20 +161,24 @@ class JointTransformer(nn.Module):
         for i in range(self.cfg.num_layers):
             past = cache[i] if cache is not None else None
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                hidden, kv = checkpoint(self._layer, i, hidden, offsets, cos, sin, past, use_reentrant=False)
+                hidden, kv = checkpoint(self._layer, i, hidden, offsets, cos, sin, past, expert_cond, use_reentrant=False)
             else:
-                hidden, kv = self._layer(i, hidden, offsets, cos, sin, past)
+                hidden, kv = self._layer(i, hidden, offsets, cos, sin, past, expert_cond)
             if build_cache:
                 new_cache.append(kv)
-        out = self.expert.norm(hidden[1]) if hidden[1] is not None else None
+        out = apply_norm(self.expert.norm, hidden[1], expert_cond)[0] if hidden[1] is not None else None
         return out, (new_cache if build_cache else None)
 
-    def _layer(self, i, hidden, offsets, cos, sin, past):
+    def _layer(self, i, hidden, offsets, cos, sin, past, expert_cond):
         layers = (self.prefix_lm.layers[i], self.expert.layers[i])
-        active = [(h, layer) for h, layer in zip(hidden, layers) if h is not None]
-        queries, keys, values = [], [], []
-        for h, layer in active:
-            x = layer.input_layernorm(h)
+        conds = (None, expert_cond)
+        queries, keys, values, gates = [], [], [], []
+        for h, layer, cond in zip(hidden, layers, conds):
+            if h is None:
+                gates.append(None)
+                continue
+            x, gate = apply_norm(layer.input_layernorm, h, cond)
+            gates.append(gate)
             shape = (*x.shape[:-1], -1, self.cfg.head_dim)
             queries.append(layer.self_attn.q_proj(x).view(shape).transpose(1, 2))
             keys.append(layer.self_attn.k_proj(x).view(shape).transpose(1, 2))
@@ -143,13 +191,14 @@ class JointTransformer(nn.Module):
         attended = self._attention(q, k, v, offsets)
 
         outputs, start = [], 0
-        for h, layer in zip(hidden, layers):
+        for h, layer, cond, gate in zip(hidden, layers, conds, gates):
             if h is None:
                 outputs.append(None)
                 continue
             end = start + h.shape[1]
-            x = layer.self_attn.o_proj(attended[:, start:end]) + h
-            outputs.append(layer.mlp(layer.post_attention_layernorm(x)) + x)
+            x = gated(h, layer.self_attn.o_proj(attended[:, start:end]), gate)
+            normed, mlp_gate = apply_norm(layer.post_attention_layernorm, x, cond)
+            outputs.append(gated(x, layer.mlp(normed), mlp_gate))
             start = end
         return outputs, kv
 

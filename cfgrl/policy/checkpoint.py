@@ -1,4 +1,4 @@
-"""Policy checkpoints: our directory format, reading lerobot and openpi directories (layout.py), exporting to lerobot.
+"""Policy checkpoints: our directory format, reading lerobot (pi0, pi05) and openpi directories (layout.py), exporting to lerobot.
 
 Our format, one directory:
   config.json        {"schema": "cfgrl.policy", "schema_version": 1 (``schemas.POLICY``), "policy_id",
@@ -121,7 +121,7 @@ def load_policy(directory: Path, tokenizer: str | Path | None = None, overrides:
         return _load_lerobot(PI0Policy, directory, meta, tokenizer, overrides or {})
     if kind == "openpi":
         return _load_openpi(PI0Policy, directory, meta, tokenizer, overrides or {})
-    raise CfgrlError(f"{directory} is neither a cfgrl policy nor a lerobot or openpi checkpoint (config.json has no known format)")
+    raise CfgrlError(f"{directory} is neither a cfgrl policy nor a lerobot pi0 / pi05 or openpi checkpoint (config.json has no known format)")
 
 
 def carries_stats(directory: Path) -> bool:
@@ -202,9 +202,8 @@ def _load_openpi(cls, directory: Path, meta: dict, tokenizer, overrides: dict):
 def _from_lerobot(cls, directory: Path, meta: dict, weights: dict, stats: NormStats | None, notes: list[str], tokenizer,
                   overrides: dict):
     """Our policy from a checkpoint in lerobot's terms: its config.json ``meta``, ``weights`` under lerobot's key names."""
-    if meta["type"] == "pi05":
-        raise CfgrlError(f"{directory}: π0.5 checkpoints are recognised, but the π0.5 model is not available in this build")
     config = PI0Config.from_dict({**lerobot_format.config_values(meta, directory), **overrides})
+    lerobot_format.check_family(config.family, weights, directory)
     state, converted = lerobot_format.to_ours(weights)
     notes += converted
     policy = cls(config, stats=stats, tokenizer=_tokenizer(config, directory, tokenizer))
@@ -220,7 +219,7 @@ def _from_lerobot(cls, directory: Path, meta: dict, weights: dict, stats: NormSt
 
 
 def exported_state(policy) -> dict[str, torch.Tensor]:
-    """The weights lerobot's pi0 gets: the policy as it samples at w = 1, without condition parameters.
+    """The weights lerobot's pi0 / pi05 gets: the policy as it samples at w = 1, without condition parameters.
 
     A trained condition is folded in: bias and concat modes add the o = 1 class to one layer's output,
     which that layer's bias absorbs exactly. The w = 1 branch keeps the prompt even under prefix
@@ -237,7 +236,11 @@ def exported_state(policy) -> dict[str, torch.Tensor]:
 
 
 def export_lerobot(policy, directory: Path) -> Path:
-    """Write ``policy`` in lerobot's pi0 layout: its conditional policy (w = 1), see ``exported_state``."""
+    """Write ``policy`` in lerobot's layout of its family (pi0 or pi05): its conditional policy (w = 1), see
+    ``exported_state``."""
+    if policy.config.family == "pi05" and not policy.config.discrete_state_input:
+        raise CfgrlError("a π0.5 without discrete_state_input cannot be exported to lerobot's pi05, which always writes the "
+                         "state into the prompt; export a policy trained with policy.discrete_state_input=true")
     state = exported_state(policy)  # refuses a token-mode condition before anything is written
 
     def fill(staging: Path) -> None:
@@ -247,7 +250,7 @@ def export_lerobot(policy, directory: Path) -> Path:
         kind = policy.stats.kind if policy.stats is not None else "mean_std"
         (staging / "config.json").write_text(json.dumps(lerobot_format.config_json(policy.config, kind), indent=1))
         (staging / lerobot_format.SIZES_FILE).write_text(json.dumps(lerobot_format.sizes_json(policy.config), indent=1))
-        if policy.config.tokenizer == "sentencepiece":
+        if policy.config.tokenizer == "sentencepiece" and policy.holds_tokenizer:  # one loaded without it exports without it
             policy.tokenizer.save(staging)
 
     return _write_atomically(directory, fill)

@@ -12,17 +12,17 @@ from cfgrl.errors import CfgrlError
 
 
 def export_command(
-    policy_dir: Annotated[Path, typer.Argument(help="cfgrl (or lerobot pi0) policy checkpoint directory")],
+    policy_dir: Annotated[Path, typer.Argument(help="cfgrl (or lerobot pi0 / pi05) policy checkpoint directory")],
     out: Annotated[Path, typer.Argument(help="output directory (must not exist)")],
-    lerobot: Annotated[bool, typer.Option("--lerobot", help="write lerobot's pi0 layout (config.json + model.safetensors)")] = False,
+    lerobot: Annotated[bool, typer.Option("--lerobot", help="write lerobot's pi0 / pi05 layout, as the policy's family (config.json + model.safetensors)")] = False,
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="PaliGemma SentencePiece model (pi0 preset)")] = None,
     config: ConfigOption = None,
     overrides: OverrideOption = None,
 ) -> None:
-    """Export POLICY_DIR to OUT in lerobot's pi0 layout: the conditional policy (w = 1).
+    """Export POLICY_DIR to OUT in lerobot's pi0 or pi05 layout (its family): the conditional policy (w = 1).
 
-    A trained bias or concat condition is folded into PI0's biases (exact at w = 1); a trained token
-    condition cannot be exported; a never-trained condition is dropped (the policy is the plain PI0)."""
+    A trained bias or concat condition is folded into the model's biases (exact at w = 1); a trained token
+    condition cannot be exported; a never-trained condition is dropped (the policy is the plain model)."""
     cfg = resolve(config, overrides)
     if not lerobot:
         raise CfgrlError("choose an export format: --lerobot (the only one supported)")
@@ -34,4 +34,4 @@ def export_command(
     policy = PI0Policy.from_pretrained(policy_dir, tokenizer=tokenizer or cfg.policy.tokenizer)
     export_lerobot(policy, out)
     what = f" (its o = 1 condition folded in: the policy at w = 1, {policy.config.condition_mode} mode)" if policy.condition_trained else ""
-    typer.echo(f"exported policy {policy.policy_id} to {out} in lerobot's pi0 layout{what}")
+    typer.echo(f"exported policy {policy.policy_id} to {out} in lerobot's {policy.config.family} layout{what}")

@@ -2,14 +2,16 @@
 
 Labels are ``cfgrl.optimality.Label``: 1 = optimal, 0 = not optimal, -1 = ∅. Only the two real
 classes own parameters; a ∅ sample injects nothing, so its suffix is exactly the model without any
-condition machinery whatever values these parameters hold. How a real class enters (condition_mode):
+condition machinery whatever values these parameters hold. How a real class enters (condition_mode),
+in PI0 / in π0.5:
 
-* token:  a learned token placed just before the state token, in the state's attention block (the
-          prefix never sees it; the state and action tokens do). For ∅ samples it is padding.
+* token:  a learned token opening the state's attention block (PI0) / the action block (π0.5): the
+          prefix never sees it, the suffix tokens after it do. For ∅ samples it is padding.
 * bias:   a learned vector added to every action token (zero-initialised).
-* concat: a learned vector concatenated to the [action, time] input of ``action_time_mlp_in``; its extra
-          input columns (kept here as ``concat_columns``, zero-initialised) are a linear map, so
-          ``mlp_in([a, t, e]) = mlp_in([a, t]) + concat_columns(e)`` and ∅ samples skip the sum.
+* concat: a learned vector concatenated to the input of ``action_time_mlp_in`` (PI0: [action, time]) /
+          ``action_in_proj`` (π0.5: x_t); the extra input columns (kept here as ``concat_columns``,
+          zero-initialised) are a linear map, so ``layer([x, e]) = layer(x) + concat_columns(e)`` and ∅
+          samples skip the sum.
 
 In bias and concat modes one class is a constant added to one layer's output, so that class alone
 folds into the layer's bias (``folded_shift``: how ``cfgrl export --lerobot`` writes the w = 1 policy).
@@ -47,6 +49,7 @@ class Condition(nn.Module):
     def __init__(self, cfg: PI0Config) -> None:
         super().__init__()
         self.mode = cfg.condition_mode
+        self.family = cfg.family
         width = cfg.expert_width
         if self.mode == "token":
             self.tokens = nn.Parameter(torch.randn(NUM_CONDITION_CLASSES, width) * 0.02)
@@ -84,14 +87,15 @@ class Condition(nn.Module):
         return torch.where(self.active(o)[:, None, None], mlp_in_out + extra[:, None], mlp_in_out)
 
     def folded_shift(self, label: Label) -> tuple[str, torch.Tensor]:
-        """(layer, vector): ``label``'s condition as a constant added to that PI0 layer's output, so
-        adding the vector to the layer's bias gives the policy conditioned on ``label`` without any
-        condition machinery. token mode has no such form: its token is a place in the attention sequence."""
+        """(layer, vector): ``label``'s condition as a constant added to that layer's output, so adding
+        the vector to the layer's bias gives the policy conditioned on ``label`` without any condition
+        machinery. token mode has no such form: its token is a place in the attention sequence."""
+        pi05 = self.family == "pi05"  # π0.5's action tokens are action_in_proj's output: both modes land there
         if self.mode == "bias":
-            return "action_time_mlp_out", self.biases[int(label)]
+            return ("action_in_proj" if pi05 else "action_time_mlp_out"), self.biases[int(label)]
         if self.mode == "concat":
-            return "action_time_mlp_in", self.concat_columns(self.vectors[int(label)])
+            return ("action_in_proj" if pi05 else "action_time_mlp_in"), self.concat_columns(self.vectors[int(label)])
         raise CfgrlError(
-            "a token-mode condition cannot be folded into PI0's weights (its token is a place in the attention "
-            "sequence, which lerobot's pi0 does not have); train with policy.condition_mode=bias or concat to export"
+            f"a token-mode condition cannot be folded into {self.family}'s weights (its token is a place in the attention "
+            f"sequence, which lerobot's {self.family} does not have); train with policy.condition_mode=bias or concat to export"
         )

@@ -1,8 +1,9 @@
-"""PI0 architecture settings and the three presets (pi0, mini, tiny).
+"""PI0-family architecture settings and the presets (pi0, mini, tiny; pi05, pi05_mini, pi05_tiny).
 
-The config is a flat frozen dataclass: every size of the three towers (SigLIP vision, Gemma prefix
-LM, Gemma action expert), the chunk/padding sizes, the cameras and the CFGRL condition settings.
-It is saved verbatim in a checkpoint's ``config.json``.
+The config is a flat frozen dataclass: the family (pi0 or pi05), every size of the three towers
+(SigLIP vision, Gemma prefix LM, Gemma action expert), the chunk/padding sizes, the cameras, how
+π0.5 reads the state and the CFGRL condition settings. It is saved verbatim in a checkpoint's
+``config.json``.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from typing import Any
 from cfgrl.errors import CfgrlError
 
 CONDITION_MODES = ("token", "bias", "concat")
+FAMILIES = ("pi0", "pi05")
 NUM_CONDITION_CLASSES = 2  # the learned classes (cfgrl.optimality.Label 1 and 0); ∅ has no parameters at all
 
 
 @dataclass(frozen=True)
 class PI0Config:
     preset: str = "tiny"
+    # pi0: state token + action-time MLP; pi05: adaptive RMSNorm expert on the flow time, state in the prompt
+    family: str = "pi0"
     # vision tower (SigLIP, no pooling head)
     image_size: int = 224
     patch_size: int = 16
@@ -49,12 +53,18 @@ class PI0Config:
     max_token_len: int = 48
     tokenizer: str = "byte"  # byte (built by cfgrl, saved as JSON) | sentencepiece (PaliGemma model file)
     num_steps: int = 10
+    # pi05 only: the state, normalised to [-1, 1], is written as 256-bin integers into the prompt; else unseen
+    discrete_state_input: bool = False
     # CFGRL condition
     condition_mode: str = "token"
     use_prefix_dropout: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "camera_names", tuple(self.camera_names))
+        if self.family not in FAMILIES:
+            raise CfgrlError(f"unknown policy family {self.family!r}; accepted: {', '.join(FAMILIES)}")
+        if self.discrete_state_input and self.family != "pi05":
+            raise CfgrlError("discrete_state_input is a pi05 setting (the state in the prompt); pi0 reads the state as a token")
         if self.condition_mode not in CONDITION_MODES:
             raise CfgrlError(
                 f"unknown condition_mode {self.condition_mode!r}; accepted: {', '.join(CONDITION_MODES)}"
@@ -79,6 +89,15 @@ class PI0Config:
         if name not in PRESETS:
             raise CfgrlError(f"unknown policy preset {name!r}; accepted: {', '.join(PRESETS)}")
         return cls.from_dict({**PRESETS[name], "preset": name, **overrides})
+
+    @classmethod
+    def fresh(cls, policy: Any, **overrides: Any) -> "PI0Config":
+        """A fresh policy's config from the user's ``policy`` settings (cfgrl.config.PolicyConfig)."""
+        if policy.discrete_state_input is not None:
+            overrides["discrete_state_input"] = policy.discrete_state_input
+        if policy.chunk_size is not None:
+            overrides["chunk_size"] = policy.chunk_size
+        return cls.from_preset(policy.preset, condition_mode=policy.condition_mode, **overrides)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "PI0Config":
@@ -123,4 +142,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         vocab_size=259, expert_width=64, expert_mlp=128, tokenizer="byte", max_token_len=32,
     ),
 }
+# π0.5 has PI0's towers; its prompt carries the state ("Task: ..., State: 8 bins;\nAction: "), so the
+# token length is lerobot's 200 for the published sizes and 128 for the byte-tokenised small ones
+# (the built-in env's longest prompt with its 8-d state is 84 byte tokens with BOS).
+PRESETS.update({
+    f"pi05{suffix}": {**PRESETS[base], "family": "pi05", "discrete_state_input": True, "max_token_len": length}
+    for suffix, base, length in (("", "pi0", 200), ("_mini", "mini", 128), ("_tiny", "tiny", 128))
+})
 

@@ -1,8 +1,10 @@
-"""Key and config mapping between our PI0Model and lerobot's pi0 checkpoints.
+"""Key and config mapping between our models and lerobot's pi0 / pi05 checkpoints.
 
 lerobot keeps PaliGemma and the expert as transformers submodules, so its keys carry those module
 paths. Two PaliGemma layouts exist (transformers >= 4.52 and older); both are read, the current one is
-written. The tied PaliGemma lm_head and the expert's unused lm_head are accepted and dropped.
+written. The tied PaliGemma lm_head and the expert's unused lm_head are accepted and dropped. π0.5's
+keys differ only in its own layers (``time_mlp_*`` instead of ``state_proj`` and ``action_time_mlp_*``;
+the expert's norms are ``….dense``), which is how ``layout.family_of_weights`` tells the two apart.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from safetensors.torch import load_file
 
 from cfgrl.errors import CfgrlError
 from cfgrl.policy.config import PRESETS, PI0Config
+from cfgrl.policy.layout import family_of_weights
 from cfgrl.policy.normalize import FIELDS, NormStats
 
 PG = "model.paligemma_with_expert.paligemma."
@@ -37,7 +40,8 @@ PREFIXES = [
     ("transformer.prefix_lm.", [PG + "model.language_model.", PG + "language_model.model."]),
     ("transformer.expert.", [EXPERT + "model."]),
 ] + [(f"{p}.", [f"model.{p}."]) for p in
-     ("state_proj", "action_in_proj", "action_out_proj", "action_time_mlp_in", "action_time_mlp_out")]
+     ("state_proj", "action_in_proj", "action_out_proj", "action_time_mlp_in", "action_time_mlp_out", "time_mlp_in", "time_mlp_out")]
+LEROBOT_TYPES = ("pi0", "pi05")  # config.json "type" = our family
 TIED_HEADS = (PG + "lm_head.weight", PG + "language_model.lm_head.weight")
 IGNORED = (EXPERT + "lm_head.weight",)
 CLASSIC_STATS = {
@@ -55,10 +59,12 @@ MODES = {"MEAN_STD": "mean_std", "QUANTILES": "quantile"}
 
 
 def config_values(meta: dict[str, Any], directory: Path) -> dict[str, Any]:
-    """PI0Config fields implied by a lerobot pi0 config.json (sizes: the pi0 preset unless recorded)."""
+    """PI0Config fields implied by a lerobot pi0 / pi05 config.json (sizes: the published preset unless
+    recorded). lerobot's π0.5 always writes the state into the prompt."""
     sizes_file = directory / SIZES_FILE
     recorded = json.loads(sizes_file.read_text()) if sizes_file.is_file() else {}
-    values: dict[str, Any] = {**PRESETS["pi0"], "preset": "pi0", **recorded}
+    family = meta["type"]
+    values: dict[str, Any] = {**PRESETS[family], "preset": family, **recorded}
     inputs, outputs = meta.get("input_features") or {}, meta.get("output_features") or {}
     cameras = [k[len(IMAGE_FEATURE):] for k in inputs if k.startswith(IMAGE_FEATURE)]
     if cameras:
@@ -181,11 +187,24 @@ def from_ours(state: dict[str, torch.Tensor], stats: NormStats | None) -> tuple[
                 break
         else:
             raise CfgrlError(f"cannot export parameter {key} to the lerobot layout")
-    weights[TIED_HEADS[0]] = weights[PG + "model.language_model.embed_tokens.weight"].clone()
+    embeddings = weights[PG + "model.language_model.embed_tokens.weight"]
+    weights[TIED_HEADS[0]] = embeddings.clone()
+    # lerobot builds (and loads strictly) the expert's lm_head although nothing reads it: write zeros
+    expert_width = state["action_in_proj.weight"].shape[0]
+    weights[IGNORED[0]] = torch.zeros(embeddings.shape[0], expert_width, dtype=embeddings.dtype)
     if stats is None:
         return weights, {}
     return weights, {f"{FEATURES[field.split('_')[0]]}.{field.split('_')[1]}": torch.tensor(value, dtype=torch.float32)
                      for field, value in stats.fields().items()}
+
+
+def check_family(family: str, weights: dict[str, torch.Tensor], where: Path) -> None:
+    """A config of one family over the other's weights is refused in one line."""
+    held = family_of_weights(list(weights), "model.", str(where / "model.safetensors"))
+    if held != family:
+        raise CfgrlError(f"{where}: config.json describes a {family} policy but model.safetensors holds {held} weights "
+                         f"({'time_mlp_* and adaptive norms' if held == 'pi05' else 'state_proj and action_time_mlp_*'}); "
+                         f"give a config.json of type {held!r} or the {family} weights")
 
 
 def sizes_json(config: PI0Config) -> dict[str, Any]:
@@ -195,7 +214,7 @@ def sizes_json(config: PI0Config) -> dict[str, Any]:
 def config_json(config: PI0Config, kind: str = "mean_std") -> dict[str, Any]:
     image = {"type": "VISUAL", "shape": [3, config.image_size, config.image_size]}
     return {
-        "type": "pi0",
+        "type": config.family,
         "input_features": {
             **{IMAGE_FEATURE + cam: image for cam in config.camera_names},
             "observation.state": {"type": "STATE", "shape": [config.state_dim]},

@@ -1,9 +1,10 @@
-"""PI0Policy: raw observations in, raw actions out; CFGRL losses and guided sampling.
+"""PI0Policy: raw observations in, raw actions out; CFGRL losses and guided sampling, for PI0 and π0.5.
 
-Wraps ``PI0Model`` with everything between the robot and the tensors: image resizing, prompt
-tokenisation, state/action normalisation and padding, the per-sample CFGRL labels, and the record of
-whether the condition parameters were ever trained (an untrained policy is exactly the base policy
-whatever guidance weight it is asked for).
+Wraps the family's model (``PI0Model`` or ``PI05Model``) with everything between the robot and the
+tensors: image resizing, the prompt (π0.5's carries the discretised state) and its tokenisation,
+state/action normalisation and padding, the per-sample CFGRL labels, and the record of whether the
+condition parameters were ever trained (an untrained policy is exactly the base policy whatever
+guidance weight it is asked for).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from torch import nn
 from cfgrl.errors import CfgrlError
 from cfgrl.policy.config import PI0Config
 from cfgrl.policy.images import prepare_images
-from cfgrl.policy.model import PI0Model, validate_cfg_scale
+from cfgrl.policy.model import ModelInputs, build_model, validate_cfg_scale
 from cfgrl.policy.normalize import NormStats
-from cfgrl.policy.tokenizer import Tokenizer, make_tokenizer
+from cfgrl.policy.tokenizer import Prompt, Tokenizer, discretize_state, make_tokenizer, pi05_prompt, pi0_prompt
 
 
 def _pad_last(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -35,7 +36,7 @@ class PI0Policy(nn.Module):
         if isinstance(tokenizer, (str, Path)):
             tokenizer = make_tokenizer(config.tokenizer, config.max_token_len, path=tokenizer)
         self.config = config
-        self.model = PI0Model(config)
+        self.model = build_model(config)
         self.condition_trained = False
         self._tokenizer = tokenizer
         self.load_report: list[str] = []  # what from_pretrained had to initialise or convert
@@ -70,6 +71,11 @@ class PI0Policy(nn.Module):
         return self._tokenizer
 
     @property
+    def holds_tokenizer(self) -> bool:
+        """False for a pi0/pi05-preset policy loaded without its SentencePiece model (it fails when prompted)."""
+        return self._tokenizer is not None or self.config.tokenizer == "byte"
+
+    @property
     def device(self) -> torch.device:
         return self.model.action_out_proj.weight.device
 
@@ -77,7 +83,7 @@ class PI0Policy(nn.Module):
         return self._norm[name].to(self.device)
 
     # ----- inputs ----------------------------------------------------------------------------------
-    def _model_inputs(self, obs: dict[str, Any]) -> tuple[list, list, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _model_inputs(self, obs: dict[str, Any]) -> ModelInputs:
         missing = [k for k in ("images", "state", "prompt") if k not in obs]
         if missing:
             raise CfgrlError(f"observation lacks {', '.join(missing)}; expected images, state and prompt")
@@ -85,30 +91,41 @@ class PI0Policy(nn.Module):
         if state.ndim != 2 or state.shape[1] != self.config.state_dim:
             raise CfgrlError(f"state must have shape (B, {self.config.state_dim}), got {tuple(state.shape)}")
         batch = state.shape[0]
-        prompts = [obs["prompt"]] * batch if isinstance(obs["prompt"], str) else list(obs["prompt"])
-        if len(prompts) != batch:
-            raise CfgrlError(f"got {len(prompts)} prompts for a batch of {batch}")
+        tasks = [obs["prompt"]] * batch if isinstance(obs["prompt"], str) else list(obs["prompt"])
+        if len(tasks) != batch:
+            raise CfgrlError(f"got {len(tasks)} prompts for a batch of {batch}")
         images, img_masks = prepare_images(obs["images"], self.config.camera_names, self.config.image_size, batch, self.device)
-        lang_tokens, lang_masks = self.tokenizer(prompts)
         state = (state - self._norm_on("state_mean")) / self._norm_on("state_std")
-        return images, img_masks, lang_tokens.to(self.device), lang_masks.to(self.device), _pad_last(state, self.config.max_state_dim)
+        lang_tokens, lang_masks, task_masks = self.tokenizer(self._prompts(tasks, state))
+        if self.config.family == "pi05":  # the state is text in the prompt (or unseen); prefix dropout drops the task only
+            return ModelInputs(images, img_masks, lang_tokens.to(self.device), lang_masks.to(self.device), None, task_masks.to(self.device))
+        return ModelInputs(images, img_masks, lang_tokens.to(self.device), lang_masks.to(self.device), _pad_last(state, self.config.max_state_dim))
+
+    def _prompts(self, tasks: list[str], state: torch.Tensor) -> list[Prompt]:
+        """The family's prompt per sample; ``state`` normalised (π0.5 writes it into the prompt as 256 bins)."""
+        if self.config.family == "pi0":
+            return [pi0_prompt(task) for task in tasks]
+        if not self.config.discrete_state_input:
+            return [pi05_prompt(task, None) for task in tasks]
+        bins = discretize_state(state.cpu().numpy())
+        return [pi05_prompt(task, row) for task, row in zip(tasks, bins)]
 
     # ----- training --------------------------------------------------------------------------------
     def compute_loss(self, batch: dict[str, Any], noise: torch.Tensor | None = None, time: torch.Tensor | None = None,
                      plain: bool = False) -> torch.Tensor:
         """Per-sample flow-matching loss (B,): MSE over the chunk's real action dims, padded steps masked,
-        each sample under its own label ``batch["o"]`` (required), or the base PI0 with ``plain=True``
-        (the batch then has no "o"). Under prefix dropout the two differ: a ∅ label drops the prompt,
+        each sample under its own label ``batch["o"]`` (required), or the base policy with ``plain=True``
+        (the batch then has no "o"). Under prefix dropout the two differ: a ∅ label drops the task text,
         plain keeps it."""
-        images, img_masks, lang_tokens, lang_masks, state = self._model_inputs(batch)
+        inputs = self._model_inputs(batch)
         actions = torch.as_tensor(batch["actions"], dtype=torch.float32, device=self.device)
-        expected = (state.shape[0], self.config.chunk_size, self.config.action_dim)
+        expected = (inputs.lang_tokens.shape[0], self.config.chunk_size, self.config.action_dim)
         if tuple(actions.shape) != expected:
             raise CfgrlError(f"actions must have shape {expected}, got {tuple(actions.shape)}")
         actions = _pad_last((actions - self._norm_on("action_mean")) / self._norm_on("action_std"), self.config.max_action_dim)
         o = batch.get("o")
         o = torch.as_tensor(o, device=self.device) if o is not None else None
-        losses = self.model(images, img_masks, lang_tokens, lang_masks, state, actions, noise=noise, time=time, o=o, plain=plain)
+        losses = self.model(inputs, actions, noise=noise, time=time, o=o, plain=plain)
         # Like lerobot 0.6.1's PI0Policy: only the real action dims count (the zero padding up to
         # max_action_dim would otherwise dominate the loss of a 7-d robot), padded steps are zeroed.
         losses = losses[:, :, : self.config.action_dim]
@@ -144,15 +161,14 @@ class PI0Policy(nn.Module):
         """Raw actions (B, chunk, action_dim) with guidance v = v_∅ + w (v_1 - v_∅), w = cfg_scale; a policy
         whose condition was never trained samples the plain base PI0 whatever w."""
         validate_cfg_scale(cfg_scale)
-        images, img_masks, lang_tokens, lang_masks, state = self._model_inputs(obs)
-        shape = (state.shape[0], self.config.chunk_size, self.config.max_action_dim)
+        inputs = self._model_inputs(obs)
+        shape = (inputs.lang_tokens.shape[0], self.config.chunk_size, self.config.max_action_dim)
         if noise is not None:
             noise = torch.as_tensor(noise, dtype=torch.float32, device=self.device)
             if tuple(noise.shape) != shape:
                 raise CfgrlError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
         actions = self.model.sample_actions(
-            images, img_masks, lang_tokens, lang_masks, state, noise=noise, cfg_scale=cfg_scale,
-            plain=not self.condition_trained, num_steps=num_steps,
+            inputs, noise=noise, cfg_scale=cfg_scale, plain=not self.condition_trained, num_steps=num_steps,
         )
         actions = actions[:, :, : self.config.action_dim]
         return actions * self._norm_on("action_std") + self._norm_on("action_mean")
@@ -172,7 +188,7 @@ class PI0Policy(nn.Module):
 
     def _content_hash(self) -> str:
         digest = hashlib.blake2b(digest_size=10)
-        digest.update(json.dumps({"config": self.config.to_dict(), "condition_trained": self.condition_trained}, sort_keys=True).encode())
+        digest.update(json.dumps({"config": self._hashed_config(), "condition_trained": self.condition_trained}, sort_keys=True).encode())
         # No stats normalise exactly as identity stats do: the same content, the same id.
         stats = self._stats if self._stats is not None else self._identity_stats()
         digest.update(json.dumps(stats.to_dict(), sort_keys=True).encode())
@@ -181,6 +197,15 @@ class PI0Policy(nn.Module):
             digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
 
+    def _hashed_config(self) -> dict[str, Any]:
+        """The config as hashed: a PI0's without the fields π0.5 added, so the ids of PI0 checkpoints
+        written before them still verify."""
+        values = self.config.to_dict()
+        if self.config.family == "pi0":
+            for key in ("family", "discrete_state_input"):
+                values.pop(key)
+        return values
+
     def save_pretrained(self, directory: str | Path) -> Path:
         from cfgrl.policy.checkpoint import save_policy
 
@@ -188,7 +213,8 @@ class PI0Policy(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, tokenizer: str | Path | None = None, **overrides: Any) -> "PI0Policy":
-        """Load our checkpoint or a lerobot pi0 one; ``overrides`` are PI0Config fields (e.g. sizes, condition_mode)."""
+        """Load our checkpoint or a lerobot pi0 / pi05 one (the family the checkpoint holds); ``overrides``
+        are PI0Config fields (e.g. sizes, condition_mode)."""
         from cfgrl.policy.checkpoint import load_policy
 
         return load_policy(Path(directory), tokenizer=tokenizer, overrides=overrides)

@@ -1,11 +1,19 @@
-"""Prompt tokenizers that need no model hub.
+"""Prompts and the tokenizers that need no model hub.
 
+A ``Prompt`` is the text the model reads and where its task text lies (what prefix dropout drops):
+* PI0 (``pi0_prompt``): the task with a trailing newline;
+* π0.5 (``pi05_prompt``), as lerobot 0.6.1 and openpi write it: with the state,
+  ``"Task: {task}, State: {b_1 ... b_n};\nAction: "`` where b_i are the 256-bin integers of the state
+  normalised to [-1, 1] (``discretize_state``); without it, the task and a newline. The task is
+  stripped, ``_`` and newlines become spaces. Its state text may never be cut.
+
+Tokenizers:
 * ``ByteTokenizer`` (tiny/mini presets): UTF-8 bytes shifted past PaliGemma's special ids; the project
   builds it and saves it as JSON beside the weights.
-* ``SentencePieceTokenizer`` (pi0 preset): PaliGemma's SentencePiece model, given by path.
+* ``SentencePieceTokenizer`` (pi0/pi05 presets): PaliGemma's SentencePiece model, given by path.
 
-Both follow PI0's convention: BOS, the prompt with a trailing newline, right-padded (pad id 0) or
-truncated to ``max_len`` tokens, plus a boolean attention mask.
+Both write BOS and the prompt's text, right-padded (pad id 0) or truncated to ``max_len`` tokens, with a
+boolean attention mask and the mask of the task text's tokens.
 """
 
 from __future__ import annotations
@@ -13,8 +21,10 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from cfgrl.errors import CfgrlError
@@ -25,16 +35,55 @@ SENTENCEPIECE_FILE = "tokenizer.model"
 TOKENIZER_SCHEMA_VERSION = 1
 
 
-def _pad(rows: list[list[int]], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+STATE_BINS = 256
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str  # what follows BOS
+    task: tuple[int, int]  # character span of the task text
+    must_fit: bool = False  # True when cutting the text would cut the state text (a π0.5 prompt with state)
+
+
+def pi0_prompt(task: str) -> Prompt:
+    return Prompt(task + "\n", (0, len(task)))
+
+
+def discretize_state(state: np.ndarray) -> np.ndarray:
+    """(B, D) states normalised to [-1, 1] -> 256-bin integers, as openpi's tokenizer (out of range: -1 or 255)."""
+    return np.digitize(state, bins=np.linspace(-1, 1, STATE_BINS + 1)[:-1]) - 1
+
+
+def pi05_prompt(task: str, state_bins: np.ndarray | None) -> Prompt:
+    """π0.5's prompt of one sample; ``state_bins`` (D,) from ``discretize_state``, or None (no state input)."""
+    cleaned = task.strip().replace("_", " ").replace("\n", " ")
+    if state_bins is None:
+        return Prompt(cleaned + "\n", (0, len(cleaned)))
+    head = "Task: "
+    state = " ".join(map(str, state_bins.tolist()))
+    return Prompt(f"{head}{cleaned}, State: {state};\nAction: ", (len(head), len(head) + len(cleaned)), must_fit=True)
+
+
+def _byte_span(text: str, span: tuple[int, int]) -> tuple[int, int]:
+    return len(text[: span[0]].encode("utf-8")), len(text[: span[1]].encode("utf-8"))
+
+
+def _pad(rows: list[list[tuple[int, bool]]], prompts: list[Prompt], max_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows of (token id, is task text) -> ids, attention mask, task mask, each (B, max_len)."""
     ids = torch.full((len(rows), max_len), PAD_ID, dtype=torch.long)
     mask = torch.zeros((len(rows), max_len), dtype=torch.bool)
-    for i, row in enumerate(rows):
+    task = torch.zeros((len(rows), max_len), dtype=torch.bool)
+    for i, (row, prompt) in enumerate(zip(rows, prompts)):
         if len(row) > max_len:
+            if prompt.must_fit:
+                raise CfgrlError(f"a prompt of {len(row)} tokens does not fit the policy's max_token_len {max_len}: cutting it would "
+                                 f"cut its state text; load the policy with a larger max_token_len or shorten the task ({prompt.text!r})")
             warnings.warn(f"a prompt of {len(row)} tokens is cut to the policy's max_token_len {max_len}", stacklevel=3)
         row = row[:max_len]
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        ids[i, : len(row)] = torch.tensor([token for token, _ in row], dtype=torch.long)
         mask[i, : len(row)] = True
-    return ids, mask
+        task[i, : len(row)] = torch.tensor([is_task for _, is_task in row], dtype=torch.bool)
+    return ids, mask, task
 
 
 class ByteTokenizer:
@@ -46,9 +95,12 @@ class ByteTokenizer:
     def __init__(self, max_len: int) -> None:
         self.max_len = max_len
 
-    def __call__(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = [[BOS_ID] + [b + self.offset for b in (p + "\n").encode("utf-8")] for p in prompts]
-        return _pad(rows, self.max_len)
+    def __call__(self, prompts: list[Prompt]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return _pad([self._row(p) for p in prompts], prompts, self.max_len)
+
+    def _row(self, prompt: Prompt) -> list[tuple[int, bool]]:
+        start, end = _byte_span(prompt.text, prompt.task)
+        return [(BOS_ID, False)] + [(b + self.offset, start <= j < end) for j, b in enumerate(prompt.text.encode("utf-8"))]
 
     def save(self, directory: Path) -> None:
         data = {"schema_version": TOKENIZER_SCHEMA_VERSION, "type": "byte", "offset": self.offset, "max_len": self.max_len}
@@ -74,9 +126,14 @@ class SentencePieceTokenizer:
         self.max_len = max_len
         self._sp = sentencepiece.SentencePieceProcessor(model_file=str(self.path))
 
-    def __call__(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = [[BOS_ID] + self._sp.encode(p + "\n") for p in prompts]
-        return _pad(rows, self.max_len)
+    def __call__(self, prompts: list[Prompt]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return _pad([self._row(p) for p in prompts], prompts, self.max_len)
+
+    def _row(self, prompt: Prompt) -> list[tuple[int, bool]]:
+        """A piece is task text when its bytes overlap the task's (a piece spanning the boundary counts)."""
+        start, end = _byte_span(prompt.text, prompt.task)
+        pieces = self._sp.encode(prompt.text, out_type="proto").pieces
+        return [(BOS_ID, False)] + [(piece.id, piece.begin < end and piece.end > start) for piece in pieces]
 
     def save(self, directory: Path) -> None:
         target = Path(directory) / SENTENCEPIECE_FILE
@@ -96,7 +153,7 @@ def make_tokenizer(kind: str, max_len: int, directory: Path | None = None, path:
         path = Path(directory) / SENTENCEPIECE_FILE
     if path is None:
         raise CfgrlError(
-            "the pi0 policy needs the PaliGemma SentencePiece tokenizer: pass --tokenizer PATH "
+            "a pi0 / pi05 preset policy needs the PaliGemma SentencePiece tokenizer: pass --tokenizer PATH "
             "(or set policy.tokenizer), or put tokenizer.model in the checkpoint directory"
         )
     return SentencePieceTokenizer(Path(path), max_len)

@@ -74,10 +74,8 @@ def load_policy(source: str | None, cfg: Config, camera_names: tuple[str, ...], 
     say(f"note: no --policy given: using a fresh '{cfg.policy.preset}' PI0 with random weights; "
         "it exercises the pipeline but will not learn anything useful from these rollouts")
     torch.manual_seed(cfg.collect.seed)
-    return PI0Policy(PI0Config.from_preset(  # shaped like the policy `cfgrl train` would start from
-        cfg.policy.preset, camera_names=tuple(camera_names), image_size=image_size,
-        condition_mode=cfg.policy.condition_mode, use_prefix_dropout=cfg.cfgrl.use_prefix_dropout,
-        **({"chunk_size": cfg.policy.chunk_size} if cfg.policy.chunk_size is not None else {}),
+    return PI0Policy(PI0Config.fresh(  # shaped like the policy `cfgrl train` would start from
+        cfg.policy, camera_names=tuple(camera_names), image_size=image_size, use_prefix_dropout=cfg.cfgrl.use_prefix_dropout,
     ))
 
 

@@ -64,7 +64,7 @@ def common_layout(stores: list[Store]):
 def load_policy_dir(path: Path, tokenizer: str | None, **condition: Any) -> PI0Policy:
     if not path.is_dir() or not (path / "config.json").is_file():
         raise CfgrlError(f"--policy '{path}' is not a policy checkpoint (no config.json); give a directory written by "
-                         "cfgrl (save_pretrained / train), a lerobot pi0 or an openpi PyTorch checkpoint")
+                         "cfgrl (save_pretrained / train), a lerobot pi0 / pi05 or an openpi PyTorch checkpoint")
     return PI0Policy.from_pretrained(path, tokenizer=tokenizer, **condition)
 
 
@@ -82,12 +82,11 @@ def _unrecorded_dims(source: Path, layout) -> dict[str, int]:
 def build_policy(cfg: Config, stores: list[Store], source: Path | None, say: Callable[[str], None]) -> PI0Policy:
     """A policy from ``source`` (a checkpoint) or a fresh ``policy.preset`` shaped by the stores."""
     layout = common_layout(stores)
-    chunk = {"chunk_size": cfg.policy.chunk_size} if cfg.policy.chunk_size is not None else {}
     if source is None:
-        pcfg = PI0Config.from_preset(
-            cfg.policy.preset, condition_mode=cfg.policy.condition_mode, use_prefix_dropout=cfg.cfgrl.use_prefix_dropout,
+        pcfg = PI0Config.fresh(
+            cfg.policy, use_prefix_dropout=cfg.cfgrl.use_prefix_dropout,
             image_size=layout.image_shape[0], camera_names=tuple(layout.camera_names), state_dim=layout.state_dim,
-            action_dim=layout.action_dim, **chunk,
+            action_dim=layout.action_dim,
         )
         policy = PI0Policy(pcfg, stats=store_stats(stores, cfg.policy.normalization), tokenizer=cfg.policy.tokenizer)
         say(f"fresh '{cfg.policy.preset}' policy, {sum(p.numel() for p in policy.parameters()) / 1e6:.1f} M parameters; "
@@ -95,6 +94,7 @@ def build_policy(cfg: Config, stores: list[Store], source: Path | None, say: Cal
         return policy
 
     # The configured condition applies to a checkpoint too (a BC base gets the mode being trained).
+    chunk = {"chunk_size": cfg.policy.chunk_size} if cfg.policy.chunk_size is not None else {}
     policy = load_policy_dir(source, cfg.policy.tokenizer, condition_mode=cfg.policy.condition_mode,
                              use_prefix_dropout=cfg.cfgrl.use_prefix_dropout, **chunk, **_unrecorded_dims(source, layout))
     for note in policy.load_report:

@@ -15,7 +15,7 @@ from cfgrl.errors import CfgrlError
 from cfgrl.evaluate.rollouts import check_policy_dir
 from cfgrl.optimality import Label
 from cfgrl.policy import NormStats, PI0Policy
-from policy_helpers import make_batch, make_noise, make_obs, make_policy, perturb_condition
+from policy_helpers import FAMILIES, make_batch, train_sentencepiece, make_noise, make_obs, make_policy, perturb_condition
 
 
 def outputs(policy, w=2.0):
@@ -101,20 +101,23 @@ def test_config_carries_the_policy_schema_and_checkpoints_from_before_it_still_l
         PI0Policy.from_pretrained(path)
 
 
-def test_export_to_lerobot_and_back(tmp_path):
-    policy = make_policy()
+@pytest.mark.parametrize("family", FAMILIES)
+def test_export_to_lerobot_and_back(tmp_path, family):
+    policy = make_policy(family=family)
     out = tmp_path / "lerobot"
     result = CliRunner().invoke(app, ["export", str(policy.save_pretrained(tmp_path / "ours")), str(out), "--lerobot"])
     assert result.exit_code == 0, result.output
+    assert f"lerobot's {family} layout" in result.output
     meta = json.loads((out / "config.json").read_text())
-    assert meta["type"] == "pi0" and meta["input_features"]["observation.state"]["shape"] == [8]
+    assert meta["type"] == family and meta["input_features"]["observation.state"]["shape"] == [8]
     assert json.loads((out / "cfgrl_sizes.json").read_text())["expert_width"] == policy.config.expert_width
     keys = load_file(str(out / "model.safetensors")).keys()
     assert "model.paligemma_with_expert.paligemma.model.language_model.layers.0.self_attn.q_proj.weight" in keys
     assert "model.paligemma_with_expert.paligemma.model.vision_tower.vision_model.embeddings.patch_embedding.weight" in keys
-    assert "model.paligemma_with_expert.gemma_expert.model.norm.weight" in keys
+    assert f"model.paligemma_with_expert.gemma_expert.model.norm.{'dense.' if family == 'pi05' else ''}weight" in keys
     assert not any("condition" in k for k in keys)
     loaded = PI0Policy.from_pretrained(out).eval()
+    assert loaded.config == policy.config
     assert any("initialised new condition parameters (token): condition.tokens" in n for n in loaded.load_report)
     np.testing.assert_allclose(loaded.stats.state_mean, policy.stats.state_mean, rtol=1e-6)
     a, b = outputs(policy, w=1.0)[0], outputs(loaded, w=1.0)[0]
@@ -125,10 +128,11 @@ def test_export_to_lerobot_and_back(tmp_path):
     assert no_format.exit_code == 2 and "--lerobot" in no_format.output and not (tmp_path / "new").exists()
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("mode", ["bias", "concat"])
-def test_export_of_a_trained_condition_is_the_policy_at_w1(tmp_path, mode):
-    # under prefix dropout the w = 1 branch keeps the prompt, as lerobot's pi0 always does
-    policy = make_policy(condition_mode=mode, use_prefix_dropout=True)
+def test_export_of_a_trained_condition_is_the_policy_at_w1(tmp_path, mode, family):
+    # under prefix dropout the w = 1 branch keeps the prompt, as lerobot's pi0 / pi05 always does
+    policy = make_policy(family=family, condition_mode=mode, use_prefix_dropout=True)
     perturb_condition(policy)
     policy.condition_trained = True
     out = tmp_path / "lerobot"
@@ -143,8 +147,9 @@ def test_export_of_a_trained_condition_is_the_policy_at_w1(tmp_path, mode):
     assert not torch.allclose(policy.sample_actions(obs, noise=noise), conditional, atol=1e-3)
 
 
-def test_export_refuses_a_trained_token_condition(tmp_path):
-    policy = make_policy(condition_mode="token")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_export_refuses_a_trained_token_condition(tmp_path, family):
+    policy = make_policy(family=family, condition_mode="token")
     perturb_condition(policy)
     policy.condition_trained = True
     out = tmp_path / "lerobot"
@@ -153,6 +158,15 @@ def test_export_refuses_a_trained_token_condition(tmp_path):
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert "token-mode condition" in lines[0] and "condition_mode=bias or concat" in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ours"]  # nothing written
+
+
+def test_export_refuses_a_pi05_that_never_sees_the_state(tmp_path):
+    policy = make_policy(family="pi05", discrete_state_input=False)
+    out = tmp_path / "lerobot"
+    result = CliRunner().invoke(app, ["export", str(policy.save_pretrained(tmp_path / "ours")), str(out), "--lerobot"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and "discrete_state_input" in lines[0], result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ours"]
 
 
 def _as_older_lerobot(directory, tmp_path, classic_stats: NormStats | None = None):
@@ -229,25 +243,14 @@ def test_lerobot_checkpoint_with_wrong_keys_names_them(tmp_path):
         PI0Policy.from_pretrained(exported)
 
 
-def _train_sentencepiece(directory) -> str:
-    import sentencepiece
-
-    words = "pick up the black bowl and place it on the plate open the top drawer put the cup in the basket".split()
-    lines = [" ".join(words[i:] + words[:i]) for i in range(len(words))]
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines * 4), model_prefix=str(directory / "sp"), vocab_size=60, model_type="bpe",
-        pad_id=0, eos_id=1, bos_id=2, unk_id=3, minloglevel=2,
-    )
-    return str(directory / "sp.model")
-
-
 def test_sentencepiece_tokenizer_is_saved_and_found_in_the_checkpoint(tmp_path):
+    from cfgrl.policy.tokenizer import pi0_prompt
     from policy_helpers import make_config, make_stats
 
-    model_file = _train_sentencepiece(tmp_path)
+    model_file = train_sentencepiece(tmp_path)
     torch.manual_seed(0)
     policy = PI0Policy(make_config(tokenizer="sentencepiece"), stats=make_stats(), tokenizer=model_file).eval()
-    ids, mask = policy.tokenizer(["pick up the bowl"])
+    ids, mask, _ = policy.tokenizer([pi0_prompt("pick up the bowl")])
     assert ids[0, 0] == 2 and mask[0].sum() > 2 and int(ids.max()) < 60
     path = policy.save_pretrained(tmp_path / "ckpt")
     assert (path / "tokenizer.model").is_file()

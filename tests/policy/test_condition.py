@@ -1,5 +1,5 @@
-"""The CFGRL condition: a true unconditional path, per-sample conditioning in one mixed batch, labels
-required, and the plain base PI0 as an explicit flag."""
+"""The CFGRL condition, in both families (PI0, π0.5) and every mode: a true unconditional path,
+per-sample conditioning in one mixed batch, labels required, and the plain base model as an explicit flag."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 
 from cfgrl.errors import CfgrlError
 from cfgrl.optimality import Label
-from policy_helpers import make_batch, make_noise, make_policy, perturb_condition
+from policy_helpers import FAMILIES, make_batch, make_noise, make_policy, perturb_condition
 
 MODES = ["token", "bias", "concat"]
 TIME = torch.tensor([0.2, 0.6, 0.95])
@@ -22,10 +22,11 @@ def losses(policy, o=None, batch_size=3, plain=False):
         return policy.compute_loss(batch, noise=make_noise(batch_size), time=TIME[:batch_size], plain=plain)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("prefix_dropout", [False, True])
 @pytest.mark.parametrize("mode", MODES)
-def test_null_samples_ignore_condition_parameters_bit_for_bit(mode, prefix_dropout):
-    policy = make_policy(condition_mode=mode, use_prefix_dropout=prefix_dropout)
+def test_null_samples_ignore_condition_parameters_bit_for_bit(mode, prefix_dropout, family):
+    policy = make_policy(family=family, condition_mode=mode, use_prefix_dropout=prefix_dropout)
     mixed, null = [ONE, NULL, ZERO], [NULL] * 3
     before_mixed, before_null, before_plain = losses(policy, mixed), losses(policy, null), losses(policy, plain=True)
     before_conditioned = losses(policy, [ONE, ONE, ZERO])
@@ -37,16 +38,17 @@ def test_null_samples_ignore_condition_parameters_bit_for_bit(mode, prefix_dropo
     assert not torch.allclose(losses(policy, [ONE, ONE, ZERO]), before_conditioned)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("mode", MODES)
-def test_null_equals_the_model_without_condition_machinery(mode):
-    policy = make_policy(condition_mode=mode)
+def test_null_equals_the_model_without_condition_machinery(mode, family):
+    policy = make_policy(family=family, condition_mode=mode)
     perturb_condition(policy)
     batch = make_batch(3)
     inputs = policy._model_inputs(batch)
     actions = torch.nn.functional.pad((batch["actions"] - policy._norm_on("action_mean")) / policy._norm_on("action_std"), (0, 25))
     with torch.no_grad():
-        plain = policy.model.velocity(*inputs, actions, TIME, plain=True)
-        null = policy.model.velocity(*inputs, actions, TIME, o=torch.tensor([NULL, ONE, NULL]))
+        plain = policy.model.velocity(inputs, actions, TIME, plain=True)
+        null = policy.model.velocity(inputs, actions, TIME, o=torch.tensor([NULL, ONE, NULL]))
     torch.testing.assert_close(null[[0, 2]], plain[[0, 2]], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(null[1], plain[1], atol=1e-4)
 
@@ -54,29 +56,47 @@ def test_null_equals_the_model_without_condition_machinery(mode):
 def test_prefix_dropout_null_drops_the_language():
     policy = make_policy(use_prefix_dropout=True)
     batch = make_batch(2)
-    images, img_masks, tokens, masks, state = policy._model_inputs(batch)
+    inputs = policy._model_inputs(batch)
     x_t, time = make_noise(2), TIME[:2]
     with torch.no_grad():
-        null = policy.model.velocity(images, img_masks, tokens, masks, state, x_t, time, o=torch.tensor([NULL, NULL]))
-        no_language = policy.model.velocity(images, img_masks, tokens, torch.zeros_like(masks), state, x_t, time, plain=True)
-        with_language = policy.model.velocity(images, img_masks, tokens, masks, state, x_t, time, plain=True)
+        null = policy.model.velocity(inputs, x_t, time, o=torch.tensor([NULL, NULL]))
+        no_language = policy.model.velocity(inputs._replace(lang_masks=torch.zeros_like(inputs.lang_masks)), x_t, time, plain=True)
+        with_language = policy.model.velocity(inputs, x_t, time, plain=True)
     torch.testing.assert_close(null, no_language)
     assert not torch.allclose(null, with_language, atol=1e-4)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("prefix_dropout", [False, True])
-def test_plain_flag_and_null_labels_differ_only_under_prefix_dropout(prefix_dropout):
+def test_plain_flag_and_null_labels_differ_only_under_prefix_dropout(prefix_dropout, family):
     # plain=True keeps every prompt; a ∅ label drops it under prefix dropout, and is the plain model without
-    policy = make_policy(use_prefix_dropout=prefix_dropout)
+    policy = make_policy(family=family, use_prefix_dropout=prefix_dropout)
     perturb_condition(policy)
     plain, null = losses(policy, plain=True), losses(policy, [NULL] * 3)
     if prefix_dropout:
         assert not torch.allclose(plain, null, atol=1e-4)
-        without_dropout = make_policy(use_prefix_dropout=False)  # the same weights (same seed)
+        without_dropout = make_policy(family=family, use_prefix_dropout=False)  # the same weights (same seed)
         perturb_condition(without_dropout)
         assert torch.equal(plain, losses(without_dropout, plain=True))
     else:
         assert torch.equal(plain, null)
+
+
+def test_pi05_prefix_dropout_drops_the_task_text_but_keeps_the_state_text():
+    policy = make_policy(family="pi05", use_prefix_dropout=True)
+    batch = make_batch(2)
+    inputs = policy._model_inputs(batch)
+    kept = inputs.lang_masks & ~inputs.task_masks
+    text = bytes((inputs.lang_tokens[0][kept[0]][1:] - 3).tolist()).decode()  # after BOS
+    assert text == "Task: , State: " + text.split("State: ")[1] and text.endswith(";\nAction: ")
+    assert len(text.split("State: ")[1].split(";")[0].split()) == 8  # every state bin is kept
+    x_t, time = make_noise(2), TIME[:2]
+    with torch.no_grad():
+        null = policy.model.velocity(inputs, x_t, time, o=torch.tensor([NULL, NULL]))
+        without_task = policy.model.velocity(inputs._replace(lang_masks=kept), x_t, time, plain=True)
+        with_task = policy.model.velocity(inputs, x_t, time, plain=True)
+    torch.testing.assert_close(null, without_task)
+    assert not torch.allclose(null, with_task, atol=1e-4)
 
 
 def test_compute_loss_requires_labels_unless_plain(policy):
@@ -87,10 +107,11 @@ def test_compute_loss_requires_labels_unless_plain(policy):
         policy.compute_loss(make_batch(3, o=[ONE, NULL, ZERO]), plain=True)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("prefix_dropout", [False, True])
 @pytest.mark.parametrize("mode", MODES)
-def test_mixed_batch_gives_each_sample_its_own_loss(mode, prefix_dropout):
-    policy = make_policy(condition_mode=mode, use_prefix_dropout=prefix_dropout)
+def test_mixed_batch_gives_each_sample_its_own_loss(mode, prefix_dropout, family):
+    policy = make_policy(family=family, condition_mode=mode, use_prefix_dropout=prefix_dropout)
     perturb_condition(policy)
     labels = [ONE, NULL, ZERO]
     together = losses(policy, labels)

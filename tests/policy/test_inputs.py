@@ -9,7 +9,7 @@ import torch
 from cfgrl.errors import CfgrlError
 from cfgrl.policy import NormStats
 from cfgrl.policy.images import prepare_images, resize_with_pad
-from cfgrl.policy.tokenizer import BOS_ID, PAD_ID, ByteTokenizer, make_tokenizer
+from cfgrl.policy.tokenizer import BOS_ID, PAD_ID, ByteTokenizer, make_tokenizer, pi0_prompt
 
 
 def test_resize_with_pad_keeps_aspect_and_centres():
@@ -32,12 +32,13 @@ def test_prepare_images_scales_to_minus_one_one_and_masks_missing_cameras():
 def test_byte_tokenizer_pads_truncates_and_round_trips(tmp_path):
     tok = ByteTokenizer(max_len=8)
     with pytest.warns(UserWarning, match="a prompt of 15 tokens is cut to the policy's max_token_len 8"):
-        ids, mask = tok(["hi", "a long prompt"])
+        ids, mask, task = tok([pi0_prompt("hi"), pi0_prompt("a long prompt")])
     assert ids[0].tolist() == [BOS_ID, ord("h") + 3, ord("i") + 3, ord("\n") + 3, PAD_ID, PAD_ID, PAD_ID, PAD_ID]
     assert mask[0].tolist() == [True] * 4 + [False] * 4 and mask[1].all()
+    assert task[0].tolist() == [False, True, True] + [False] * 5  # PI0's task: the prompt without BOS and newline
     tok.save(tmp_path)
     again = make_tokenizer("byte", 99, tmp_path)
-    assert again.max_len == 8 and torch.equal(again(["hi"])[0], tok(["hi"])[0])
+    assert again.max_len == 8 and torch.equal(again([pi0_prompt("hi")])[0], tok([pi0_prompt("hi")])[0])
 
 
 def test_missing_sentencepiece_model_is_a_clear_error(tmp_path):

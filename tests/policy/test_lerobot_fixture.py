@@ -16,26 +16,10 @@ import torch
 from safetensors.torch import load_file
 
 from cfgrl.optimality import Label
-from cfgrl.policy import PI0Policy
+from cfgrl.policy import ModelInputs, PI0Policy
+from policy_helpers import fixture_sizes as sizes, max_relative_error
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "lerobot_pi0"
-
-
-def max_relative_error(ours: torch.Tensor, theirs: torch.Tensor) -> float:
-    return float((ours.float() - theirs.float()).abs().max() / theirs.float().abs().max())
-
-
-def sizes(arch: dict) -> dict:
-    vision, prefix, expert = arch["vision"], arch["prefix"], arch["expert"]
-    assert prefix["head_dim"] == expert["head_dim"] and prefix["heads"] == expert["heads"]
-    return dict(
-        image_size=vision["image_size"], patch_size=vision["patch"], vision_width=vision["hidden"],
-        vision_layers=vision["layers"], vision_heads=vision["heads"], vision_mlp=vision["mlp"],
-        num_layers=prefix["depth"], num_heads=prefix["heads"], num_kv_heads=prefix["kv_heads"],
-        head_dim=prefix["head_dim"], prefix_width=prefix["width"], prefix_mlp=prefix["mlp"], vocab_size=prefix["vocab"],
-        expert_width=expert["width"], expert_mlp=expert["mlp"], rms_norm_eps=prefix["rms_norm_eps"],
-        rope_theta=prefix["rope_theta"],
-    )
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +30,7 @@ def loaded():
     cameras = sorted(k for k in io if k.startswith("image_") and "mask" not in k)
     images = [io[name] for name in cameras]
     masks = [io[name.replace("image_", "image_mask_")] for name in cameras]
-    return policy, arch, io, (images, masks, io["lang_tokens"], io["lang_masks"])
+    return policy, arch, io, ModelInputs(images, masks, io["lang_tokens"], io["lang_masks"], io["state"])
 
 
 def test_fixture_loads_with_our_config_and_stats(loaded):
@@ -63,9 +47,9 @@ def test_fixture_loads_with_our_config_and_stats(loaded):
 def test_embeddings_match_lerobot(loaded):
     policy, _, io, prefix = loaded
     with torch.no_grad():
-        prefix_embs, _, _ = policy.model.embed_prefix(*prefix)
+        prefix_embs, _, _ = policy.model.embed_prefix(prefix)
         # a ∅ suffix has no condition machinery: the plain PI0's
-        suffix_embs, _, _ = policy.model.embed_suffix(io["state"], io["x_t"], io["time"], torch.full((2,), Label.NULL))
+        suffix_embs = policy.model.embed_suffix(io["state"], io["x_t"], io["time"], torch.full((2,), Label.NULL)).tokens
     assert max_relative_error(prefix_embs, io["prefix_embs"]) <= 1e-4
     assert max_relative_error(suffix_embs, io["suffix_embs"]) <= 1e-4
 
@@ -73,8 +57,8 @@ def test_embeddings_match_lerobot(loaded):
 def test_training_losses_match_lerobot(loaded):
     policy, _, io, prefix = loaded
     with torch.no_grad():
-        losses = policy.model(*prefix, io["state"], io["actions"], noise=io["noise"], time=io["time"], plain=True)
-        velocity = policy.model.velocity(*prefix, io["state"], io["x_t"], io["time"], plain=True)
+        losses = policy.model(prefix, io["actions"], noise=io["noise"], time=io["time"], plain=True)
+        velocity = policy.model.velocity(prefix, io["x_t"], io["time"], plain=True)
     assert losses.shape == io["losses"].shape == (2, 50, 32)
     assert max_relative_error(velocity, io["velocity"]) <= 1e-4
     assert max_relative_error(losses, io["losses"]) <= 1e-4
@@ -83,8 +67,8 @@ def test_training_losses_match_lerobot(loaded):
 def test_cached_sampling_matches_lerobot(loaded):
     policy, _, io, prefix = loaded
     with torch.no_grad():
-        cache, prefix_pad = policy.model._prefix_cache(*prefix, None, 2, 1)  # no language dropped
+        cache, prefix_pad = policy.model._prefix_cache(prefix, None, 2, 1)  # no language dropped
         cached = policy.model._suffix_velocity(cache, prefix_pad, io["state"], io["x_t"], io["time"], torch.full((2,), Label.NULL))
-        sampled = policy.model.sample_actions(*prefix, io["state"], noise=io["sample_noise"], plain=True)
+        sampled = policy.model.sample_actions(prefix, noise=io["sample_noise"], plain=True)
     assert max_relative_error(cached, io["velocity_cached"]) <= 1e-4
     assert max_relative_error(sampled, io["sampled_actions"]) <= 1e-4

@@ -7,7 +7,7 @@ import torch
 
 from cfgrl.errors import CfgrlError
 from cfgrl.optimality import Label
-from policy_helpers import make_noise, make_obs, make_policy, perturb_condition
+from policy_helpers import FAMILIES, make_noise, make_obs, make_policy, perturb_condition
 
 
 def manual_euler(policy, obs, noise, weight_of):
@@ -19,18 +19,19 @@ def manual_euler(policy, obs, noise, weight_of):
     with torch.no_grad():
         for _ in range(steps):
             t = time.expand(batch)
-            v_cond = policy.model.velocity(*inputs, x, t, o=torch.full((batch,), Label.OPTIMAL))
-            v_null = policy.model.velocity(*inputs, x, t, o=torch.full((batch,), Label.NULL))
+            v_cond = policy.model.velocity(inputs, x, t, o=torch.full((batch,), Label.OPTIMAL))
+            v_null = policy.model.velocity(inputs, x, t, o=torch.full((batch,), Label.NULL))
             x = x - weight_of(v_cond, v_null) / steps
             time = time - 1.0 / steps
     actions = x[:, :, : policy.config.action_dim]
     return actions * policy._norm_on("action_std") + policy._norm_on("action_mean")
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("prefix_dropout", [False, True])
 @pytest.mark.parametrize("mode", ["token", "bias", "concat"])
-def test_guided_sampling_matches_the_uncached_reference(mode, prefix_dropout):
-    policy = make_policy(condition_mode=mode, use_prefix_dropout=prefix_dropout, num_steps=3)
+def test_guided_sampling_matches_the_uncached_reference(mode, prefix_dropout, family):
+    policy = make_policy(family=family, condition_mode=mode, use_prefix_dropout=prefix_dropout, num_steps=3)
     perturb_condition(policy)
     policy.condition_trained = True
     obs, noise = make_obs(2), make_noise(2)
@@ -40,6 +41,33 @@ def test_guided_sampling_matches_the_uncached_reference(mode, prefix_dropout):
         results[w] = policy.sample_actions(obs, cfg_scale=w, noise=noise)
         torch.testing.assert_close(results[w], manual_euler(policy, obs, noise, mix), rtol=1e-4, atol=1e-4)
     assert not torch.allclose(results[1.0], results[0.0], atol=1e-3)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("prefix_dropout", [False, True])
+def test_guidance_is_one_batched_suffix_pass_per_step_with_images_encoded_once(family, prefix_dropout):
+    policy = make_policy(family=family, use_prefix_dropout=prefix_dropout, num_steps=4)
+    policy.condition_trained = True
+    calls = {"images": 0, "prefix": [], "suffix": []}
+    transformer = policy.model.transformer
+    embed_images, forward = transformer.embed_images, transformer.forward
+
+    def count_images(pixels):
+        calls["images"] += 1
+        return embed_images(pixels)
+
+    def count_passes(prefix, suffix, *args, **kwargs):
+        if prefix is not None:
+            calls["prefix"].append(prefix.shape[0])
+        if suffix is not None:
+            calls["suffix"].append(suffix.shape[0])
+        return forward(prefix, suffix, *args, **kwargs)
+
+    transformer.embed_images, transformer.forward = count_images, count_passes
+    policy.sample_actions(make_obs(3), cfg_scale=2.5, noise=make_noise(3))
+    assert calls["images"] == 1
+    assert calls["prefix"] == [6 if prefix_dropout else 3]  # two prefixes (one batch) only when they differ
+    assert calls["suffix"] == [6] * 4  # both branches in one pass per Euler step
 
 
 def test_same_noise_gives_the_same_actions_and_shapes(policy):
@@ -56,7 +84,7 @@ def test_untrained_condition_samples_the_base_policy_whatever_w():
     obs, noise = make_obs(2), make_noise(2)
     inputs = policy._model_inputs(obs)
     with torch.no_grad():
-        base = policy.model.sample_actions(*inputs, noise=noise, plain=True)[:, :, :7]
+        base = policy.model.sample_actions(inputs, noise=noise, plain=True)[:, :, :7]
     base = base * policy._norm_on("action_std") + policy._norm_on("action_mean")
     assert not policy.condition_trained
     for w in (0.0, 1.0, 3.0):

@@ -17,10 +17,10 @@ def test_loss_shapes_and_padding_mask(policy):
     losses = policy.compute_loss(batch, noise=noise, time=time)
     assert losses.shape == (3,) and torch.isfinite(losses).all() and losses.requires_grad
     # padded steps and padded action dims do not count (as lerobot 0.6.1's PI0Policy)
-    images, img_masks, tokens, masks, state = policy._model_inputs(batch)
+    inputs = policy._model_inputs(batch)
     actions = (batch["actions"] - policy._norm_on("action_mean")) / policy._norm_on("action_std")
     with torch.no_grad():
-        elementwise = policy.model(images, img_masks, tokens, masks, state, torch.nn.functional.pad(actions, (0, 25)),
+        elementwise = policy.model(inputs, torch.nn.functional.pad(actions, (0, 25)),
                                    noise=noise, time=time, o=batch["o"])
     kept = elementwise[:, :, :7] * (~batch["action_is_pad"])[:, :, None]
     torch.testing.assert_close(losses.detach(), kept.mean(dim=(1, 2)))
@@ -28,9 +28,9 @@ def test_loss_shapes_and_padding_mask(policy):
 
 
 def test_lower_level_forward_returns_elementwise_losses(policy):
-    images, img_masks, tokens, masks, state = policy._model_inputs(make_batch(2))
+    inputs = policy._model_inputs(make_batch(2))
     actions = torch.randn(2, 50, 32)
-    out = policy.model(images, img_masks, tokens, masks, state, actions, noise=torch.randn(2, 50, 32), time=torch.tensor([0.2, 0.9]),
+    out = policy.model(inputs, actions, noise=torch.randn(2, 50, 32), time=torch.tensor([0.2, 0.9]),
                        plain=True)
     assert out.shape == (2, 50, 32)
 
@@ -39,12 +39,11 @@ def test_flow_matching_interpolant_and_target():
     # at t=1 the input is pure noise; a model predicting v makes loss = |noise - a - v|^2
     policy = make_policy()
     batch = make_batch(2)
-    images, img_masks, tokens, masks, state = policy._model_inputs(batch)
+    inputs = policy._model_inputs(batch)
     actions, noise, t = torch.randn(2, 50, 32), torch.randn(2, 50, 32), torch.tensor([1.0, 0.25])
     with torch.no_grad():
-        v = policy.model.velocity(images, img_masks, tokens, masks, state, t[:, None, None] * noise + (1 - t[:, None, None]) * actions, t,
-                                  plain=True)
-        losses = policy.model(images, img_masks, tokens, masks, state, actions, noise=noise, time=t, plain=True)
+        v = policy.model.velocity(inputs, t[:, None, None] * noise + (1 - t[:, None, None]) * actions, t, plain=True)
+        losses = policy.model(inputs, actions, noise=noise, time=t, plain=True)
     torch.testing.assert_close(losses, (noise - actions - v) ** 2)
 
 
