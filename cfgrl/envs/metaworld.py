@@ -237,12 +237,17 @@ class MetaWorldEnv:
         self.check_episode(task_id, init_state_id)
         if self._sim_task != task_id:
             self._open_task(task_id)
+        import mujoco
         from metaworld.types import Task
 
         name = self._names[task_id]
         data = {"rand_vec": self._vectors(task_id)[init_state_id].copy(), "env_cls": type(self._sim), "partially_observable": False}
         self._sim.set_task(Task(env_name=name, data=pickle.dumps(data)))
         self._raw, _ = self._sim.reset()
+        # Recompute what is derived from the state (the site positions drawn in the images, 0.1 mm
+        # apart otherwise): without it a reused simulator's first frame kept a trace of its previous
+        # episode. The physical state is untouched, and every Meta-World step ends the same way.
+        mujoco.mj_forward(self._sim.model, self._sim.data)
         self._expert_rng = np.random.default_rng([_EXPERT_SALT, seed])
         return Observation(images=self.render(), state=state_vector(self._raw), prompt=PROMPTS[name])
 

@@ -75,6 +75,11 @@ def test_the_backend_steps_as_the_raw_env_does(env):
 
 
 def test_init_states_are_reproducible_and_depend_on_the_benchmark_seed(env):
+    """A configuration resets to the same scene in a fresh env as in one that played other episodes."""
+    env.reset(0, 7, seed=0)
+    for _ in range(12):
+        for action in env.scripted_chunk(0.0, horizon=5):
+            env.step(action, render=False)
     first = env.reset(0, 4, seed=1)
     other = make_env(_cfg())
     try:
@@ -160,8 +165,8 @@ def test_bad_suite_task_camera_and_limits_give_one_line():
 
 
 def test_collected_scripted_episodes_replay_exactly_in_a_fresh_env(tmp_path):
-    """`cfgrl collect --policy scripted:0.3` (Meta-World's expert, noisy), one group of K=2, then the
-    first episode is replayed from its recorded actions in a fresh env: same states, frames, rewards."""
+    """`cfgrl collect --policy scripted:0.3` (Meta-World's expert, noisy), one group of K=2 in one
+    worker, then both episodes are replayed from their recorded actions: same states, frames, rewards."""
     store_path = tmp_path / "mw.zarr"
     replan = 5
     args = ["collect", str(store_path), "--episodes", "2", "--workers", "1", "--policy", "scripted:0.3",
@@ -175,33 +180,41 @@ def test_collected_scripted_episodes_replay_exactly_in_a_fresh_env(tmp_path):
     ep = store.episodes
     assert len(ep) == 2 and ep.seed[0] != ep.seed[1]
     assert store.layout.camera_names == ("corner", "gripperPOV") and store.layout.image_shape == (SIZE, SIZE, 3)
-    row = ep.iloc[0]
+    assert not np.array_equal(store.episode_steps(0, "action")[:20], store.episode_steps(1, "action")[:20])  # noise differs per seed
     fresh = make_env(_cfg())
     try:
-        assert (row.env, row.suite, row.task_id, row.init_state_id) == ("metaworld", SUITE, 0, 5)
-        assert row.policy_id == "scripted-noise0.30" and row.prompt == "push the puck to the goal"
-        assert row.renderer == fresh.renderer and "shadows off" in row.renderer
-        assert json.loads(row.init_config) == fresh.init_config(0, 5)
-        actions = store.episode_steps(0, "action")
-        assert not np.array_equal(actions[:20], store.episode_steps(1, "action")[:20])  # the noise differs per seed
-        assert not actions[:, 3:6].any()  # the experts never use the rotation entries
-        states, rewards, dones = (store.episode_steps(0, name) for name in ("state", "reward", "done"))
-        frame_steps = store.frame_steps()[row.frame_start : row.frame_start + row.frame_count].tolist()
-        assert frame_steps == list(range(0, len(actions), replan))  # the query steps
-        obs = fresh.reset(int(row.task_id), int(row.init_state_id), int(row.seed))
-        for t, action in enumerate(actions):
-            np.testing.assert_array_equal(states[t], obs.state, err_msg=f"state before step {t}")
-            if t in frame_steps:
-                frame = frame_steps.index(t) + int(row.frame_start)
-                images = fresh.render()
-                for camera in fresh.camera_names:
-                    np.testing.assert_array_equal(np.asarray(store.frames(camera)[frame]), images[camera], err_msg=f"{camera} at {t}")
-            step = fresh.step(action, render=False)
-            assert rewards[t] == step.reward and dones[t] == step.success
-            obs = step.obs
-        assert bool(row.success) == bool(dones[-1]) and row.length == len(actions)
+        # The worker played episode 0 then 1 in one simulator; the replay plays 1 in a fresh one, then 0.
+        for episode in (1, 0):
+            _replay(store, episode, fresh, replan)
     finally:
         fresh.close()
+
+
+def _replay(store: Store, episode: int, env, replan: int) -> None:
+    """Play a stored episode's actions on ``env``: every state, frame, reward and done must match exactly."""
+    row = store.episodes.iloc[episode]
+    assert (row.env, row.suite, row.task_id, row.init_state_id) == ("metaworld", SUITE, 0, 5)
+    assert row.policy_id == "scripted-noise0.30" and row.prompt == "push the puck to the goal"
+    assert row.renderer == env.renderer and "shadows off" in row.renderer
+    assert json.loads(row.init_config) == env.init_config(0, 5)
+    actions = store.episode_steps(episode, "action")
+    assert not actions[:, 3:6].any()  # the experts never use the rotation entries
+    states, rewards, dones = (store.episode_steps(episode, name) for name in ("state", "reward", "done"))
+    frame_steps = store.frame_steps()[row.frame_start : row.frame_start + row.frame_count].tolist()
+    assert frame_steps == list(range(0, len(actions), replan))  # the query steps
+    obs = env.reset(int(row.task_id), int(row.init_state_id), int(row.seed))
+    for t, action in enumerate(actions):
+        np.testing.assert_array_equal(states[t], obs.state, err_msg=f"episode {episode}: state before step {t}")
+        if t in frame_steps:
+            frame = frame_steps.index(t) + int(row.frame_start)
+            images = env.render()
+            for camera in env.camera_names:
+                np.testing.assert_array_equal(np.asarray(store.frames(camera)[frame]), images[camera],
+                                              err_msg=f"episode {episode}: {camera} at step {t}")
+        step = env.step(action, render=False)
+        assert rewards[t] == step.reward and dones[t] == step.success
+        obs = step.obs
+    assert bool(row.success) == bool(dones[-1]) and row.length == len(actions)
 
 
 def test_state_layout_matches_libero():
@@ -210,5 +223,7 @@ def test_state_layout_matches_libero():
     raw = np.arange(39, dtype=np.float64)
     np.testing.assert_array_equal(state_vector(raw), [0, 1, 2, 0, 0, 0, 3, 0])
     assert state_vector(raw).shape == (STATE_DIM,)
-    np.testing.assert_array_equal(sim_action(np.array([0.1, -2, 0.3, 9, 9, 9, 1])), [0.1, -1, 0.3, 1])
+    moved = sim_action(np.array([0.1, -2, 0.3, 9, 9, 9, 1]))
+    assert moved.dtype == np.float32  # as Meta-World's action space: its arm scales actions in their dtype
+    np.testing.assert_array_equal(moved, np.array([0.1, -1, 0.3, 1], np.float32))
     np.testing.assert_array_equal(sim_action(our_action(np.array([0.5, 0.25, -0.5, -1]))), [0.5, 0.25, -0.5, -1])
