@@ -188,7 +188,7 @@ def is_upside_down(data: Any, camera: str) -> bool:
 
 
 class MetaWorldEnv:
-    """The ``metaworld`` backend of ``cfgrl.envs.base.Env``: one simulator at a time, rebuilt when the task changes."""
+    """The ``metaworld`` backend of ``cfgrl.envs.base.Env``: one simulator per task, built when first reset."""
 
     name = "metaworld"
     num_wait_steps = 0
@@ -208,6 +208,9 @@ class MetaWorldEnv:
         if configurations is not None and (configurations.suite, configurations.seed) != (self.suite, self.seed):
             raise ValueError(f"configurations of {configurations.suite}/{configurations.seed} for an env of {self.suite}/{self.seed}")
         self._configurations = configurations
+        # Every task's simulator stays open once built (switching costs 0.6-1 s, a reset 25-100 ms):
+        # task id -> (Meta-World's env, its renderer, cameras turned by 180 degrees, the task's expert).
+        self._opened: dict[int, tuple[Any, Any, set[str], Any]] = {}
         self._sim: Any = None  # Meta-World's env of task self._sim_task
         self._sim_task: int | None = None
         self._renderer: Any = None
@@ -295,10 +298,10 @@ class MetaWorldEnv:
         return chunk
 
     def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-        if self._sim is not None:
-            self._sim.close()
+        for sim, renderer, _, _ in self._opened.values():
+            renderer.close()
+            sim.close()
+        self._opened.clear()
         self._sim, self._sim_task, self._renderer = None, None, None
 
     def _check_task(self, task_id: int) -> None:
@@ -312,21 +315,24 @@ class MetaWorldEnv:
         return self._configurations.vectors[self._names[task_id]]
 
     def _open_task(self, task_id: int) -> None:
+        if task_id not in self._opened:
+            self._opened[task_id] = self._build_task(self._names[task_id])
+        self._sim, self._renderer, self._turned, self._expert = self._opened[task_id]
+        self._sim_task = task_id
+
+    def _build_task(self, name: str) -> tuple[Any, Any, set[str], Any]:
         import mujoco
         from metaworld.policies import ENV_POLICY_MAP
 
-        self.close()
-        name = self._names[task_id]
-        self._sim = _env_dict().ALL_V3_ENVIRONMENTS[name]()
-        self._sim.max_path_length = MAX_STEPS + 1_000_000  # the engine ends episodes; planning may look past 500
-        model = self._sim.model
+        sim = _env_dict().ALL_V3_ENVIRONMENTS[name]()
+        sim.max_path_length = MAX_STEPS + 1_000_000  # the engine ends episodes; planning may look past 500
+        model = sim.model
         model.light_castshadow[:] = 0  # FAST_RENDER: only what is drawn changes, not the physics
         model.mat_reflectance[:] = 0
         model.vis.quality.offsamples = 0  # read when the renderer's GL context is made, just below
-        self._renderer = mujoco.Renderer(model, self.image_size, self.image_size)
-        self._turned = {camera for camera in self.camera_names if is_upside_down(self._sim.data, camera)}
-        self._expert = ENV_POLICY_MAP[name]()
-        self._sim_task = task_id
+        renderer = mujoco.Renderer(model, self.image_size, self.image_size)
+        turned = {camera for camera in self.camera_names if is_upside_down(sim.data, camera)}
+        return sim, renderer, turned, ENV_POLICY_MAP[name]()
 
     def _physics_state(self) -> np.ndarray:
         import mujoco
