@@ -5,6 +5,8 @@
 #                          demonstrations (`make base`), then collect -> label -> train -> eval.
 #   ENV=libero POLICY=DIR: the same stages on LIBERO from a real PI0 checkpoint (ours or lerobot's).
 #   ENV=libero alone:      runs a fresh `tiny` random policy: it exercises the loop, it learns nothing.
+#   ENV=metaworld:         Meta-World MT10 (configs/metaworld.yaml); POLICY as for LIBERO, and
+#                          `make collect` also takes POLICY=scripted:NOISE (Meta-World's own experts).
 #
 # Every target prints where it wrote; re-running a target skips finished work (collect resumes to
 # its count, label reuses an identical version, train and eval skip a finished run).
@@ -42,18 +44,19 @@ BASE_STEPS ?= 1500
 .PHONY: help setup base collect label train eval test bench round ablate demo spread clean-data
 
 help:
-	@sed -n '1,10p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '1,12p' Makefile | sed 's/^# \{0,1\}//'
 
 setup: $(SETUP)
 
 # torch first, and only if none is importable: a GPU box keeps the CUDA build it already has;
 # TORCH_SPEC pins the CPU build on this project's machines (a bare `torch` can pull GBs of CUDA).
-$(SETUP): pyproject.toml scripts/setup_libero.sh
+$(SETUP): pyproject.toml scripts/setup_libero.sh scripts/setup_metaworld.sh
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 	$(VENV)/bin/python -c "import torch" 2>/dev/null || $(VENV)/bin/python -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e ".[dev,video]"
 	scripts/setup_libero.sh $(VENV)
+	scripts/setup_metaworld.sh $(VENV)
 	touch $@
 	@echo "setup: installed into $(VENV)"
 

@@ -51,7 +51,7 @@ def synthetic_store(path: Path, episodes: int, length: int, cameras: tuple[str, 
                 meta=dict(num_wait_steps=0, task_id=i // GROUP_SIZE % 10, init_state_id=i // GROUP_SIZE,
                           group_id=i // GROUP_SIZE, rollout_index=i % GROUP_SIZE, seed=i, success=success,
                           cfg_scale=1.0, env="builtin", suite="reach", prompt="p", policy_id="p", run_id="bench",
-                          renderer="numpy"),
+                          renderer="numpy", init_config="[]"),
             ))
     return Store(path)
 

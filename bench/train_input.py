@@ -58,7 +58,7 @@ def write_store(path: Path, episodes: int, length: int, size: int) -> Store:
                 done=reward > 0, is_wait=np.zeros(length, bool), frames=frames, frame_step=query,
                 meta=dict(num_wait_steps=0, task_id=e // 4, init_state_id=e // 4, group_id=e // 4, rollout_index=e % 4,
                           seed=e, success=success, cfg_scale=1.0, env="builtin", suite="bench",
-                          prompt=f"task {e // 4}", policy_id="p", run_id="bench", renderer="numpy")))
+                          prompt=f"task {e // 4}", policy_id="p", run_id="bench", renderer="numpy", init_config="[]")))
     return Store(path)
 
 

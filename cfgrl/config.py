@@ -28,7 +28,7 @@ CONDITION_MODES = ("token", "bias", "concat")
 LABEL_SOURCES = ("episode_rloo", "window_rloo", "window_return", "none")
 LABEL_SCHEMES = ("binary", "ternary")
 ZERO_VARIANCE_POLICIES = ("unconditional", "drop", "keep")
-ENV_NAMES = ("builtin", "libero")
+ENV_NAMES = ("builtin", "libero", "metaworld")
 OBJECTIVES = ("cfgrl", "filtered_bc", "weighted")
 NORMALIZATIONS = ("mean_std", "quantile")  # cfgrl.policy.normalize.KINDS (config imports no policy code)
 
@@ -42,12 +42,14 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 
 @dataclass
 class EnvConfig:
-    name: str = _f("builtin", "environment backend: builtin | libero")
-    suite: str = _f("reach", "task suite: builtin 'reach'; LIBERO libero_spatial|libero_object|libero_goal|libero_10|libero_90")
+    name: str = _f("builtin", "environment backend: builtin | libero | metaworld")
+    suite: str = _f("reach", "task suite: builtin 'reach'; LIBERO libero_spatial|libero_object|libero_goal|libero_10|libero_90; Meta-World MT10|MT50|one v3 task name (e.g. drawer-open-v3)")
     tasks: list[int] | None = _f(None, "task ids to use (null = every task of the suite)")
     init_states: list[int] | None = _f(None, "init-state ids to use, a list whose items may be ranges first-last (null = every init state of the suite)")
     max_steps: int | None = _f(None, "episode step limit (null = the suite's default)")
     image_size: int = _f(64, "rendered camera resolution (square); LIBERO uses 224")
+    cameras: list[str] | None = _f(None, "Meta-World cameras the policy sees (null = corner, gripperPOV); builtin and LIBERO have fixed cameras")
+    benchmark_seed: int = _f(0, "Meta-World benchmark seed: with the suite it fixes each task's 50 configurations")
 
 
 @dataclass

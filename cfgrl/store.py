@@ -83,6 +83,7 @@ EPISODE_COLUMNS = {
     "policy_id": "str",
     "run_id": "str",
     "renderer": "str",
+    "init_config": "str",  # JSON list: what the init state id stands for where the id alone does not fix it (Meta-World's configuration vector), else []
 }
 OFFSET_COLUMNS = ("step_start", "length", "frame_start", "frame_count")
 STEP_CHUNK = 65536  # relabelling reads whole reward columns: big chunks keep that fast

@@ -36,7 +36,7 @@ def make_episode(length: int, seed: int, success: bool = True, image_size: int =
         frame_step=query,
         meta=dict(num_wait_steps=0, task_id=seed % 3, init_state_id=seed, group_id=seed // 2, rollout_index=seed % 2,
                   seed=seed, success=success, cfg_scale=1.0, env="builtin", suite="reach", prompt=f"task {seed}",
-                  policy_id="p", run_id="r", renderer="numpy"),
+                  policy_id="p", run_id="r", renderer="numpy", init_config="[]"),
     )
 
 

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from cfgrl.config import EnvConfig
 from cfgrl.envs.base import ACTION_DIM, STATE_DIM, Env, Observation, StepResult, TaskInfo
 
-__all__ = ["ACTION_DIM", "STATE_DIM", "Env", "Observation", "StepResult", "TaskInfo", "make_env"]
+__all__ = ["ACTION_DIM", "STATE_DIM", "Env", "Observation", "StepResult", "TaskInfo", "make_env", "prepare_env"]
 
 
-def make_env(cfg: EnvConfig) -> Env:
-    """Build one environment instance; LIBERO is imported only when asked for."""
+def prepare_env(cfg: EnvConfig) -> Any:
+    """What one process builds once for every env instance of ``cfg`` (the rollout engine builds it
+    in the main process and hands it to its workers): Meta-World's benchmark configurations, None
+    for the other backends."""
+    if cfg.name == "metaworld":
+        from cfgrl.envs.metaworld import prepare
+
+        return prepare(cfg)
+    return None
+
+
+def make_env(cfg: EnvConfig, prepared: Any = None) -> Env:
+    """Build one environment instance; LIBERO and Meta-World are imported only when asked for.
+
+    ``prepared``: what ``prepare_env(cfg)`` returned (None: the env builds it itself when it needs it)."""
     if cfg.name == "builtin":
         from cfgrl.envs.builtin import BuiltinEnv
 
@@ -18,6 +33,10 @@ def make_env(cfg: EnvConfig) -> Env:
         from cfgrl.envs.libero import LiberoEnv
 
         return LiberoEnv(cfg)
+    if cfg.name == "metaworld":
+        from cfgrl.envs.metaworld import MetaWorldEnv
+
+        return MetaWorldEnv(cfg, prepared)
     from cfgrl.errors import CfgrlError
 
-    raise CfgrlError(f"env.name '{cfg.name}' is not valid; choose one of: builtin, libero")
+    raise CfgrlError(f"env.name '{cfg.name}' is not valid; choose one of: builtin, libero, metaworld")

@@ -1,4 +1,4 @@
-"""The one environment interface both backends (``builtin``, ``libero``) implement.
+"""The one environment interface every backend (``builtin``, ``libero``, ``metaworld``) implements.
 
 An episode: ``reset`` (renders), then ``num_wait_steps`` steps of ``wait_action`` that the engine
 records as wait steps, then policy steps until ``success`` or ``max_steps`` policy steps. ``step``
@@ -8,6 +8,7 @@ is the dominant cost in LIBERO.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -44,7 +45,7 @@ class StepResult:
 
 
 class Env(Protocol):
-    name: str  # "builtin" | "libero"
+    name: str  # "builtin" | "libero" | "metaworld"
     suite: str
     camera_names: tuple[str, ...]
     image_size: int
@@ -58,13 +59,41 @@ class Env(Protocol):
 
     def step(self, action: np.ndarray, render: bool) -> StepResult: ...
 
+    def init_config(self, task_id: int, init_state_id: int) -> list[float]:
+        """What an init state id stands for, when the id alone does not fix it (Meta-World's
+        configuration vector, which depends on the benchmark and its seed); [] otherwise."""
+        ...
+
     def close(self) -> None: ...
 
 
+MUJOCO_RENDERERS = ("egl", "osmesa")  # headless MuJoCo GL back-ends; egl with Mesa runs on llvmpipe without a GPU
+DEFAULT_MUJOCO_RENDERER = "egl"  # measured here: works with Debian's Mesa EGL; libOSMesa is not installed by default
+
+
+def select_mujoco_gl(backend: str) -> str:
+    """Set ``MUJOCO_GL`` (default egl) and ``PYOPENGL_PLATFORM`` for headless rendering; returns it.
+
+    Must run before ``mujoco`` is imported: MuJoCo picks its GL back-end once, at import.
+    """
+    renderer = os.environ.setdefault("MUJOCO_GL", DEFAULT_MUJOCO_RENDERER).strip().lower()
+    if renderer not in MUJOCO_RENDERERS:
+        raise CfgrlError(f"MUJOCO_GL='{renderer}' cannot render headless {backend}; use one of: {', '.join(MUJOCO_RENDERERS)}")
+    os.environ.setdefault("PYOPENGL_PLATFORM", renderer)
+    return renderer
+
+
 def check_env_config(cfg: EnvConfig, suites: tuple[str, ...], backend: str) -> None:
-    """The checks every backend makes on ``env.*`` before building anything."""
+    """The checks a backend with fixed suites and fixed cameras makes on ``env.*`` before building anything."""
     if cfg.suite not in suites:
         raise CfgrlError(f"env.suite '{cfg.suite}' is not a {backend} suite; choose one of: {', '.join(suites)}")
+    if cfg.cameras is not None:
+        raise CfgrlError(f"env.cameras is for Meta-World only; the {backend} env's cameras are fixed (set env.cameras: null)")
+    check_env_limits(cfg, backend)
+
+
+def check_env_limits(cfg: EnvConfig, backend: str) -> None:
+    """The image size and step limit checks every backend makes."""
     if cfg.image_size < 16:
         raise CfgrlError(f"env.image_size must be at least 16 for the {backend} env, got {cfg.image_size}")
     if cfg.max_steps is not None and cfg.max_steps < 1:

@@ -213,6 +213,9 @@ class BuiltinEnv:
         self._prompt = self._tasks[task_id].prompt
         return self._observation(render=True)
 
+    def init_config(self, task_id: int, init_state_id: int) -> list[float]:
+        return []  # the id alone fixes the scene (``initial_layout``)
+
     def step(self, action: np.ndarray, render: bool) -> StepResult:
         if self._sim is None:
             raise RuntimeError("step() before reset()")

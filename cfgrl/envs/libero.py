@@ -28,15 +28,13 @@ import yaml
 
 from cfgrl import atomic
 from cfgrl.config import EnvConfig
-from cfgrl.envs.base import ACTION_DIM, STATE_DIM, Observation, StepResult, TaskInfo, check_env_config
+from cfgrl.envs.base import ACTION_DIM, STATE_DIM, Observation, StepResult, TaskInfo, check_env_config, select_mujoco_gl
 from cfgrl.errors import CfgrlError
 
 # openpi's LIBERO step limits (policy steps, wait steps excluded): the longest demonstration of each suite plus margin.
 SUITE_MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
 SUITES = tuple(SUITE_MAX_STEPS)
 NUM_WAIT_STEPS = 10  # objects fall onto the table for a few steps after an init state is set
-RENDERERS = ("egl", "osmesa")  # headless MuJoCo GL back-ends; egl with Mesa runs on llvmpipe without a GPU
-DEFAULT_RENDERER = "egl"  # measured here: works with Debian's Mesa EGL; libOSMesa is not installed by default
 CAMERAS = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}  # our name -> robosuite camera
 SETUP_HINT = "run scripts/setup_libero.sh .venv (installs LIBERO and its scene assets)"
 
@@ -46,10 +44,7 @@ def configure_process() -> str:
 
     Must run before ``mujoco`` is imported: MuJoCo picks its GL back-end once, at import.
     """
-    renderer = os.environ.setdefault("MUJOCO_GL", DEFAULT_RENDERER).strip().lower()
-    if renderer not in RENDERERS:
-        raise CfgrlError(f"MUJOCO_GL='{renderer}' cannot render headless LIBERO; use one of: {', '.join(RENDERERS)}")
-    os.environ.setdefault("PYOPENGL_PLATFORM", renderer)
+    renderer = select_mujoco_gl("LIBERO")
     if "LIBERO_CONFIG_PATH" in os.environ:
         if not (Path(os.environ["LIBERO_CONFIG_PATH"]) / "config.yaml").is_file():
             raise CfgrlError(
@@ -176,6 +171,9 @@ class LiberoEnv:
             robot.gripper.current_action = np.zeros(robot.gripper.dof)
         raw = self._sim.set_init_state(self._task_init_states(task_id)[init_state_id])
         return Observation(images=self.render(), state=state_vector(raw), prompt=self._prompt)
+
+    def init_config(self, task_id: int, init_state_id: int) -> list[float]:
+        return []  # the id names one of the init states LIBERO ships: nothing more to record
 
     def step(self, action: np.ndarray, render: bool) -> StepResult:
         if self._sim is None:

@@ -15,6 +15,7 @@ episode ends by its ``max_steps``, and a worker that stops answering raises afte
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import time
@@ -28,6 +29,7 @@ from typing import Any, Callable
 from tqdm import tqdm
 
 from cfgrl.config import EnvConfig
+from cfgrl.envs import prepare_env
 from cfgrl.errors import CfgrlError
 from cfgrl.rollout.sources import ChunkPolicy, ScriptedExpert, flow_noise_generator, query_chunks
 from cfgrl.rollout.specs import EpisodeSpec
@@ -74,7 +76,7 @@ def episode_data(env_cfg: EnvConfig, spec: EpisodeSpec, ep: FinishedEpisode, pol
         num_wait_steps=ep.num_wait_steps, task_id=spec.task_id, init_state_id=spec.init_state_id,
         group_id=spec.group_id, rollout_index=spec.rollout_index, seed=spec.seed, success=ep.success,
         cfg_scale=cfg_scale, env=env_cfg.name, suite=env_cfg.suite, prompt=ep.prompt, policy_id=policy_id,
-        run_id=run_id, renderer=ep.renderer,
+        run_id=run_id, renderer=ep.renderer, init_config=json.dumps(ep.init_config),
     )
     return EpisodeData(state=ep.state, action=ep.action, reward=ep.reward, done=ep.done, is_wait=ep.is_wait,
                        frames=ep.frames, frame_step=ep.frame_step, meta=meta)
@@ -100,15 +102,17 @@ def _available_memory_gb() -> float:
 
 
 class WorkerPool:
-    """``n`` spawned processes, each serving one environment over a pipe."""
+    """``n`` spawned processes, each serving one environment over a pipe. What every env instance
+    shares (Meta-World's benchmark) is built once, here, and handed to each worker."""
 
     def __init__(self, env_cfg: EnvConfig, n: int, clock: EngineTime):
         ctx = mp.get_context("spawn")
         self.clock = clock
         self.conns, self.procs = [], []
+        prepared = prepare_env(env_cfg)
         for _ in range(n):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=serve, args=(child, env_cfg), daemon=True)
+            proc = ctx.Process(target=serve, args=(child, env_cfg, prepared), daemon=True)
             proc.start()
             child.close()
             self.conns.append(parent)

@@ -1,7 +1,8 @@
 """Where the actions come from: a PI0 checkpoint, a fresh random PI0, or the scripted expert.
 
-``--policy DIR`` loads a checkpoint, ``--policy scripted:NOISE`` uses the builtin env's scripted
-expert (its chunks need the privileged state, so the workers compute them), and no policy at all
+``--policy DIR`` loads a checkpoint, ``--policy scripted:NOISE`` uses the env's scripted expert (the
+builtin env's, or Meta-World's own per-task experts; their chunks need the privileged state, so the
+workers compute them), and no policy at all
 means a fresh ``policy.preset`` PI0 with random weights: it runs the whole pipeline but cannot
 solve anything.
 """
@@ -20,6 +21,7 @@ from cfgrl.envs.scripted import parse_noise, policy_id
 from cfgrl.errors import CfgrlError
 
 SCRIPTED_PREFIX = "scripted:"
+SCRIPTED_ENVS = ("builtin", "metaworld")  # the envs with a ``scripted_chunk``
 _FLOW_NOISE_SALT = 0x0F10  # keeps the flow-noise stream apart from the env's use of the same seed
 
 
@@ -34,7 +36,8 @@ class ChunkPolicy(Protocol):
 
 @dataclass(frozen=True)
 class ScriptedExpert:
-    """The builtin env's scripted expert; ``noise`` 0 is perfect (see ``cfgrl.envs.scripted``)."""
+    """The env's scripted expert; ``noise`` 0 is the expert itself (builtin: ``cfgrl.envs.scripted``;
+    Meta-World: its per-task experts with Gaussian action noise of std ``noise``)."""
 
     noise: float
 
@@ -48,8 +51,8 @@ def load_policy(source: str | None, cfg: Config, camera_names: tuple[str, ...], 
     """Resolve ``--policy`` (or ``policy.path``; none = a fresh preset) into a policy object."""
     source = source if source is not None else cfg.policy.path
     if source is not None and source.startswith(SCRIPTED_PREFIX):
-        if cfg.env.name != "builtin":
-            raise CfgrlError(f"--policy {source}: the scripted expert exists for env.name=builtin only, not {cfg.env.name}")
+        if cfg.env.name not in SCRIPTED_ENVS:
+            raise CfgrlError(f"--policy {source}: scripted experts exist for env.name {' and '.join(SCRIPTED_ENVS)} only, not {cfg.env.name}")
         return ScriptedExpert(parse_noise(source[len(SCRIPTED_PREFIX):]))
     if source is not None:
         path = Path(source)

@@ -16,6 +16,7 @@ import signal
 import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +40,7 @@ class FinishedEpisode:
     prompt: str
     num_wait_steps: int
     renderer: str
+    init_config: list[float]  # what the init state id stands for, where the id alone does not fix it (``Env.init_config``)
     video: np.ndarray | None = None  # (T + 1, H, W * cameras, 3) every step, when asked
 
 
@@ -52,6 +54,7 @@ class EpisodeRecorder:
     policy_steps: int = 0
     success: bool = False
     prompt: str = ""
+    init_config: list[float] = field(default_factory=list)
     _steps: list[tuple[np.ndarray, np.ndarray, float, bool, bool]] = field(default_factory=list)
     _frames: list[tuple[int, dict[str, np.ndarray]]] = field(default_factory=list)
     _video: list[np.ndarray] = field(default_factory=list)
@@ -60,6 +63,7 @@ class EpisodeRecorder:
         """Reset, play the settle steps, return the first query observation."""
         obs = self.env.reset(task_id, init_state_id, seed)
         self.prompt = obs.prompt
+        self.init_config = self.env.init_config(task_id, init_state_id)
         self._film(obs)
         for i in range(self.env.num_wait_steps):
             obs = self._step(obs, self.env.wait_action, render=self.video or i == self.env.num_wait_steps - 1, wait=True)
@@ -110,6 +114,7 @@ class EpisodeRecorder:
             prompt=self.prompt,
             num_wait_steps=self.env.num_wait_steps,
             renderer=self.env.renderer,
+            init_config=self.init_config,
             video=np.stack(self._video) if self.video else None,
         )
 
@@ -121,8 +126,8 @@ def _max_steps(env: Env, task_id: int) -> int:
 class _Episodes:
     """The worker's state between messages: its env and the episode being played."""
 
-    def __init__(self, env_cfg: EnvConfig):
-        self.env = make_env(env_cfg)
+    def __init__(self, env_cfg: EnvConfig, prepared: Any):
+        self.env = make_env(env_cfg, prepared)
         self.recorder: EpisodeRecorder | None = None
         self.obs: Observation | None = None
 
@@ -144,7 +149,7 @@ class _Episodes:
                 _, spec, video, noise, replan_steps = message
                 self._start(spec, video)
                 while self.obs is not None:
-                    # Only the builtin env has a scripted expert; only the executed part of its chunk is planned.
+                    # Only the builtin and Meta-World envs have scripted experts; only the executed part of a chunk is planned.
                     self.obs = self.recorder.play(self.env.scripted_chunk(noise, horizon=replan_steps), self.obs)
                 return ("done", self.recorder.finish())
             raise ValueError(f"unknown worker message {kind!r}")
@@ -154,10 +159,12 @@ class _Episodes:
             return ("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", False)
 
 
-def serve(conn: Connection, env_cfg: EnvConfig) -> None:
-    """Worker process entry point: answer messages until ``close`` or until the main process is gone."""
+def serve(conn: Connection, env_cfg: EnvConfig, prepared: Any = None) -> None:
+    """Worker process entry point: answer messages until ``close`` or until the main process is gone.
+
+    ``prepared``: what the main process built once for every worker (``cfgrl.envs.prepare_env``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: it closes us
-    worker = _Episodes(env_cfg)
+    worker = _Episodes(env_cfg, prepared)
     try:
         while True:
             message = conn.recv()

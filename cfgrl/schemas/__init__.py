@@ -37,7 +37,7 @@ class Schema:
             )
 
 
-STORE = Schema("cfgrl.store", 1)
+STORE = Schema("cfgrl.store", 2)  # 2: the episode column init_config
 LABEL_INDEX = Schema("cfgrl.label_index", 1)
 POLICY = Schema("cfgrl.policy", 1)
 TRAIN_CHECKPOINT = Schema("cfgrl.train_checkpoint", 1)

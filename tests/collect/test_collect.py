@@ -71,6 +71,7 @@ def test_collect_writes_every_field_as_the_env_produced_it(tmp_path):
         zip(ep.group_id, ep.rollout_index, ep.seed, ep.task_id, ep.init_state_id))
     assert set(ep.policy_id) == {policy_id(0.4)} and ep.run_id.nunique() == 1
     assert set(ep.env) == {"builtin"} and set(ep.suite) == {"reach"} and set(ep.renderer) == {"numpy"}
+    assert set(ep.init_config) == {"[]"}  # the builtin init state id alone fixes the scene
     assert (ep.num_wait_steps == 0).all() and (ep.cfg_scale == 1.0).all()
     for i, row in ep.iterrows():
         states, actions, rewards, frames, frame_steps = replay(row.task_id, row.init_state_id, row.seed, 0.4, 30)
@@ -87,7 +88,7 @@ def test_collect_writes_every_field_as_the_env_produced_it(tmp_path):
         assert row.prompt == make_env(EnvConfig()).tasks()[row.task_id].prompt
 
     summary = cfgrl("inspect", str(store_path)).stdout
-    assert "episodes: 6" in summary and "schema: cfgrl.store version 1" in summary
+    assert "episodes: 6" in summary and "schema: cfgrl.store version 2" in summary
     assert "'grasp the top left ball'" in summary and policy_id(0.4) in summary and "MiB" in summary
 
 

@@ -33,7 +33,7 @@ def episode_data(ep: Ep, seed: int) -> EpisodeData:
     done[-1] = success
     meta = dict(num_wait_steps=ep.wait, task_id=ep.task, init_state_id=ep.group, group_id=ep.group,
                 rollout_index=seed, seed=seed, success=success, cfg_scale=1.0, env="builtin", suite="reach",
-                prompt=f"task {ep.task}", policy_id="p", run_id="r", renderer="numpy")
+                prompt=f"task {ep.task}", policy_id="p", run_id="r", renderer="numpy", init_config="[]")
     meta.update(ep.extra)
     return EpisodeData(
         state=rng.normal(size=(length, 8)).astype(np.float32),

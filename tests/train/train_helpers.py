@@ -33,7 +33,7 @@ def make_episode(index: int, length: int, image: int, success: bool, group_size:
         frame_step=query,
         meta=dict(num_wait_steps=wait, task_id=(index // group_size) % 2, init_state_id=index // group_size, group_id=index // group_size,
                   rollout_index=index % group_size, seed=index, success=success, cfg_scale=1.0, env="builtin",
-                  suite="reach", prompt=f"reach target {(index // group_size) % 2}", policy_id="p", run_id="r", renderer="numpy"),
+                  suite="reach", prompt=f"reach target {(index // group_size) % 2}", policy_id="p", run_id="r", renderer="numpy", init_config="[]"),
     )
 
 

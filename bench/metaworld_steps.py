@@ -1,0 +1,100 @@
+"""Meta-World step rates: the env alone (rendering at the policy's query steps) and `cfgrl collect`.
+
+    .venv/bin/python bench/metaworld_steps.py [--suite MT10] [--image-size 96] [--steps 1000] [--episodes 16]
+
+Prints, for one process and one env with random actions, render ms per frame of each camera (fast
+settings against the scene defaults, a few frames), steps/s without rendering and with both cameras
+rendered every ``--replan``-th step (target >= 300 steps/s per process); then `cfgrl collect` into a
+temporary store with 2 workers and a fresh tiny policy, env-steps/s with start-up (building the
+benchmark in the main process, spawning the workers) included (target >= 200), and the collector's
+time split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+from collect_throughput import through_collect  # bench/ is on the path of a script run from it
+
+from cfgrl.config import EnvConfig
+from cfgrl.envs.metaworld import MetaWorldEnv
+
+
+def render_ms(env: MetaWorldEnv, frames: int) -> dict[str, float]:
+    """ms per frame of each camera with the env's fast settings, and with the scene defaults."""
+    import mujoco
+
+    timings = {}
+    for camera in env.camera_names:
+        env.raw_frame(camera)
+        started = time.perf_counter()
+        for _ in range(frames):
+            env.raw_frame(camera)
+        timings[camera] = 1000 * (time.perf_counter() - started) / frames
+    default_sim = type(env._sim)()  # an untouched model: 4096-px shadow maps, reflectance, 4x multisampling
+    renderer = mujoco.Renderer(default_sim.model, env.image_size, env.image_size)
+    for camera in env.camera_names:
+        renderer.update_scene(default_sim.data, camera=camera)
+        renderer.render()
+        started = time.perf_counter()
+        for _ in range(frames):
+            renderer.update_scene(default_sim.data, camera=camera)
+            renderer.render()
+        timings[f"{camera} (scene defaults)"] = 1000 * (time.perf_counter() - started) / frames
+    renderer.close()
+    default_sim.close()
+    return timings
+
+
+def steps_per_second(env: MetaWorldEnv, steps: int, render_every: int | None) -> float:
+    """Random actions over every task in turn, a new configuration at each episode's end."""
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, size=(steps, 7)).astype(np.float32)
+    tasks = env.tasks()
+    episode = in_episode = 0
+    env.reset(0, 0, 0)
+    started = time.perf_counter()
+    for i in range(steps):
+        result = env.step(actions[i], render=render_every is not None and in_episode % render_every == render_every - 1)
+        in_episode += 1
+        if result.success or in_episode >= env.max_steps:
+            episode, in_episode = episode + 1, 0
+            env.reset(episode % len(tasks), episode % 50, episode)  # task switches rebuild the simulator: counted
+    return steps / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", default="MT10")
+    parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--steps", type=int, default=1000, help="env-alone steps per mode")
+    parser.add_argument("--replan", type=int, default=5, help="render every N-th step (the policy's query steps)")
+    parser.add_argument("--frames", type=int, default=5, help="frames per render timing")
+    parser.add_argument("--episodes", type=int, default=16, help="episodes of the collect run")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    env = MetaWorldEnv(EnvConfig(name="metaworld", suite=args.suite, image_size=args.image_size))
+    env.reset(0, 0, 0)  # builds the benchmark's configurations and the first task's simulator
+    print(f"renderer={env.renderer} image_size={args.image_size} load_average={os.getloadavg()[0]:.1f}; "
+          f"{args.suite} built and first reset in {time.perf_counter() - started:.1f} s")
+    print("render ms/frame: " + ", ".join(f"{name} {ms:.1f}" for name, ms in render_ms(env, args.frames).items()))
+    print(f"env alone, no rendering:                        {steps_per_second(env, args.steps, None):8.0f} steps/s")
+    rate = steps_per_second(env, args.steps, args.replan)
+    print(f"env alone, both cameras every {args.replan}th step:          {rate:8.0f} steps/s (target >= 300)")
+    env.close()
+
+    env_args = ["-o", "env.name=metaworld", "-o", f"env.suite={args.suite}", "-o", f"env.image_size={args.image_size}",
+                "-o", f"inference.replan_steps={args.replan}", "-o", "collect.group_size=2"]
+    rate, n, seconds, split = through_collect(env_args, [], args.episodes, args.workers)
+    print(f"cfgrl collect, fresh tiny PI0, {args.workers} workers:      {rate:8.0f} env-steps/s "
+          f"({n} steps in {seconds:.1f} s, start-up included; target >= 200)")
+    print(f"  {split}")
+
+
+if __name__ == "__main__":
+    main()
