@@ -36,7 +36,7 @@ def add(path, groups: dict[int, list[int]], run: str = "r", rollouts: list[int] 
             for k in rollouts or range(len(outcomes)):
                 meta = dict(num_wait_steps=0, task_id=task, init_state_id=init, group_id=g, rollout_index=k, seed=0,
                             success=bool(outcomes[k]), cfg_scale=1.0, env="builtin", suite="reach", prompt=f"task {task}",
-                            policy_id="p", run_id=run, renderer="numpy")
+                            policy_id="p", run_id=run, renderer="numpy", init_config="[]")
                 writer.append(EpisodeData(
                     state=np.zeros((1, 8), np.float32), action=np.zeros((1, 7), np.float32),
                     reward=np.array([float(outcomes[k])], np.float32), done=np.array([bool(outcomes[k])]),
