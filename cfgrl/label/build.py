@@ -1,7 +1,8 @@
 """From stores to the window table: windows -> advantages -> labels -> condition dropout.
 
 Only the episode table, ``steps/reward`` and ``frames/step`` are read (never an image; ``value`` reads
-the value model's V per frame instead), so the cost of relabelling does not grow with image bytes. Every step is vectorised over all windows.
+the value model's V per frame instead), so the cost of relabelling does not grow with image bytes.
+Every step is vectorised over all windows.
 """
 
 from __future__ import annotations
@@ -145,10 +146,10 @@ def optimality_labels(advantage: np.ndarray, zero_variance: np.ndarray, all_succ
 
 
 def label_windows(datas: list[StoreData], settings: dict[str, Any],
-                  values: list[StoreValues] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+                  store_values: list[StoreValues] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The window table (columns ``COLUMNS``) and its counts: A_w -> o -> condition dropout.
-    ``values``: per store, what ``label_source: value`` reads."""
-    parts = [_store_windows(data, i, settings, values[i] if values else None) for i, data in enumerate(datas)]
+    ``store_values``: per store, what ``label_source: value`` reads."""
+    parts = [_store_windows(data, i, settings, store_values[i] if store_values else None) for i, data in enumerate(datas)]
     columns = {name: np.concatenate([p[name] for p, _ in parts]) for name in parts[0][0]}
     counts: dict[str, Any] = {key: sum(c[key] for _, c in parts) for key in parts[0][1]}
     source = settings["label_source"]

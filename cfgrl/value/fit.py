@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from cfgrl import atomic
 from cfgrl.config import Config
 from cfgrl.envs import max_policy_steps
 from cfgrl.errors import CfgrlError
@@ -101,6 +102,7 @@ def _read_images(store: Store, rows: np.ndarray, size: int) -> torch.Tensor:
 
 def load_frames(stores: list[Store], cfg: Config, tasks: list[tuple[str, int]], max_length: dict[str, int]) -> Frames:
     parts: dict[str, list[Any]] = {}
+    task_index = {task: i for i, task in enumerate(tasks)}
     size = min(cfg.value.image_size, stores[0].layout.image_shape[0])
     for index, store in enumerate(stores):
         ep = store.episodes
@@ -111,13 +113,13 @@ def load_frames(stores: list[Store], cfg: Config, tasks: list[tuple[str, int]], 
         frame = np.arange(len(episode)) + np.repeat(ep["frame_start"].to_numpy(np.int64) - (np.cumsum(count) - count), count)
         step = store.frame_steps()[frame].astype(np.int64)
         state_row = ep["step_start"].to_numpy(np.int64)[episode] + np.minimum(step, ep["length"].to_numpy(np.int64)[episode] - 1)
-        task_key = list(zip(ep["suite"].astype(str), ep["task_id"].astype(int)))
+        episode_task = np.array([task_index[(str(a), int(b))] for a, b in zip(ep["suite"], ep["task_id"])], np.int64)
         policy_steps = np.maximum(step - ep["num_wait_steps"].to_numpy(np.int64)[episode], 0)
         fold = split_folds(ep["task_id"].to_numpy(), cfg.value.seed + index)
         for name, value in {
             "images": _read_images(store, frame, size),
             "state": torch.from_numpy(store.read_steps("state")[state_row].astype(np.float32)),
-            "task": torch.as_tensor([tasks.index(task_key[e]) for e in episode], dtype=torch.int64),
+            "task": torch.from_numpy(episode_task[episode]),
             "elapsed": torch.from_numpy((policy_steps / returns.max_length[episode]).astype(np.float32)),
             "target": returns.target(episode, step), "store": np.full(len(frame), index), "frame": frame,
             "episode": episode, "step": step, "fold": fold[episode],
@@ -257,8 +259,8 @@ def _write(out: Path, manifest: dict[str, Any], table: pd.DataFrame, log_lines: 
     from safetensors.torch import save_file
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".tmp-{out.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = atomic.temporary(out)
+    shutil.rmtree(tmp, ignore_errors=True)  # a dead process's leftover with our pid
     tmp.mkdir()
     try:
         table.to_parquet(tmp / VALUES, index=False)
