@@ -155,3 +155,14 @@ def test_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, case):
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
     assert not list(tmp_path.glob("*.labels"))
+
+
+def test_label_command_with_value_prints_the_model_and_per_task_thresholds(tmp_path):
+    store = two_task_store(tmp_path / "s.zarr")
+    value = write_values(tmp_path / "v", [store], [np.linspace(-0.9, -0.1, store.num_frames)])
+    result = runner.invoke(app, ["label", str(store.path), "--value", str(tmp_path / "v"), "-o", "cfgrl.label_source=value"])
+    assert result.exit_code == 0, result.output
+    assert f"(value, value model {value.id}, N 50, binary, quantile 0.7 per task," in result.output
+    assert "zero-variance groups: n/a" in result.output and "threshold per task: task 0 " in result.output
+    listed = runner.invoke(app, ["label", "--list", str(store.path)])
+    assert "value/binary  quantile 0.7 per task" in listed.output
