@@ -3,9 +3,9 @@
 Backbone: a small CNN over every camera's image (stacked on the channel axis, resized to
 ``value.image_size``), an MLP over the robot state, a learned embedding of the task and the elapsed
 share of the episode's budget, joined by an MLP. Why not PI0's prefix stack: the value has to be
-trained twice (cross-fitting) on every frame of the stores, on the machine that labels them, in
-minutes on a CPU; this reads the same observation (images, state, task) at a small fraction of the
-cost, and needs no policy checkpoint. The elapsed share is an input because the value of a
+trained twice (cross-fitting) on every frame of the stores, on the machine that labels them, a GPU
+or not; this reads the same observation (images, state, task) at a small fraction of the cost, and
+needs no policy checkpoint. The elapsed share is an input because the value of a
 time-limited task depends on the time left before the limit, which the images do not show.
 
 Loss: HL-Gauss (Imani & White 2018; Farebrother et al. 2024, "Stop Regressing"): the target return y
@@ -52,11 +52,13 @@ def hl_gauss_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class ValueNet(nn.Module):
     def __init__(self, cameras: int, image_size: int, state_dim: int, num_tasks: int, width: int = 64):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(3 * cameras, 32, 3, padding=1), nn.ReLU()]
-        channels, size = 32, image_size
-        while size > 4:  # halve down to about 4 x 4 pixels: a 224 image costs a few more layers, not more width
+        layers: list[nn.Module] = []
+        channels, size = 3 * cameras, image_size
+        while size > 4:  # strided from the first layer down to about 4 x 4 pixels: a full-resolution layer would cost most
             layers += [nn.Conv2d(channels, width, 3, stride=2, padding=1), nn.ReLU()]
             channels, size = width, (size + 1) // 2
+        if not layers:  # tiny images: one layer at their resolution
+            layers, channels = [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU()], width
         self.cnn = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.state = nn.Sequential(nn.Linear(state_dim, width), nn.ReLU())
         self.task = nn.Embedding(num_tasks, width)
