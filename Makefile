@@ -41,7 +41,7 @@ DEMO_NOISE ?= 0.3
 DEMO_EPISODES ?= 512
 BASE_STEPS ?= 1500
 
-.PHONY: help setup base collect label train eval test bench round ablate demo spread clean-data
+.PHONY: help setup base collect value label train eval test bench round ablate demo spread clean-data
 
 help:
 	@sed -n '1,12p' Makefile | sed 's/^# \{0,1\}//'
@@ -76,6 +76,13 @@ collect: | $(SETUP)
 endif
 	$(CFGRL) collect $(STORE) $(POLICY_FLAG) -c $(CONFIG)
 	@echo "collect: episodes in $(STORE)"
+
+# RECAP's value model of the store, for `cfgrl label --value $(VALUE) -o cfgrl.label_source=value`.
+VALUE := $(DATA)/value
+value: | $(SETUP)
+	@if [ -e $(VALUE)/manifest.json ]; then echo "value: skip, $(VALUE) is finished (remove it to retrain)"; \
+	else $(CFGRL) value $(STORE) --out $(VALUE) -c $(CONFIG); fi
+	@echo "value: values, models and calibration plot in $(VALUE)"
 
 label: | $(SETUP)
 	$(CFGRL) label $(STORE) -c $(CONFIG)

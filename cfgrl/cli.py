@@ -57,9 +57,11 @@ def _register() -> None:
     from cfgrl.pipeline.cli import ablate_command, base_command, demo_command, round_command, spread_command
     from cfgrl.policy.cli import export_command
     from cfgrl.train.cli import train_command
+    from cfgrl.value.cli import value_command
 
     app.command("collect")(exits_cleanly(collect_command))
     app.command("inspect")(exits_cleanly(inspect_command))
+    app.command("value")(exits_cleanly(value_command))
     app.command("label")(exits_cleanly(label_command))
     app.command("train")(exits_cleanly(train_command))
     app.command("evaluate")(exits_cleanly(evaluate_command))

@@ -25,7 +25,7 @@ from cfgrl.errors import CfgrlError
 DEFAULT_YAML = Path(__file__).parent / "configs" / "default.yaml"
 
 CONDITION_MODES = ("token", "bias", "concat")
-LABEL_SOURCES = ("episode_rloo", "window_rloo", "window_return", "none")
+LABEL_SOURCES = ("episode_rloo", "window_rloo", "window_return", "value", "none")
 LABEL_SCHEMES = ("binary", "ternary")
 ZERO_VARIANCE_POLICIES = ("unconditional", "drop", "keep")
 ENV_NAMES = ("builtin", "libero", "metaworld")
@@ -66,14 +66,26 @@ class PolicyConfig:
 @dataclass
 class CFGRLConfig:
     dropout_prob: float = _f(0.1, "probability that a conditioned label is replaced by the unconditional label")
-    label_source: str = _f("episode_rloo", "window advantage estimate: episode_rloo | window_rloo | window_return | none")
+    label_source: str = _f("episode_rloo", "window advantage estimate: episode_rloo | window_rloo | window_return | value (needs `cfgrl label --value DIR`) | none")
     label_scheme: str = _f("binary", "binary: o in {1, null}; ternary: o in {1, 0, null}")
-    label_threshold: float | None = _f(None, "o=1 iff A_w >= threshold (null = the source's default)")
+    label_threshold: float | None = _f(None, "o=1 iff A_w >= threshold (null = the source's default); not with label_quantile")
+    label_quantile: float | None = _f(None, "o=1 iff A_w >= this quantile of A_w over the windows of its task, in (0, 1): 0.7 = top 30% (null = 0.7 for value, else label_threshold)")
+    value_horizon: int | None = _f(None, "value only: N of the N-step advantage, a multiple of replan_steps (null = the window length, 50)")
     use_prefix_dropout: bool = _f(False, "unconditional samples also drop the language tokens from the prefix")
-    zero_variance_groups: str = _f("unconditional", "groups with one outcome: unconditional | drop | keep")
+    zero_variance_groups: str = _f("unconditional", "groups with one outcome: unconditional | drop | keep (not for value, which needs no group)")
     window_stride: int | None = _f(None, "steps between window starts, a multiple of replan_steps (null = every query step)")
     window_return_reduce: str = _f("sum", "window_return aggregates rewards inside the window by: sum | mean")
     seed: int = _f(0, "seed of the condition-dropout draw")
+
+
+@dataclass
+class ValueConfig:
+    failure_penalty: float = _f(1.0, "reward at a failed episode's last step, in units of the task's maximum length L: -failure_penalty * L (1.0: a failure is worth -1, the lowest value)")
+    image_size: int = _f(64, "images are resized to this square size for the value model (never enlarged)")
+    steps: int = _f(2000, "optimiser steps per fold (two folds)")
+    batch_size: int = _f(64, "frames per batch")
+    lr: float = _f(1e-3, "learning rate (AdamW)")
+    seed: int = _f(0, "seed of the fold split, the initialisation and the batches")
 
 
 @dataclass
@@ -140,6 +152,7 @@ class Config:
     env: EnvConfig = field(default_factory=EnvConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     cfgrl: CFGRLConfig = field(default_factory=CFGRLConfig)
+    value: ValueConfig = field(default_factory=ValueConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -290,6 +303,15 @@ def validate(cfg: Config) -> Config:
     choice("evaluate.protocol", cfg.evaluate.protocol, ("custom", "libero"))
     if not 0.0 <= cfg.cfgrl.dropout_prob <= 1.0:
         raise CfgrlError(f"cfgrl.dropout_prob must be in [0, 1], got {cfg.cfgrl.dropout_prob}")
+    c = cfg.cfgrl
+    if c.label_quantile is not None and not 0.0 < c.label_quantile < 1.0:
+        raise CfgrlError(f"cfgrl.label_quantile must be in (0, 1) (0.7 = the top 30% of each task positive), got {c.label_quantile}")
+    if c.label_quantile is not None and c.label_threshold is not None:
+        raise CfgrlError("cfgrl.label_quantile and cfgrl.label_threshold are both set; set one of them (the other null)")
+    v = cfg.value
+    if v.failure_penalty < 0 or v.image_size < 4 or v.steps < 1 or v.batch_size < 1 or v.lr <= 0:
+        raise CfgrlError(f"value.failure_penalty must be >= 0, value.image_size >= 4, value.steps and value.batch_size >= 1 "
+                         f"and value.lr > 0, got {v.failure_penalty}, {v.image_size}, {v.steps}, {v.batch_size} and {v.lr}")
     if cfg.inference.cfg_scale < 0:
         raise CfgrlError(f"inference.cfg_scale must be >= 0 (0 = unconditional, 1 = conditional), got {cfg.inference.cfg_scale}")
     if not cfg.evaluate.cfg_scales:

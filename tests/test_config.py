@@ -59,7 +59,7 @@ def test_overrides_are_typed(tmp_path):
         ("policy.condition_mode=film", "choose one of: token, bias, concat"),
         ("inference.cfg_scale=-1", "must be >= 0"),
         ("cfgrl.dropout_prob=1.5", r"must be in \[0, 1\]"),
-        ("cfgrl.label_source=gae", "episode_rloo, window_rloo, window_return, none"),
+        ("cfgrl.label_source=gae", "episode_rloo, window_rloo, window_return, value, none"),
         ("collect.group_size=1", "at least 2"),
         ("collect.adaptive_patience=0", "collect.adaptive_patience must be at least 1"),
         ("cfgrl.dropout_pro=0.1", "did you mean 'cfgrl.dropout_prob'"),

@@ -2,7 +2,7 @@
 
     cfgrl/cli.py                         the command line: dispatches to every stage and the pipeline
     pipeline                             the stages chained (round, ablate, demo, spread)
-    collect, label, train, evaluate      the stages
+    collect, value, label, train, evaluate  the stages
     rollout                              the rollout engine that collect and evaluate share
     store, policy, envs, config, ...     the foundations
 
@@ -20,7 +20,7 @@ import pytest
 import cfgrl
 
 ROOT = Path(cfgrl.__file__).parent
-STAGES = ("collect", "label", "train", "evaluate")
+STAGES = ("collect", "value", "label", "train", "evaluate")
 LAYERS = {"rollout": 1, **dict.fromkeys(STAGES, 2), "pipeline": 3, "cli": 4}  # everything else: 0
 COMMAND_HELPERS = "cfgrl.cli_common"
 

@@ -11,6 +11,10 @@ their rewards; the success, 0 or 1, for LIBERO), lengths T_i and success flags s
   state, absorbing, and is worth its success.
 - ``window_return``: the sum (``window_return_reduce=sum``) or the mean over its real actions
   (``mean``) of the rewards inside the window (steps t .. t + num_valid - 1).
+- ``value``: RECAP's N-step advantage from a value model's V of every stored frame (`cfgrl value`):
+  A = clip(sum_{k < N} r_{t+k} / L + V(o_{t+N}), -1, 0) - V(o_t), with the value's rewards and
+  normalisation (cfgrl.value.targets), N = ``cfgrl.value_horizon``; V(o_{t+N}) = 0 once the episode
+  ended (nothing is left to earn), and the clip is the one the value's targets had.
 - ``none``: no estimate (NaN); every window is unconditional (plain behaviour cloning).
 
 Edge cases: a group of one rollout has no leave-one-out baseline; its baseline is its own value, so
@@ -28,9 +32,19 @@ import pandas as pd
 
 from cfgrl.errors import CfgrlError
 from cfgrl.label.windows import DEFAULT_HORIZON, StoreData, Windows
+from cfgrl.value.targets import Returns
 
 GROUP_KEYS = ("task_id", "init_state_id", "policy_id", "cfg_scale")
 GROUP_RELATIVE = ("episode_rloo", "window_rloo")  # the sources whose estimate needs a leave-one-out baseline
+RECAP_QUANTILE = 0.7  # value's default threshold: the top 30% of each task's windows positive, as RECAP labels
+
+
+@dataclass(frozen=True)
+class StoreValues:
+    """What ``value`` reads for one store: V of every stored frame and the store's RECAP returns."""
+
+    frame_value: np.ndarray  # (M,) V(o) by row of frames/*
+    returns: Returns
 
 
 def default_threshold(label_source: str, window_return_reduce: str, horizon: int = DEFAULT_HORIZON) -> float | None:
@@ -137,8 +151,43 @@ def window_return(windows: Windows, data: StoreData, reduce: str) -> np.ndarray:
     return total if reduce == "sum" else total / windows.num_valid
 
 
+def frame_at(data: StoreData, episode: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """The row in frames/* of ``episode``'s stored frame at ``step`` (one line when there is none)."""
+    count = data.column("frame_count")
+    owner = np.repeat(np.arange(len(count)), count)
+    rows = np.arange(len(owner)) + np.repeat(data.column("frame_start") - (np.cumsum(count) - count), count)
+    span = int(data.column("length").max()) + 1  # every frame's step is below its episode's length
+    key = owner * span + data.frame_step[rows]
+    order = np.argsort(key, kind="stable")
+    want = episode * span + step
+    pos = np.minimum(np.searchsorted(key[order], want), len(order) - 1)
+    found = key[order][pos] == want
+    if not found.all():
+        bad = int(np.argmin(found))
+        raise CfgrlError(f"store '{data.path}': episode {episode[bad]} has no stored frame at step {step[bad]}, where the "
+                         "N-step advantage needs V; make cfgrl.value_horizon a multiple of inference.replan_steps")
+    return rows[order[pos]]
+
+
+def value_advantage(windows: Windows, data: StoreData, values: StoreValues, horizon: int) -> np.ndarray:
+    """A = clip(sum_{k < N} r_{t+k} / L + V(o_{t+N}), -1, 0) - V(o_t) (see the module docstring)."""
+    reward, running = values.returns.n_step(windows.episode, windows.start, horizon)
+    later = np.zeros(len(windows))
+    later[running] = values.frame_value[frame_at(data, windows.episode[running], windows.start[running] + horizon)]
+    return np.clip(reward + later, -1.0, 0.0) - values.frame_value[windows.frame]
+
+
+def per_task_thresholds(advantage: np.ndarray, task: np.ndarray, quantile: float) -> dict[int, float]:
+    """The ``quantile`` of the (finite) advantages of each task's windows."""
+    thresholds = {}
+    for t in np.unique(task):
+        mine = advantage[(task == t) & ~np.isnan(advantage)]
+        thresholds[int(t)] = float(np.quantile(mine, quantile)) if len(mine) else float("nan")
+    return thresholds
+
+
 def estimate(source: str, windows: Windows, data: StoreData, groups: Groups, reduce: str | None) -> np.ndarray:
-    """A_w for every window under ``source`` (NaN for ``none``)."""
+    """A_w for every window under a source that reads the store only (NaN for ``none``; ``value``: value_advantage)."""
     if source == "episode_rloo":
         return episode_rloo(windows, data, groups)
     if source == "window_rloo":

@@ -1,7 +1,8 @@
 """From stores to the window table: windows -> advantages -> labels -> condition dropout.
 
-Only the episode table, ``steps/reward`` and ``frames/step`` are read (never an image), so the cost
-of relabelling does not grow with image bytes. Every step is vectorised over all windows.
+Only the episode table, ``steps/reward`` and ``frames/step`` are read (never an image; ``value`` reads
+the value model's V per frame instead), so the cost of relabelling does not grow with image bytes.
+Every step is vectorised over all windows.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import pandas as pd
 
 from cfgrl.config import Config, CFGRLConfig, validate
 from cfgrl.errors import CfgrlError
-from cfgrl.label.advantage import GROUP_RELATIVE, Groups, default_threshold, estimate
+from cfgrl.label.advantage import (GROUP_RELATIVE, RECAP_QUANTILE, Groups, StoreValues, default_threshold, estimate,
+                                   per_task_thresholds, value_advantage)
 from cfgrl.label.labels import binary_labels, condition_dropout, ternary_labels
 from cfgrl.label.windows import DEFAULT_HORIZON, StoreData, make_windows, resolve_stride
 from cfgrl.optimality import Label, from_stored
@@ -33,24 +35,46 @@ COLUMNS = {
 }
 
 
-def resolve_settings(cfg: CFGRLConfig, replan_steps: int, horizon: int = DEFAULT_HORIZON) -> dict[str, Any]:
+def resolve_settings(cfg: CFGRLConfig, replan_steps: int, horizon: int = DEFAULT_HORIZON, value_model: str | None = None) -> dict[str, Any]:
     """The effective labelling settings (they name the version): defaults resolved, and the ones
-    that do not apply to the source set to null, so they cannot split one labelling into two."""
+    that do not apply to the source set to null, so they cannot split one labelling into two.
+    ``value_model``: the id of the value model given with ``--value``."""
     validate(Config(cfgrl=cfg))  # the same one-line messages as the config loader
     source = cfg.label_source
+    value = source == "value"
+    if value and value_model is None:
+        raise CfgrlError("cfgrl.label_source=value needs a value model: give --value DIR, a directory written by `cfgrl value STORE... --out DIR`")
+    if not value and value_model is not None:
+        raise CfgrlError(f"--value is given but cfgrl.label_source is {source}; add -o cfgrl.label_source=value, or drop --value")
+    quantile = cfg.label_quantile
+    if quantile is None and value and cfg.label_threshold is None:
+        quantile = RECAP_QUANTILE
     threshold = cfg.label_threshold if cfg.label_threshold is not None else default_threshold(source, cfg.window_return_reduce, horizon)
     return {
         "label_source": source,
         "label_scheme": cfg.label_scheme,
-        "label_threshold": None if source == "none" else threshold,
-        "zero_variance_groups": cfg.zero_variance_groups,
+        "label_threshold": None if source == "none" or quantile is not None else threshold,
+        "label_quantile": None if source == "none" else quantile,
+        "zero_variance_groups": None if value else cfg.zero_variance_groups,
         "window_return_reduce": cfg.window_return_reduce if source == "window_return" else None,
+        "value_model": value_model,
+        "value_horizon": resolve_value_horizon(cfg.value_horizon, replan_steps, horizon) if value else None,
         "window_stride": resolve_stride(cfg.window_stride, replan_steps),
         "replan_steps": replan_steps,
         "horizon": horizon,
         "dropout_prob": cfg.dropout_prob,
         "seed": cfg.seed,
     }
+
+
+def resolve_value_horizon(value_horizon: int | None, replan_steps: int, horizon: int) -> int:
+    """N of the N-step advantage: the window length unless set; V(o_{t+N}) needs a stored frame at t + N."""
+    n = horizon if value_horizon is None else value_horizon
+    if n < 1 or n % replan_steps:
+        raise CfgrlError(f"cfgrl.value_horizon={n} must be a positive multiple of inference.replan_steps="
+                         f"{replan_steps} (V is known only at the query steps, where frames are stored); null means the "
+                         f"window length, {horizon}")
+    return n
 
 
 def _check_baseline(data: StoreData, groups: Groups, source: str) -> None:
@@ -62,9 +86,10 @@ def _check_baseline(data: StoreData, groups: Groups, source: str) -> None:
         )
 
 
-def _store_windows(data: StoreData, index: int, settings: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+def _store_windows(data: StoreData, index: int, settings: dict[str, Any],
+                   values: StoreValues | None) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """The windows of one store with their advantage and three per-window flags of their group:
-    zero variance, every rollout succeeded, a single rollout."""
+    zero variance (never for ``value``, which needs no group), every rollout succeeded, a single rollout."""
     source = settings["label_source"]
     windows = make_windows(data, settings["window_stride"], settings["replan_steps"], settings["horizon"])
     groups = Groups.of(data)
@@ -73,6 +98,11 @@ def _store_windows(data: StoreData, index: int, settings: dict[str, Any]) -> tup
     zero_variance = groups.zero_variance(data)
     if source not in GROUP_RELATIVE:
         zero_variance &= ~single  # one rollout has no spread to measure, and window_return needs no baseline
+    if values is not None:
+        zero_variance[:] = False  # value compares each window with V, not with the group
+        advantage = value_advantage(windows, data, values, settings["value_horizon"])
+    else:
+        advantage = estimate(source, windows, data, groups, settings["window_return_reduce"])
     succeeded = groups.all_succeeded(data)
     group = groups.code[windows.episode]
     columns = {
@@ -83,7 +113,7 @@ def _store_windows(data: StoreData, index: int, settings: dict[str, Any]) -> tup
         "frame": windows.frame,
         "task_id": data.column("task_id", "int32")[windows.episode],
         "group_id": data.column("group_id")[windows.episode],
-        "advantage": estimate(source, windows, data, groups, settings["window_return_reduce"]),
+        "advantage": advantage,
         "zero_variance": zero_variance[group],
         "all_succeeded": succeeded[group],
         "single_rollout": single[group],
@@ -95,8 +125,9 @@ def _store_windows(data: StoreData, index: int, settings: dict[str, Any]) -> tup
 
 
 def optimality_labels(advantage: np.ndarray, zero_variance: np.ndarray, all_succeeded: np.ndarray,
-                      settings: dict[str, Any]) -> pd.arrays.IntegerArray:
-    """The raw label o of each window: 1 if A_w >= threshold, else ∅ (binary) or 0 (ternary);
+                      settings: dict[str, Any], threshold: np.ndarray | float | None = None) -> pd.arrays.IntegerArray:
+    """The raw label o of each window: 1 if A_w >= threshold (``threshold``: per window, from the
+    per-task quantiles; else ``label_threshold``), else ∅ (binary) or 0 (ternary);
     ∅ everywhere for label_source none. The windows of zero-variance groups get ∅ by default. Under
     ``keep`` the group-relative sources label them by their group's outcome, o = 1 if every rollout
     succeeded, else ∅ (binary) or 0 (ternary): their A = 0 there compares the rollout with copies of
@@ -105,7 +136,7 @@ def optimality_labels(advantage: np.ndarray, zero_variance: np.ndarray, all_succ
     if settings["label_source"] == "none":
         return binary_labels(np.full(len(advantage), np.nan), 0.0)  # plain behaviour cloning
     to_labels = ternary_labels if settings["label_scheme"] == "ternary" else binary_labels
-    raw = to_labels(advantage, settings["label_threshold"])
+    raw = to_labels(advantage, settings["label_threshold"] if threshold is None else threshold)
     if settings["zero_variance_groups"] == "unconditional":
         raw[zero_variance] = pd.NA  # a group with one outcome carries no signal
     elif settings["zero_variance_groups"] == "keep" and settings["label_source"] in GROUP_RELATIVE:
@@ -114,9 +145,11 @@ def optimality_labels(advantage: np.ndarray, zero_variance: np.ndarray, all_succ
     return raw
 
 
-def label_windows(datas: list[StoreData], settings: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The window table (columns ``COLUMNS``) and its counts: A_w -> o -> condition dropout."""
-    parts = [_store_windows(data, i, settings) for i, data in enumerate(datas)]
+def label_windows(datas: list[StoreData], settings: dict[str, Any],
+                  store_values: list[StoreValues] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The window table (columns ``COLUMNS``) and its counts: A_w -> o -> condition dropout.
+    ``store_values``: per store, what ``label_source: value`` reads."""
+    parts = [_store_windows(data, i, settings, store_values[i] if store_values else None) for i, data in enumerate(datas)]
     columns = {name: np.concatenate([p[name] for p, _ in parts]) for name in parts[0][0]}
     counts: dict[str, Any] = {key: sum(c[key] for _, c in parts) for key in parts[0][1]}
     source = settings["label_source"]
@@ -127,7 +160,12 @@ def label_windows(datas: list[StoreData], settings: dict[str, Any]) -> tuple[pd.
     if source != "none" and settings["zero_variance_groups"] == "drop":
         columns = {name: values[~columns["zero_variance"]] for name, values in columns.items()}
     flags = {name: columns.pop(name) for name in ("zero_variance", "all_succeeded", "single_rollout")}
-    raw = optimality_labels(columns["advantage"], flags["zero_variance"], flags["all_succeeded"], settings)
+    threshold = None
+    if settings["label_quantile"] is not None:
+        per_task = per_task_thresholds(columns["advantage"], columns["task_id"], settings["label_quantile"])
+        counts["threshold_per_task"] = {str(t): v for t, v in per_task.items()}
+        threshold = pd.Series(columns["task_id"]).map(per_task).to_numpy(np.float64)
+    raw = optimality_labels(columns["advantage"], flags["zero_variance"], flags["all_succeeded"], settings, threshold)
     if source != "none" and raw.isna().all():
         raise CfgrlError(_why_no_label(columns["advantage"], counts, settings))
     label, hit = condition_dropout(raw, settings["dropout_prob"], np.random.default_rng(settings["seed"]))

@@ -13,6 +13,7 @@ from cfgrl.cli_common import ConfigOption, OverrideOption, resolve
 
 def _print_versions(root: Path) -> None:
     from cfgrl.label.index import list_versions
+    from cfgrl.label.report import threshold_text
 
     versions = list_versions(root)
     if not versions:
@@ -24,7 +25,7 @@ def _print_versions(root: Path) -> None:
         names = f"  names: {', '.join(v['names'])}" if v["names"] else ""
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(v["created"]))
         typer.echo(
-            f"  {v['version']}  {created} UTC  {s['label_source']}/{s['label_scheme']}  threshold {s['label_threshold']}  "
+            f"  {v['version']}  {created} UTC  {s['label_source']}/{s['label_scheme']}  {threshold_text(s)}  "
             f"dropout {s['dropout_prob']}  seed {s['seed']}  {c['windows']} windows, o=1 {c['label_share']['1']:.1%}{names}"
         )
 
@@ -35,6 +36,7 @@ def label_command(
     name: Annotated[Optional[str], typer.Option("--name", help="Alias for the version (never moved once given).")] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the label versions of the stores and exit.")] = False,
     policy: Annotated[Optional[Path], typer.Option("--policy", help="The checkpoint `cfgrl train --policy` will start from: windows get its chunk length (sets policy.path; default: a fresh policy.preset's; policy.chunk_size overrides).")] = None,
+    value: Annotated[Optional[Path], typer.Option("--value", help="Output directory of `cfgrl value` (for -o cfgrl.label_source=value).")] = None,
     config: ConfigOption = None,
     overrides: OverrideOption = None,
 ) -> None:
@@ -55,7 +57,13 @@ def label_command(
     cfg = resolve(config, overrides, *([f"policy.path={policy}"] if policy is not None else []))
     source = Path(cfg.policy.path) if cfg.policy.path else None
     horizon = policy_chunk_size(cfg.policy.chunk_size, source, cfg.policy.preset)
-    index = make_label_index(open_stores(list(stores)), cfg.cfgrl, cfg.inference.replan_steps, out, name, horizon=horizon)
+    value_output = None
+    if value is not None:
+        from cfgrl.value.output import ValueOutput
+
+        value_output = ValueOutput.read(value)
+    index = make_label_index(open_stores(list(stores)), cfg.cfgrl, cfg.inference.replan_steps, out, name,
+                             horizon=horizon, value=value_output)
     typer.echo(summary_text(index.manifest))
     verb = "reused existing" if index.reused else "wrote"
     typer.echo(f"{verb} version {index.version}: {index.path}" + (f" (name '{name}')" if name else ""))

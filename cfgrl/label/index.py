@@ -4,14 +4,14 @@ For a store ``DIR/NAME.zarr`` the versions live in ``DIR/NAME.labels/<version>/`
 stores: under ``--out``, default beside the first)::
 
     <version>/windows.parquet     one row per window (columns: cfgrl.label.build.COLUMNS)
-    <version>/manifest.json       schema stamp, settings, seed, stores + fingerprints, counts, created
+    <version>/manifest.json       schema stamp, settings, seed, stores + fingerprints, value model, counts, created
     <version>/summary.txt         what `cfgrl label` printed
     <version>/advantages.png      histogram of the window advantages
     names/<name>.json             {"version": id}: an alias given with --name
     latest.json                   {"version": id}: the version `cfgrl label` made or reused last
     label.lock                    held by the label run writing here (its pid inside)
 
-The version id hashes the effective settings with the stores' fingerprints, so the same settings on
+The version id hashes the effective settings (the value model's id among them) with the stores' fingerprints, so the same settings on
 the same episodes reuse a version and nothing is ever overwritten. A version is written under a
 hidden temporary name (``.tmp-*``) and renamed into place: a crash never leaves a half-written one
 visible. Writers take turns: each holds an exclusive ``flock`` on ``label.lock`` while it writes
@@ -38,11 +38,13 @@ import pyarrow as pa
 from cfgrl import atomic
 from cfgrl.config import CFGRLConfig
 from cfgrl.errors import CfgrlError
+from cfgrl.label.advantage import StoreValues
 from cfgrl.label.build import COLUMNS, label_windows, resolve_settings
 from cfgrl.label.windows import DEFAULT_HORIZON, StoreData
 from cfgrl.lockfile import exclusive
 from cfgrl.schemas import LABEL_INDEX
 from cfgrl.store import Store
+from cfgrl.value.output import ValueOutput
 
 MANIFEST = "manifest.json"
 WINDOWS = "windows.parquet"
@@ -225,12 +227,14 @@ def make_label_index(
     out_dir: Path | None = None,
     name: str | None = None,
     horizon: int = DEFAULT_HORIZON,
+    value: ValueOutput | None = None,
 ) -> LabelIndex:
     """Label every window of ``stores`` (``horizon`` actions each: the policy's chunk) and save the
-    version, or reuse it if it already exists (the horizon is one of the settings naming it)."""
+    version, or reuse it if it already exists (the horizon is one of the settings naming it).
+    ``value``: the value model ``label_source: value`` reads (`cfgrl value`)."""
     if not stores:
         raise CfgrlError("no store given; pass at least one store directory")
-    settings = resolve_settings(cfgrl_cfg, replan_steps, horizon)
+    settings = resolve_settings(cfgrl_cfg, replan_steps, horizon, value.id if value is not None else None)
     fingerprints = [store.fingerprint() for store in stores]
     _check_distinct(stores, fingerprints)
     version = version_id(settings, fingerprints)
@@ -239,7 +243,10 @@ def make_label_index(
         _check_name(root, name, version)
     reused = (root / version / MANIFEST).is_file()
     if not reused:
-        table, counts = label_windows([StoreData.read(store) for store in stores], settings)
+        datas = [StoreData.read(store) for store in stores]
+        values = None if value is None else [StoreValues(value.frame_values(store), value.returns(store, data.reward))
+                                             for store, data in zip(stores, datas)]
+        table, counts = label_windows(datas, settings, values)
         manifest = {
             **LABEL_INDEX.stamp(),
             "version": version,
@@ -248,6 +255,7 @@ def make_label_index(
             "seed": settings["seed"],
             "horizon": horizon,
             "stores": [{"path": str(s.path.absolute()), "fingerprint": f} for s, f in zip(stores, fingerprints)],
+            "value_model": None if value is None else {"id": value.id, "path": str(value.path.absolute())},
             "counts": counts,
             "created": time.time(),
             "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

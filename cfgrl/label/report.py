@@ -15,13 +15,20 @@ def _share_line(title: str, windows: int, share: dict[str, float]) -> str:
     return f"  {title:<10} {windows:>9}  o=1 {share['1']:6.1%}  o=0 {share['0']:6.1%}  o=∅ {share['null']:6.1%}"
 
 
+def threshold_text(s: dict[str, Any]) -> str:
+    """``threshold T``, ``quantile Q per task`` or ``threshold n/a`` (versions older than label_quantile have no key)."""
+    if s.get("label_quantile") is not None:
+        return f"quantile {s['label_quantile']:g} per task"
+    return "threshold n/a" if s["label_threshold"] is None else f"threshold {s['label_threshold']:g}"
+
+
 def summary_text(manifest: dict[str, Any]) -> str:
     s, c = manifest["settings"], manifest["counts"]
-    threshold = "n/a" if s["label_threshold"] is None else f"{s['label_threshold']:g}"
+    value = f", value model {s['value_model']}, N {s['value_horizon']}" if s.get("value_model") else ""
     lines = [
-        f"label index {manifest['version']}  ({s['label_source']}, {s['label_scheme']}, threshold {threshold}, "
-        f"dropout {s['dropout_prob']:g}, seed {s['seed']}, windows of {s['horizon']} actions, stride {s['window_stride']}, zero-variance groups: "
-        f"{s['zero_variance_groups']})",
+        f"label index {manifest['version']}  ({s['label_source']}{value}, {s['label_scheme']}, {threshold_text(s)}, "
+        f"dropout {s['dropout_prob']:g}, seed {s['seed']}, windows of {s['horizon']} actions, stride {s['window_stride']}, "
+        f"zero-variance groups: {s['zero_variance_groups'] or 'n/a'})",
         f"  {c['episodes']} episodes in {c['groups']} groups ({c['zero_variance_groups']} with one outcome); "
         f"{c['windows']} windows ({c['windows_before_drop'] - c['windows']} dropped)",
         *_single_rollout_lines(s, c),
@@ -31,6 +38,8 @@ def summary_text(manifest: dict[str, Any]) -> str:
     for task, row in c["label_share_per_task"].items():
         lines.append(_share_line(f"task {task}", row["windows"], row))
     lines.append(_share_line("overall", c["windows"], c["label_share"]))
+    if "threshold_per_task" in c:
+        lines.append("  threshold per task: " + ", ".join(f"task {t} {v:.4g}" for t, v in c["threshold_per_task"].items()))
     lines.append(
         f"  dropout hit rate among conditioned labels: {c['dropout_hit_rate']:.2%} "
         f"({c['dropout_hits']} of {c['conditioned']})"

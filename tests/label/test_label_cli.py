@@ -55,7 +55,7 @@ def test_several_stores_go_under_out(store, tmp_path):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["cfgrl.label_source=advantage"], "cfgrl.label_source 'advantage' is not valid; choose one of: episode_rloo, window_rloo, window_return, none"),
+        (["cfgrl.label_source=advantage"], "cfgrl.label_source 'advantage' is not valid; choose one of: episode_rloo, window_rloo, window_return, value, none"),
         (["cfgrl.label_scheme=quaternary"], "cfgrl.label_scheme 'quaternary' is not valid; choose one of: binary, ternary"),
         (["cfgrl.dropout_prob=1.5"], "cfgrl.dropout_prob must be in [0, 1], got 1.5"),
         (["cfgrl.window_stride=3"], "cfgrl.window_stride=3 must be a positive multiple of inference.replan_steps=5"),
