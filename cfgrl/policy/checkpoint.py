@@ -114,20 +114,14 @@ def load_policy(directory: Path, tokenizer: str | Path | None = None, overrides:
     from cfgrl.policy.policy import PI0Policy
 
     meta = layout.read_config(directory)
-    kind = layout.layout_of(meta)
-    if kind == "cfgrl":
-        return _load_ours(PI0Policy, directory, meta, tokenizer, overrides or {})
-    if kind == "lerobot":
-        return _load_lerobot(PI0Policy, directory, meta, tokenizer, overrides or {})
-    if kind == "openpi":
-        return _load_openpi(PI0Policy, directory, meta, tokenizer, overrides or {})
-    raise CfgrlError(f"{directory} is neither a cfgrl policy nor a lerobot pi0 / pi05 or openpi checkpoint (config.json has no known format)")
+    load = {"cfgrl": _load_ours, "lerobot": _load_lerobot, "openpi": _load_openpi}[layout.known_layout(meta, directory)]
+    return load(PI0Policy, directory, meta, tokenizer, overrides or {})
 
 
 def carries_stats(directory: Path) -> bool:
     """Whether a checkpoint (ours, lerobot's or openpi's) carries normalisation stats, read without its weights."""
     meta = layout.read_config(directory)
-    kind = layout.layout_of(meta)
+    kind = layout.known_layout(meta, directory)
     if kind == "cfgrl":
         return (directory / STATS_FILE).is_file()
     if kind == "openpi":

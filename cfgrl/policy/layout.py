@@ -55,6 +55,15 @@ def layout_of(meta: Any) -> str | None:
     return None
 
 
+def known_layout(meta: Any, directory: Path) -> str:
+    """``layout_of(meta)``, or one line saying the directory is no checkpoint cfgrl reads."""
+    kind = layout_of(meta)
+    if kind is None:
+        raise CfgrlError(f"{directory} is neither a cfgrl policy nor a lerobot pi0 / pi05 or openpi checkpoint "
+                         "(config.json has no known format)")
+    return kind
+
+
 def weight_keys(directory: Path) -> list[str]:
     path = Path(directory) / "model.safetensors"
     if not path.is_file():
@@ -80,14 +89,12 @@ def family_of_weights(keys: list[str], prefix: str, where: str) -> str:
 def chunk_size_of(directory: Path) -> int:
     """The action chunk length a checkpoint was saved with (ours, lerobot's or openpi's config)."""
     meta = read_config(directory)
-    layout = layout_of(meta)
+    layout = known_layout(meta, directory)
     if layout == "cfgrl":
         return int(meta["config"]["chunk_size"])
     if layout == "lerobot":
         return int(meta.get("chunk_size") or LEROBOT_DEFAULT_CHUNK)
-    if layout == "openpi":
-        return int(meta["action_horizon"])
-    raise CfgrlError(f"{directory} is neither a cfgrl policy nor a lerobot or openpi checkpoint (config.json has no known format)")
+    return int(meta["action_horizon"])
 
 
 def policy_chunk_size(chunk_size: int | None, source: Path | None, preset: str) -> int:

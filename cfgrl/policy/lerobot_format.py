@@ -10,6 +10,7 @@ the expert's norms are ``….dense``), which is how ``layout.family_of_weights``
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -198,9 +199,9 @@ def from_ours(state: dict[str, torch.Tensor], stats: NormStats | None) -> tuple[
                      for field, value in stats.fields().items()}
 
 
-def check_family(family: str, weights: dict[str, torch.Tensor], where: Path) -> None:
-    """A config of one family over the other's weights is refused in one line."""
-    held = family_of_weights(list(weights), "model.", str(where / "model.safetensors"))
+def check_family(family: str, keys: Iterable[str], where: Path) -> None:
+    """A config of one family over the other's weights (their key names) is refused in one line."""
+    held = family_of_weights(list(keys), "model.", str(where / "model.safetensors"))
     if held != family:
         raise CfgrlError(f"{where}: config.json describes a {family} policy but model.safetensors holds {held} weights "
                          f"({'time_mlp_* and adaptive norms' if held == 'pi05' else 'state_proj and action_time_mlp_*'}); "

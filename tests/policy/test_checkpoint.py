@@ -71,7 +71,7 @@ def test_tampered_or_foreign_checkpoints_fail_clearly(tmp_path):
         PI0Policy.from_pretrained(path)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "config.json").write_text("{}")
-    with pytest.raises(CfgrlError, match="neither a cfgrl policy nor a lerobot or openpi checkpoint"):
+    with pytest.raises(CfgrlError, match="neither a cfgrl policy nor a lerobot pi0 / pi05 or openpi checkpoint"):
         PI0Policy.from_pretrained(tmp_path / "other")
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "keep.txt").write_text("mine")
@@ -94,7 +94,7 @@ def test_config_carries_the_policy_schema_and_checkpoints_from_before_it_still_l
     with pytest.raises(CfgrlError, match="cfgrl.policy schema version 2; this cfgrl reads version 1"):
         PI0Policy.from_pretrained(path)
     (path / "config.json").write_text(json.dumps({**meta, "schema": "cfgrl.store"}))
-    with pytest.raises(CfgrlError, match="neither a cfgrl policy nor a lerobot or openpi checkpoint"):
+    with pytest.raises(CfgrlError, match="neither a cfgrl policy nor a lerobot pi0 / pi05 or openpi checkpoint"):
         PI0Policy.from_pretrained(path)
     (path / "config.json").write_text("[1, 2]")
     with pytest.raises(CfgrlError, match="not a policy checkpoint's config"):

@@ -71,7 +71,7 @@ def test_quantile_stats_map_q01_to_minus_one_and_q99_to_plus_one(tmp_path):
     stats = NormStats(kind="quantile", state_q01=q01["state"], state_q99=q99["state"], action_q01=q01["action"], action_q99=q99["action"])
     policy = PI0Policy(make_config(), stats=stats)
     obs = {"images": {}, "prompt": "x", "state": torch.tensor(np.stack([q01["state"], q99["state"]]), dtype=torch.float32)}
-    state = policy._model_inputs(obs)[-1][:, :8]
+    state = policy._model_inputs(obs).state[:, :8]
     torch.testing.assert_close(state, torch.tensor([[-1.0] * 8, [1.0] * 8]), rtol=0, atol=1e-5)
     offset, scale = stats.affine("action")
     np.testing.assert_allclose(offset - scale, q01["action"])

@@ -25,6 +25,33 @@ from policy_helpers import fixture_sizes, max_relative_error
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 FIXTURE = FIXTURES / "lerobot_pi05"
+# what lerobot computed, in io.safetensors, and ``reproduce`` computes again
+OUTPUTS = ("prefix_embs", "suffix_embs", "adarms_cond", "losses", "velocity", "velocity_cached", "sampled_actions")
+
+
+def reference_inputs(io: dict[str, torch.Tensor], arch: dict) -> ModelInputs:
+    """lerobot's model inputs in io.safetensors as ours (π0.5: the state is in the prompt, no state tensor)."""
+    size = arch["vision"]["image_size"]
+    missing = torch.full((2, 3, size, size), -1.0)  # the third camera is absent (not stored: it is all -1)
+    images = [io["image_0"], io["image_1"], missing]
+    masks = [io["image_mask_0"], io["image_mask_1"], torch.zeros(2, dtype=torch.bool)]
+    return ModelInputs(images, masks, io["lang_tokens"], io["lang_masks"], None)
+
+
+def reproduce(policy: PI0Policy, io: dict[str, torch.Tensor], inputs: ModelInputs) -> dict[str, torch.Tensor]:
+    """Our outputs under the names of lerobot's in io.safetensors (OUTPUTS), on its inputs, noise and time."""
+    null = torch.full((2,), Label.NULL)
+    with torch.no_grad():
+        prefix_embs, _, _ = policy.model.embed_prefix(inputs)
+        suffix = policy.model.embed_suffix(None, io["x_t"], io["time"], null)
+        cache, prefix_pad = policy.model._prefix_cache(inputs, None, 2, 1)
+        return {
+            "prefix_embs": prefix_embs, "suffix_embs": suffix.tokens, "adarms_cond": suffix.expert_cond,
+            "losses": policy.model(inputs, io["actions"], noise=io["noise"], time=io["time"], plain=True),
+            "velocity": policy.model.velocity(inputs, io["x_t"], io["time"], plain=True),
+            "velocity_cached": policy.model._suffix_velocity(cache, prefix_pad, None, io["x_t"], io["time"], null),
+            "sampled_actions": policy.model.sample_actions(inputs, noise=io["sample_noise"], plain=True),
+        }
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +59,7 @@ def loaded():
     arch = json.loads((FIXTURE / "arch.json").read_text())
     policy = PI0Policy.from_pretrained(FIXTURE, **fixture_sizes(arch)).eval()
     io = load_file(str(FIXTURE / "io.safetensors"))
-    size = arch["vision"]["image_size"]
-    missing = torch.full((2, 3, size, size), -1.0)  # the third camera is absent (not stored: it is all -1)
-    images = [io["image_0"], io["image_1"], missing]
-    masks = [io["image_mask_0"], io["image_mask_1"], torch.zeros(2, dtype=torch.bool)]
-    return policy, arch, io, ModelInputs(images, masks, io["lang_tokens"], io["lang_masks"], None)
+    return policy, arch, io, reference_inputs(io, arch)
 
 
 def test_a_lerobot_pi05_directory_loads_as_our_pi05(loaded):
@@ -49,35 +72,17 @@ def test_a_lerobot_pi05_directory_loads_as_our_pi05(loaded):
     assert any("initialised new condition parameters" in note for note in policy.load_report)
 
 
-def test_embeddings_and_time_conditioning_match_lerobot(loaded):
+@pytest.fixture(scope="module")
+def outputs(loaded):
     policy, _, io, inputs = loaded
-    null = torch.full((2,), Label.NULL)
-    with torch.no_grad():
-        prefix_embs, _, _ = policy.model.embed_prefix(inputs)
-        suffix = policy.model.embed_suffix(None, io["x_t"], io["time"], null)
-    assert max_relative_error(prefix_embs, io["prefix_embs"]) <= 1e-4
-    assert max_relative_error(suffix.tokens, io["suffix_embs"]) <= 1e-4
-    assert max_relative_error(suffix.expert_cond, io["adarms_cond"]) <= 1e-4
+    return reproduce(policy, io, inputs)
 
 
-def test_training_losses_and_velocities_match_lerobot(loaded):
-    policy, _, io, inputs = loaded
-    with torch.no_grad():
-        losses = policy.model(inputs, io["actions"], noise=io["noise"], time=io["time"], plain=True)
-        velocity = policy.model.velocity(inputs, io["x_t"], io["time"], plain=True)
-    assert losses.shape == io["losses"].shape == (2, 50, 32)
-    assert max_relative_error(velocity, io["velocity"]) <= 1e-4
-    assert max_relative_error(losses, io["losses"]) <= 1e-4
-
-
-def test_cached_sampling_matches_lerobot(loaded):
-    policy, _, io, inputs = loaded
-    with torch.no_grad():
-        cache, prefix_pad = policy.model._prefix_cache(inputs, None, 2, 1)
-        cached = policy.model._suffix_velocity(cache, prefix_pad, None, io["x_t"], io["time"], torch.full((2,), Label.NULL))
-        sampled = policy.model.sample_actions(inputs, noise=io["sample_noise"], plain=True)
-    assert max_relative_error(cached, io["velocity_cached"]) <= 1e-4
-    assert max_relative_error(sampled, io["sampled_actions"]) <= 1e-4
+@pytest.mark.parametrize("name", OUTPUTS)
+def test_embeddings_time_conditioning_velocities_losses_and_sampling_match_lerobot(loaded, outputs, name):
+    io = loaded[2]
+    assert outputs[name].shape == io[name].shape
+    assert max_relative_error(outputs[name], io[name]) <= 1e-4
 
 
 def test_state_in_prompt_text_matches_lerobot(loaded):

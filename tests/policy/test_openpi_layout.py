@@ -1,8 +1,9 @@
 """openpi PyTorch checkpoints, as openpi's convert_jax_model_to_pytorch.py writes them, built at test time
-from the lerobot PI0 fixture (tests/fixtures/lerobot_pi0): the same weights without lerobot's ``model.``
-prefix and with only the surviving name of the tied embedding pair, openpi's five-key config.json and
-assets/<asset_id>/norm_stats.json. Loaded through PI0Policy.from_pretrained, a π0 one reproduces the
-fixture's lerobot outputs; π0.5 is told by its weights and converted to lerobot's terms."""
+from the lerobot fixtures (tests/fixtures/lerobot_pi0, lerobot_pi05): the same weights without lerobot's
+``model.`` prefix and with only the surviving name of the tied embedding pair, openpi's five-key
+config.json and assets/<asset_id>/norm_stats.json. Loaded through PI0Policy.from_pretrained, each
+reproduces its fixture's lerobot outputs; the family is told by the weights.
+"""
 
 from __future__ import annotations
 
@@ -15,32 +16,23 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cfgrl.errors import CfgrlError
-from cfgrl.policy import PI0Policy
+from cfgrl.policy import ModelInputs, PI05Model, PI0Policy
 from cfgrl.policy import openpi_format
 from cfgrl.policy.checkpoint import carries_stats
-from test_lerobot_fixture import FIXTURE, max_relative_error, sizes
+from policy_helpers import fixture_sizes as sizes, max_relative_error
+import test_lerobot_pi05_fixture as pi05_fixture
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+FIXTURE = FIXTURES / "lerobot_pi0"
 
 EMBED = "paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight"
 CONFIG = {"action_dim": 32, "action_horizon": 50, "paligemma_variant": "gemma_2b", "action_expert_variant": "gemma_300m",
           "precision": "float32"}
 
 
-def _pi05(weights: dict) -> dict:
-    """π0's weights renamed into π0.5's parameter set: time MLP instead of state and action-time MLPs,
-    adaptive expert norms (a dense layer producing scale, shift and gate)."""
-    out = {k: v for k, v in weights.items() if not k.startswith(("state_proj.", "action_time_mlp_"))}
-    width = weights["action_time_mlp_out.weight"].shape[0]
-    for name in ("time_mlp_in", "time_mlp_out"):
-        out[f"{name}.weight"], out[f"{name}.bias"] = torch.zeros(width, width), torch.zeros(width)
-    for key in [k for k in out if "gemma_expert" in k and k.endswith("norm.weight")]:
-        stem = key[: -len(".weight")]
-        del out[key]
-        out[f"{stem}.dense.weight"], out[f"{stem}.dense.bias"] = torch.zeros(3 * width, width), torch.zeros(3 * width)
-    return out
-
-
-def norm_stats(pad_to: int | None = None, quantiles: bool = False) -> dict:
-    arch = json.loads((FIXTURE / "arch.json").read_text())
+def norm_stats(pad_to: int | None = None, quantiles: bool = False, family: str = "pi0") -> dict:
+    """openpi's norm_stats.json of the ``family`` fixture's dataset stats (quantiles: mean -/+ 2 std)."""
+    arch = json.loads((FIXTURES / f"lerobot_{family}" / "arch.json").read_text())
     out = {}
     for ours, theirs in (("state", "observation.state"), ("actions", "action")):
         entry = {k: list(v) for k, v in arch["dataset_stats"][theirs].items()}
@@ -56,10 +48,11 @@ def openpi_dir(root: Path, name: str = "ckpt", family: str = "pi0", stats: dict 
                horizon: int = 50) -> Path:
     directory = root / name
     directory.mkdir(parents=True)
-    weights = {k[len("model."):]: v for k, v in load_file(str(FIXTURE / "model.safetensors")).items() if k.startswith("model.")}
+    source = FIXTURES / f"lerobot_{family}" / "model.safetensors"
+    weights = {k[len("model."):]: v for k, v in load_file(str(source)).items() if k.startswith("model.")}
     del weights[EMBED]  # safetensors' save_model keeps lm_head of the tied pair
     del weights["paligemma_with_expert.gemma_expert.lm_head.weight"]
-    save_file(_pi05(weights) if family == "pi05" else weights, str(directory / "model.safetensors"))
+    save_file(weights, str(directory / "model.safetensors"))
     (directory / "config.json").write_text(json.dumps({**CONFIG, "action_horizon": horizon}))
     if assets:
         (directory / "assets").mkdir()
@@ -87,26 +80,33 @@ def test_openpi_pi0_reproduces_the_lerobot_fixture(tmp_path, arch):
     assert any("tied lm_head" in n for n in policy.load_report)
     io = load_file(str(FIXTURE / "io.safetensors"))
     cameras = sorted(k for k in io if k.startswith("image_") and "mask" not in k)
-    prefix = ([io[c] for c in cameras], [io[c.replace("image_", "image_mask_")] for c in cameras], io["lang_tokens"], io["lang_masks"])
+    inputs = ModelInputs([io[c] for c in cameras], [io[c.replace("image_", "image_mask_")] for c in cameras], io["lang_tokens"],
+                         io["lang_masks"], io["state"])
     with torch.no_grad():
-        losses = policy.model(*prefix, io["state"], io["actions"], noise=io["noise"], time=io["time"], plain=True)
-        velocity = policy.model.velocity(*prefix, io["state"], io["x_t"], io["time"], plain=True)
-        sampled = policy.model.sample_actions(*prefix, io["state"], noise=io["sample_noise"], plain=True)
+        losses = policy.model(inputs, io["actions"], noise=io["noise"], time=io["time"], plain=True)
+        velocity = policy.model.velocity(inputs, io["x_t"], io["time"], plain=True)
+        sampled = policy.model.sample_actions(inputs, noise=io["sample_noise"], plain=True)
     assert max_relative_error(losses, io["losses"]) <= 1e-4
     assert max_relative_error(velocity, io["velocity"]) <= 1e-4
     assert max_relative_error(sampled, io["sampled_actions"]) <= 1e-4
 
 
-def test_openpi_pi05_is_told_by_its_weights_and_converted_to_lerobot_terms(tmp_path):
-    directory = openpi_dir(tmp_path, name="pi0_base", family="pi05", stats=norm_stats(quantiles=True), horizon=10)
-    converted = openpi_format.to_lerobot(directory, CONFIG | {"action_horizon": 10}, load_file(str(directory / "model.safetensors")))
-    assert converted.family == "pi05" and converted.meta["type"] == "pi05" and converted.meta["chunk_size"] == 10
-    assert converted.meta["normalization_mapping"]["ACTION"] == "QUANTILES" and converted.stats.kind == "quantile"
-    assert "model.time_mlp_in.weight" in converted.weights and all(k.startswith("model.") for k in converted.weights)
-    with pytest.raises(CfgrlError, match=r"openpi π0.5 checkpoint.*give discrete_state_input=True"):
+def test_openpi_pi05_is_told_by_its_weights_and_reproduces_the_lerobot_pi05_fixture(tmp_path):
+    # named like a π0 on purpose: the family comes from the weights, never from the name
+    directory = openpi_dir(tmp_path, name="pi0_base", family="pi05", stats=norm_stats(quantiles=True, family="pi05"))
+    with pytest.raises(CfgrlError, match=r"openpi π0.5 checkpoint.*give discrete_state_input=True") as caught:
         PI0Policy.from_pretrained(directory)
-    with pytest.raises(CfgrlError, match=r"π0.5 model is not available in this build"):
-        PI0Policy.from_pretrained(directory, discrete_state_input=False)
+    assert "\n" not in str(caught.value)
+    arch = json.loads((pi05_fixture.FIXTURE / "arch.json").read_text())
+    policy = PI0Policy.from_pretrained(directory, discrete_state_input=True, **sizes(arch)).eval()
+    assert isinstance(policy.model, PI05Model) and policy.config.discrete_state_input
+    assert policy.config.camera_names == openpi_format.CAMERAS and policy.config.chunk_size == 50
+    assert policy.stats.kind == "quantile"  # openpi normalises every model but π0 by quantiles
+    assert any("openpi π0.5 checkpoint" in n for n in policy.load_report)
+    io = load_file(str(pi05_fixture.FIXTURE / "io.safetensors"))
+    ours = pi05_fixture.reproduce(policy, io, pi05_fixture.reference_inputs(io, arch))
+    for name in pi05_fixture.OUTPUTS:
+        assert max_relative_error(ours[name], io[name]) <= 1e-4, name
 
 
 def test_openpi_stats_and_assets_errors(tmp_path, arch):
