@@ -46,3 +46,24 @@ def test_builtin_pipeline_end_to_end_with_the_small_pi05_preset(tmp_path):
     assert {"w=0", "w=2"} <= set(table.arm)
     run("export", run_dir / "policy", tmp_path / "lerobot", "--lerobot")
     assert json.loads((tmp_path / "lerobot" / "config.json").read_text())["type"] == "pi05"
+
+
+def test_pi05_fine_tunes_with_every_objective_and_runs_a_round(tmp_path):
+    """From a π0.5 BC base (`cfgrl base`): the baselines' objectives, and `cfgrl round` (collect,
+    label, train, evaluate at each w, choose w on validation), which `ablate` and `demo` chain the same way."""
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump({**SMALL, "evaluate": {**SMALL["evaluate"], "validation_init_states": [4]}}))
+    store = tmp_path / "s.zarr"
+    run("base", tmp_path / "b", "--demo-episodes", "4", "--base-steps", "2", "-c", config)
+    base = tmp_path / "b" / "base" / "policy"
+    assert isinstance(PI0Policy.from_pretrained(base).model, PI05Model)
+    run("collect", store, "--policy", base, "-c", config)
+    run("label", store, "-c", config)
+    for objective in ("filtered_bc", "weighted"):
+        out = tmp_path / objective
+        run("train", store, "--labels", store, "--policy", base, "--objective", objective, "--out", out, "-c", config)
+        assert isinstance(PI0Policy.from_pretrained(out / "policy").model, PI05Model)
+    run("round", tmp_path / "rounds", "--policy", base, "-c", config)
+    record = json.loads((tmp_path / "rounds" / "round_001" / "round.json").read_text())
+    assert record["chosen_cfg_scale"] in (0.0, 2.0)
+    assert isinstance(PI0Policy.from_pretrained(record["policy_out"]).model, PI05Model)
