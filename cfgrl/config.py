@@ -61,6 +61,7 @@ class PolicyConfig:
     discrete_state_input: bool | None = _f(None, "fresh π0.5 only: write the state into the prompt (false: the model never sees it; null = the preset's, true)")
     chunk_size: int | None = _f(None, "actions per chunk, and per label window (null = the checkpoint's, else the preset's)")
     normalization: str = _f("mean_std", "state/action stats a fresh policy, or a checkpoint without stats, computes: mean_std | quantile (q01 -> -1, q99 -> +1)")
+    camera_map: list[str] | None = _f(None, "a loaded checkpoint's cameras renamed to the env's, items CHECKPOINT=ENV, e.g. [base_0_rgb=agentview, left_wrist_0_rgb=wrist] for openpi's LIBERO checkpoints; a checkpoint camera the env lacks is masked (null = the names match)")
 
 
 @dataclass
@@ -283,6 +284,20 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise CfgrlError(f"override '{text}': the value is not valid YAML") from None
 
 
+def camera_renames(items: list[str] | None) -> dict[str, str]:
+    """``policy.camera_map`` as {checkpoint camera: env camera}."""
+    renames: dict[str, str] = {}
+    for item in items or []:
+        checkpoint, sep, env = (part.strip() for part in item.partition("="))
+        if not (sep and checkpoint and env) or checkpoint in renames:
+            raise CfgrlError(f"policy.camera_map item '{item}' is not valid; give distinct CHECKPOINT=ENV pairs, "
+                             "e.g. [base_0_rgb=agentview, left_wrist_0_rgb=wrist]")
+        renames[checkpoint] = env
+    if len(set(renames.values())) != len(renames):
+        raise CfgrlError(f"policy.camera_map {items} sends two checkpoint cameras to one env camera; map each to its own")
+    return renames
+
+
 def validate(cfg: Config) -> Config:
     """Range and choice checks that span all stages; each failure is one line naming what is accepted."""
     def choice(key: str, value: str, options: tuple[str, ...]) -> None:
@@ -292,6 +307,7 @@ def validate(cfg: Config) -> Config:
     choice("env.name", cfg.env.name, ENV_NAMES)
     choice("policy.condition_mode", cfg.policy.condition_mode, CONDITION_MODES)
     choice("policy.normalization", cfg.policy.normalization, NORMALIZATIONS)
+    camera_renames(cfg.policy.camera_map)  # a malformed item fails at load, before any work
     if cfg.policy.chunk_size is not None and cfg.policy.chunk_size < 1:
         raise CfgrlError(f"policy.chunk_size must be at least 1 (or null for the policy's own), got {cfg.policy.chunk_size}")
     choice("cfgrl.label_source", cfg.cfgrl.label_source, LABEL_SOURCES)

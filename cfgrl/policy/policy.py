@@ -211,6 +211,19 @@ class PI0Policy(nn.Module):
 
         return save_policy(self, Path(directory))
 
+    def rename_cameras(self, renames: dict[str, str]) -> None:
+        """Let the checkpoint's cameras read the env's (``renames``: checkpoint camera -> env camera);
+        the weights are untouched, a camera is only the key its images come under."""
+        unknown = sorted(set(renames) - set(self.config.camera_names))
+        if unknown:
+            raise CfgrlError(f"policy.camera_map names {', '.join(unknown)}, which the checkpoint lacks; its cameras are "
+                             f"{', '.join(self.config.camera_names)}")
+        names = tuple(renames.get(c, c) for c in self.config.camera_names)
+        if len(set(names)) != len(names):
+            raise CfgrlError(f"policy.camera_map gives the checkpoint's cameras {', '.join(self.config.camera_names)} "
+                             f"the names {', '.join(names)}, one twice; map each to its own camera")
+        self.config = self.config.replace(camera_names=names)
+
     @classmethod
     def from_pretrained(cls, directory: str | Path, tokenizer: str | Path | None = None, **overrides: Any) -> "PI0Policy":
         """Load our checkpoint or a lerobot pi0 / pi05 one (the family the checkpoint holds); ``overrides``

@@ -15,7 +15,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from cfgrl.config import Config
+from cfgrl.config import Config, camera_renames
 from cfgrl.envs import ACTION_DIM, STATE_DIM, Observation
 from cfgrl.envs.scripted import parse_noise, policy_id
 from cfgrl.errors import CfgrlError
@@ -65,6 +65,7 @@ def load_policy(source: str | None, cfg: Config, camera_names: tuple[str, ...], 
         policy = PI0Policy.from_pretrained(path, tokenizer=cfg.policy.tokenizer)
         for note in policy.load_report:
             say(f"policy '{source}': {note}")
+        policy.rename_cameras(camera_renames(cfg.policy.camera_map))
         _check_fits_env(policy, source, camera_names)
         _check_chunk(policy, source, cfg.inference.replan_steps)
         if policy.stats is None:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from cfgrl.config import Config
+from cfgrl.config import Config, camera_renames
 from cfgrl.errors import CfgrlError
 from cfgrl.policy import PI0Config, PI0Policy
 from cfgrl.store import Store
@@ -99,6 +99,7 @@ def build_policy(cfg: Config, stores: list[Store], source: Path | None, say: Cal
                              use_prefix_dropout=cfg.cfgrl.use_prefix_dropout, **chunk, **_unrecorded_dims(source, layout))
     for note in policy.load_report:
         say(f"policy '{source}': {note}")
+    policy.rename_cameras(camera_renames(cfg.policy.camera_map))
     pcfg = policy.config
     if (pcfg.state_dim, pcfg.action_dim) != (layout.state_dim, layout.action_dim):
         raise CfgrlError(f"policy '{source}' uses state/action dims {pcfg.state_dim}/{pcfg.action_dim}, the stores hold "

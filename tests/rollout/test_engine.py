@@ -88,6 +88,24 @@ def test_a_checkpoint_without_the_env_cameras_is_refused_before_any_rollout(tmp_
         load_policy(str(tmp_path / "one_cam"), load_config(), CAMERAS, 32)
 
 
+def test_camera_map_renames_a_checkpoints_cameras_to_the_envs(tmp_path):
+    from cfgrl.policy import NormStats, PI0Config, PI0Policy
+
+    config = PI0Config.from_preset("tiny", camera_names=("front", "hand"), image_size=32)
+    policy = PI0Policy(config, stats=NormStats.identity(config.state_dim, config.action_dim))
+    policy.save_pretrained(tmp_path / "other_names")
+    with pytest.raises(CfgrlError, match="has no camera agentview, wrist"):
+        load_policy(str(tmp_path / "other_names"), load_config(), CAMERAS, 32)
+    renamed = load_policy(str(tmp_path / "other_names"), load_config(overrides=["policy.camera_map=[front=agentview, hand=wrist]"]), CAMERAS, 32)
+    assert renamed.config.camera_names == ("agentview", "wrist")
+    with pytest.raises(CfgrlError, match="names side, which the checkpoint lacks; its cameras are front, hand"):
+        load_policy(str(tmp_path / "other_names"), load_config(overrides=["policy.camera_map=[side=agentview]"]), CAMERAS, 32)
+    with pytest.raises(CfgrlError, match="one twice"):
+        load_policy(str(tmp_path / "other_names"), load_config(overrides=["policy.camera_map=[front=hand]"]), CAMERAS, 32)
+    with pytest.raises(CfgrlError, match="item 'front' is not valid; give distinct CHECKPOINT=ENV pairs"):
+        load_config(overrides=["policy.camera_map=[front]"])
+
+
 def test_engine_time_split_names_the_collectors_own_overhead():
     split = EngineTime(policy_s=6.0, store_s=1.0, pipe_s=0.5, wall_s=10.0).line()
     assert split == ("collector time: policy 6.0 s (60%), storing episodes 1.0 s (10%), pipes 0.5 s (5%), "

@@ -230,3 +230,7 @@ def test_an_openpi_checkpoint_without_norm_stats_takes_the_stores_dims(small_run
     # it loads (state/action dims 8/7 from the stores); openpi's camera names then differ from the stores'
     with pytest.raises(CfgrlError, match=r"has no camera agentview, wrist \(it uses base_0_rgb"):
         build_policy(load_config(None, []), [Store(store)], openpi, lambda _: None)
+    # policy.camera_map lets openpi's cameras read the stores'; its third camera, absent, is masked
+    mapped = load_config(None, ["policy.camera_map=[base_0_rgb=agentview, left_wrist_0_rgb=wrist]"])
+    policy = build_policy(mapped, [Store(store)], openpi, lambda _: None)
+    assert policy.config.camera_names == ("agentview", "wrist", "right_wrist_0_rgb")
