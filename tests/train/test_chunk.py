@@ -16,10 +16,10 @@ from train_helpers import CAMERAS, run_train, write_store
 LENGTH = 20  # windows start every 5 steps: 0, 5, 10, 15
 
 
-@pytest.mark.parametrize("chunk", [10, 50])
-def test_windows_training_and_sampling_use_the_policy_chunk(tmp_path, chunk):
+@pytest.mark.parametrize("preset, chunk", [("tiny", 10), ("tiny", 50), ("pi05_tiny", 10)])
+def test_windows_training_and_sampling_use_the_policy_chunk(tmp_path, preset, chunk):
     store = write_store(tmp_path / "s.zarr", episodes=4, length=LENGTH)
-    setting = [f"policy.chunk_size={chunk}"] if chunk != 50 else []  # 50: the tiny preset's own chunk
+    setting = [f"policy.preset={preset}", *([f"policy.chunk_size={chunk}"] if chunk != 50 else [])]  # 50: the presets' own chunk
     labels = stages.label(load_config(None, setting), [store], tmp_path / "labels")
     index = load_label_index(labels)
     assert index.manifest["horizon"] == chunk
@@ -28,7 +28,7 @@ def test_windows_training_and_sampling_use_the_policy_chunk(tmp_path, chunk):
 
     final = run_train(tmp_path / "run", [store], labels, "train.steps=2", "train.batch_size=4", *setting)
     policy = PI0Policy.from_pretrained(final)
-    assert policy.config.chunk_size == chunk
+    assert policy.config.chunk_size == chunk and policy.config.family == ("pi05" if preset == "pi05_tiny" else "pi0")
     obs = {"images": {cam: torch.zeros(2, 16, 16, 3, dtype=torch.uint8) for cam in CAMERAS},
            "state": torch.zeros(2, 8), "prompt": "reach target 0"}
     assert policy.sample_actions(obs, cfg_scale=2.0).shape == (2, chunk, 7)
