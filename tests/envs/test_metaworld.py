@@ -227,3 +227,28 @@ def test_state_layout_matches_libero():
     assert moved.dtype == np.float32  # as Meta-World's action space: its arm scales actions in their dtype
     np.testing.assert_array_equal(moved, np.array([0.1, -1, 0.3, 1], np.float32))
     np.testing.assert_array_equal(sim_action(our_action(np.array([0.5, 0.25, -0.5, -1]))), [0.5, 0.25, -0.5, -1])
+
+
+def test_the_pipeline_runs_on_metaworld(tmp_path):
+    """collect (noisy experts) -> label -> train a fresh tiny policy -> evaluate with w chosen on a
+    validation configuration: the stages take Meta-World as they take the built-in env."""
+    common = ["-o", "env.name=metaworld", "-o", f"env.suite={SUITE}", "-o", f"env.benchmark_seed={SEED}",
+              "-o", f"env.image_size={SIZE}", "-o", "env.max_steps=120", "-o", "env.init_states=[20-21]",
+              "-o", "cfgrl.label_source=window_return", "-o", "cfgrl.zero_variance_groups=keep"]
+    store, run = str(tmp_path / "mw.zarr"), tmp_path / "run"
+
+    def cfgrl(*args: str) -> str:
+        result = CliRunner().invoke(app, [*args, *common])
+        assert result.exit_code == 0, f"{result.stdout}\n{result.exception}"
+        return result.stdout
+
+    cfgrl("collect", store, "--episodes", "2", "--workers", "1", "--policy", "scripted:0.3", "-o", "collect.group_size=2")
+    assert "windows" in cfgrl("label", store)
+    cfgrl("train", store, "--labels", store, "--out", str(run), "-o", "train.steps=2", "-o", "train.batch_size=4",
+          "-o", "train.save_every=2")
+    cfgrl("evaluate", str(run / "policy"), "--out", str(tmp_path / "eval"), "-o", "evaluate.init_states=[0]",
+          "-o", "evaluate.validation_init_states=[10]", "-o", "evaluate.cfg_scales=[1.0,2.0]")
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["chosen_cfg_scale"] in (1.0, 2.0)
+    assert {(r["split"], r["arm"]) for r in results["rows"] if r["scope"] == "overall"} == {
+        (split, arm) for split in ("test", "validation") for arm in ("w=1", "w=2")}
