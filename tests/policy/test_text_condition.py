@@ -69,8 +69,9 @@ def manual_text_euler(policy, obs, noise, w):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_guided_sampling_equals_both_prompts_run_separately(family):
-    policy = text_policy(family)
+@pytest.mark.parametrize("prefix_dropout", [False, True])
+def test_guided_sampling_equals_both_prompts_run_separately(family, prefix_dropout):
+    policy = text_policy(family, use_prefix_dropout=prefix_dropout)  # with it, the ∅ prompt also loses its task text
     policy.condition_trained = True
     obs, noise = make_obs(2), make_noise(2)
     results = {}
