@@ -24,7 +24,7 @@ from cfgrl.errors import CfgrlError
 
 DEFAULT_YAML = Path(__file__).parent / "configs" / "default.yaml"
 
-CONDITION_MODES = ("token", "bias", "concat")
+CONDITION_MODES = ("token", "bias", "concat", "text")
 LABEL_SOURCES = ("episode_rloo", "window_rloo", "window_return", "value", "none")
 LABEL_SCHEMES = ("binary", "ternary")
 ZERO_VARIANCE_POLICIES = ("unconditional", "drop", "keep")
@@ -56,7 +56,7 @@ class EnvConfig:
 class PolicyConfig:
     path: str | None = _f(None, "policy checkpoint directory (ours, lerobot pi0 / pi05 or openpi); null = a fresh preset")
     preset: str = _f("tiny", "architecture preset for a fresh policy: tiny | mini | pi0 (PI0); pi05_tiny | pi05_mini | pi05 (π0.5)")
-    condition_mode: str = _f("token", "how the optimality condition enters the suffix: token | bias | concat")
+    condition_mode: str = _f("token", "how the optimality condition enters: token | bias | concat (the suffix) | text (the prompt: Advantage: positive/negative)")
     tokenizer: str | None = _f(None, "PaliGemma SentencePiece model path (pi0 and pi05 presets only)")
     discrete_state_input: bool | None = _f(None, "fresh π0.5 only: write the state into the prompt (false: the model never sees it; null = the preset's, true)")
     chunk_size: int | None = _f(None, "actions per chunk, and per label window (null = the checkpoint's, else the preset's)")

@@ -205,7 +205,8 @@ def _from_lerobot(cls, directory: Path, meta: dict, weights: dict, stats: NormSt
     condition_keys = [k for k in result.missing_keys if k.startswith("condition.")]
     missing = [k for k in result.missing_keys if not k.startswith("condition.")]
     _check_keys(missing, list(result.unexpected_keys), directory)
-    notes.append(f"initialised new condition parameters ({config.condition_mode}): {', '.join(condition_keys)}")
+    if condition_keys:  # text mode has none: its condition is the prompt
+        notes.append(f"initialised new condition parameters ({config.condition_mode}): {', '.join(condition_keys)}")
     policy.load_report = notes
     for note in notes:
         log.info("%s: %s", directory, note)
@@ -217,7 +218,7 @@ def exported_state(policy) -> dict[str, torch.Tensor]:
 
     A trained condition is folded in: bias and concat modes add the o = 1 class to one layer's output,
     which that layer's bias absorbs exactly. The w = 1 branch keeps the prompt even under prefix
-    dropout, as lerobot's pi0 always does. A token-mode condition cannot be folded (CfgrlError); a
+    dropout, as lerobot's pi0 always does. A token- or text-mode condition cannot be folded (CfgrlError); a
     never-trained one is not used when sampling, so the plain network is exported as it is.
     """
     state = dict(policy.model.state_dict())

@@ -12,6 +12,9 @@ in PI0 / in π0.5:
           ``action_in_proj`` (π0.5: x_t); the extra input columns (kept here as ``concat_columns``,
           zero-initialised) are a linear map, so ``layer([x, e]) = layer(x) + concat_columns(e)`` and ∅
           samples skip the sum.
+* text:   no parameters and no suffix change: the label is text in the prompt (tokenizer.ADVANTAGE_TEXT),
+          written by the policy per sample; ∅ is the plain prompt. The condition is then in the prefix, so
+          guided sampling runs two prefixes (model.FlowModel._prefix_cache).
 
 In bias and concat modes one class is a constant added to one layer's output, so that class alone
 folds into the layer's bias (``folded_shift``: how ``cfgrl export --lerobot`` writes the w = 1 policy).
@@ -25,6 +28,7 @@ from torch import nn
 from cfgrl.errors import CfgrlError
 from cfgrl.optimality import Label
 from cfgrl.policy.config import NUM_CONDITION_CLASSES, PI0Config
+from cfgrl.policy.tokenizer import ADVANTAGE_TEXT
 
 ACCEPTED = "1 (optimal), 0 (not optimal) and -1 (∅)"
 
@@ -61,8 +65,8 @@ class Condition(nn.Module):
             self.vectors = nn.Parameter(torch.randn(NUM_CONDITION_CLASSES, width) / width**0.5)
             self.concat_columns = nn.Linear(width, width, bias=False)
             nn.init.zeros_(self.concat_columns.weight)
-        else:
-            raise CfgrlError(f"unknown condition_mode {self.mode!r}; accepted: token, bias, concat")
+        elif self.mode != "text":  # text mode's condition is in the prompt: nothing to learn here
+            raise CfgrlError(f"unknown condition_mode {self.mode!r}; accepted: token, bias, concat, text")
 
     @staticmethod
     def active(o: torch.Tensor) -> torch.Tensor:
@@ -95,6 +99,12 @@ class Condition(nn.Module):
             return ("action_in_proj" if pi05 else "action_time_mlp_out"), self.biases[int(label)]
         if self.mode == "concat":
             return ("action_in_proj" if pi05 else "action_time_mlp_in"), self.concat_columns(self.vectors[int(label)])
+        if self.mode == "text":
+            raise CfgrlError(
+                f"a text-mode condition cannot be folded into {self.family}'s weights (it is the prompt's advantage line); "
+                f"run the plain weights in lerobot with '{ADVANTAGE_TEXT[1]}' added to every prompt as cfgrl writes it "
+                f"(README, condition modes), or train with policy.condition_mode=bias or concat to export"
+            )
         raise CfgrlError(
             f"a token-mode condition cannot be folded into {self.family}'s weights (its token is a place in the attention "
             f"sequence, which lerobot's {self.family} does not have); train with policy.condition_mode=bias or concat to export"

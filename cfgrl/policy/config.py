@@ -14,7 +14,7 @@ from typing import Any
 
 from cfgrl.errors import CfgrlError
 
-CONDITION_MODES = ("token", "bias", "concat")
+CONDITION_MODES = ("token", "bias", "concat", "text")
 FAMILIES = ("pi0", "pi05")
 NUM_CONDITION_CLASSES = 2  # the learned classes (cfgrl.optimality.Label 1 and 0); ∅ has no parameters at all
 

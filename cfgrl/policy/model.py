@@ -36,6 +36,9 @@ class ModelInputs(NamedTuple):
     lang_masks: torch.Tensor
     state: torch.Tensor | None  # (B, max_state_dim) for PI0; None for π0.5
     task_masks: torch.Tensor | None = None  # (B, L) the task text's tokens; None: prefix dropout drops every token
+    # text condition mode, sampling only: the o = 1 prompts' (ids, mask, task mask), while lang_* hold the
+    # ∅ (plain) prompts; in training lang_* already hold each sample's labelled prompt
+    optimal_language: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
 
 
 class Suffix(NamedTuple):
@@ -80,17 +83,22 @@ class FlowModel(nn.Module):
     def embed_prefix(self, inputs: ModelInputs, drop_language=None):
         """Image tokens of every camera, then language tokens; all in one bidirectional block.
 
-        ``drop_language`` (B,) bool marks samples whose task text becomes padding (prefix dropout).
+        ``drop_language`` (B,) bool marks samples whose task text becomes padding (prefix dropout). The
+        language may hold k prompts per image row (guided sampling's branches, stacked branch-major):
+        the images are encoded once and repeated k times.
         """
         batch, cameras = inputs.lang_tokens.shape[0], len(inputs.images)
+        repeats = batch // inputs.images[0].shape[0]
         image_tokens = self.transformer.embed_images(torch.cat(list(inputs.images), 0)).chunk(cameras, 0)
+        image_tokens = [tokens.repeat(repeats, 1, 1) for tokens in image_tokens]
+        img_masks = [mask.repeat(repeats) for mask in inputs.img_masks]
         per_image = image_tokens[0].shape[1]
         language = self.transformer.embed_language(inputs.lang_tokens).to(image_tokens[0].dtype)
         lang_masks = inputs.lang_masks.bool()
         if drop_language is not None:
             lang_masks = self._drop_task(lang_masks, inputs.task_masks, drop_language)
         embeddings = torch.cat([*image_tokens, language], 1)
-        pad = torch.cat([*(m[:, None].expand(batch, per_image) for m in inputs.img_masks), lang_masks], 1)
+        pad = torch.cat([*(m[:, None].expand(batch, per_image) for m in img_masks), lang_masks], 1)
         return embeddings, pad, torch.zeros_like(pad)
 
     @staticmethod
@@ -170,7 +178,7 @@ class FlowModel(nn.Module):
         branches = len(labels)
         o = torch.tensor([int(label) for label in labels], device=device).repeat_interleave(batch)
 
-        cache, prefix_pad = self._prefix_cache(inputs, self._language_drop(o, plain), batch, branches)
+        cache, prefix_pad = self._prefix_cache(self._branch_language(inputs, labels), self._language_drop(o, plain), batch, branches)
         state = inputs.state.repeat(branches, 1) if inputs.state is not None else None
         x_t = noise.float()
         dt = -1.0 / num_steps
@@ -184,21 +192,33 @@ class FlowModel(nn.Module):
             time = time + dt
         return x_t
 
+    def _branch_language(self, inputs: ModelInputs, labels: list[Label]) -> ModelInputs:
+        """``inputs`` with the prompts of each branch's label stacked branch-major, in text condition mode
+        (the label is in the prompt: o = 1 reads ``optimal_language``, ∅ the plain prompt); else unchanged."""
+        if self.config.condition_mode != "text":
+            return inputs
+        if Label.OPTIMAL in labels and inputs.optimal_language is None:
+            raise CfgrlError("text condition mode samples o = 1 from its own prompts: ModelInputs.optimal_language is required")
+        plain = (inputs.lang_tokens, inputs.lang_masks, inputs.task_masks)
+        parts = [inputs.optimal_language if label == Label.OPTIMAL else plain for label in labels]
+        tokens, masks, tasks = (torch.cat(column, 0) if column[0] is not None else None for column in zip(*parts))
+        return inputs._replace(lang_tokens=tokens, lang_masks=masks, task_masks=tasks, optimal_language=None)
+
     def _prefix_cache(self, inputs: ModelInputs, drop, batch, branches) -> tuple[KVCache, torch.Tensor]:
         """Run the prefix once and share its cache between the branches.
 
         ``drop`` (batch * branches,) marks the rows whose task text is masked out (None: none is).
-        Under prefix dropout the unconditional branch's prefix differs (same image tokens, task text
-        masked out), so both prefixes run, stacked in one batch; the images are encoded once.
+        The branches' prefixes differ under prefix dropout (the unconditional one's task text masked
+        out) and in text condition mode (``inputs`` then holds one prompt per branch, from
+        ``_branch_language``): both prefixes then run, stacked in one batch; the images are encoded once.
         """
-        prefix, pad, flags = self.embed_prefix(inputs)
-        per_branch = branches == 2 and drop is not None
-        if per_branch:
-            prefix, pad, flags = prefix.repeat(2, 1, 1), pad.repeat(2, 1), flags.repeat(2, 1)
-        if drop is not None:
-            drop, language = (drop if per_branch else drop[:batch]), inputs.lang_tokens.shape[1]
-            task = inputs.task_masks.repeat(pad.shape[0] // batch, 1) if inputs.task_masks is not None else None
-            pad = torch.cat([pad[:, :-language], self._drop_task(pad[:, -language:], task, drop)], 1)
+        per_branch = branches == 2 and (drop is not None or self.config.condition_mode == "text")
+        if per_branch and inputs.lang_tokens.shape[0] == batch:
+            rows = lambda x: x.repeat(2, 1) if x is not None else None  # noqa: E731  prefix dropout: one prompt, twice
+            inputs = inputs._replace(lang_tokens=rows(inputs.lang_tokens), lang_masks=rows(inputs.lang_masks), task_masks=rows(inputs.task_masks))
+        if drop is not None and not per_branch:
+            drop = drop[:batch]
+        prefix, pad, flags = self.embed_prefix(inputs, drop)
         mask = make_attention_mask(pad, flags)
         _, cache = self.transformer(prefix, None, mask, torch.cumsum(pad.long(), 1) - 1, build_cache=True)
         if branches == 2 and not per_branch:

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 from cfgrl.errors import CfgrlError
+from cfgrl.optimality import Label
+from cfgrl.policy.condition import check_labels
 from cfgrl.policy.config import PI0Config
 from cfgrl.policy.images import prepare_images
 from cfgrl.policy.model import ModelInputs, build_model, validate_cfg_scale
@@ -83,7 +85,10 @@ class PI0Policy(nn.Module):
         return self._norm[name].to(self.device)
 
     # ----- inputs ----------------------------------------------------------------------------------
-    def _model_inputs(self, obs: dict[str, Any]) -> ModelInputs:
+    def _model_inputs(self, obs: dict[str, Any], labels: torch.Tensor | None = None, optimal_too: bool = False) -> ModelInputs:
+        """The model's inputs. Text condition mode only: ``labels`` (B,) write each sample's label into its
+        prompt (None: the plain prompts, which are ∅'s); ``optimal_too`` adds the o = 1 prompts as
+        ``optimal_language`` (guided sampling's conditional branch)."""
         missing = [k for k in ("images", "state", "prompt") if k not in obs]
         if missing:
             raise CfgrlError(f"observation lacks {', '.join(missing)}; expected images, state and prompt")
@@ -96,19 +101,33 @@ class PI0Policy(nn.Module):
             raise CfgrlError(f"got {len(tasks)} prompts for a batch of {batch}")
         images, img_masks = prepare_images(obs["images"], self.config.camera_names, self.config.image_size, batch, self.device)
         state = (state - self._norm_on("state_mean")) / self._norm_on("state_std")
-        lang_tokens, lang_masks, task_masks = self.tokenizer(self._prompts(tasks, state))
-        if self.config.family == "pi05":  # the state is text in the prompt (or unseen); prefix dropout drops the task only
-            return ModelInputs(images, img_masks, lang_tokens.to(self.device), lang_masks.to(self.device), None, task_masks.to(self.device))
-        return ModelInputs(images, img_masks, lang_tokens.to(self.device), lang_masks.to(self.device), _pad_last(state, self.config.max_state_dim))
+        optimal = self._language(tasks, state, torch.full((batch,), int(Label.OPTIMAL))) if optimal_too else None
+        tokens, masks, task_masks = self._language(tasks, state, labels)
+        state = None if self.config.family == "pi05" else _pad_last(state, self.config.max_state_dim)  # π0.5: text in the prompt (or unseen)
+        return ModelInputs(images, img_masks, tokens, masks, state, task_masks, optimal)
 
-    def _prompts(self, tasks: list[str], state: torch.Tensor) -> list[Prompt]:
-        """The family's prompt per sample; ``state`` normalised (π0.5 writes it into the prompt as 256 bins)."""
+    def _language(self, tasks: list[str], state: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Token ids, attention mask and task mask of the prompts; the task mask only for π0.5, whose
+        prefix dropout drops the task text only (PI0's prompt is its task: all of it is dropped)."""
+        tokens, masks, task = self.tokenizer(self._prompts(tasks, state, labels))
+        return tokens.to(self.device), masks.to(self.device), task.to(self.device) if self.config.family == "pi05" else None
+
+    def _prompts(self, tasks: list[str], state: torch.Tensor, labels: torch.Tensor | None = None) -> list[Prompt]:
+        """The family's prompt per sample; ``state`` normalised (π0.5 writes it into the prompt as 256 bins);
+        ``labels`` (text condition mode) each sample's label, written as its advantage line."""
+        per_sample = labels.tolist() if labels is not None else [None] * len(tasks)
         if self.config.family == "pi0":
-            return [pi0_prompt(task) for task in tasks]
+            return [pi0_prompt(task, label) for task, label in zip(tasks, per_sample)]
         if not self.config.discrete_state_input:
-            return [pi05_prompt(task, None) for task in tasks]
+            return [pi05_prompt(task, None, label) for task, label in zip(tasks, per_sample)]
         bins = discretize_state(state.cpu().numpy())
-        return [pi05_prompt(task, row) for task, row in zip(tasks, bins)]
+        return [pi05_prompt(task, row, label) for task, row, label in zip(tasks, bins, per_sample)]
+
+    def _text_labels(self, o: Any, batch: int) -> torch.Tensor | None:
+        """The labels a text-mode prompt carries (checked); None in the other modes, whose prompts carry none."""
+        if self.config.condition_mode != "text" or o is None:
+            return None
+        return check_labels(torch.as_tensor(o), batch)
 
     # ----- training --------------------------------------------------------------------------------
     def compute_loss(self, batch: dict[str, Any], noise: torch.Tensor | None = None, time: torch.Tensor | None = None,
@@ -117,13 +136,13 @@ class PI0Policy(nn.Module):
         each sample under its own label ``batch["o"]`` (required), or the base policy with ``plain=True``
         (the batch then has no "o"). Under prefix dropout the two differ: a ∅ label drops the task text,
         plain keeps it."""
-        inputs = self._model_inputs(batch)
+        o = batch.get("o")
+        inputs = self._model_inputs(batch, self._text_labels(o, len(batch["actions"])))  # text mode: one forward, each prompt its label
         actions = torch.as_tensor(batch["actions"], dtype=torch.float32, device=self.device)
         expected = (inputs.lang_tokens.shape[0], self.config.chunk_size, self.config.action_dim)
         if tuple(actions.shape) != expected:
             raise CfgrlError(f"actions must have shape {expected}, got {tuple(actions.shape)}")
         actions = _pad_last((actions - self._norm_on("action_mean")) / self._norm_on("action_std"), self.config.max_action_dim)
-        o = batch.get("o")
         o = torch.as_tensor(o, device=self.device) if o is not None else None
         losses = self.model(inputs, actions, noise=noise, time=time, o=o, plain=plain)
         # Like lerobot 0.6.1's PI0Policy: only the real action dims count (the zero padding up to
@@ -161,7 +180,8 @@ class PI0Policy(nn.Module):
         """Raw actions (B, chunk, action_dim) with guidance v = v_∅ + w (v_1 - v_∅), w = cfg_scale; a policy
         whose condition was never trained samples the plain base PI0 whatever w."""
         validate_cfg_scale(cfg_scale)
-        inputs = self._model_inputs(obs)
+        # text mode's conditional branch reads the o = 1 prompts (a trained condition, w > 0)
+        inputs = self._model_inputs(obs, optimal_too=self.config.condition_mode == "text" and self.condition_trained and cfg_scale != 0)
         shape = (inputs.lang_tokens.shape[0], self.config.chunk_size, self.config.max_action_dim)
         if noise is not None:
             noise = torch.as_tensor(noise, dtype=torch.float32, device=self.device)

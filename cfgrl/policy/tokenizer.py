@@ -7,6 +7,11 @@ A ``Prompt`` is the text the model reads and where its task text lies (what pref
   normalised to [-1, 1] (``discretize_state``); without it, the task and a newline. The task is
   stripped, ``_`` and newlines become spaces. Its state text may never be cut.
 
+In ``text`` condition mode a labelled prompt carries the label as text, RECAP's way (``ADVANTAGE_TEXT``):
+PI0 ``"{task}\nAdvantage: positive"`` (negative for o = 0), i.e. the advantage line after the plain
+prompt; π0.5 the same line before ``"Action: "`` (after the state text; without state, after the plain
+prompt as PI0). ∅ is the plain prompt itself. The advantage text may never be cut either.
+
 Tokenizers:
 * ``ByteTokenizer`` (tiny/mini presets): UTF-8 bytes shifted past PaliGemma's special ids; the project
   builds it and saves it as JSON beside the weights.
@@ -42,11 +47,23 @@ STATE_BINS = 256
 class Prompt:
     text: str  # what follows BOS
     task: tuple[int, int]  # character span of the task text
-    must_fit: bool = False  # True when cutting the text would cut the state text (a π0.5 prompt with state)
+    must_keep: str = ""  # what cutting the text would cut (state / advantage text); empty: it may be cut
 
 
-def pi0_prompt(task: str) -> Prompt:
-    return Prompt(task + "\n", (0, len(task)))
+# The label as text in ``text`` condition mode, keyed by cfgrl.optimality.Label (∅ has none: the plain prompt).
+ADVANTAGE_TEXT = {1: "Advantage: positive", 0: "Advantage: negative"}
+
+
+def _kept(*parts: str) -> str:
+    return " and ".join(part for part in parts if part)
+
+
+def pi0_prompt(task: str, label: int | None = None) -> Prompt:
+    """PI0's prompt; ``label`` (1 or 0, text condition mode) appends its advantage line, None or ∅ (-1) nothing."""
+    advantage = ADVANTAGE_TEXT.get(label)
+    if advantage is None:
+        return Prompt(task + "\n", (0, len(task)))
+    return Prompt(f"{task}\n{advantage}", (0, len(task)), must_keep="advantage text")
 
 
 def discretize_state(state: np.ndarray) -> np.ndarray:
@@ -54,14 +71,19 @@ def discretize_state(state: np.ndarray) -> np.ndarray:
     return np.digitize(state, bins=np.linspace(-1, 1, STATE_BINS + 1)[:-1]) - 1
 
 
-def pi05_prompt(task: str, state_bins: np.ndarray | None) -> Prompt:
-    """π0.5's prompt of one sample; ``state_bins`` (D,) from ``discretize_state``, or None (no state input)."""
+def pi05_prompt(task: str, state_bins: np.ndarray | None, label: int | None = None) -> Prompt:
+    """π0.5's prompt of one sample; ``state_bins`` (D,) from ``discretize_state``, or None (no state input);
+    ``label`` (1 or 0, text condition mode) adds its advantage line before "Action: ", None or ∅ (-1) nothing."""
     cleaned = task.strip().replace("_", " ").replace("\n", " ")
+    advantage = ADVANTAGE_TEXT.get(label)
+    keep = "advantage text" if advantage is not None else ""
     if state_bins is None:
-        return Prompt(cleaned + "\n", (0, len(cleaned)))
+        return Prompt(f"{cleaned}\n{advantage or ''}", (0, len(cleaned)), must_keep=keep)
     head = "Task: "
     state = " ".join(map(str, state_bins.tolist()))
-    return Prompt(f"{head}{cleaned}, State: {state};\nAction: ", (len(head), len(head) + len(cleaned)), must_fit=True)
+    line = f"{advantage}\n" if advantage is not None else ""
+    return Prompt(f"{head}{cleaned}, State: {state};\n{line}Action: ", (len(head), len(head) + len(cleaned)),
+                  must_keep=_kept("state text", keep))
 
 
 def _byte_span(text: str, span: tuple[int, int]) -> tuple[int, int]:
@@ -75,9 +97,9 @@ def _pad(rows: list[list[tuple[int, bool]]], prompts: list[Prompt], max_len: int
     task = torch.zeros((len(rows), max_len), dtype=torch.bool)
     for i, (row, prompt) in enumerate(zip(rows, prompts)):
         if len(row) > max_len:
-            if prompt.must_fit:
+            if prompt.must_keep:
                 raise CfgrlError(f"a prompt of {len(row)} tokens does not fit the policy's max_token_len {max_len}: cutting it would "
-                                 f"cut its state text; load the policy with a larger max_token_len or shorten the task ({prompt.text!r})")
+                                 f"cut its {prompt.must_keep}; load the policy with a larger max_token_len or shorten the task ({prompt.text!r})")
             warnings.warn(f"a prompt of {len(row)} tokens is cut to the policy's max_token_len {max_len}", stacklevel=3)
         row = row[:max_len]
         ids[i, : len(row)] = torch.tensor([token for token, _ in row], dtype=torch.long)

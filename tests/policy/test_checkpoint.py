@@ -148,15 +148,16 @@ def test_export_of_a_trained_condition_is_the_policy_at_w1(tmp_path, mode, famil
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_export_refuses_a_trained_token_condition(tmp_path, family):
-    policy = make_policy(family=family, condition_mode="token")
+@pytest.mark.parametrize("mode", ["token", "text"])
+def test_export_refuses_a_trained_token_or_text_condition(tmp_path, family, mode):
+    policy = make_policy(family=family, condition_mode=mode)
     perturb_condition(policy)
     policy.condition_trained = True
     out = tmp_path / "lerobot"
     result = CliRunner().invoke(app, ["export", str(policy.save_pretrained(tmp_path / "ours")), str(out), "--lerobot"])
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1, result.output
-    assert "token-mode condition" in lines[0] and "condition_mode=bias or concat" in lines[0]
+    assert f"{mode}-mode condition" in lines[0] and "condition_mode=bias or concat" in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ours"]  # nothing written
 
 
