@@ -61,6 +61,7 @@ class PolicyConfig:
     discrete_state_input: bool | None = _f(None, "fresh π0.5 only: write the state into the prompt (false: the model never sees it; null = the preset's, true)")
     chunk_size: int | None = _f(None, "actions per chunk, and per label window (null = the checkpoint's, else the preset's)")
     normalization: str = _f("mean_std", "state/action stats a fresh policy, or a checkpoint without stats, computes: mean_std | quantile (q01 -> -1, q99 -> +1)")
+    max_token_len: int | None = _f(None, "prompt tokens of a fresh policy or a checkpoint being fine-tuned (null = the checkpoint's, else the preset's); raise it to hold the text condition's advantage line")
     camera_map: list[str] | None = _f(None, "a loaded checkpoint's cameras renamed to the env's, items CHECKPOINT=ENV, e.g. [base_0_rgb=agentview, left_wrist_0_rgb=wrist] for openpi's LIBERO checkpoints; a checkpoint camera the env lacks is masked (null = the names match)")
 
 
@@ -308,6 +309,8 @@ def validate(cfg: Config) -> Config:
     choice("policy.condition_mode", cfg.policy.condition_mode, CONDITION_MODES)
     choice("policy.normalization", cfg.policy.normalization, NORMALIZATIONS)
     camera_renames(cfg.policy.camera_map)  # a malformed item fails at load, before any work
+    if cfg.policy.max_token_len is not None and cfg.policy.max_token_len < 1:
+        raise CfgrlError(f"policy.max_token_len must be at least 1 (or null for the policy's own), got {cfg.policy.max_token_len}")
     if cfg.policy.chunk_size is not None and cfg.policy.chunk_size < 1:
         raise CfgrlError(f"policy.chunk_size must be at least 1 (or null for the policy's own), got {cfg.policy.chunk_size}")
     choice("cfgrl.label_source", cfg.cfgrl.label_source, LABEL_SOURCES)

@@ -97,6 +97,8 @@ class PI0Config:
             overrides["discrete_state_input"] = policy.discrete_state_input
         if policy.chunk_size is not None:
             overrides["chunk_size"] = policy.chunk_size
+        if policy.max_token_len is not None:
+            overrides["max_token_len"] = policy.max_token_len
         return cls.from_preset(policy.preset, condition_mode=policy.condition_mode, **overrides)
 
     @classmethod

@@ -170,7 +170,9 @@ def make_tokenizer(kind: str, max_len: int, directory: Path | None = None, path:
     """The tokenizer of a policy: an explicit ``path`` wins, then one saved in ``directory``."""
     if kind == "byte":
         saved = Path(directory) / BYTE_TOKENIZER_FILE if directory is not None else None
-        return ByteTokenizer.load(saved) if saved is not None and saved.is_file() else ByteTokenizer(max_len)
+        tokenizer = ByteTokenizer.load(saved) if saved is not None and saved.is_file() else ByteTokenizer(max_len)
+        tokenizer.max_len = max_len  # the config's length wins: policy.max_token_len may lengthen a checkpoint's prompts
+        return tokenizer
     if path is None and directory is not None and (Path(directory) / SENTENCEPIECE_FILE).is_file():
         path = Path(directory) / SENTENCEPIECE_FILE
     if path is None:

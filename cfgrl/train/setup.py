@@ -94,9 +94,9 @@ def build_policy(cfg: Config, stores: list[Store], source: Path | None, say: Cal
         return policy
 
     # The configured condition applies to a checkpoint too (a BC base gets the mode being trained).
-    chunk = {"chunk_size": cfg.policy.chunk_size} if cfg.policy.chunk_size is not None else {}
+    sizes = {key: getattr(cfg.policy, key) for key in ("chunk_size", "max_token_len") if getattr(cfg.policy, key) is not None}
     policy = load_policy_dir(source, cfg.policy.tokenizer, condition_mode=cfg.policy.condition_mode,
-                             use_prefix_dropout=cfg.cfgrl.use_prefix_dropout, **chunk, **_unrecorded_dims(source, layout))
+                             use_prefix_dropout=cfg.cfgrl.use_prefix_dropout, **sizes, **_unrecorded_dims(source, layout))
     for note in policy.load_report:
         say(f"policy '{source}': {note}")
     policy.rename_cameras(camera_renames(cfg.policy.camera_map))

@@ -37,8 +37,9 @@ def test_byte_tokenizer_pads_truncates_and_round_trips(tmp_path):
     assert mask[0].tolist() == [True] * 4 + [False] * 4 and mask[1].all()
     assert task[0].tolist() == [False, True, True] + [False] * 5  # PI0's task: the prompt without BOS and newline
     tok.save(tmp_path)
-    again = make_tokenizer("byte", 99, tmp_path)
+    again = make_tokenizer("byte", 8, tmp_path)
     assert again.max_len == 8 and torch.equal(again([pi0_prompt("hi")])[0], tok([pi0_prompt("hi")])[0])
+    assert make_tokenizer("byte", 99, tmp_path).max_len == 99  # the policy config's length wins (policy.max_token_len)
 
 
 def test_missing_sentencepiece_model_is_a_clear_error(tmp_path):

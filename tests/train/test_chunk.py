@@ -49,3 +49,17 @@ def test_label_windows_follow_a_checkpoint_chunk(tmp_path):
     start = run_train(tmp_path / "run", [store], labels, "train.steps=1", "train.batch_size=4", "policy.chunk_size=10")
     again = stages.label(load_config(None), [store], tmp_path / "labels2", start)
     assert load_label_index(again).manifest["horizon"] == 10
+
+
+def test_max_token_len_makes_room_for_the_text_conditions_advantage_line(tmp_path):
+    """A checkpoint whose prompts are too short for "…\\nAdvantage: positive" is refused in one line;
+    policy.max_token_len lengthens them when fine-tuning it (the byte tokenizer's ids need no new weights)."""
+    store = write_store(tmp_path / "s.zarr", episodes=4, length=LENGTH)
+    bc = stages.label(load_config(None, ["cfgrl.label_source=none"]), [store], tmp_path / "labels")  # a BC base
+    labels = stages.label(load_config(None), [store], tmp_path / "labels")
+    short = run_train(tmp_path / "base", [store], bc, "train.steps=1", "train.batch_size=4", "policy.max_token_len=16")
+    text = ["train.steps=1", "train.batch_size=4", f"policy.path={short}", "policy.condition_mode=text"]
+    with pytest.raises(CfgrlError, match="would cut its advantage text"):
+        run_train(tmp_path / "cut", [store], labels, *text)
+    final = run_train(tmp_path / "text", [store], labels, *text, "policy.max_token_len=40")
+    assert PI0Policy.from_pretrained(final).config.max_token_len == 40
