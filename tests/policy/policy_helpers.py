@@ -87,3 +87,26 @@ def train_sentencepiece(directory) -> str:
         pad_id=0, eos_id=1, bos_id=2, unk_id=3, minloglevel=2,
     )
     return str(directory / "sp.model")
+
+
+def count_sampling_passes(policy: PI0Policy, cfg_scale: float, batch: int = 3) -> dict:
+    """Sample once and count what ran: image encodings, and the batch size of every prefix pass and
+    of every suffix pass (one per Euler step)."""
+    calls = {"images": 0, "prefix": [], "suffix": []}
+    transformer = policy.model.transformer
+    embed_images, forward = transformer.embed_images, transformer.forward
+
+    def count_images(pixels):
+        calls["images"] += 1
+        return embed_images(pixels)
+
+    def count_passes(prefix, suffix, *args, **kwargs):
+        calls["prefix" if prefix is not None else "suffix"].append((prefix if prefix is not None else suffix).shape[0])
+        return forward(prefix, suffix, *args, **kwargs)
+
+    transformer.embed_images, transformer.forward = count_images, count_passes
+    try:
+        policy.sample_actions(make_obs(batch), cfg_scale=cfg_scale, noise=make_noise(batch))
+    finally:
+        transformer.embed_images, transformer.forward = embed_images, forward
+    return calls

@@ -7,7 +7,7 @@ import torch
 
 from cfgrl.errors import CfgrlError
 from cfgrl.optimality import Label
-from policy_helpers import FAMILIES, make_noise, make_obs, make_policy, perturb_condition
+from policy_helpers import FAMILIES, count_sampling_passes, make_noise, make_obs, make_policy, perturb_condition
 
 
 def manual_euler(policy, obs, noise, weight_of):
@@ -48,23 +48,7 @@ def test_guided_sampling_matches_the_uncached_reference(mode, prefix_dropout, fa
 def test_guidance_is_one_batched_suffix_pass_per_step_with_images_encoded_once(family, prefix_dropout):
     policy = make_policy(family=family, use_prefix_dropout=prefix_dropout, num_steps=4)
     policy.condition_trained = True
-    calls = {"images": 0, "prefix": [], "suffix": []}
-    transformer = policy.model.transformer
-    embed_images, forward = transformer.embed_images, transformer.forward
-
-    def count_images(pixels):
-        calls["images"] += 1
-        return embed_images(pixels)
-
-    def count_passes(prefix, suffix, *args, **kwargs):
-        if prefix is not None:
-            calls["prefix"].append(prefix.shape[0])
-        if suffix is not None:
-            calls["suffix"].append(suffix.shape[0])
-        return forward(prefix, suffix, *args, **kwargs)
-
-    transformer.embed_images, transformer.forward = count_images, count_passes
-    policy.sample_actions(make_obs(3), cfg_scale=2.5, noise=make_noise(3))
+    calls = count_sampling_passes(policy, cfg_scale=2.5)
     assert calls["images"] == 1
     assert calls["prefix"] == [6 if prefix_dropout else 3]  # two prefixes (one batch) only when they differ
     assert calls["suffix"] == [6] * 4  # both branches in one pass per Euler step

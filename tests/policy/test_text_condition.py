@@ -9,7 +9,7 @@ import torch
 from cfgrl.errors import CfgrlError
 from cfgrl.optimality import Label
 from cfgrl.policy.tokenizer import ByteTokenizer, SentencePieceTokenizer, pi05_prompt, pi0_prompt
-from policy_helpers import FAMILIES, make_batch, make_noise, make_obs, make_policy, train_sentencepiece
+from policy_helpers import FAMILIES, count_sampling_passes, make_batch, make_noise, make_obs, make_policy, train_sentencepiece
 
 
 def text_policy(family: str, **overrides):
@@ -86,20 +86,7 @@ def test_guided_sampling_equals_both_prompts_run_separately(family, prefix_dropo
 def test_guidance_runs_two_prefixes_in_one_batch_with_images_encoded_once(family):
     policy = text_policy(family, num_steps=2)
     policy.condition_trained = True
-    calls = {"images": 0, "prefix": [], "suffix": []}
-    transformer = policy.model.transformer
-    embed_images, forward = transformer.embed_images, transformer.forward
-
-    def count_images(pixels):
-        calls["images"] += 1
-        return embed_images(pixels)
-
-    def count_passes(prefix, suffix, *args, **kwargs):
-        calls["prefix" if prefix is not None else "suffix"].append((prefix if prefix is not None else suffix).shape[0])
-        return forward(prefix, suffix, *args, **kwargs)
-
-    transformer.embed_images, transformer.forward = count_images, count_passes
-    policy.sample_actions(make_obs(3), cfg_scale=2.5, noise=make_noise(3))
+    calls = count_sampling_passes(policy, cfg_scale=2.5)
     assert calls == {"images": 1, "prefix": [6], "suffix": [6, 6]}
 
 
