@@ -98,3 +98,14 @@ def check_env_limits(cfg: EnvConfig, backend: str) -> None:
         raise CfgrlError(f"env.image_size must be at least 16 for the {backend} env, got {cfg.image_size}")
     if cfg.max_steps is not None and cfg.max_steps < 1:
         raise CfgrlError(f"env.max_steps must be at least 1, got {cfg.max_steps}")
+
+
+def smoke_report(env: Env, backend: str, suite: str) -> str:
+    """Reset, render and step ``env`` once, then close it: the set-up scripts' one-line check."""
+    try:
+        obs = env.reset(0, 0, seed=0)
+        env.step(env.wait_action, render=False)
+        shapes = {name: img.shape for name, img in obs.images.items()}
+        return f"{backend} ok: {suite} has {len(env.tasks())} tasks; renderer {env.renderer}; cameras {shapes}"
+    finally:
+        env.close()

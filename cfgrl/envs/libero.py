@@ -28,7 +28,7 @@ import yaml
 
 from cfgrl import atomic
 from cfgrl.config import EnvConfig
-from cfgrl.envs.base import ACTION_DIM, STATE_DIM, Observation, StepResult, TaskInfo, check_env_config, select_mujoco_gl
+from cfgrl.envs.base import ACTION_DIM, STATE_DIM, Observation, StepResult, TaskInfo, check_env_config, select_mujoco_gl, smoke_report
 from cfgrl.errors import CfgrlError
 
 # openpi's LIBERO step limits (policy steps, wait steps excluded): the longest demonstration of each suite plus margin.
@@ -228,11 +228,4 @@ class LiberoEnv:
 
 def check_install(suite: str = "libero_spatial", image_size: int = 224) -> str:
     """Build a real LIBERO env, reset, render, step once: a one-line report (also warms numba's cache)."""
-    env = LiberoEnv(EnvConfig(name="libero", suite=suite, image_size=image_size))
-    try:
-        obs = env.reset(0, 0, seed=0)
-        env.step(env.wait_action, render=False)
-        shapes = {name: img.shape for name, img in obs.images.items()}
-        return f"LIBERO ok: {suite} has {len(env.tasks())} tasks; renderer {env.renderer}; cameras {shapes}"
-    finally:
-        env.close()
+    return smoke_report(LiberoEnv(EnvConfig(name="libero", suite=suite, image_size=image_size)), "LIBERO", suite)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from cfgrl.config import EnvConfig
-from cfgrl.envs.base import ACTION_DIM, STATE_DIM, Observation, StepResult, TaskInfo, check_env_limits, select_mujoco_gl
+from cfgrl.envs.base import ACTION_DIM, STATE_DIM, Observation, StepResult, TaskInfo, check_env_limits, select_mujoco_gl, smoke_report
 from cfgrl.errors import CfgrlError
 
 BENCHMARKS = ("MT10", "MT50")  # or one task name: MT1
@@ -351,11 +351,4 @@ class MetaWorldEnv:
 
 def check_install(suite: str = "MT10") -> str:
     """Build a real Meta-World env, reset, render, step once: a one-line report."""
-    env = MetaWorldEnv(EnvConfig(name="metaworld", suite=suite, image_size=64))
-    try:
-        obs = env.reset(0, 0, seed=0)
-        env.step(env.wait_action, render=False)
-        shapes = {name: img.shape for name, img in obs.images.items()}
-        return f"Meta-World ok: {suite} has {len(env.tasks())} tasks; renderer {env.renderer}; cameras {shapes}"
-    finally:
-        env.close()
+    return smoke_report(MetaWorldEnv(EnvConfig(name="metaworld", suite=suite, image_size=64)), "Meta-World", suite)
