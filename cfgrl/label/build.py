@@ -95,13 +95,13 @@ def _store_windows(data: StoreData, index: int, settings: dict[str, Any],
     groups = Groups.of(data)
     _check_baseline(data, groups, source)
     single = groups.size == 1
-    zero_variance = groups.zero_variance(data)
-    if source not in GROUP_RELATIVE:
-        zero_variance &= ~single  # one rollout has no spread to measure, and window_return needs no baseline
     if values is not None:
-        zero_variance[:] = False  # value compares each window with V, not with the group
+        zero_variance = np.zeros(len(groups.size), bool)  # value compares each window with V, not with the group
         advantage = value_advantage(windows, data, values, settings["value_horizon"])
     else:
+        zero_variance = groups.zero_variance(data)
+        if source not in GROUP_RELATIVE:
+            zero_variance &= ~single  # one rollout has no spread to measure, and window_return needs no baseline
         advantage = estimate(source, windows, data, groups, settings["window_return_reduce"])
     succeeded = groups.all_succeeded(data)
     group = groups.code[windows.episode]

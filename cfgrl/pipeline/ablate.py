@@ -75,7 +75,9 @@ def run_ablation(cfg: Config, store: Path, policy: Path, out: Path, grid: dict[s
         overall = {r["cfg_scale"]: r for r in overall_rows(results, role="policy")}
         chosen = overall[chosen_cfg_scale(results, "cfgrl ablate")]
         # each setting against the defaults, both at their chosen w, on the same test episodes
-        d = None if factor == "default" else compare_evaluations(out / slug / "eval", default_eval).difference
+        if factor == "default":  # settings() puts it first
+            default_w = chosen["cfg_scale"]
+        d = None if factor == "default" else compare_evaluations(out / slug / "eval", default_eval, chosen["cfg_scale"], default_w).difference
         vs_default = {} if d is None else {"diff_vs_default": d.diff, "diff_ci_low": d.low, "diff_ci_high": d.high}
         rows.append({
             "setting": slug, "factor": factor, "value": value,

@@ -80,7 +80,7 @@ def cfgrl_minus_baselines(first: dict[str, Any], baselines: dict[str, dict[str, 
     objective -> [difference, 95% low, 95% high]."""
     out = {}
     for objective, results in baselines.items():
-        d = compare_evaluations(first["eval"], results["out_dir"]).difference
+        d = compare_evaluations(first["eval"], results["out_dir"], first["chosen_cfg_scale"], results["chosen_cfg_scale"]).difference
         out[objective] = [d.diff, d.low, d.high]
     return out
 

@@ -31,7 +31,6 @@ from cfgrl.policy.normalize import NormStats
 from cfgrl.policy.tokenizer import make_tokenizer
 from cfgrl.schemas import POLICY
 
-LEGACY_FORMAT = layout.LEGACY_FORMAT
 STATS_FILE = "stats.json"
 PICKLE_HEADS = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive, a bare pickle stream
 log = logging.getLogger(__name__)
@@ -95,18 +94,13 @@ def save_policy(policy, directory: Path) -> Path:
     return _write_atomically(directory, fill)
 
 
-def is_ours(meta: dict[str, Any]) -> bool:
-    """Whether a checkpoint's config.json is a cfgrl policy's (of any schema version)."""
-    return layout.layout_of(meta) == "cfgrl"
-
-
 def is_policy_config(meta: Any) -> bool:
     """Whether a config.json is a policy checkpoint's that ``load_policy`` reads: ours, lerobot's or openpi's."""
     return layout.layout_of(meta) is not None
 
 
 def _check_schema(meta: dict[str, Any], directory: Path) -> None:
-    stamp = {**meta, "schema": POLICY.name} if meta.get("format") == LEGACY_FORMAT else meta
+    stamp = {**meta, "schema": POLICY.name} if meta.get("format") == layout.LEGACY_FORMAT else meta
     POLICY.check(stamp, f"policy checkpoint '{directory}'")
 
 

@@ -8,12 +8,12 @@ so its weights tell the family.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from cfgrl.policy import layout as layouts
 from cfgrl.policy.config import PI0Config
+from cfgrl.policy.normalize import NormStats
 
 FAMILY = {"pi0": "π0", "pi05": "π0.5"}
 NO_STATS = "none (cfgrl train computes them from the stores)"
@@ -42,7 +42,7 @@ def _config_rows(config: PI0Config) -> list[tuple[str, str]]:
 def _ours(directory: Path, meta: dict[str, Any]) -> list[tuple[str, str]]:
     config = PI0Config.from_dict(meta["config"])  # fields an older checkpoint lacks take their defaults, as on loading
     stats_path = directory / "stats.json"
-    stats = json.loads(stats_path.read_text()).get("kind", "mean_std") if stats_path.is_file() else NO_STATS
+    stats = NormStats.load(stats_path).kind if stats_path.is_file() else NO_STATS
     dropout = "on" if config.use_prefix_dropout else "off"
     trained = "yes" if meta.get("condition_trained") else "no (the policy is its base whatever w)"
     return [*_config_rows(config), ("stats", stats),

@@ -79,7 +79,7 @@ def family_of_weights(keys: list[str], prefix: str, where: str) -> str:
     """"pi0" or "pi05" from the key names (``prefix``: "model." for lerobot, "" for openpi)."""
     names = [k[len(prefix):] for k in keys if k.startswith(prefix)]
     pi0 = any(k.startswith(PI0_MARKERS) for k in names)
-    pi05 = any(k.startswith(PI05_MARKERS) for k in names) or any(".layernorm.dense." in k or "norm.dense." in k for k in names)
+    pi05 = any(k.startswith(PI05_MARKERS) for k in names) or any("norm.dense." in k for k in names)
     if pi0 == pi05:
         raise CfgrlError(f"{where}: the weights hold {'both' if pi0 else 'neither'} π0's (state_proj, action_time_mlp_*) "
                          f"{'and' if pi0 else 'nor'} π0.5's (time_mlp_*, adaptive norms) parameters; give a π0 or π0.5 checkpoint")

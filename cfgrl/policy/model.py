@@ -24,7 +24,7 @@ from torch import nn
 
 from cfgrl.errors import CfgrlError
 from cfgrl.optimality import Label
-from cfgrl.policy.backbone import KVCache, make_attention_mask
+from cfgrl.policy.backbone import JointTransformer, KVCache, make_attention_mask
 from cfgrl.policy.condition import check_labels
 from cfgrl.policy.config import PI0Config
 
@@ -71,10 +71,13 @@ def validate_cfg_scale(cfg_scale: float) -> float:
 
 
 class FlowModel(nn.Module):
-    """The shared base. A family defines ``transformer``, ``action_in_proj``, ``action_out_proj``,
-    ``condition`` and ``embed_suffix(state, x_t, time, o) -> Suffix``."""
+    """The shared base: the config and the joint transformer. A family defines ``action_in_proj``,
+    ``action_out_proj``, ``condition`` and ``embed_suffix(state, x_t, time, o) -> Suffix``."""
 
-    config: PI0Config
+    def __init__(self, cfg: PI0Config) -> None:
+        super().__init__()
+        self.config = cfg
+        self.transformer = JointTransformer(cfg)
 
     def embed_suffix(self, state, x_t, time, o) -> Suffix:
         raise NotImplementedError

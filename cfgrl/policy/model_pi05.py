@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cfgrl.policy.backbone import JointTransformer
 from cfgrl.policy.condition import Condition, any_conditioned
 from cfgrl.policy.config import PI0Config
 from cfgrl.policy.model import FlowModel, Suffix, sinusoidal_time_embedding
@@ -25,10 +24,8 @@ from cfgrl.policy.model import FlowModel, Suffix, sinusoidal_time_embedding
 
 class PI05Model(FlowModel):
     def __init__(self, cfg: PI0Config) -> None:
-        super().__init__()
-        self.config = cfg
+        super().__init__(cfg)  # the config and the joint transformer, first: fresh weights keep their seeded order
         width = cfg.expert_width
-        self.transformer = JointTransformer(cfg)
         self.action_in_proj = nn.Linear(cfg.max_action_dim, width)
         self.time_mlp_in = nn.Linear(width, width)
         self.time_mlp_out = nn.Linear(width, width)

@@ -74,14 +74,13 @@ def mismatch_report(checkpoint: NormStats, store: NormStats, rtol: float = 0.1) 
     """One line per statistic whose checkpoint and store values differ, with both values.
 
     Compared on the checkpoint's own scale (its std, or half its q01..q99 range): a shift of a tenth
-    of it is reported. Stats of two kinds are not compared (the store's are computed in the checkpoint's)."""
+    of it is reported. Both are of one kind: the store's are computed in the checkpoint's."""
+    assert checkpoint.kind == store.kind, (checkpoint.kind, store.kind)
     lines = []
     for name in ("state", "action"):
         _, scale = checkpoint.affine(name)
         for stat in FIELDS[checkpoint.kind]:
             ours, theirs = getattr(checkpoint, f"{name}_{stat}"), getattr(store, f"{name}_{stat}")
-            if theirs is None:
-                continue
             if ours.shape != theirs.shape:
                 lines.append(f"{name}: checkpoint has {ours.shape[0]} dims, the stores have {theirs.shape[0]}")
                 break

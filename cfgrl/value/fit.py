@@ -251,7 +251,7 @@ def fit_values(stores: list[Store], cfg: Config, out: Path) -> ValueOutput:
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     _write(out, manifest, table, log_lines, states)
-    return ValueOutput.read(out)
+    return ValueOutput(out, manifest, table)  # what was just written, not read back
 
 
 def _write(out: Path, manifest: dict[str, Any], table: pd.DataFrame, log_lines: list[str], states: list[dict]) -> None:
