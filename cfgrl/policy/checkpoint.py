@@ -17,17 +17,18 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from cfgrl.errors import CfgrlError
 from cfgrl.optimality import Label
 from cfgrl.policy import layout, lerobot_format, openpi_format
 from cfgrl.policy.config import PI0Config
 from cfgrl.policy.normalize import NormStats
+from cfgrl.policy.policy import content_digest, feed_digest
 from cfgrl.policy.tokenizer import make_tokenizer
 from cfgrl.schemas import POLICY
 
@@ -58,11 +59,23 @@ def _write_atomically(target: Path, fill) -> Path:
     return target
 
 
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+def read_safetensors(path: Path, dtype: torch.dtype | None = None,
+                     on_read: Callable[[str, torch.Tensor], None] | None = None) -> dict[str, torch.Tensor]:
     """The tensors of a ``.safetensors`` file, or one line saying it is missing, cut short, or not
-    safetensors at all. A pickle is refused, never loaded: unpickling runs arbitrary code."""
+    safetensors at all. A pickle is refused, never loaded: unpickling runs arbitrary code.
+
+    Tensors are read one at a time, in key order: ``on_read`` sees each as stored, then a floating
+    one is cast to ``dtype`` (None: kept), so reading a full-size model holds one copy in ``dtype``
+    plus one tensor as stored, never the whole file twice."""
     try:
-        return load_file(str(path))
+        tensors = {}
+        with safe_open(str(path), framework="pt") as f:
+            for key in sorted(f.keys()):
+                tensor = f.get_tensor(key)
+                if on_read is not None:
+                    on_read(key, tensor)
+                tensors[key] = tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+        return tensors
     except (SafetensorError, OSError) as exc:
         if not Path(path).is_file():
             raise CfgrlError(f"{path} is missing; copy the whole checkpoint directory again") from None
@@ -81,7 +94,7 @@ def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_policy(policy, directory: Path) -> Path:
     def fill(staging: Path) -> None:
-        save_file(_contiguous(policy.model.state_dict()), str(staging / "model.safetensors"))
+        save_file(_contiguous(policy.weights()), str(staging / "model.safetensors"))
         if policy.stats is not None:
             policy.stats.save(staging / STATS_FILE)
         policy.tokenizer.save(staging)
@@ -104,12 +117,39 @@ def _check_schema(meta: dict[str, Any], directory: Path) -> None:
     POLICY.check(stamp, f"policy checkpoint '{directory}'")
 
 
-def load_policy(directory: Path, tokenizer: str | Path | None = None, overrides: dict[str, Any] | None = None):
+def load_policy(directory: Path, tokenizer: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                dtype: torch.dtype = torch.float32):
+    """The policy a checkpoint holds, its weights in ``dtype``: built on the meta device and given the
+    tensors read from the file (cast as they are read), so loading holds about one copy of the weights."""
     from cfgrl.policy.policy import PI0Policy
 
     meta = layout.read_config(directory)
     load = {"cfgrl": _load_ours, "lerobot": _load_lerobot, "openpi": _load_openpi}[layout.known_layout(meta, directory)]
-    return load(PI0Policy, directory, meta, tokenizer, overrides or {})
+    return load(PI0Policy, directory, meta, tokenizer, overrides or {}, dtype)
+
+
+def _materialise(cls, config: PI0Config, stats: NormStats | None, tokenizer, state: dict[str, torch.Tensor], directory: Path,
+                 new_condition: bool):
+    """A policy whose weights are the tensors of ``state`` themselves (no copy): built with its parameters
+    on the meta device, then assigned. With ``new_condition``, condition parameters ``state`` lacks are
+    initialised afresh; any other key missing or unexpected is one clear error. Returns the policy and
+    the condition keys that were initialised."""
+    from accelerate import init_empty_weights
+
+    from cfgrl.policy.condition import Condition
+
+    with init_empty_weights():  # parameters on the meta device; buffers (RoPE frequencies) computed as usual
+        policy = cls(config, stats=stats, tokenizer=tokenizer)
+    result = policy.model.load_state_dict(state, strict=False, assign=True)
+    fresh = [k for k in result.missing_keys if k.startswith("condition.")] if new_condition else []
+    _check_keys([k for k in result.missing_keys if k not in fresh], list(result.unexpected_keys), directory)
+    if fresh:
+        dtype = next(iter(state.values())).dtype
+        policy.model.condition = Condition(config).to(dtype)
+    left = [name for name, t in [*policy.named_parameters(), *policy.named_buffers()] if t.is_meta]
+    if left:
+        raise CfgrlError(f"{directory}: internal error, no weights for {', '.join(left[:5])} after loading")
+    return policy, fresh
 
 
 def carries_stats(directory: Path) -> bool:
@@ -145,7 +185,7 @@ def _check_keys(missing: list[str], unexpected: list[str], directory: Path) -> N
 CONDITION_SETTINGS = ("condition_mode", "use_prefix_dropout")
 
 
-def _load_ours(cls, directory: Path, meta: dict, tokenizer, overrides: dict):
+def _load_ours(cls, directory: Path, meta: dict, tokenizer, overrides: dict, dtype: torch.dtype):
     _check_schema(meta, directory)
     overrides = {k: v for k, v in overrides.items() if meta["config"].get(k) != v}
     switched = {k: v for k, v in overrides.items() if k in CONDITION_SETTINGS}
@@ -156,30 +196,40 @@ def _load_ours(cls, directory: Path, meta: dict, tokenizer, overrides: dict):
                          f"{switched} (start from a policy whose condition was never trained, e.g. the BC base)")
     config = PI0Config.from_dict({**meta["config"], **overrides})
     stats = NormStats.load(directory / STATS_FILE) if (directory / STATS_FILE).is_file() else None
-    policy = cls(config, stats=stats, tokenizer=_tokenizer(config, directory, tokenizer))
-    state = read_safetensors(directory / "model.safetensors")
+    # The recorded id is checked on the bytes as stored, while they are read (the weights may be cast).
+    digest = content_digest(config, trained, stats) if not overrides else None
+    stored_dtypes: set[torch.dtype] = set()
+
+    def on_read(key: str, tensor: torch.Tensor) -> None:
+        stored_dtypes.add(tensor.dtype)
+        if digest is not None:
+            feed_digest(digest, key, tensor)
+
+    state = read_safetensors(directory / "model.safetensors", dtype, on_read)
     if switched:  # never trained: nothing is lost by starting the new condition machinery afresh
         state = {k: v for k, v in state.items() if not k.startswith("condition.")}
-    result = policy.model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not (switched and k.startswith("condition."))]
-    _check_keys(missing, result.unexpected_keys, directory)
+    policy, _ = _materialise(cls, config, stats, _tokenizer(config, directory, tokenizer), state, directory, bool(switched))
     policy.condition_trained = trained
     if switched:
         policy.load_report = [f"condition settings {switched} replace the checkpoint's untrained ones; new condition parameters initialised"]
-    if not overrides and policy.policy_id != meta.get("policy_id"):
-        raise CfgrlError(f"{directory}: content hash {policy.policy_id} differs from the recorded policy id {meta.get('policy_id')} (corrupted or edited checkpoint)")
+    if digest is not None:
+        if digest.hexdigest() != meta.get("policy_id"):
+            raise CfgrlError(f"{directory}: content hash {digest.hexdigest()} differs from the recorded policy id {meta.get('policy_id')} "
+                             "(corrupted or edited checkpoint)")
+        if stored_dtypes <= {dtype} | {d for d in stored_dtypes if not d.is_floating_point}:
+            policy.remember_id(digest.hexdigest())  # held as stored: the id is the recorded one, no second pass
     return policy
 
 
-def _load_lerobot(cls, directory: Path, meta: dict, tokenizer, overrides: dict):
+def _load_lerobot(cls, directory: Path, meta: dict, tokenizer, overrides: dict, dtype: torch.dtype):
     notes: list[str] = []
     stats = lerobot_format.read_stats(directory, notes, lerobot_format.stats_kind(meta, directory))
-    weights = read_safetensors(directory / "model.safetensors")
+    weights = read_safetensors(directory / "model.safetensors", dtype)
     return _from_lerobot(cls, directory, meta, weights, stats, notes, tokenizer, overrides)
 
 
-def _load_openpi(cls, directory: Path, meta: dict, tokenizer, overrides: dict):
-    weights = read_safetensors(directory / "model.safetensors")
+def _load_openpi(cls, directory: Path, meta: dict, tokenizer, overrides: dict, dtype: torch.dtype):
+    weights = read_safetensors(directory / "model.safetensors", dtype)
     converted = openpi_format.to_lerobot(directory, meta, weights, overrides.get("state_dim"), overrides.get("action_dim"))
     if converted.family == "pi05" and "discrete_state_input" not in overrides:
         raise CfgrlError(f"{directory} is an openpi π0.5 checkpoint, whose config.json does not record whether the state is "
@@ -194,11 +244,7 @@ def _from_lerobot(cls, directory: Path, meta: dict, weights: dict, stats: NormSt
     lerobot_format.check_family(config.family, weights, directory)
     state, converted = lerobot_format.to_ours(weights)
     notes += converted
-    policy = cls(config, stats=stats, tokenizer=_tokenizer(config, directory, tokenizer))
-    result = policy.model.load_state_dict(state, strict=False)
-    condition_keys = [k for k in result.missing_keys if k.startswith("condition.")]
-    missing = [k for k in result.missing_keys if not k.startswith("condition.")]
-    _check_keys(missing, list(result.unexpected_keys), directory)
+    policy, condition_keys = _materialise(cls, config, stats, _tokenizer(config, directory, tokenizer), state, directory, True)
     if condition_keys:  # text mode has none: its condition is the prompt
         notes.append(f"initialised new condition parameters ({config.condition_mode}): {', '.join(condition_keys)}")
     policy.load_report = notes
@@ -215,7 +261,7 @@ def exported_state(policy) -> dict[str, torch.Tensor]:
     dropout, as lerobot's pi0 always does. A token- or text-mode condition cannot be folded (CfgrlError); a
     never-trained one is not used when sampling, so the plain network is exported as it is.
     """
-    state = dict(policy.model.state_dict())
+    state = policy.weights()
     if policy.condition_trained:
         with torch.no_grad():
             layer, shift = policy.model.condition.folded_shift(Label.OPTIMAL)

@@ -27,6 +27,31 @@ from cfgrl.policy.normalize import NormStats
 from cfgrl.policy.tokenizer import Prompt, Tokenizer, discretize_state, make_tokenizer, pi05_prompt, pi0_prompt
 
 
+def _hashed_config(config: PI0Config) -> dict[str, Any]:
+    """The config as hashed: a PI0's without the fields π0.5 added, so the ids of PI0 checkpoints
+    written before them still verify."""
+    values = config.to_dict()
+    if config.family == "pi0":
+        for key in ("family", "discrete_state_input"):
+            values.pop(key)
+    return values
+
+
+def content_digest(config: PI0Config, condition_trained: bool, stats: NormStats | None) -> "hashlib._Hash":
+    """A policy id's hash, fed with everything but the weights (``feed_digest`` adds each, in key order)."""
+    digest = hashlib.blake2b(digest_size=10)
+    digest.update(json.dumps({"config": _hashed_config(config), "condition_trained": condition_trained}, sort_keys=True).encode())
+    # No stats normalise exactly as identity stats do: the same content, the same id.
+    stats = stats if stats is not None else NormStats.identity(config.state_dim, config.action_dim)
+    digest.update(json.dumps(stats.to_dict(), sort_keys=True).encode())
+    return digest
+
+
+def feed_digest(digest: "hashlib._Hash", name: str, tensor: torch.Tensor) -> None:
+    digest.update(name.encode())
+    digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+
+
 def _pad_last(x: torch.Tensor, size: int) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, size - x.shape[-1]))
 
@@ -65,6 +90,11 @@ class PI0Policy(nn.Module):
 
     def _identity_stats(self) -> NormStats:
         return NormStats.identity(self.config.state_dim, self.config.action_dim)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the weights are held in (float32, or bfloat16 for bf16 inference and training)."""
+        return self.model.action_out_proj.weight.dtype
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -199,32 +229,28 @@ class PI0Policy(nn.Module):
         """Content hash of config, weights, stats and condition_trained (cached per weight version).
 
         The tokenizer is left out: the byte one is fixed by the config, and the PaliGemma SentencePiece
-        model is an external asset that may be supplied by path at load time.
+        model is an external asset that may be supplied by path at load time. The weights hashed are the
+        ones the policy holds, in their dtype, with LoRA adapters merged (``weights``).
         """
-        key = (tuple(t._version for t in self.model.state_dict().values()), id(self._stats), self.condition_trained)
-        if self._id_cache is None or self._id_cache[0] != key:
-            self._id_cache = (key, self._content_hash())
+        if self._id_cache is None or self._id_cache[0] != self._id_key():
+            digest = content_digest(self.config, self.condition_trained, self._stats)
+            for name, tensor in sorted(self.weights().items()):
+                feed_digest(digest, name, tensor)
+            self._id_cache = (self._id_key(), digest.hexdigest())
         return self._id_cache[1]
 
-    def _content_hash(self) -> str:
-        digest = hashlib.blake2b(digest_size=10)
-        digest.update(json.dumps({"config": self._hashed_config(), "condition_trained": self.condition_trained}, sort_keys=True).encode())
-        # No stats normalise exactly as identity stats do: the same content, the same id.
-        stats = self._stats if self._stats is not None else self._identity_stats()
-        digest.update(json.dumps(stats.to_dict(), sort_keys=True).encode())
-        for name, tensor in sorted(self.model.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()
+    def _id_key(self) -> tuple:
+        return (tuple(t._version for t in self.model.state_dict().values()), id(self._stats), self.condition_trained)
 
-    def _hashed_config(self) -> dict[str, Any]:
-        """The config as hashed: a PI0's without the fields π0.5 added, so the ids of PI0 checkpoints
-        written before them still verify."""
-        values = self.config.to_dict()
-        if self.config.family == "pi0":
-            for key in ("family", "discrete_state_input"):
-                values.pop(key)
-        return values
+    def remember_id(self, policy_id: str) -> None:
+        """Take ``policy_id`` as the hash of the weights held now (verified by the loader as it read them)."""
+        self._id_cache = (self._id_key(), policy_id)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The model's plain state dict: what a checkpoint stores, with LoRA adapters merged into their layers."""
+        from cfgrl.policy.lora import merged_state
+
+        return merged_state(self.model)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         from cfgrl.policy.checkpoint import save_policy
@@ -245,10 +271,11 @@ class PI0Policy(nn.Module):
         self.config = self.config.replace(camera_names=names)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, tokenizer: str | Path | None = None, **overrides: Any) -> "PI0Policy":
-        """Load our checkpoint or a lerobot pi0 / pi05 one (the family the checkpoint holds); ``overrides``
-        are PI0Config fields (e.g. sizes, condition_mode)."""
+    def from_pretrained(cls, directory: str | Path, tokenizer: str | Path | None = None, dtype: torch.dtype = torch.float32,
+                        **overrides: Any) -> "PI0Policy":
+        """Load our checkpoint or a lerobot pi0 / pi05 or openpi one (the family the checkpoint holds) with its
+        weights in ``dtype``; ``overrides`` are PI0Config fields (e.g. sizes, condition_mode)."""
         from cfgrl.policy.checkpoint import load_policy
 
-        return load_policy(Path(directory), tokenizer=tokenizer, overrides=overrides)
+        return load_policy(Path(directory), tokenizer=tokenizer, overrides=overrides, dtype=dtype)
 
