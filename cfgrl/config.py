@@ -62,6 +62,7 @@ class PolicyConfig:
     chunk_size: int | None = _f(None, "actions per chunk, and per label window (null = the checkpoint's, else the preset's)")
     normalization: str = _f("mean_std", "state/action stats a fresh policy, or a checkpoint without stats, computes: mean_std | quantile (q01 -> -1, q99 -> +1)")
     max_token_len: int | None = _f(None, "prompt tokens of a fresh policy or a checkpoint being fine-tuned (null = the checkpoint's, else the preset's); raise it to hold the text condition's advantage line")
+    dtype: str = _f("auto", "weights' dtype when collect and evaluate run a checkpoint: auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16")
     camera_map: list[str] | None = _f(None, "a loaded checkpoint's cameras renamed to the env's, items CHECKPOINT=ENV, e.g. [base_0_rgb=agentview, left_wrist_0_rgb=wrist] for openpi's LIBERO checkpoints; a checkpoint camera the env lacks is masked (null = the names match)")
 
 
@@ -125,6 +126,11 @@ class TrainConfig:
     freeze_vision: bool = _f(False, "freeze the vision tower")
     train_expert_only: bool = _f(False, "train only the action expert and the projections")
     gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass")
+    param_dtype: str = _f("fp32", "weights' dtype: fp32 | bf16 (bf16 weights; the optimiser updates fp32 master copies of the trainable ones, on the weights' device)")
+    lora_rank: int = _f(0, "LoRA adapter rank (peft) on the layers train.lora_targets names; only adapters and condition train (0 = off: every unfrozen weight trains)")
+    lora_targets: list[str] = _f(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], "LoRA: regular expressions searched in linear layers' names (q_proj hits vision, prefix LM and expert; expert.*_proj the expert only)")
+    lora_alpha: float = _f(16.0, "LoRA: scale numerator; an adapter adds B A alpha/rank")
+    lora_dropout: float = _f(0.0, "LoRA: dropout on the adapters' input")
     redraw_dropout: bool = _f(False, "redraw condition dropout each epoch from the raw labels")
     stats: str = _f("checkpoint", "normalisation stats: checkpoint (keep the policy's) | store (recompute)")
     num_workers: int = _f(0, "data-loader worker processes")

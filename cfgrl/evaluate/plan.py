@@ -236,4 +236,11 @@ def settings_digest(cfg: Config) -> str:
         "env": {"name": cfg.env.name, "image_size": cfg.env.image_size, "max_steps": cfg.env.max_steps},
         "inference": {"num_steps": cfg.inference.num_steps, "replan_steps": cfg.inference.replan_steps},
     }
+    import torch
+
+    from cfgrl.policy.policy import dtype_named
+
+    dtype = dtype_named(cfg.policy.dtype, "policy.dtype", auto=True)
+    if dtype != torch.float32:  # fp32 keeps the digest of the logs written before policy.dtype existed
+        relevant["dtype"] = str(dtype)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]

@@ -27,6 +27,19 @@ from cfgrl.policy.normalize import NormStats
 from cfgrl.policy.tokenizer import Prompt, Tokenizer, discretize_state, make_tokenizer, pi05_prompt, pi0_prompt
 
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def dtype_named(name: str, setting: str, auto: bool = False) -> torch.dtype:
+    """The torch dtype of a config's dtype name; with ``auto`` (inference) also "auto": bf16 where CUDA
+    runs the policy, fp32 on the CPU."""
+    if auto and name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    if name not in DTYPES:
+        raise CfgrlError(f"unknown {setting} {name!r}; accepted: {', '.join([*DTYPES, *(['auto'] if auto else [])])}")
+    return DTYPES[name]
+
+
 def _hashed_config(config: PI0Config) -> dict[str, Any]:
     """The config as hashed: a PI0's without the fields π0.5 added, so the ids of PI0 checkpoints
     written before them still verify."""
@@ -90,6 +103,11 @@ class PI0Policy(nn.Module):
 
     def _identity_stats(self) -> NormStats:
         return NormStats.identity(self.config.state_dim, self.config.action_dim)
+
+    def cast_weights(self, dtype: torch.dtype) -> None:
+        """Hold every parameter in ``dtype``; buffers (RoPE frequencies, position ids) keep theirs."""
+        for param in self.parameters():
+            param.data = param.data.to(dtype)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -60,9 +60,14 @@ def load_policy(source: str | None, cfg: Config, camera_names: tuple[str, ...], 
             raise CfgrlError(
                 f"policy '{source}' is not a directory; give a checkpoint directory, scripted:NOISE, or no --policy"
             )
-        from cfgrl.policy import PI0Policy
+        import torch
 
-        policy = PI0Policy.from_pretrained(path, tokenizer=cfg.policy.tokenizer)
+        from cfgrl.policy import PI0Policy
+        from cfgrl.policy.policy import dtype_named
+
+        dtype = dtype_named(cfg.policy.dtype, "policy.dtype", auto=True)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        policy = PI0Policy.from_pretrained(path, tokenizer=cfg.policy.tokenizer, dtype=dtype).to(device)
         for note in policy.load_report:
             say(f"policy '{source}': {note}")
         policy.rename_cameras(camera_renames(cfg.policy.camera_map))

@@ -10,6 +10,9 @@
     training_state/rng.safetensors       torch CPU (and CUDA) generator states of rank 0
     training_state/rng.json              numpy and python generator states of rank 0
     training_state/ema.safetensors       EMA weights (only with train.ema_decay)
+    training_state/master_weights.safetensors  fp32 masters of the bf16 trainable weights (train.param_dtype: bf16)
+    adapter/                             a LoRA run's adapters and condition (``cfgrl.policy.lora``): the policy
+                                         beside it has them merged; resuming rebuilds base + adapters from here
 
 It is written to a temporary directory and renamed into place, then ``RUN_DIR/last`` (a relative
 symlink) is swapped to it, so a kill at any moment leaves the previous checkpoint intact (and hidden
@@ -27,7 +30,7 @@ import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -53,10 +56,14 @@ def _tensors_and_json(state: dict) -> tuple[dict[str, torch.Tensor], dict[str, A
     return tensors, plain
 
 
+NAMED_TENSORS = ("ema", "master_weights")  # training_state/<name>.safetensors, each written when the run has it
+
+
 def save_checkpoint(run_dir: Path, step: int, policy: Any, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, trainer: dict, config: dict,
-                    ema: dict[str, torch.Tensor] | None) -> Path:
-    """Write ``checkpoints/step_<step>`` atomically and point ``last`` at it (rank 0 only)."""
+                    named: dict[str, dict[str, torch.Tensor]], beside: Callable[[Path], None] | None = None) -> Path:
+    """Write ``checkpoints/step_<step>`` atomically and point ``last`` at it (rank 0 only). ``named``: the
+    ``NAMED_TENSORS`` files the run has; ``beside`` writes more into the checkpoint (a LoRA adapter)."""
     ckpt_root = run_dir / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step_{step}"
@@ -73,8 +80,11 @@ def save_checkpoint(run_dir: Path, step: int, policy: Any, optimizer: torch.opti
         (state / "optimizer.json").write_text(json.dumps({"param_groups": opt["param_groups"], "state": plain}))
         (state / "scheduler.json").write_text(json.dumps(scheduler.state_dict()))
         _save_rng(state)
-        if ema is not None:
-            save_file({k: v.contiguous() for k, v in ema.items()}, str(state / "ema.safetensors"))
+        for name, tensors in named.items():
+            assert name in NAMED_TENSORS, name
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(state / f"{name}.safetensors"))
+        if beside is not None:
+            beside(tmp)
         if final.exists():  # the same step saved again after a resume: replace it
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -186,8 +196,8 @@ def read_config(ckpt: Path) -> dict:
 
 
 def restore_training_state(ckpt: Path, optimizer: torch.optim.Optimizer,
-                           scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[str, torch.Tensor] | None:
-    """Load optimiser, scheduler and RNG states in place; return the EMA weights if saved."""
+                           scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[str, dict[str, torch.Tensor]]:
+    """Load optimiser, scheduler and RNG states in place; return the ``NAMED_TENSORS`` files saved."""
     state = ckpt / STATE_DIR
     saved = json.loads((state / "optimizer.json").read_text())
     tensors = read_safetensors(state / "optimizer.safetensors")
@@ -200,5 +210,4 @@ def restore_training_state(ckpt: Path, optimizer: torch.optim.Optimizer,
     optimizer.load_state_dict({"state": per_param, "param_groups": saved["param_groups"]})
     scheduler.load_state_dict(json.loads((state / "scheduler.json").read_text()))
     _load_rng(state)
-    ema = state / "ema.safetensors"
-    return read_safetensors(ema) if ema.is_file() else None
+    return {name: read_safetensors(state / f"{name}.safetensors") for name in NAMED_TENSORS if (state / f"{name}.safetensors").is_file()}

@@ -1,4 +1,4 @@
-"""AdamW with PI0's warm-up + cosine schedule, and optional EMA weights."""
+"""AdamW with PI0's warm-up + cosine schedule, fp32 master weights for bf16 training, optional EMA weights."""
 
 from __future__ import annotations
 
@@ -7,6 +7,52 @@ import math
 import torch
 
 from cfgrl.config import TrainConfig
+from cfgrl.errors import CfgrlError
+
+
+class MasterWeights:
+    """fp32 master copies of trainable weights held in bf16 (``train.param_dtype: bf16``).
+
+    The optimiser steps the masters, which live on the weights' device beside them: a bf16 weight
+    cannot take an update smaller than half its last bit (1/256 of its size), which a small learning
+    rate's steps are, but its master can, and the weight is the master rounded after every step. fp32
+    weights are their own masters, so the same three calls serve both dtypes: ``take_grads`` after
+    backward, ``optimizer.step()`` on ``params``, ``push`` after.
+    """
+
+    def __init__(self, named: dict[str, torch.nn.Parameter]):
+        self.weights = named
+        self.masters = {name: p if p.dtype == torch.float32 else torch.nn.Parameter(p.detach().float()) for name, p in named.items()}
+
+    @property
+    def params(self) -> list[torch.nn.Parameter]:
+        return list(self.masters.values())
+
+    @property
+    def separate(self) -> dict[str, torch.Tensor]:
+        """The masters that are not the weights themselves (what a checkpoint must keep beside the bf16 policy)."""
+        return {name: m for name, m in self.masters.items() if m is not self.weights[name]}
+
+    def take_grads(self) -> None:
+        for name, master in self.separate.items():
+            weight = self.weights[name]
+            master.grad = weight.grad.float() if weight.grad is not None else None
+            weight.grad = None
+
+    @torch.no_grad()
+    def push(self) -> None:
+        for name, master in self.separate.items():
+            self.weights[name].copy_(master)
+
+    @torch.no_grad()
+    def load(self, saved: dict[str, torch.Tensor]) -> None:
+        """Restore the separate masters from a checkpoint (and round them into the weights)."""
+        separate = self.separate
+        if set(saved) != set(separate):
+            raise CfgrlError(f"the checkpoint's master weights ({len(saved)}) do not match this run's bf16 weights ({len(separate)})")
+        for name, value in saved.items():
+            separate[name].copy_(value)
+        self.push()
 
 
 def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:

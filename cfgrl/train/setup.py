@@ -61,11 +61,11 @@ def common_layout(stores: list[Store]):
     return layout
 
 
-def load_policy_dir(path: Path, tokenizer: str | None, **condition: Any) -> PI0Policy:
+def load_policy_dir(path: Path, tokenizer: str | None, dtype: torch.dtype = torch.float32, **condition: Any) -> PI0Policy:
     if not path.is_dir() or not (path / "config.json").is_file():
         raise CfgrlError(f"--policy '{path}' is not a policy checkpoint (no config.json); give a directory written by "
                          "cfgrl (save_pretrained / train), a lerobot pi0 / pi05 or an openpi PyTorch checkpoint")
-    return PI0Policy.from_pretrained(path, tokenizer=tokenizer, **condition)
+    return PI0Policy.from_pretrained(path, tokenizer=tokenizer, dtype=dtype, **condition)
 
 
 def _unrecorded_dims(source: Path, layout) -> dict[str, int]:
@@ -79,8 +79,9 @@ def _unrecorded_dims(source: Path, layout) -> dict[str, int]:
     return {}
 
 
-def build_policy(cfg: Config, stores: list[Store], source: Path | None, say: Callable[[str], None]) -> PI0Policy:
-    """A policy from ``source`` (a checkpoint) or a fresh ``policy.preset`` shaped by the stores."""
+def build_policy(cfg: Config, stores: list[Store], source: Path | None, say: Callable[[str], None],
+                 dtype: torch.dtype = torch.float32) -> PI0Policy:
+    """A policy from ``source`` (a checkpoint) or a fresh ``policy.preset`` shaped by the stores, its weights in ``dtype``."""
     layout = common_layout(stores)
     if source is None:
         pcfg = PI0Config.fresh(
@@ -89,13 +90,14 @@ def build_policy(cfg: Config, stores: list[Store], source: Path | None, say: Cal
             action_dim=layout.action_dim,
         )
         policy = PI0Policy(pcfg, stats=store_stats(stores, cfg.policy.normalization), tokenizer=cfg.policy.tokenizer)
+        policy.cast_weights(dtype)
         say(f"fresh '{cfg.policy.preset}' policy, {sum(p.numel() for p in policy.parameters()) / 1e6:.1f} M parameters; "
             f"{cfg.policy.normalization} normalisation stats computed from the stores")
         return policy
 
     # The configured condition applies to a checkpoint too (a BC base gets the mode being trained).
     sizes = {key: getattr(cfg.policy, key) for key in ("chunk_size", "max_token_len") if getattr(cfg.policy, key) is not None}
-    policy = load_policy_dir(source, cfg.policy.tokenizer, condition_mode=cfg.policy.condition_mode,
+    policy = load_policy_dir(source, cfg.policy.tokenizer, dtype, condition_mode=cfg.policy.condition_mode,
                              use_prefix_dropout=cfg.cfgrl.use_prefix_dropout, **sizes, **_unrecorded_dims(source, layout))
     for note in policy.load_report:
         say(f"policy '{source}': {note}")

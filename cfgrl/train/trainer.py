@@ -35,7 +35,8 @@ from cfgrl.train.cache import check_frames, ensure_cache
 from cfgrl.train.data import ResumableBatchSampler, WindowBatches, make_loader, to_device
 from cfgrl.train.logging import Logger, Meter, require_wandb, summarise
 from cfgrl.train.objectives import epoch_labels, feeds_a_condition, flow_draws, objective_loss, training_rows
-from cfgrl.train.optim import EMA, make_optimizer, make_scheduler
+from cfgrl.train.optim import EMA, MasterWeights, make_optimizer, make_scheduler
+from cfgrl.train.precision import Adapters, check_precision, check_resumed_precision, trainable
 from cfgrl.train.rundir import check_out, remove_leftovers, sole_writer
 from cfgrl.train.setup import Processes, build_policy, close_processes, init_processes
 
@@ -77,15 +78,18 @@ class Run:
             self.trainer_state = ckpt_io.read_trainer_state(resumed)
             saved = config_from_dict(ckpt_io.read_config(resumed))
             ignored = _differences(cfg.to_dict(), saved.to_dict())
+            check_resumed_precision(ignored, saved.train, run_dir)
             if ignored:
                 self.say(f"warning: --resume continues with the run's saved configuration; ignored: {', '.join(ignored)}")
-            cfg, source = saved, resumed
+            # a LoRA run restarts from its base, then takes the adapters from the checkpoint
+            cfg, source = saved, (Path(saved.policy.path) if saved.train.lora_rank else resumed)
             self.say(f"resuming {resumed} at step {self.trainer_state['step']} with its saved configuration")
         else:
             _check_fresh(run_dir)
         self.cfg, t = cfg, cfg.train
         if t.wandb:
             require_wandb()
+        param_dtype = check_precision(cfg)
 
         stores = open_stores(store_paths)
         self.index = load_label_index(labels_spec)
@@ -107,27 +111,29 @@ class Run:
             cfg = self.cfg = with_overrides(cfg, ["cfgrl.use_prefix_dropout=false"])
 
         torch.manual_seed(t.seed)  # the fresh model's initial weights
-        policy = build_policy(cfg, stores, source, self.say)
+        policy = build_policy(cfg, stores, source, self.say, param_dtype)
         self.horizon = policy.config.chunk_size
         if self.index.manifest["horizon"] != self.horizon:
             raise CfgrlError(f"label index {self.index.version} has windows of {self.index.manifest['horizon']} actions, the policy's "
                              f"chunk is {self.horizon}; label again for this policy (`cfgrl label STORE --policy DIR`, or "
                              "-o policy.chunk_size=N as for train)")
-        params = policy.configure_training(t.freeze_vision, t.train_expert_only, t.gradient_checkpointing)
+        self.lora = Adapters.attach(policy, t, resumed, self.say)
+        named = trainable(policy, t)
         self.policy = policy.to(procs.device)
         self.model = policy
         if procs.world > 1:  # unused parameters: the condition's classes absent from a batch, frozen towers
             self.model = DistributedDataParallel(policy, find_unused_parameters=True)
-        self.params = params
-        self.optimizer = make_optimizer(params, t)
+        self.masters = MasterWeights(named)
+        self.optimizer = make_optimizer(self.masters.params, t)
         self.scheduler = make_scheduler(self.optimizer, t)
-        named = {n: p for n, p in policy.named_parameters() if p.requires_grad}
-        self.ema = EMA(named, t.ema_decay) if t.ema_decay is not None else None
+        self.ema = EMA(self.masters.masters, t.ema_decay) if t.ema_decay is not None else None
         self.step, self.epoch, self.samples_into_epoch = 0, 0, 0
         if resumed is not None:
-            ema = ckpt_io.restore_training_state(resumed, self.optimizer, self.scheduler)
-            if self.ema is not None and ema is not None:
-                self.ema.shadow = {k: v.to(procs.device) for k, v in ema.items()}
+            named_files = ckpt_io.restore_training_state(resumed, self.optimizer, self.scheduler)
+            if self.masters.separate:
+                self.masters.load(named_files.get("master_weights", {}))
+            if self.ema is not None and "ema" in named_files:
+                self.ema.shadow = {k: v.to(procs.device) for k, v in named_files["ema"].items()}
             self.step = self.trainer_state["step"]
             self.epoch = self.trainer_state["epoch"]
             self.samples_into_epoch = self.trainer_state["samples_into_epoch"]
@@ -202,9 +208,11 @@ class Run:
                     m.add("dropout_hits", self.labels.dropout_hit[index].sum())
                     m.add("wait_s", ready - started)
                     m.add("busy_s", time.perf_counter() - ready)
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, t.grad_clip if t.grad_clip > 0 else float("inf"))
+            self.masters.take_grads()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.masters.params, t.grad_clip if t.grad_clip > 0 else float("inf"))
             lr = self.optimizer.param_groups[0]["lr"]
             self.optimizer.step()
+            self.masters.push()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             if self.ema is not None:
@@ -249,9 +257,11 @@ class Run:
         if self.procs.is_main:
             trainer = {"epoch": self.epoch, "samples_into_epoch": self.samples_into_epoch, "world_size": self.procs.world,
                        "label_version": self.index.version, "objective": self.cfg.train.objective}
-            ema = {k: v.cpu() for k, v in self.ema.shadow.items()} if self.ema is not None else None
+            named = {"ema": self.ema.shadow} if self.ema is not None else {}
+            if self.masters.separate:
+                named["master_weights"] = self.masters.separate
             path = ckpt_io.save_checkpoint(self.run_dir, self.step, self.policy, self.optimizer, self.scheduler, trainer,
-                                           self.cfg.to_dict(), ema)
+                                           self.cfg.to_dict(), named, self.lora.save if self.lora is not None else None)
             self.say(f"saved {path}")
             t = self.cfg.train
             deleted = ckpt_io.prune(self.run_dir, t.keep_last, t.keep_every)
