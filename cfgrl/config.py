@@ -398,6 +398,14 @@ def load_config(
     return validate(cfg)
 
 
+def given_keys(path: str | Path | None, overrides: list[str] | None) -> set[str]:
+    """The keys a user set: in their YAML file or an override (what ``--resume`` may not silently ignore)."""
+    keys = {parse_override(text)[0] for text in overrides or []}
+    if path is not None:
+        keys |= set(_flatten(yaml.safe_load(Path(path).read_text()) or {}, str(path)))
+    return keys
+
+
 def config_from_dict(tree: dict[str, Any]) -> Config:
     """Rebuild a saved (resolved) configuration, e.g. from a checkpoint's ``config.json``."""
     cfg = Config()

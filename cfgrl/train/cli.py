@@ -32,7 +32,8 @@ def train_command(
                                                     ("redraw_dropout", redraw_dropout)) if on]
     cfg = resolve(config, overrides, *flags)
 
+    from cfgrl.config import given_keys
     from cfgrl.train.trainer import train  # torch only when the command runs
 
-    final = train(cfg, stores, labels, out, resume)
+    final = train(cfg, stores, labels, out, resume, given_keys(config, [*(overrides or []), *flags]))
     typer.echo(f"final policy: {final}")

@@ -41,9 +41,10 @@ def check_precision(cfg: Config) -> torch.dtype:
     return dtype
 
 
-def check_resumed_precision(ignored: list[str], saved: TrainConfig, run_dir: Path) -> None:
-    """A resumed run keeps its precision and adapters: asking for others is an error, not a warning."""
-    changed = [item for item in ignored if item.split("=", 1)[0] in FIXED_ON_RESUME]
+def check_resumed_precision(asked: list[str], saved: TrainConfig, run_dir: Path) -> None:
+    """A resumed run keeps its precision and adapters: asking for others (``asked``: the user's settings that
+    differ from the run's, as section.key=value) is an error, not a warning."""
+    changed = [item for item in asked if item.split("=", 1)[0] in FIXED_ON_RESUME]
     if not changed:
         return
     kept = f"LoRA rank {saved.lora_rank} on {saved.lora_targets}" if saved.lora_rank else "no LoRA"

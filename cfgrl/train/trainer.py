@@ -41,12 +41,14 @@ from cfgrl.train.rundir import check_out, remove_leftovers, sole_writer
 from cfgrl.train.setup import Processes, build_policy, close_processes, init_processes
 
 
-def train(cfg: Config, store_paths: list[Path], labels_spec: str, run_dir: Path, resume: bool) -> Path:
-    """Run (or resume) training; returns the final policy directory (``RUN_DIR/policy``)."""
+def train(cfg: Config, store_paths: list[Path], labels_spec: str, run_dir: Path, resume: bool,
+          given: set[str] = frozenset()) -> Path:
+    """Run (or resume) training; returns the final policy directory (``RUN_DIR/policy``). ``given``: the
+    keys the user set (``config.given_keys``), which a resume refuses to change where the run is shaped by them."""
     procs = init_processes()
     try:
         with contextlib.ExitStack() as held:  # the run directory's lock, until the run ends
-            return Run(cfg, store_paths, labels_spec, Path(run_dir), resume, procs, held).loop()
+            return Run(cfg, store_paths, labels_spec, Path(run_dir), resume, procs, held, given).loop()
     finally:
         close_processes(procs)
 
@@ -64,7 +66,7 @@ def _check_fresh(run_dir: Path) -> None:
 
 class Run:
     def __init__(self, cfg: Config, store_paths: list[Path], labels_spec: str, run_dir: Path, resume: bool, procs: Processes,
-                 held: contextlib.ExitStack):
+                 held: contextlib.ExitStack, given: set[str]):
         self.procs, self.run_dir, self.held = procs, run_dir, held
         self.say = tqdm.write if procs.is_main else (lambda _msg: None)
         check_out(run_dir)
@@ -78,7 +80,7 @@ class Run:
             self.trainer_state = ckpt_io.read_trainer_state(resumed)
             saved = config_from_dict(ckpt_io.read_config(resumed))
             ignored = _differences(cfg.to_dict(), saved.to_dict())
-            check_resumed_precision(ignored, saved.train, run_dir)
+            check_resumed_precision([item for item in ignored if item.split('=', 1)[0] in given], saved.train, run_dir)
             if ignored:
                 self.say(f"warning: --resume continues with the run's saved configuration; ignored: {', '.join(ignored)}")
             # a LoRA run restarts from its base, then takes the adapters from the checkpoint

@@ -58,9 +58,11 @@ def run_train(run_dir: Path, stores: list[Path], labels: Path, *overrides: str, 
     from cfgrl.config import load_config
     from cfgrl.train.trainer import train
 
+    from cfgrl.config import given_keys
+
     defaults = ["train.batch_size=8", "train.lr=3e-3", "train.warmup_steps=2", "train.log_every=5", "train.save_every=1000"]
     cfg = load_config(None, defaults + list(overrides))
-    return train(cfg, stores, str(labels), run_dir, resume)
+    return train(cfg, stores, str(labels), run_dir, resume, given_keys(None, list(overrides)))
 
 
 def initial_policy(stores: list[Path], seed: int = 0):
