@@ -128,7 +128,7 @@ class TrainConfig:
     gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass")
     param_dtype: str = _f("fp32", "weights' dtype: fp32 | bf16 (bf16 weights; the optimiser updates fp32 master copies of the trainable ones, on the weights' device)")
     lora_rank: int = _f(0, "LoRA adapter rank (peft) on the layers train.lora_targets names; only adapters and condition train (0 = off: every unfrozen weight trains)")
-    lora_targets: list[str] = _f(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], "LoRA: regular expressions searched in linear layers' names (q_proj hits vision, prefix LM and expert; expert.*_proj the expert only)")
+    lora_targets: list[str] = _f(["prefix_lm.*_proj", "expert.*_proj"], "LoRA: regular expressions searched in linear layers' names; the default, both Gemmas' attention and MLP, is openpi's LoRA recipe (q_proj alone hits vision, prefix LM and expert)")
     lora_alpha: float = _f(16.0, "LoRA: scale numerator; an adapter adds B A alpha/rank")
     lora_dropout: float = _f(0.0, "LoRA: dropout on the adapters' input")
     redraw_dropout: bool = _f(False, "redraw condition dropout each epoch from the raw labels")

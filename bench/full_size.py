@@ -1,0 +1,198 @@
+"""The published sizes end to end on this machine: π0 and π0.5 (3.3 B parameters) in bf16.
+
+    .venv/bin/python bench/full_size.py [--presets pi0 pi05] [--work /tmp/cfgrl_full_size] [--threads 2]
+
+Per preset, each part in its own process (so its peak resident memory is its own):
+
+1. write   build the preset with random bf16 weights on the meta device, materialised one tensor at a
+           time (the byte tokenizer with PaliGemma's vocabulary, 257152, stands in for its SentencePiece
+           model, which needs the hub), and write it as a lerobot checkpoint directory;
+2. sample  ``from_pretrained`` in bf16, then one guided chunk (w = 2: both branches) and one w = 1 chunk
+           from two 224x224 cameras, batch 1, 10 Euler steps;
+3. lora    load, LoRA (rank 16, peft) on train.lora_targets' default (both Gemmas' attention and MLP, as
+           openpi's LoRA recipe) plus the condition, gradient
+           checkpointing, one training step at batch 2 (fp32 masters and AdamW state of the trainable
+           weights only), then save the merged policy and load it back as a plain policy;
+4. expert  load, train_expert_only with gradient checkpointing, one step at batch 2.
+
+Each part prints its wall time per phase and its peak resident memory (``ru_maxrss``), with the ratio
+of that peak to the bf16 weights' own size (the baseline: 1.0 = one copy of the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+CAMERAS = ("base_0_rgb", "left_wrist_0_rgb")
+BYTE_TOKENIZER = {"tokenizer": "byte"}  # vocab_size stays the preset's 257152
+
+
+def peak_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def weight_bytes(policy) -> int:
+    return sum(p.numel() * p.element_size() for p in policy.parameters())
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.parts: dict[str, float] = {}
+        self.start = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.parts[name] = round(now - self.start, 1)
+        self.start = now
+
+
+def part_write(preset: str, directory: Path) -> dict:
+    from accelerate import init_empty_weights
+
+    from cfgrl.policy import NormStats, PI0Config, PI0Policy
+    from cfgrl.policy.checkpoint import export_lerobot
+
+    clock = Clock()
+    config = PI0Config.from_preset(preset, camera_names=CAMERAS, state_dim=8, action_dim=7, **BYTE_TOKENIZER)
+    with init_empty_weights():
+        policy = PI0Policy(config, stats=NormStats.identity(8, 7))
+    generator = torch.Generator().manual_seed(0)
+    for module in policy.modules():  # one tensor at a time: never a float32 copy of the model
+        for name, param in list(module.named_parameters(recurse=False)):
+            value = torch.empty(param.shape, dtype=torch.bfloat16)
+            value.normal_(0.0, 0.02, generator=generator)
+            module.register_parameter(name, torch.nn.Parameter(value, requires_grad=param.requires_grad))
+    clock.lap("build_s")
+    export_lerobot(policy, directory)
+    clock.lap("write_s")
+    return {**clock.parts, "params_b": sum(p.numel() for p in policy.parameters()) / 1e9, "weights_gib": weight_bytes(policy) / 2**30}
+
+
+def load(directory: Path):
+    from cfgrl.policy import PI0Policy
+
+    return PI0Policy.from_pretrained(directory, dtype=torch.bfloat16, **BYTE_TOKENIZER)
+
+
+def observation(batch: int) -> dict:
+    g = torch.Generator().manual_seed(1)
+    images = {cam: torch.randint(0, 256, (batch, 224, 224, 3), generator=g, dtype=torch.uint8) for cam in CAMERAS}
+    return {"images": images, "state": torch.randn(batch, 8, generator=g), "prompt": ["pick up the black bowl and place it on the plate"] * batch}
+
+
+def part_sample(directory: Path) -> dict:
+    clock = Clock()
+    policy = load(directory).eval()
+    clock.lap("load_s")
+    policy.condition_trained = True  # w = 2 runs both branches, as a trained policy does
+    for w in (2.0, 1.0):
+        actions = policy.sample_actions(observation(1), cfg_scale=w)
+        assert torch.isfinite(actions).all()
+        clock.lap(f"chunk_w{w:g}_s")
+    return clock.parts
+
+
+def train_step(policy, params: dict) -> float:
+    from cfgrl.train.optim import MasterWeights
+
+    masters = MasterWeights(params)
+    optimiser = torch.optim.AdamW(masters.params, lr=1e-5)
+    batch = {**observation(2), "actions": torch.randn(2, policy.config.chunk_size, 7), "o": torch.tensor([1, -1])}
+    loss = policy.compute_loss(batch).mean()
+    loss.backward()
+    masters.take_grads()
+    optimiser.step()
+    masters.push()
+    return float(loss)
+
+
+def part_lora(directory: Path, saved: Path) -> dict:
+    from cfgrl.policy import lora
+    from cfgrl.train.precision import trainable
+    from cfgrl.config import TrainConfig
+
+    clock = Clock()
+    policy = load(directory)
+    clock.lap("load_s")
+    t = TrainConfig(lora_rank=16, lora_alpha=16.0, gradient_checkpointing=True)
+    lora.attach(policy, lora.LoraSettings(t.lora_rank, t.lora_alpha, 0.0, tuple(t.lora_targets)))
+    params = trainable(policy, t)
+    policy.train()
+    loss = train_step(policy, params)
+    clock.lap("step_s")
+    policy.condition_trained = True
+    policy.save_pretrained(saved)
+    clock.lap("save_merged_s")
+    del policy
+    again = load(saved)
+    assert not lora.is_attached(again.model)
+    clock.lap("reload_s")
+    return {**clock.parts, "loss": round(loss, 4), "trained_m": sum(p.numel() for p in params.values()) / 1e6}
+
+
+def part_expert(directory: Path) -> dict:
+    clock = Clock()
+    policy = load(directory)
+    clock.lap("load_s")
+    policy.configure_training(train_expert_only=True, gradient_checkpointing=True)
+    params = {n: p for n, p in policy.named_parameters() if p.requires_grad}
+    policy.train()
+    loss = train_step(policy, params)
+    clock.lap("step_s")
+    return {**clock.parts, "loss": round(loss, 4), "trained_m": sum(p.numel() for p in params.values()) / 1e6}
+
+
+def run_part(args: list[str], threads: int) -> dict:
+    """One part in a fresh process: its JSON result plus its own peak resident memory."""
+    command = [sys.executable, __file__, "--part", *args, "--threads", str(threads)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"part {args[0]} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--presets", nargs="+", default=["pi0", "pi05"])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/cfgrl_full_size"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--part", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.part:
+        kind, *paths = args.part
+        result = {"write": lambda: part_write(paths[0], Path(paths[1])), "sample": lambda: part_sample(Path(paths[0])),
+                  "lora": lambda: part_lora(Path(paths[0]), Path(paths[1])), "expert": lambda: part_expert(Path(paths[0]))}[kind]()
+        print(json.dumps({**result, "peak_gib": round(peak_gib(), 2)}))
+        return
+
+    print(f"torch {torch.__version__}, {args.threads} threads; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    for preset in args.presets:
+        root = args.work / preset
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        checkpoint, merged = root / "lerobot", root / "merged"
+        written = run_part(["write", preset, str(checkpoint)], args.threads)
+        weights = written["weights_gib"]
+        print(f"{preset}: {written['params_b']:.2f} B parameters, {weights:.2f} GiB in bf16")
+        results = {"write": written, "sample": run_part(["sample", str(checkpoint)], args.threads),
+                   "lora": run_part(["lora", str(checkpoint), str(merged)], args.threads),
+                   "expert": run_part(["expert", str(checkpoint)], args.threads)}
+        for name, result in results.items():
+            times = ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in result.items() if k.endswith("_s"))
+            extra = f", {result['trained_m']:.1f} M trained, loss {result['loss']}" if "trained_m" in result else ""
+            print(f"{preset} {name:6s}: peak {result['peak_gib']:.2f} GiB ({result['peak_gib'] / weights:.2f}x the weights); {times}{extra}")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
