@@ -15,8 +15,9 @@ Per preset, each part in its own process (so its peak resident memory is its own
            weights only), then save the merged policy and load it back as a plain policy;
 4. expert  load, train_expert_only with gradient checkpointing, one step at batch 2.
 
-Each part prints its wall time per phase and its peak resident memory (``ru_maxrss``), with the ratio
-of that peak to the bf16 weights' own size (the baseline: 1.0 = one copy of the weights).
+Each part prints its wall time per phase, the process's peak resident memory (``ru_maxrss``) when the
+phase ended, and the part's peak with its ratio to the bf16 weights' own size (the baseline: 1.0 = one
+copy of the weights; a fresh Python with torch imported holds about 0.45 GiB).
 """
 
 from __future__ import annotations
@@ -45,13 +46,16 @@ def weight_bytes(policy) -> int:
 
 
 class Clock:
+    """Wall time of each phase (``NAME_s``) and the process's peak memory when it ended (``NAME_gib``)."""
+
     def __init__(self) -> None:
         self.parts: dict[str, float] = {}
         self.start = time.perf_counter()
 
     def lap(self, name: str) -> None:
         now = time.perf_counter()
-        self.parts[name] = round(now - self.start, 1)
+        self.parts[f"{name}_s"] = round(now - self.start, 1)
+        self.parts[f"{name}_gib"] = round(peak_gib(), 2)
         self.start = now
 
 
@@ -71,9 +75,9 @@ def part_write(preset: str, directory: Path) -> dict:
             value = torch.empty(param.shape, dtype=torch.bfloat16)
             value.normal_(0.0, 0.02, generator=generator)
             module.register_parameter(name, torch.nn.Parameter(value, requires_grad=param.requires_grad))
-    clock.lap("build_s")
+    clock.lap("build")
     export_lerobot(policy, directory)
-    clock.lap("write_s")
+    clock.lap("write")
     return {**clock.parts, "params_b": sum(p.numel() for p in policy.parameters()) / 1e9, "weights_gib": weight_bytes(policy) / 2**30}
 
 
@@ -92,12 +96,12 @@ def observation(batch: int) -> dict:
 def part_sample(directory: Path) -> dict:
     clock = Clock()
     policy = load(directory).eval()
-    clock.lap("load_s")
+    clock.lap("load")
     policy.condition_trained = True  # w = 2 runs both branches, as a trained policy does
     for w in (2.0, 1.0):
         actions = policy.sample_actions(observation(1), cfg_scale=w)
         assert torch.isfinite(actions).all()
-        clock.lap(f"chunk_w{w:g}_s")
+        clock.lap(f"chunk_w{w:g}")
     return clock.parts
 
 
@@ -122,32 +126,32 @@ def part_lora(directory: Path, saved: Path) -> dict:
 
     clock = Clock()
     policy = load(directory)
-    clock.lap("load_s")
+    clock.lap("load")
     t = TrainConfig(lora_rank=16, lora_alpha=16.0, gradient_checkpointing=True)
     lora.attach(policy, lora.LoraSettings(t.lora_rank, t.lora_alpha, 0.0, tuple(t.lora_targets)))
     params = trainable(policy, t)
     policy.train()
     loss = train_step(policy, params)
-    clock.lap("step_s")
+    clock.lap("step")
     policy.condition_trained = True
     policy.save_pretrained(saved)
-    clock.lap("save_merged_s")
+    clock.lap("save_merged")
     del policy
     again = load(saved)
     assert not lora.is_attached(again.model)
-    clock.lap("reload_s")
+    clock.lap("reload")
     return {**clock.parts, "loss": round(loss, 4), "trained_m": sum(p.numel() for p in params.values()) / 1e6}
 
 
 def part_expert(directory: Path) -> dict:
     clock = Clock()
     policy = load(directory)
-    clock.lap("load_s")
+    clock.lap("load")
     policy.configure_training(train_expert_only=True, gradient_checkpointing=True)
     params = {n: p for n, p in policy.named_parameters() if p.requires_grad}
     policy.train()
     loss = train_step(policy, params)
-    clock.lap("step_s")
+    clock.lap("step")
     return {**clock.parts, "loss": round(loss, 4), "trained_m": sum(p.numel() for p in params.values()) / 1e6}
 
 
@@ -188,7 +192,7 @@ def main() -> None:
                    "lora": run_part(["lora", str(checkpoint), str(merged)], args.threads),
                    "expert": run_part(["expert", str(checkpoint)], args.threads)}
         for name, result in results.items():
-            times = ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in result.items() if k.endswith("_s"))
+            times = ", ".join(f"{k[:-2]} {v:.1f} s (peak {result[k[:-2] + '_gib']:.1f} GiB)" for k, v in result.items() if k.endswith("_s"))
             extra = f", {result['trained_m']:.1f} M trained, loss {result['loss']}" if "trained_m" in result else ""
             print(f"{preset} {name:6s}: peak {result['peak_gib']:.2f} GiB ({result['peak_gib'] / weights:.2f}x the weights); {times}{extra}")
         shutil.rmtree(root, ignore_errors=True)

@@ -94,12 +94,13 @@ def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_policy(policy, directory: Path) -> Path:
     def fill(staging: Path) -> None:
-        save_file(_contiguous(policy.weights()), str(staging / "model.safetensors"))
+        weights = policy.weights()  # with LoRA: merged once, for the file and the id
+        save_file(_contiguous(weights), str(staging / "model.safetensors"))
         if policy.stats is not None:
             policy.stats.save(staging / STATS_FILE)
         policy.tokenizer.save(staging)
         meta = {
-            **POLICY.stamp(), "policy_id": policy.policy_id,
+            **POLICY.stamp(), "policy_id": policy.id_of(weights),
             "condition_trained": policy.condition_trained, "config": policy.config.to_dict(),
         }
         (staging / "config.json").write_text(json.dumps(meta, indent=1))

@@ -251,11 +251,15 @@ class PI0Policy(nn.Module):
         ones the policy holds, in their dtype, with LoRA adapters merged (``weights``).
         """
         if self._id_cache is None or self._id_cache[0] != self._id_key():
-            digest = content_digest(self.config, self.condition_trained, self._stats)
-            for name, tensor in sorted(self.weights().items()):
-                feed_digest(digest, name, tensor)
-            self._id_cache = (self._id_key(), digest.hexdigest())
+            self.remember_id(self.id_of(self.weights()))
         return self._id_cache[1]
+
+    def id_of(self, weights: dict[str, torch.Tensor]) -> str:
+        """The policy id this policy has when it holds ``weights`` (its ``weights()``, computed once by a caller that needs both)."""
+        digest = content_digest(self.config, self.condition_trained, self._stats)
+        for name, tensor in sorted(weights.items()):
+            feed_digest(digest, name, tensor)
+        return digest.hexdigest()
 
     def _id_key(self) -> tuple:
         return (tuple(t._version for t in self.model.state_dict().values()), id(self._stats), self.condition_trained)

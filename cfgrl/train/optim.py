@@ -14,7 +14,7 @@ class MasterWeights:
     """fp32 master copies of trainable weights held in bf16 (``train.param_dtype: bf16``).
 
     The optimiser steps the masters, which live on the weights' device beside them: a bf16 weight
-    cannot take an update smaller than half its last bit (1/256 of its size), which a small learning
+    cannot take an update smaller than half its spacing (1/512 to 1/256 of its size), which a small learning
     rate's steps are, but its master can, and the weight is the master rounded after every step. fp32
     weights are their own masters, so the same three calls serve both dtypes: ``take_grads`` after
     backward, ``optimizer.step()`` on ``params``, ``push`` after.

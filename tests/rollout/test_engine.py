@@ -120,3 +120,26 @@ def test_a_chunk_shorter_than_replan_steps_is_refused_before_any_rollout(tmp_pat
     with pytest.raises(CfgrlError, match=r"chunks of 4 actions, fewer than inference.replan_steps=5"):
         load_policy(str(tmp_path / "short"), load_config(), CAMERAS, 32)
     assert load_policy(str(tmp_path / "short"), load_config(None, ["inference.replan_steps=4"]), CAMERAS, 32).config.chunk_size == 4
+
+
+def test_policy_dtype_loads_the_checkpoint_in_it_and_keys_evaluations_by_it(tmp_path):
+    import torch
+
+    from cfgrl.evaluate.plan import settings_digest
+    from cfgrl.policy import NormStats, PI0Config, PI0Policy
+
+    config = PI0Config.from_preset("tiny", image_size=32)
+    PI0Policy(config, stats=NormStats.identity(config.state_dim, config.action_dim)).save_pretrained(tmp_path / "p")
+    auto = load_policy(str(tmp_path / "p"), load_config(), CAMERAS, 32)
+    half = load_policy(str(tmp_path / "p"), load_config(overrides=["policy.dtype=bf16"]), CAMERAS, 32)
+    assert auto.dtype == torch.float32 and half.dtype == torch.bfloat16  # auto is fp32 without CUDA
+    assert half.policy_id != auto.policy_id  # bf16 rollouts are told apart from fp32 ones
+    finished = []
+    run_episodes(EnvConfig(image_size=32, max_steps=5), half, group_specs([0], [0], 1, 1, base_seed=3), cfg_scale=1.0,
+                 workers=1, progress=False, num_steps=2, on_episode=lambda spec, ep: finished.append(ep))
+    assert len(finished) == 1 and np.isfinite(finished[0].action).all()
+    with pytest.raises(CfgrlError, match="unknown policy.dtype 'fp16'; accepted: fp32, bf16, auto"):
+        load_policy(str(tmp_path / "p"), load_config(overrides=["policy.dtype=fp16"]), CAMERAS, 32)
+    # fp32 (auto here) keeps the digest evaluation logs were keyed by before policy.dtype; bf16 is another setting
+    assert settings_digest(load_config(overrides=["policy.dtype=fp32"])) == settings_digest(load_config())
+    assert settings_digest(load_config(overrides=["policy.dtype=bf16"])) != settings_digest(load_config())
