@@ -127,3 +127,16 @@ def test_lora_targets_that_match_nothing_are_one_clear_error():
         lora.attach(make_policy(), lora.LoraSettings(4, 8.0, 0.0, ("q_proj", "attn_qkv")))
     with pytest.raises(CfgrlError, match="not a regular expression"):
         lora.attach(make_policy(), lora.LoraSettings(4, 8.0, 0.0, ("q_proj(",)))
+
+
+@pytest.mark.parametrize("family", ["pi0", "pi05"])
+def test_a_checkpoint_written_before_the_layer_pairs_loads_and_samples_as_it_did(family):
+    """tests/fixtures/cfgrl_tiny (make_cfgrl_tiny.py, written before the layers were grouped in pairs for
+    FSDP): every key still loads (the recorded id verifies) and the same actions come out."""
+    directory = FIXTURES / "cfgrl_tiny" / family
+    policy = PI0Policy.from_pretrained(directory).eval()
+    io = load_file(str(directory / "io.safetensors"))
+    meta = json.loads((directory / "observation.json").read_text())
+    obs = {"images": {k[len("image_"):]: v for k, v in io.items() if k.startswith("image_")}, "state": io["state"], "prompt": meta["prompt"]}
+    actions = policy.sample_actions(obs, cfg_scale=meta["cfg_scale"], noise=io["noise"])
+    torch.testing.assert_close(actions, io["actions"], rtol=0, atol=1e-5)
