@@ -126,6 +126,7 @@ class TrainConfig:
     freeze_vision: bool = _f(False, "freeze the vision tower")
     train_expert_only: bool = _f(False, "train only the action expert and the projections")
     gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass")
+    strategy: str = _f("auto", "several processes (torchrun): ddp (each holds the whole model) | fsdp (FSDP2: weights, gradients and AdamW state sharded; needs torchrun, also with 1 process) | auto (fsdp above 1 B parameters with more than one process, else ddp)")
     param_dtype: str = _f("fp32", "weights' dtype: fp32 | bf16 (bf16 weights; the optimiser updates fp32 master copies of the trainable ones, on the weights' device)")
     lora_rank: int = _f(0, "LoRA adapter rank (peft) on the layers train.lora_targets names; only adapters and condition train (0 = off: every unfrozen weight trains)")
     lora_targets: list[str] = _f(["prefix_lm.*_proj", "expert.*_proj"], "LoRA: regular expressions searched in linear layers' names; the default, both Gemmas' attention and MLP, is openpi's LoRA recipe (q_proj alone hits vision, prefix LM and expert)")

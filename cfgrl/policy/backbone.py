@@ -123,7 +123,8 @@ class JointTransformer(nn.Module):
         adaptive = cfg.expert_width if cfg.family == "pi05" else None  # π0.5 conditions on the time MLP's output
         self.expert = GemmaStack(gemma_config(cfg, cfg.expert_width, cfg.expert_mlp), with_embeddings=False, adaptive_cond=adaptive)
         self.rotary = GemmaRotaryEmbedding(prefix_config)
-        self.scaling = cfg.head_dim**-0.5
+        # one module per layer index running both streams: FSDP's unit (it holds no parameter of its own)
+        self.pairs = nn.ModuleList(LayerPair(p, e, cfg.head_dim) for p, e in zip(self.prefix_lm.layers, self.expert.layers))
         self.gradient_checkpointing = False
 
     def embed_images(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -158,19 +159,38 @@ class JointTransformer(nn.Module):
         offsets = additive(mask)
         cos, sin = self.rotary(next(h for h in hidden if h is not None), positions)
         new_cache: KVCache = []
-        for i in range(self.cfg.num_layers):
+        for i, pair in enumerate(self.pairs):
             past = cache[i] if cache is not None else None
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                hidden, kv = checkpoint(self._layer, i, hidden, offsets, cos, sin, past, expert_cond, use_reentrant=False)
+                hidden, kv = checkpoint(pair, hidden, offsets, cos, sin, past, expert_cond, use_reentrant=False)
             else:
-                hidden, kv = self._layer(i, hidden, offsets, cos, sin, past, expert_cond)
+                hidden, kv = pair(hidden, offsets, cos, sin, past, expert_cond)
             if build_cache:
                 new_cache.append(kv)
         out = apply_norm(self.expert.norm, hidden[1], expert_cond)[0] if hidden[1] is not None else None
         return out, (new_cache if build_cache else None)
 
-    def _layer(self, i, hidden, offsets, cos, sin, past, expert_cond):
-        layers = (self.prefix_lm.layers[i], self.expert.layers[i])
+
+class LayerPair(nn.Module):
+    """Layer i of the prefix LM and layer i of the expert, run as one joint layer.
+
+    Each stream applies its own input norm and q/k/v projections; the q/k/v of both are concatenated
+    along the sequence, rotated and attend jointly under one mask; each stream then applies its own
+    output projection, residual, norm and MLP. The pair is one module so that FSDP can shard and gather
+    both layers as one unit around its forward. It registers no parameter: the layers stay in their
+    stacks (``prefix_lm.layers.i``, ``expert.layers.i``), so every key is what it always was.
+    """
+
+    def __init__(self, prefix_layer: nn.Module, expert_layer: nn.Module, head_dim: int) -> None:
+        super().__init__()
+        self.layers = (prefix_layer, expert_layer)  # a tuple: referenced, not registered
+        self.head_dim = head_dim
+        self.scaling = head_dim**-0.5
+
+    def forward(self, hidden, offsets, cos, sin, past, expert_cond):
+        """One layer of both streams: ``hidden`` [prefix or None, suffix or None]; returns their outputs and
+        this layer's (keys, values) of the given tokens (keys after RoPE)."""
+        layers = self.layers
         conds = (None, expert_cond)
         queries, keys, values, gates = [], [], [], []
         for h, layer, cond in zip(hidden, layers, conds):
@@ -179,7 +199,7 @@ class JointTransformer(nn.Module):
                 continue
             x, gate = apply_norm(layer.input_layernorm, h, cond)
             gates.append(gate)
-            shape = (*x.shape[:-1], -1, self.cfg.head_dim)
+            shape = (*x.shape[:-1], -1, self.head_dim)
             queries.append(layer.self_attn.q_proj(x).view(shape).transpose(1, 2))
             keys.append(layer.self_attn.k_proj(x).view(shape).transpose(1, 2))
             values.append(layer.self_attn.v_proj(x).view(shape).transpose(1, 2))

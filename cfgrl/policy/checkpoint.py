@@ -92,20 +92,23 @@ def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
-def save_policy(policy, directory: Path) -> Path:
-    def fill(staging: Path) -> None:
-        weights = policy.weights()  # with LoRA: merged once, for the file and the id
-        save_file(_contiguous(weights), str(staging / "model.safetensors"))
-        if policy.stats is not None:
-            policy.stats.save(staging / STATS_FILE)
-        policy.tokenizer.save(staging)
-        meta = {
-            **POLICY.stamp(), "policy_id": policy.id_of(weights),
-            "condition_trained": policy.condition_trained, "config": policy.config.to_dict(),
-        }
-        (staging / "config.json").write_text(json.dumps(meta, indent=1))
+def write_policy_files(policy, directory: Path, weights: dict[str, torch.Tensor] | None = None) -> None:
+    """The checkpoint's files into an existing ``directory``: ``weights`` (default: ``policy.weights()``;
+    a sharded run passes the gathered ones) and their id, the config, stats and tokenizer."""
+    weights = policy.weights() if weights is None else weights  # with LoRA: merged once, for the file and the id
+    save_file(_contiguous(weights), str(directory / "model.safetensors"))
+    if policy.stats is not None:
+        policy.stats.save(directory / STATS_FILE)
+    policy.tokenizer.save(directory)
+    meta = {
+        **POLICY.stamp(), "policy_id": policy.id_of(weights),
+        "condition_trained": policy.condition_trained, "config": policy.config.to_dict(),
+    }
+    (directory / "config.json").write_text(json.dumps(meta, indent=1))
 
-    return _write_atomically(directory, fill)
+
+def save_policy(policy, directory: Path, weights: dict[str, torch.Tensor] | None = None) -> Path:
+    return _write_atomically(directory, lambda staging: write_policy_files(policy, staging, weights))
 
 
 def is_policy_config(meta: Any) -> bool:

@@ -7,7 +7,8 @@ condition parameters train too, as peft's ``modules_to_save``. The policy object
 (peft replaces its layers in place), so sampling and losses run unchanged.
 
 A saved policy never holds adapters: ``merged_state`` folds each one into its layer's weight
-(W + B A alpha/r, peft's delta) without touching the live model, so training goes on exactly. The
+(W + B A alpha/r, the delta of peft's linear LoRA) without touching the live model, so training goes
+on exactly; it works on a gathered state dict too (FSDP). The
 adapters themselves are written beside it (``ADAPTER_DIR``) in peft's file names; a resumed run
 rebuilds base + adapters from them.
 """
@@ -82,10 +83,11 @@ def is_attached(model: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def merged_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """``model``'s state dict under its plain key names with every adapter folded into its layer: what
-    the model without peft would hold. The live model is untouched. The identity without adapters."""
-    state = model.state_dict()
+def merged_state(model: nn.Module, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """``state`` (default: ``model.state_dict()``; a sharded run passes the gathered one) under the plain key
+    names, each adapter folded into its layer: W + B A * (alpha / rank), the weights ``model`` without peft
+    would hold. The live model is untouched. The identity without adapters."""
+    state = model.state_dict() if state is None else state
     if not is_attached(model):
         return state
     from peft.tuners.lora import LoraLayer
@@ -97,8 +99,9 @@ def merged_state(model: nn.Module) -> dict[str, torch.Tensor]:
         plain[key.replace(".base_layer.", ".").replace(f".modules_to_save.{NAME}.", ".")] = value
     for name, layer in model.named_modules():
         if isinstance(layer, LoraLayer):
-            weight = layer.base_layer.weight
-            plain[f"{name}.weight"] = (weight.float() + layer.get_delta_weight(NAME).float()).to(weight.dtype)
+            weight = state[f"{name}.base_layer.weight"]
+            down, up = state[f"{name}.lora_A.{NAME}.weight"].float(), state[f"{name}.lora_B.{NAME}.weight"].float()
+            plain[f"{name}.weight"] = (weight.float() + (up @ down) * layer.scaling[NAME]).to(weight.dtype)
     return plain
 
 

@@ -274,10 +274,11 @@ class PI0Policy(nn.Module):
 
         return merged_state(self.model)
 
-    def save_pretrained(self, directory: str | Path) -> Path:
+    def save_pretrained(self, directory: str | Path, weights: dict[str, torch.Tensor] | None = None) -> Path:
+        """Write the checkpoint atomically; ``weights`` replaces ``self.weights()`` (EMA or gathered FSDP weights)."""
         from cfgrl.policy.checkpoint import save_policy
 
-        return save_policy(self, Path(directory))
+        return save_policy(self, Path(directory), weights)
 
     def rename_cameras(self, renames: dict[str, str]) -> None:
         """Let the checkpoint's cameras read the env's (``renames``: checkpoint camera -> env camera);

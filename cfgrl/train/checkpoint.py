@@ -37,7 +37,8 @@ import torch
 from safetensors.torch import save_file
 
 from cfgrl.errors import CfgrlError
-from cfgrl.policy.checkpoint import read_safetensors
+from cfgrl.policy.checkpoint import read_safetensors, write_policy_files
+from cfgrl.train.strategy import is_sharded, like
 from cfgrl.schemas import TRAIN_CHECKPOINT
 
 STATE_DIR = "training_state"
@@ -46,9 +47,13 @@ DELETING = ".deleting-"
 
 
 def _tensors_and_json(state: dict) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The optimiser state's whole tensors (keyed "<param index>.<name>") and its other values; sharded
+    tensors (FSDP) are left to ``save_optimizer_shard``."""
     tensors, plain = {}, {}
     for pid, entries in state.items():
         for name, value in entries.items():
+            if is_sharded(value):
+                continue
             if torch.is_tensor(value):
                 tensors[f"{pid}.{name}"] = value.detach().cpu().contiguous()
             else:
@@ -57,26 +62,47 @@ def _tensors_and_json(state: dict) -> tuple[dict[str, torch.Tensor], dict[str, A
 
 
 NAMED_TENSORS = ("ema", "master_weights")  # training_state/<name>.safetensors, each written when the run has it
+SHARD = "optimizer-shard{rank}-of-{world}.safetensors"
 
 
-def save_checkpoint(run_dir: Path, step: int, policy: Any, optimizer: torch.optim.Optimizer,
+def staging(run_dir: Path, step: int) -> Path:
+    """Where step ``step``'s checkpoint is written before it is renamed into place (hidden: a kill's
+    leftover is removed by the next run). One name for every rank: FSDP ranks write their shards there."""
+    return run_dir / "checkpoints" / f".tmp-step_{step}"
+
+
+def begin_checkpoint(run_dir: Path, step: int) -> Path:
+    """Rank 0: an empty staging directory for step ``step`` (with its ``training_state/``)."""
+    tmp = staging(run_dir, step)
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / STATE_DIR).mkdir(parents=True)
+    return tmp
+
+
+def save_optimizer_shard(tmp: Path, optimizer: torch.optim.Optimizer, rank: int, world: int, stamp: dict[str, str]) -> None:
+    """Every FSDP rank: its shards of the optimiser state (each DTensor's local rows), stamped with the
+    run and step they belong to, so shards of another save are recognised."""
+    local = {f"{pid}.{name}": value.to_local().detach().cpu().contiguous()
+             for pid, entries in optimizer.state_dict()["state"].items() for name, value in entries.items()
+             if is_sharded(value)}
+    save_file(local, str(tmp / STATE_DIR / SHARD.format(rank=rank, world=world)), metadata={**stamp, "rank": str(rank)})
+
+
+def save_checkpoint(tmp: Path, run_dir: Path, step: int, policy: Any, weights: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, trainer: dict, config: dict,
                     named: dict[str, dict[str, torch.Tensor]], beside: Callable[[Path], None] | None = None) -> Path:
-    """Write ``checkpoints/step_<step>`` atomically and point ``last`` at it (rank 0 only). ``named``: the
-    ``NAMED_TENSORS`` files the run has; ``beside`` writes more into the checkpoint (a LoRA adapter)."""
-    ckpt_root = run_dir / "checkpoints"
-    ckpt_root.mkdir(parents=True, exist_ok=True)
-    final = ckpt_root / f"step_{step}"
-    tmp = ckpt_root / f".tmp-step_{step}-{uuid.uuid4().hex[:8]}"
+    """Rank 0: complete the staging directory ``tmp`` (from ``begin_checkpoint``; FSDP shards already in it),
+    rename it to ``checkpoints/step_<step>`` and point ``last`` at it. ``weights``: the policy's plain, full
+    weights; ``named``: the ``NAMED_TENSORS`` files the run has; ``beside`` writes more (a LoRA adapter)."""
+    final = run_dir / "checkpoints" / f"step_{step}"
     try:
-        policy.save_pretrained(tmp)
+        write_policy_files(policy, tmp, weights)
         state = tmp / STATE_DIR
-        state.mkdir()
         (state / "trainer.json").write_text(json.dumps({**TRAIN_CHECKPOINT.stamp(), **trainer, "step": step}, indent=1))
         (state / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
         opt = optimizer.state_dict()
         tensors, plain = _tensors_and_json(opt["state"])
-        save_file(tensors, str(state / "optimizer.safetensors"))
+        save_file(tensors, str(state / "optimizer.safetensors"), metadata=stamp_of(trainer, step))
         (state / "optimizer.json").write_text(json.dumps({"param_groups": opt["param_groups"], "state": plain}))
         (state / "scheduler.json").write_text(json.dumps(scheduler.state_dict()))
         _save_rng(state)
@@ -92,6 +118,11 @@ def save_checkpoint(run_dir: Path, step: int, policy: Any, optimizer: torch.opti
         shutil.rmtree(tmp, ignore_errors=True)
     point(run_dir / "last", final)
     return final
+
+
+def stamp_of(trainer: dict, step: int) -> dict[str, str]:
+    """What ties a training state's files together: the run and the step."""
+    return {"run_id": str(trainer.get("run_id")), "step": str(step)}
 
 
 def prune(run_dir: Path, keep_last: int, keep_every: int) -> list[str]:
@@ -195,19 +226,63 @@ def read_config(ckpt: Path) -> dict:
     return json.loads((ckpt / STATE_DIR / "config.json").read_text())
 
 
-def restore_training_state(ckpt: Path, optimizer: torch.optim.Optimizer,
-                           scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[str, dict[str, torch.Tensor]]:
-    """Load optimiser, scheduler and RNG states in place; return the ``NAMED_TENSORS`` files saved."""
+def restore_training_state(ckpt: Path, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+                           trainer: dict) -> dict[str, dict[str, torch.Tensor]]:
+    """Load optimiser, scheduler and RNG states in place; return the ``NAMED_TENSORS`` files saved (whole).
+
+    Sharded optimiser state (FSDP) is put together from every shard file, one tensor at a time, and each
+    rank keeps the rows its own parameters hold now: resuming on another number of processes works."""
     state = ckpt / STATE_DIR
     saved = json.loads((state / "optimizer.json").read_text())
-    tensors = read_safetensors(state / "optimizer.safetensors")
+    stamp = stamp_of(trainer, trainer["step"])
     per_param: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
+    for key, value in _read_stamped(state / "optimizer.safetensors", stamp, ckpt).items():
         pid, name = key.split(".", 1)
         per_param.setdefault(int(pid), {})[name] = value
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for key, full in _sharded_state(state, stamp, ckpt):
+        pid, name = key.split(".", 1)
+        per_param.setdefault(int(pid), {})[name] = like(full, params[int(pid)])
     for pid, entries in saved["state"].items():
         per_param.setdefault(int(pid), {}).update(entries)
     optimizer.load_state_dict({"state": per_param, "param_groups": saved["param_groups"]})
     scheduler.load_state_dict(json.loads((state / "scheduler.json").read_text()))
     _load_rng(state)
     return {name: read_safetensors(state / f"{name}.safetensors") for name in NAMED_TENSORS if (state / f"{name}.safetensors").is_file()}
+
+
+def _read_stamped(path: Path, stamp: dict[str, str], ckpt: Path) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+
+    tensors = read_safetensors(path)
+    with safe_open(str(path), framework="pt") as f:
+        _check_stamp(f.metadata() or {}, stamp, path, ckpt)
+    return tensors
+
+
+def _check_stamp(found: dict[str, str], stamp: dict[str, str], path: Path, ckpt: Path) -> None:
+    if "run_id" in found and {k: found.get(k) for k in stamp} != stamp:
+        raise CfgrlError(f"'{path}' belongs to run {found.get('run_id')} step {found.get('step')}, not to this checkpoint "
+                         f"(run {stamp['run_id']} step {stamp['step']}): '{ckpt}' mixes training states; resume from an intact checkpoint")
+
+
+def _sharded_state(state: Path, stamp: dict[str, str], ckpt: Path):
+    """(key, full tensor) of the sharded optimiser state, each put together from every rank's rows in rank order."""
+    from contextlib import ExitStack
+
+    from safetensors import safe_open
+
+    files = sorted(state.glob("optimizer-shard*-of-*.safetensors"))
+    if not files:
+        return
+    world = int(files[0].stem.rsplit("-of-", 1)[1])
+    names = {SHARD.format(rank=r, world=world) for r in range(world)}
+    if {f.name for f in files} != names:
+        raise CfgrlError(f"'{ckpt}' holds optimiser shards {', '.join(f.name for f in files)}, not the {world} of one save; "
+                         "resume from an intact checkpoint")
+    with ExitStack() as stack:
+        shards = [stack.enter_context(safe_open(str(state / SHARD.format(rank=r, world=world)), framework="pt")) for r in range(world)]
+        for rank, shard in enumerate(shards):
+            _check_stamp(shard.metadata() or {}, stamp, state / SHARD.format(rank=rank, world=world), ckpt)
+        for key in sorted(shards[0].keys()):
+            yield key, torch.cat([shard.get_tensor(key) for shard in shards], 0)

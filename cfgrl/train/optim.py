@@ -92,10 +92,3 @@ class EMA:
     def update(self) -> None:
         for name, p in self.params.items():
             self.shadow[name].lerp_(p.detach().float(), 1 - self.decay)
-
-    @torch.no_grad()
-    def copy_to(self, module: torch.nn.Module) -> None:
-        """Write the averaged weights into ``module`` (a copy of the policy, for export)."""
-        own = dict(module.named_parameters())
-        for name, value in self.shadow.items():
-            own[name].copy_(value.to(own[name].dtype))

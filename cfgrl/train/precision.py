@@ -21,7 +21,7 @@ from cfgrl.policy import lora as lora_io
 from cfgrl.policy.policy import dtype_named
 
 # settings a resumed run cannot ignore: its checkpoint's weights and optimiser state are shaped by them
-FIXED_ON_RESUME = ("train.param_dtype", "train.lora_rank", "train.lora_targets", "train.lora_alpha", "train.lora_dropout")
+FIXED_ON_RESUME = ("train.param_dtype", "train.lora_rank", "train.lora_targets", "train.lora_alpha", "train.lora_dropout", "train.strategy")
 
 
 def check_precision(cfg: Config) -> torch.dtype:
@@ -42,14 +42,14 @@ def check_precision(cfg: Config) -> torch.dtype:
 
 
 def check_resumed_precision(asked: list[str], saved: TrainConfig, run_dir: Path) -> None:
-    """A resumed run keeps its precision and adapters: asking for others (``asked``: the user's settings that
+    """A resumed run keeps its precision, adapters and strategy: asking for others (``asked``: the user's settings that
     differ from the run's, as section.key=value) is an error, not a warning."""
     changed = [item for item in asked if item.split("=", 1)[0] in FIXED_ON_RESUME]
     if not changed:
         return
-    kept = f"LoRA rank {saved.lora_rank} on {saved.lora_targets}" if saved.lora_rank else "no LoRA"
-    raise CfgrlError(f"'{run_dir}' trains {saved.param_dtype} weights with {kept}; --resume continues it so, not with "
-                     f"{', '.join(changed)}: drop them, or start a new run from its policy (--policy {run_dir}/last)")
+    kept = ", ".join(f"{key}={getattr(saved, key.split('.', 1)[1])}" for key in (item.split("=", 1)[0] for item in changed))
+    raise CfgrlError(f"'{run_dir}' runs with {kept}; --resume continues it so (its weights and optimiser state are shaped by them), "
+                     f"not with {', '.join(changed)}: drop them, or start a new run from its policy (--policy {run_dir}/last)")
 
 
 def trainable(policy: PI0Policy, t: TrainConfig) -> dict[str, torch.nn.Parameter]:

@@ -43,7 +43,7 @@ def init_processes() -> Processes:
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
+    if (world > 1 or "RANK" in os.environ) and not dist.is_initialized():  # torchrun gives a group even to one process
         dist.init_process_group("nccl" if cuda else "gloo")
     return Processes(int(os.environ.get("RANK", "0")), world, device)
 

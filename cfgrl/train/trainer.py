@@ -12,23 +12,23 @@ schedule step, EMA update. Rank 0 logs and saves; DDP averages the gradients.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import os
 import shutil
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from cfgrl.config import Config, config_from_dict, with_overrides
 from cfgrl.errors import CfgrlError
 from cfgrl.label import load_label_index
 from cfgrl.optimality import Label
+from cfgrl.policy.lora import merged_state
 from cfgrl.store import open_stores
 from cfgrl.train import checkpoint as ckpt_io
 from cfgrl.train.cache import check_frames, ensure_cache
@@ -38,6 +38,7 @@ from cfgrl.train.objectives import epoch_labels, feeds_a_condition, flow_draws, 
 from cfgrl.train.optim import EMA, MasterWeights, make_optimizer, make_scheduler
 from cfgrl.train.precision import Adapters, check_precision, check_resumed_precision, trainable
 from cfgrl.train.rundir import check_out, remove_leftovers, sole_writer
+from cfgrl.train.strategy import accumulating, check_strategy, gather, like, may_shard, resolve, scalar, wrap
 from cfgrl.train.setup import Processes, build_policy, close_processes, init_processes
 
 
@@ -92,6 +93,7 @@ class Run:
         if t.wandb:
             require_wandb()
         param_dtype = check_precision(cfg)
+        check_strategy(t.strategy, procs)
 
         stores = open_stores(store_paths)
         self.index = load_label_index(labels_spec)
@@ -113,29 +115,38 @@ class Run:
             cfg = self.cfg = with_overrides(cfg, ["cfgrl.use_prefix_dropout=false"])
 
         torch.manual_seed(t.seed)  # the fresh model's initial weights
-        policy = build_policy(cfg, stores, source, self.say, param_dtype)
+        # under FSDP the sharded weights are the fp32 masters: loaded in fp32, gathered in the compute dtype
+        policy = build_policy(cfg, stores, source, self.say, torch.float32 if may_shard(t.strategy, procs) else param_dtype)
+        self.strategy = resolve(t.strategy, policy, procs)
+        if resumed is not None:
+            self._check_resumed_strategy()
+        if self.strategy == "ddp":
+            policy.cast_weights(param_dtype)
         self.horizon = policy.config.chunk_size
         if self.index.manifest["horizon"] != self.horizon:
             raise CfgrlError(f"label index {self.index.version} has windows of {self.index.manifest['horizon']} actions, the policy's "
                              f"chunk is {self.horizon}; label again for this policy (`cfgrl label STORE --policy DIR`, or "
                              "-o policy.chunk_size=N as for train)")
         self.lora = Adapters.attach(policy, t, resumed, self.say)
-        named = trainable(policy, t)
+        trainable(policy, t)
         self.policy = policy.to(procs.device)
-        self.model = policy
-        if procs.world > 1:  # unused parameters: the condition's classes absent from a batch, frozen towers
-            self.model = DistributedDataParallel(policy, find_unused_parameters=True)
+        self.model = wrap(policy, self.strategy, procs, param_dtype)
+        named = {n: p for n, p in policy.named_parameters() if p.requires_grad}  # after sharding: FSDP's DTensors
+        if self.strategy == "fsdp":
+            self.say(f"FSDP over {procs.world} process(es): parameters sharded (DTensor), each layer pair one unit, "
+                     f"{t.param_dtype} compute, fp32 masters and gradient reduction")
         self.masters = MasterWeights(named)
         self.optimizer = make_optimizer(self.masters.params, t)
         self.scheduler = make_scheduler(self.optimizer, t)
         self.ema = EMA(self.masters.masters, t.ema_decay) if t.ema_decay is not None else None
         self.step, self.epoch, self.samples_into_epoch = 0, 0, 0
+        self.run_id = (self.trainer_state.get("run_id") if resumed is not None else None) or uuid.uuid4().hex[:12]
         if resumed is not None:
-            named_files = ckpt_io.restore_training_state(resumed, self.optimizer, self.scheduler)
+            named_files = ckpt_io.restore_training_state(resumed, self.optimizer, self.scheduler, self.trainer_state)
             if self.masters.separate:
                 self.masters.load(named_files.get("master_weights", {}))
             if self.ema is not None and "ema" in named_files:
-                self.ema.shadow = {k: v.to(procs.device) for k, v in named_files["ema"].items()}
+                self.ema.shadow = {k: like(v, named[k]) for k, v in named_files["ema"].items()}
             self.step = self.trainer_state["step"]
             self.epoch = self.trainer_state["epoch"]
             self.samples_into_epoch = self.trainer_state["samples_into_epoch"]
@@ -198,8 +209,7 @@ class Run:
                 batch = to_device(raw, self.cache.prompts, self.labels.o[index], self.procs.device)
                 noise, flow_time = flow_draws(index, self.step, t.seed, (self.horizon, self.policy.config.max_action_dim), self.procs.device)
                 w_pos = torch.as_tensor(self.labels.w_pos[index], device=self.procs.device)
-                sync = self.model.no_sync if micro < t.grad_accum - 1 and self.procs.world > 1 else contextlib.nullcontext
-                with sync():  # gradients are all-reduced on the last micro-step only
+                with accumulating(self.model, self.strategy, self.procs, last=micro == t.grad_accum - 1):
                     with autocast():
                         loss, losses, o = objective_loss(t.objective, self.model, batch, w_pos, t.weighted_alpha, noise, flow_time)
                     (loss / t.grad_accum).backward()
@@ -222,7 +232,7 @@ class Run:
             self.step += 1
             bar.update(1)
             if self.step % t.log_every == 0 or self.step == t.steps:
-                metrics = {**summarise(meter.reduce(), self.procs.world), "lr": lr, "grad_norm": float(grad_norm), "epoch": self.epoch}
+                metrics = {**summarise(meter.reduce(), self.procs.world), "lr": lr, "grad_norm": scalar(grad_norm), "epoch": self.epoch}
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", wait=f"{metrics['data_wait_share']:.0%}")
                 self.logger.log("train", self.step, metrics)
             if self.step % t.save_every == 0 or self.step == t.steps:
@@ -249,6 +259,24 @@ class Run:
                  f"data wait {metrics['data_wait_share']:.1%}")
 
     # -- saving ----------------------------------------------------------------------------------
+    def _check_resumed_strategy(self) -> None:
+        saved = self.trainer_state.get("strategy", "ddp")
+        if saved != self.strategy:
+            raise CfgrlError(f"'{self.run_dir}' was trained with {saved} ({self.trainer_state.get('world_size', 1)} process(es)); it resumes "
+                             f"as {saved} only, not {self.strategy}: there is no conversion between DDP and FSDP training states "
+                             f"(start a new run from its policy: --policy {self.run_dir}/last)")
+
+    def _weights(self, ema: bool = False) -> dict[str, torch.Tensor]:
+        """The policy's plain, full weights on rank 0 ({} elsewhere; collective): gathered from the shards
+        under FSDP, the EMA's in place of the trained ones with ``ema``, LoRA adapters merged."""
+        state = self.policy.model.state_dict()
+        if ema:
+            for name, value in self.ema.shadow.items():
+                key = name.removeprefix("model.")
+                state[key] = value.to(state[key].dtype)
+        full = gather(state, self.procs)
+        return merged_state(self.policy.model, full) if self.procs.is_main else {}
+
     def _save(self) -> None:
         seen = torch.tensor([float(self.conditioned_seen)])
         if self.procs.world > 1:
@@ -256,13 +284,21 @@ class Run:
             dist.all_reduce(seen, op=dist.ReduceOp.MAX)
         # The condition parameters count as trained once any process fed a conditioned label.
         self.policy.condition_trained = bool(seen.item())
+        trainer = {"epoch": self.epoch, "samples_into_epoch": self.samples_into_epoch, "world_size": self.procs.world,
+                   "label_version": self.index.version, "objective": self.cfg.train.objective, "strategy": self.strategy,
+                   "run_id": self.run_id}
+        weights = self._weights()
+        named = {"ema": gather(self.ema.shadow, self.procs)} if self.ema is not None else {}
+        if self.masters.separate:
+            named["master_weights"] = self.masters.separate
+        tmp = ckpt_io.begin_checkpoint(self.run_dir, self.step) if self.procs.is_main else None
+        if self.strategy == "fsdp":  # every rank writes its optimiser shard into the staging directory
+            self.procs.barrier()
+            ckpt_io.save_optimizer_shard(ckpt_io.staging(self.run_dir, self.step), self.optimizer, self.procs.rank, self.procs.world,
+                                         ckpt_io.stamp_of(trainer, self.step))
+            self.procs.barrier()
         if self.procs.is_main:
-            trainer = {"epoch": self.epoch, "samples_into_epoch": self.samples_into_epoch, "world_size": self.procs.world,
-                       "label_version": self.index.version, "objective": self.cfg.train.objective}
-            named = {"ema": self.ema.shadow} if self.ema is not None else {}
-            if self.masters.separate:
-                named["master_weights"] = self.masters.separate
-            path = ckpt_io.save_checkpoint(self.run_dir, self.step, self.policy, self.optimizer, self.scheduler, trainer,
+            path = ckpt_io.save_checkpoint(tmp, self.run_dir, self.step, self.policy, weights, self.optimizer, self.scheduler, trainer,
                                            self.cfg.to_dict(), named, self.lora.save if self.lora is not None else None)
             self.say(f"saved {path}")
             t = self.cfg.train
@@ -274,17 +310,15 @@ class Run:
     def _finish(self) -> Path:
         """Point ``RUN_DIR/policy`` at the final weights (the EMA weights when train.ema_decay is set)."""
         final = self.run_dir / "checkpoints" / f"step_{self.step}"
+        target = final / "ema_policy" if self.ema is not None else final
+        if self.ema is not None and not target.exists():
+            weights = self._weights(ema=True)
+            if self.procs.is_main:
+                tmp = final / f".ema_policy-{os.getpid()}"  # hidden: a kill's leftover (rundir.remove_leftovers)
+                shutil.rmtree(tmp, ignore_errors=True)
+                self.policy.save_pretrained(tmp, weights)
+                os.replace(tmp, target)
         if self.procs.is_main:
-            target = final
-            if self.ema is not None:
-                target = final / "ema_policy"
-                if not target.exists():
-                    averaged = copy.deepcopy(self.policy)
-                    self.ema.copy_to(averaged)
-                    tmp = final / f".ema_policy-{os.getpid()}"  # hidden: a kill's leftover (rundir.remove_leftovers)
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    averaged.save_pretrained(tmp)
-                    os.replace(tmp, target)
             ckpt_io.point(self.run_dir / "policy", target)
             (self.run_dir / "summary.json").write_text(json.dumps({"step": self.step, "policy": str(target)}, indent=1))
         self.procs.barrier()
