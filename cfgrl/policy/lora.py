@@ -105,12 +105,14 @@ def merged_state(model: nn.Module, state: dict[str, torch.Tensor] | None = None)
     return plain
 
 
-def save_adapter(peft_model, settings: LoraSettings, base_id: str, directory: Path) -> None:
-    """The adapter and condition weights (peft's state dict) and their settings, into ``directory``."""
+def save_adapter(peft_model, settings: LoraSettings, base_id: str, directory: Path, state: dict[str, torch.Tensor]) -> None:
+    """The adapter and condition weights (peft's saved form) taken from ``state``, the model's full state dict
+    (gathered, under FSDP), and their settings, into ``directory``."""
     from peft import get_peft_model_state_dict
 
     directory.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}
+    wrapped = {f"base_model.model.{k}": v for k, v in state.items()}  # keys as peft's wrapper holds them
+    weights = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(peft_model, state_dict=wrapped).items()}
     save_file(weights, str(directory / ADAPTER_WEIGHTS))
     peft_config = peft_model.peft_config[NAME].to_dict()
     (directory / ADAPTER_CONFIG).write_text(json.dumps(peft_config, indent=1, default=sorted))

@@ -97,8 +97,9 @@ def save_checkpoint(tmp: Path, run_dir: Path, step: int, policy: Any, weights: d
     final = run_dir / "checkpoints" / f"step_{step}"
     try:
         write_policy_files(policy, tmp, weights)
+        policy_id = json.loads((tmp / "config.json").read_text())["policy_id"]
         state = tmp / STATE_DIR
-        (state / "trainer.json").write_text(json.dumps({**TRAIN_CHECKPOINT.stamp(), **trainer, "step": step}, indent=1))
+        (state / "trainer.json").write_text(json.dumps({**TRAIN_CHECKPOINT.stamp(), **trainer, "step": step, "policy_id": policy_id}, indent=1))
         (state / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
         opt = optimizer.state_dict()
         tensors, plain = _tensors_and_json(opt["state"])
@@ -219,6 +220,10 @@ def read_trainer_state(ckpt: Path) -> dict:
         raise CfgrlError(f"'{ckpt}' is not a training checkpoint (no {STATE_DIR}/trainer.json)")
     trainer = json.loads(path.read_text())
     TRAIN_CHECKPOINT.check(trainer, f"checkpoint '{ckpt}'")
+    policy_id = json.loads((ckpt / "config.json").read_text()).get("policy_id") if (ckpt / "config.json").is_file() else None
+    if trainer.get("policy_id") not in (None, policy_id):  # checkpoints written before the record have none
+        raise CfgrlError(f"'{ckpt}/{STATE_DIR}' is the training state of policy {trainer['policy_id']}, but the checkpoint holds policy "
+                         f"{policy_id}: a training state from another checkpoint or run; resume from an intact checkpoint")
     return trainer
 
 

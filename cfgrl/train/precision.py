@@ -88,5 +88,6 @@ class Adapters:
             f"{trained / 1e6:.2f} M of {total / 1e6:.1f} M parameters train (adapters and condition)")
         return adapters
 
-    def save(self, checkpoint: Path) -> None:
-        lora_io.save_adapter(self.peft_model, self.settings, self.base_id, checkpoint / lora_io.ADAPTER_DIR)
+    def save(self, checkpoint: Path, state: dict[str, torch.Tensor]) -> None:
+        """The adapters beside a checkpoint's policy, from ``state``: the model's full (gathered) state dict."""
+        lora_io.save_adapter(self.peft_model, self.settings, self.base_id, checkpoint / lora_io.ADAPTER_DIR, state)

@@ -62,7 +62,7 @@ def wrap(policy: nn.Module, strategy: str, procs: Processes, compute_dtype: torc
     transformer = policy.model.transformer
     for pair in transformer.pairs:
         fully_shard([pair, *pair.layers], mesh=mesh, mp_policy=units)
-    for layer in transformer.vision.vision_model.encoder.layers:
+    for layer in transformer.vision.encoder.layers:
         fully_shard(layer, mesh=mesh, mp_policy=units)
     fully_shard(transformer.prefix_lm.embed_tokens, mesh=mesh, mp_policy=units)
     # the root takes the raw batch: its inputs (states, actions) are never cast to the compute dtype

@@ -15,8 +15,8 @@ import contextlib
 import json
 import os
 import shutil
+import secrets
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,7 @@ from cfgrl.train.objectives import epoch_labels, feeds_a_condition, flow_draws, 
 from cfgrl.train.optim import EMA, MasterWeights, make_optimizer, make_scheduler
 from cfgrl.train.precision import Adapters, check_precision, check_resumed_precision, trainable
 from cfgrl.train.rundir import check_out, remove_leftovers, sole_writer
-from cfgrl.train.strategy import accumulating, check_strategy, gather, like, may_shard, resolve, scalar, wrap
+from cfgrl.train.strategy import accumulating, check_strategy, gather, is_sharded, like, may_shard, resolve, scalar, wrap
 from cfgrl.train.setup import Processes, build_policy, close_processes, init_processes
 
 
@@ -58,6 +58,14 @@ def _differences(given: dict, saved: dict) -> list[str]:
     """``section.key=value`` of every setting given now that differs from the saved run's."""
     return [f"{section}.{key}={value}" for section, body in given.items() for key, value in body.items()
             if saved[section][key] != value]
+
+
+def _new_run_id(procs: Processes) -> str:
+    """A random id shared by every rank (rank 0's): it stamps each file of a checkpoint's training state."""
+    token = torch.tensor([secrets.randbits(48)], dtype=torch.long, device=procs.device)
+    if dist.is_initialized():
+        dist.broadcast(token, src=0)
+    return f"{int(token):012x}"
 
 
 def _check_fresh(run_dir: Path) -> None:
@@ -133,14 +141,15 @@ class Run:
         self.model = wrap(policy, self.strategy, procs, param_dtype)
         named = {n: p for n, p in policy.named_parameters() if p.requires_grad}  # after sharding: FSDP's DTensors
         if self.strategy == "fsdp":
-            self.say(f"FSDP over {procs.world} process(es): parameters sharded (DTensor), each layer pair one unit, "
-                     f"{t.param_dtype} compute, fp32 masters and gradient reduction")
+            sharded = sum(is_sharded(p) for p in policy.parameters())
+            self.say(f"FSDP over {procs.world} process(es): {sharded} of {len(list(policy.parameters()))} parameter tensors sharded "
+                     f"(DTensor), each layer pair one unit, {t.param_dtype} compute, fp32 masters and gradient reduction")
         self.masters = MasterWeights(named)
         self.optimizer = make_optimizer(self.masters.params, t)
         self.scheduler = make_scheduler(self.optimizer, t)
         self.ema = EMA(self.masters.masters, t.ema_decay) if t.ema_decay is not None else None
         self.step, self.epoch, self.samples_into_epoch = 0, 0, 0
-        self.run_id = (self.trainer_state.get("run_id") if resumed is not None else None) or uuid.uuid4().hex[:12]
+        self.run_id = (self.trainer_state.get("run_id") if resumed is not None else None) or _new_run_id(procs)
         if resumed is not None:
             named_files = ckpt_io.restore_training_state(resumed, self.optimizer, self.scheduler, self.trainer_state)
             if self.masters.separate:
@@ -266,16 +275,15 @@ class Run:
                              f"as {saved} only, not {self.strategy}: there is no conversion between DDP and FSDP training states "
                              f"(start a new run from its policy: --policy {self.run_dir}/last)")
 
-    def _weights(self, ema: bool = False) -> dict[str, torch.Tensor]:
-        """The policy's plain, full weights on rank 0 ({} elsewhere; collective): gathered from the shards
-        under FSDP, the EMA's in place of the trained ones with ``ema``, LoRA adapters merged."""
+    def _full_state(self, ema: bool = False) -> dict[str, torch.Tensor]:
+        """The model's state dict, full, on rank 0 ({} elsewhere; collective): gathered from the shards under
+        FSDP, the EMA's weights in place of the trained ones with ``ema``. LoRA adapters are still apart."""
         state = self.policy.model.state_dict()
         if ema:
             for name, value in self.ema.shadow.items():
                 key = name.removeprefix("model.")
                 state[key] = value.to(state[key].dtype)
-        full = gather(state, self.procs)
-        return merged_state(self.policy.model, full) if self.procs.is_main else {}
+        return gather(state, self.procs)
 
     def _save(self) -> None:
         seen = torch.tensor([float(self.conditioned_seen)])
@@ -287,7 +295,7 @@ class Run:
         trainer = {"epoch": self.epoch, "samples_into_epoch": self.samples_into_epoch, "world_size": self.procs.world,
                    "label_version": self.index.version, "objective": self.cfg.train.objective, "strategy": self.strategy,
                    "run_id": self.run_id}
-        weights = self._weights()
+        state = self._full_state()
         named = {"ema": gather(self.ema.shadow, self.procs)} if self.ema is not None else {}
         if self.masters.separate:
             named["master_weights"] = self.masters.separate
@@ -298,8 +306,9 @@ class Run:
                                          ckpt_io.stamp_of(trainer, self.step))
             self.procs.barrier()
         if self.procs.is_main:
-            path = ckpt_io.save_checkpoint(tmp, self.run_dir, self.step, self.policy, weights, self.optimizer, self.scheduler, trainer,
-                                           self.cfg.to_dict(), named, self.lora.save if self.lora is not None else None)
+            beside = (lambda checkpoint: self.lora.save(checkpoint, state)) if self.lora is not None else None
+            path = ckpt_io.save_checkpoint(tmp, self.run_dir, self.step, self.policy, merged_state(self.policy.model, state), self.optimizer,
+                                           self.scheduler, trainer, self.cfg.to_dict(), named, beside)
             self.say(f"saved {path}")
             t = self.cfg.train
             deleted = ckpt_io.prune(self.run_dir, t.keep_last, t.keep_every)
@@ -312,11 +321,11 @@ class Run:
         final = self.run_dir / "checkpoints" / f"step_{self.step}"
         target = final / "ema_policy" if self.ema is not None else final
         if self.ema is not None and not target.exists():
-            weights = self._weights(ema=True)
+            state = self._full_state(ema=True)
             if self.procs.is_main:
                 tmp = final / f".ema_policy-{os.getpid()}"  # hidden: a kill's leftover (rundir.remove_leftovers)
                 shutil.rmtree(tmp, ignore_errors=True)
-                self.policy.save_pretrained(tmp, weights)
+                self.policy.save_pretrained(tmp, merged_state(self.policy.model, state))
                 os.replace(tmp, target)
         if self.procs.is_main:
             ckpt_io.point(self.run_dir / "policy", target)
