@@ -157,11 +157,14 @@ def ms(seconds: list[float]) -> dict:
     return {"value": round(statistics.median(seconds) * 1e3, 2), "runs_ms": [round(s * 1e3, 2) for s in seconds]}
 
 
-def reset_peak(device: str) -> None:
+def reset_peak(device: str) -> float | None:
+    """Restart the peak count; returns what is allocated already (GiB), which the peak includes."""
     import torch
 
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    if device != "cuda":
+        return None
+    torch.cuda.reset_peak_memory_stats()
+    return round(torch.cuda.memory_allocated() / 2**30, 2)
 
 
 def peak_gib(device: str) -> float | None:
@@ -193,7 +196,7 @@ def train_step(figures: Figures, plan: Plan, preset: str, regime: str, cameras: 
     from cfgrl.train.precision import trainable
 
     helpers = bench_helpers()
-    reset_peak(plan.device)
+    before = reset_peak(plan.device)
     policy = helpers.random_policy(preset, cameras, plan.device)
     t = TrainConfig(lora_rank=16, gradient_checkpointing=True) if regime == "lora" else \
         TrainConfig(train_expert_only=True, gradient_checkpointing=True)
@@ -207,7 +210,7 @@ def train_step(figures: Figures, plan: Plan, preset: str, regime: str, cameras: 
                "trained_m": round(sum(p.numel() for p in params.values()) / 1e6, 2)}
     figures.add("train", "step_time", unit="ms", **context, **ms(seconds))
     if plan.device == "cuda":
-        figures.add("train", "peak_memory", peak_gib(plan.device), "GiB", **context)
+        figures.add("train", "peak_memory", peak_gib(plan.device), "GiB", **context, allocated_before_gib=before)
 
 
 # -- 3. collection -------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ if [ ${#wheels[@]} -eq 0 ]; then
 fi
 "$PYTHON" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile --no-cache-dir \
   --target "$site" "${wheels[@]}" 2>&1 | tee -a "$LOG" || { echo "gpu_check: installing $WHEELHOUSE failed" | tee -a "$LOG"; exit 1; }
-export PYTHONPATH="$PWD:$site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+export PYTHONPATH="$PWD:$site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
 left=$((LIMIT_S - SECONDS))
 # the driver starts no step in its last 20 s; timeout ends it (and every process it started) at the limit
