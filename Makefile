@@ -41,7 +41,7 @@ DEMO_NOISE ?= 0.3
 DEMO_EPISODES ?= 512
 BASE_STEPS ?= 1500
 
-.PHONY: help setup base collect value label train eval test bench round ablate demo spread clean-data
+.PHONY: help setup base collect value label train eval test bench wheelhouse round ablate demo spread clean-data
 
 help:
 	@sed -n '1,12p' Makefile | sed 's/^# \{0,1\}//'
@@ -125,8 +125,23 @@ spread: base
 test: | $(SETUP)
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
 
+# gpu_check.py needs a GPU machine (bench/gpu_check.sh; bench/README.md says how to run it there)
 bench: | $(SETUP)
-	for b in bench/*.py; do echo "== $$b"; $(VENV)/bin/python $$b; done
+	for b in $(filter-out bench/gpu_check.py,$(wildcard bench/*.py)); do echo "== $$b"; $(VENV)/bin/python $$b; done
+
+# The wheels a lent GPU machine lacks (it has no network, and torch and the rest already): zarr 3 and
+# its dependencies, at the versions installed in $(VENV), for CPython $(WHEEL_PYTHON) on manylinux x86_64.
+# bench/gpu_check.sh installs them from $(WHEELHOUSE), which the device call carries (ignored by git).
+WHEELHOUSE ?= .whl
+WHEEL_PYTHON ?= 3.12
+WHEELS := zarr numcodecs donfig google-crc32c
+wheelhouse: | $(SETUP)
+	rm -f $(WHEELHOUSE)/*.whl  # one version of each: two would stop the install there
+	$(VENV)/bin/python -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+	  --python-version $(WHEEL_PYTHON) --implementation cp --platform manylinux_2_28_x86_64 \
+	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d $(WHEELHOUSE) \
+	  $$($(VENV)/bin/python -c "import importlib.metadata as m; print(*(f'{n}=={m.version(n)}' for n in '$(WHEELS)'.split()))")
+	@echo "wheelhouse: $$(ls $(WHEELHOUSE)/*.whl | wc -l) wheels, $$(du -sh $(WHEELHOUSE) | cut -f1), in $(WHEELHOUSE)"
 
 clean-data:
 	rm -rf $(DATA)

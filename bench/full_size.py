@@ -23,6 +23,7 @@ copy of the weights; a fresh Python with torch imported holds about 0.45 GiB).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import shutil
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -59,22 +61,30 @@ class Clock:
         self.start = now
 
 
-def part_write(preset: str, directory: Path) -> dict:
+def random_policy(preset: str, cameras: tuple[str, ...] = CAMERAS, device: str = "cpu"):
+    """The preset with random bf16 weights, built on the meta device and materialised on ``device`` one
+    tensor at a time: never a float32 copy of the model."""
     from accelerate import init_empty_weights
 
     from cfgrl.policy import NormStats, PI0Config, PI0Policy
+
+    config = PI0Config.from_preset(preset, camera_names=cameras, state_dim=8, action_dim=7, **BYTE_TOKENIZER)
+    with init_empty_weights():
+        policy = PI0Policy(config, stats=NormStats.identity(8, 7))
+    generator = torch.Generator(device).manual_seed(0)
+    for module in policy.modules():
+        for name, param in list(module.named_parameters(recurse=False)):
+            value = torch.empty(param.shape, dtype=torch.bfloat16, device=device)
+            value.normal_(0.0, 0.02, generator=generator)
+            module.register_parameter(name, torch.nn.Parameter(value, requires_grad=param.requires_grad))
+    return policy.to(device)  # the buffers, which init_empty_weights kept real on the CPU
+
+
+def part_write(preset: str, directory: Path) -> dict:
     from cfgrl.policy.checkpoint import export_lerobot
 
     clock = Clock()
-    config = PI0Config.from_preset(preset, camera_names=CAMERAS, state_dim=8, action_dim=7, **BYTE_TOKENIZER)
-    with init_empty_weights():
-        policy = PI0Policy(config, stats=NormStats.identity(8, 7))
-    generator = torch.Generator().manual_seed(0)
-    for module in policy.modules():  # one tensor at a time: never a float32 copy of the model
-        for name, param in list(module.named_parameters(recurse=False)):
-            value = torch.empty(param.shape, dtype=torch.bfloat16)
-            value.normal_(0.0, 0.02, generator=generator)
-            module.register_parameter(name, torch.nn.Parameter(value, requires_grad=param.requires_grad))
+    policy = random_policy(preset)
     clock.lap("build")
     export_lerobot(policy, directory)
     clock.lap("write")
@@ -87,10 +97,12 @@ def load(directory: Path):
     return PI0Policy.from_pretrained(directory, dtype=torch.bfloat16, **BYTE_TOKENIZER)
 
 
-def observation(batch: int) -> dict:
+def observation(batch: int, cameras: tuple[str, ...] = CAMERAS, device: str | torch.device = "cpu") -> dict:
+    """Two 224x224 cameras, the state and a LIBERO prompt, on ``device`` (the same draws on any device)."""
     g = torch.Generator().manual_seed(1)
-    images = {cam: torch.randint(0, 256, (batch, 224, 224, 3), generator=g, dtype=torch.uint8) for cam in CAMERAS}
-    return {"images": images, "state": torch.randn(batch, 8, generator=g), "prompt": ["pick up the black bowl and place it on the plate"] * batch}
+    images = {cam: torch.randint(0, 256, (batch, 224, 224, 3), generator=g, dtype=torch.uint8).to(device) for cam in cameras}
+    return {"images": images, "state": torch.randn(batch, 8, generator=g).to(device),
+            "prompt": ["pick up the black bowl and place it on the plate"] * batch}
 
 
 def part_sample(directory: Path) -> dict:
@@ -105,18 +117,34 @@ def part_sample(directory: Path) -> dict:
     return clock.parts
 
 
-def train_step(policy, params: dict) -> float:
+def make_step(policy, params: dict, batch_size: int) -> Callable[[], float]:
+    """One optimiser step on a fixed random batch, as the trainer takes it (bf16 autocast on CUDA, fp32
+    masters of bf16 weights, AdamW); each call takes the next step and returns its loss."""
     from cfgrl.train.optim import MasterWeights
 
+    device = policy.device
     masters = MasterWeights(params)
     optimiser = torch.optim.AdamW(masters.params, lr=1e-5)
-    batch = {**observation(2), "actions": torch.randn(2, policy.config.chunk_size, 7), "o": torch.tensor([1, -1])}
-    loss = policy.compute_loss(batch).mean()
-    loss.backward()
-    masters.take_grads()
-    optimiser.step()
-    masters.push()
-    return float(loss)
+    batch = {**observation(batch_size, policy.config.camera_names, device),
+             "actions": torch.randn(batch_size, policy.config.chunk_size, 7, device=device),
+             "o": torch.tensor([1, -1] * batch_size)[:batch_size]}
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else contextlib.nullcontext
+
+    def step() -> float:
+        with autocast():
+            loss = policy.compute_loss(batch).mean()
+        loss.backward()
+        masters.take_grads()
+        optimiser.step()
+        optimiser.zero_grad(set_to_none=True)
+        masters.push()
+        return float(loss)
+
+    return step
+
+
+def train_step(policy, params: dict) -> float:
+    return make_step(policy, params, 2)()
 
 
 def part_lora(directory: Path, saved: Path) -> dict:
