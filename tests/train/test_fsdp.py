@@ -112,3 +112,16 @@ def test_fsdp_bad_input_is_one_line_and_writes_nothing(small_run_inputs, tmp_pat
     shutil.copy(other / "checkpoints" / "step_2" / shard, run / "checkpoints" / "step_2" / shard)  # a shard of another run
     mixed = _train(store, labels, run, resume=True)
     assert mixed.returncode != 0 and "mixes training states; resume from an intact checkpoint" in mixed.stderr
+
+
+def test_a_training_state_from_another_checkpoint_is_refused(small_run_inputs, tmp_path):
+    store, labels = small_run_inputs
+    run = tmp_path / "run"
+    run_train(run, [store], labels, "train.steps=4", "train.save_every=2")
+    steps = run / "checkpoints"
+    shutil.rmtree(steps / "step_4" / ckpt_io.STATE_DIR)
+    shutil.copytree(steps / "step_2" / ckpt_io.STATE_DIR, steps / "step_4" / ckpt_io.STATE_DIR)  # step 2's state beside step 4's policy
+    listing = sorted(p.relative_to(run) for p in run.rglob("*"))
+    with pytest.raises(CfgrlError, match="is the training state of policy .* but the checkpoint holds policy .*: a training state from another"):
+        run_train(run, [store], labels, resume=True)
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == listing
