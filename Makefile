@@ -5,8 +5,8 @@
 #                          demonstrations (`make base`), then collect -> label -> train -> eval.
 #   ENV=libero POLICY=DIR: the same stages on LIBERO from a real PI0 checkpoint (ours or lerobot's).
 #   ENV=libero alone:      runs a fresh `tiny` random policy: it exercises the loop, it learns nothing.
-#   ENV=metaworld:         Meta-World MT10 (configs/metaworld.yaml); POLICY as for LIBERO, and
-#                          `make collect` also takes POLICY=scripted:NOISE (Meta-World's own experts).
+#   ENV=metaworld:         Meta-World MT10 (configs/metaworld.yaml): as builtin, the base imitates
+#                          Meta-World's own experts (`make base`); POLICY=DIR or scripted:NOISE replaces it.
 #
 # Every target prints where it wrote; re-running a target skips finished work (collect resumes to
 # its count, label reuses an identical version, train and eval skip a finished run).
@@ -28,7 +28,10 @@ STORE := $(DATA)/rollouts.zarr
 RUN := $(DATA)/cfgrl
 EVAL := $(DATA)/eval
 
-ifeq ($(ENV),builtin)
+# Environments with scripted experts start from a base policy: behaviour cloning of a fresh policy on
+# noisy expert demonstrations (`cfgrl base`), sized so that the base succeeds sometimes, not always.
+SCRIPTED_ENVS := builtin metaworld
+ifneq ($(filter $(ENV),$(SCRIPTED_ENVS)),)
 BASE := $(DATA)/base/policy
 POLICY ?= $(BASE)
 else
@@ -36,10 +39,15 @@ POLICY ?=
 endif
 POLICY_FLAG := $(if $(POLICY),--policy $(POLICY),)
 
-# The built-in base policy: behaviour cloning on noisy scripted demonstrations (`cfgrl base`).
+ifeq ($(ENV),metaworld)
+DEMO_NOISE ?= 0.1
+DEMO_EPISODES ?= 200
+BASE_STEPS ?= 1500
+else
 DEMO_NOISE ?= 0.3
 DEMO_EPISODES ?= 512
 BASE_STEPS ?= 1500
+endif
 
 .PHONY: help setup base collect value label train eval test bench wheelhouse round ablate demo spread clean-data
 
@@ -60,7 +68,7 @@ $(SETUP): pyproject.toml scripts/setup_libero.sh scripts/setup_metaworld.sh
 	touch $@
 	@echo "setup: installed into $(VENV)"
 
-ifeq ($(ENV),builtin)
+ifneq ($(filter $(ENV),$(SCRIPTED_ENVS)),)
 base: $(BASE)/config.json
 
 $(BASE)/config.json: | $(SETUP)
@@ -98,7 +106,7 @@ eval: | $(SETUP)
 	$(CFGRL) evaluate $(RUN)/policy $(if $(POLICY),--baseline $(POLICY),) --out $(EVAL) -c $(CONFIG)
 	@echo "eval: results, table and plot in $(EVAL)"
 
-ifeq ($(ENV),builtin)
+ifneq ($(filter $(ENV),$(SCRIPTED_ENVS)),)
 round ablate: base
 endif
 round: | $(SETUP)
@@ -111,9 +119,9 @@ ablate: collect
 
 # The demonstration sweeps w = 5 too (the issue's set); everything else is the main job's configuration.
 demo: | $(SETUP)
-	$(CFGRL) demo data/builtin/demo --demo-noise $(DEMO_NOISE) --demo-episodes $(DEMO_EPISODES) --base-steps $(BASE_STEPS) \
-	  -c configs/builtin.yaml -o 'evaluate.cfg_scales=[0, 1, 1.5, 2, 3, 5]'
-	@echo "demo: report in data/builtin/demo/report.md"
+	$(CFGRL) demo $(DATA)/demo --demo-noise $(DEMO_NOISE) --demo-episodes $(DEMO_EPISODES) --base-steps $(BASE_STEPS) \
+	  -c $(CONFIG) -o 'evaluate.cfg_scales=[0, 1, 1.5, 2, 3, 5]'
+	@echo "demo: report in $(DATA)/demo/report.md"
 
 # The demonstration's comparison (CFGRL at the validation-chosen w, filtered BC, weighted) over 3 seeds
 # of collection, condition dropout and training, from the main job's base: mean and spread. Not in CI.
