@@ -148,8 +148,7 @@ def _materialise(cls, config: PI0Config, stats: NormStats | None, tokenizer, sta
     fresh = [k for k in result.missing_keys if k.startswith("condition.")] if new_condition else []
     _check_keys([k for k in result.missing_keys if k not in fresh], list(result.unexpected_keys), directory)
     if fresh:
-        dtype = next(iter(state.values())).dtype
-        policy.model.condition = Condition(config).to(dtype)
+        policy.model.condition = Condition(config).to(policy.dtype)
     left = [name for name, t in [*policy.named_parameters(), *policy.named_buffers()] if t.is_meta]
     if left:
         raise CfgrlError(f"{directory}: internal error, no weights for {', '.join(left[:5])} after loading")
@@ -202,10 +201,11 @@ def _load_ours(cls, directory: Path, meta: dict, tokenizer, overrides: dict, dty
     stats = NormStats.load(directory / STATS_FILE) if (directory / STATS_FILE).is_file() else None
     # The recorded id is checked on the bytes as stored, while they are read (the weights may be cast).
     digest = content_digest(config, trained, stats) if not overrides else None
-    stored_dtypes: set[torch.dtype] = set()
+    cast = []  # whether any floating tensor is held in another dtype than stored
 
     def on_read(key: str, tensor: torch.Tensor) -> None:
-        stored_dtypes.add(tensor.dtype)
+        if tensor.is_floating_point() and tensor.dtype != dtype:
+            cast.append(key)
         if digest is not None:
             feed_digest(digest, key, tensor)
 
@@ -220,7 +220,7 @@ def _load_ours(cls, directory: Path, meta: dict, tokenizer, overrides: dict, dty
         if digest.hexdigest() != meta.get("policy_id"):
             raise CfgrlError(f"{directory}: content hash {digest.hexdigest()} differs from the recorded policy id {meta.get('policy_id')} "
                              "(corrupted or edited checkpoint)")
-        if stored_dtypes <= {dtype} | {d for d in stored_dtypes if not d.is_floating_point}:
+        if not cast:
             policy.remember_id(digest.hexdigest())  # held as stored: the id is the recorded one, no second pass
     return policy
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,8 @@ def attach(policy: nn.Module, settings: LoraSettings):
 
 
 def is_attached(model: nn.Module) -> bool:
+    if "peft" not in sys.modules:  # adapters only come through peft: no import (seconds) on every save or policy id
+        return False
     from peft.tuners.lora import LoraLayer
 
     return any(isinstance(m, LoraLayer) for m in model.modules())

@@ -22,16 +22,13 @@ class MasterWeights:
 
     def __init__(self, named: dict[str, torch.nn.Parameter]):
         self.weights = named
-        self.masters = {name: p if p.dtype == torch.float32 else torch.nn.Parameter(p.detach().float()) for name, p in named.items()}
+        # the masters that are not the weights themselves (what a checkpoint keeps beside the bf16 policy)
+        self.separate = {name: torch.nn.Parameter(p.detach().float()) for name, p in named.items() if p.dtype != torch.float32}
+        self.masters = {name: self.separate.get(name, p) for name, p in named.items()}
 
     @property
     def params(self) -> list[torch.nn.Parameter]:
         return list(self.masters.values())
-
-    @property
-    def separate(self) -> dict[str, torch.Tensor]:
-        """The masters that are not the weights themselves (what a checkpoint must keep beside the bf16 policy)."""
-        return {name: m for name, m in self.masters.items() if m is not self.weights[name]}
 
     def take_grads(self) -> None:
         for name, master in self.separate.items():
@@ -47,11 +44,10 @@ class MasterWeights:
     @torch.no_grad()
     def load(self, saved: dict[str, torch.Tensor]) -> None:
         """Restore the separate masters from a checkpoint (and round them into the weights)."""
-        separate = self.separate
-        if set(saved) != set(separate):
-            raise CfgrlError(f"the checkpoint's master weights ({len(saved)}) do not match this run's bf16 weights ({len(separate)})")
+        if set(saved) != set(self.separate):
+            raise CfgrlError(f"the checkpoint's master weights ({len(saved)}) do not match this run's bf16 weights ({len(self.separate)})")
         for name, value in saved.items():
-            separate[name].copy_(value)
+            self.separate[name].copy_(value)
         self.push()
 
 

@@ -47,7 +47,8 @@ def check_resumed_precision(asked: list[str], saved: TrainConfig, run_dir: Path)
     changed = [item for item in asked if item.split("=", 1)[0] in FIXED_ON_RESUME]
     if not changed:
         return
-    kept = ", ".join(f"{key}={getattr(saved, key.split('.', 1)[1])}" for key in (item.split("=", 1)[0] for item in changed))
+    keys = [item.split("=", 1)[0] for item in changed]
+    kept = ", ".join(f"{key}={getattr(saved, key.removeprefix('train.'))}" for key in keys)
     raise CfgrlError(f"'{run_dir}' runs with {kept}; --resume continues it so (its weights and optimiser state are shaped by them), "
                      f"not with {', '.join(changed)}: drop them, or start a new run from its policy (--policy {run_dir}/last)")
 

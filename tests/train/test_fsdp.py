@@ -55,9 +55,11 @@ def test_two_fsdp_processes_train_as_one_process_does_on_sharded_parameters(smal
 
     state = tmp_path / "two" / "checkpoints" / "step_20" / ckpt_io.STATE_DIR
     halves = [load_file(str(state / ckpt_io.SHARD.format(rank=r, world=2))) for r in range(2)]
+    whole = load_file(str(tmp_path / "one" / "checkpoints" / "step_20" / ckpt_io.STATE_DIR / "optimizer.safetensors"))
     assert halves[0].keys() == halves[1].keys() and halves[0]
-    key = next(k for k in halves[0] if halves[0][k].ndim == 2)
-    assert halves[0][key].shape[0] < halves[0][key].shape[0] + halves[1][key].shape[0]  # each rank holds its rows only
+    for key, first in halves[0].items():  # each rank holds its rows only; together, the whole state
+        rows = whole[key].shape[0]
+        assert (first.shape[0] < rows or rows == 1) and first.shape[0] + halves[1][key].shape[0] == rows, key
     assert not (state / "master_weights.safetensors").exists()  # the fp32 shards are the masters
 
 
