@@ -267,6 +267,16 @@ class Store:
         return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
 
 
+def episode_frames(frame_start: np.ndarray, frame_count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(episode, row in frames/*) of every stored frame, episode by episode in step order: episode
+    ``e`` owns rows ``frame_start[e] .. frame_start[e] + frame_count[e] - 1``. Index arithmetic over the
+    episode table; no frame is read."""
+    count = np.asarray(frame_count, np.int64)
+    episode = np.repeat(np.arange(len(count), dtype=np.int64), count)
+    first_of_episode = np.cumsum(count) - count  # position of each episode's first frame in the result
+    return episode, np.arange(len(episode), dtype=np.int64) + np.repeat(np.asarray(frame_start, np.int64) - first_of_episode, count)
+
+
 def open_stores(paths: list[str | Path]) -> list[Store]:
     """Open several stores (every later stage accepts more than one)."""
     if not paths:

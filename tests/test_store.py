@@ -13,7 +13,7 @@ import pytest
 import zarr
 
 from cfgrl.errors import CfgrlError
-from cfgrl.store import FAULT_ENV, EpisodeData, Store, StoreLayout, StoreWriter, episode_bytes, open_stores
+from cfgrl.store import FAULT_ENV, EpisodeData, Store, StoreLayout, StoreWriter, episode_bytes, episode_frames, open_stores
 
 LAYOUT = StoreLayout(("agentview", "wrist"), (8, 8, 3), 8, 7)
 
@@ -315,3 +315,11 @@ def test_broken_metadata_is_one_line_naming_the_file(tmp_path, what):
     _one_line(_cli("inspect", str(path)), meta)
     _one_line(_cli("label", str(path)), meta)
     assert not (tmp_path / "s.labels").exists()
+
+
+def test_episode_frames_lists_each_episodes_rows_in_order():
+    # Episode 1 stored no frame; episode 2's frames do not follow episode 0's (rows 3-4 belong to no episode).
+    episode, rows = episode_frames(np.array([0, 3, 5]), np.array([3, 0, 2]))
+    assert episode.tolist() == [0, 0, 0, 2, 2]
+    assert rows.tolist() == [0, 1, 2, 5, 6]
+    assert episode.dtype == rows.dtype == np.int64

@@ -32,6 +32,7 @@ import pandas as pd
 
 from cfgrl.errors import CfgrlError
 from cfgrl.label.windows import DEFAULT_HORIZON, StoreData, Windows
+from cfgrl.store import episode_frames
 from cfgrl.value.targets import Returns
 
 GROUP_KEYS = ("task_id", "init_state_id", "policy_id", "cfg_scale")
@@ -153,9 +154,7 @@ def window_return(windows: Windows, data: StoreData, reduce: str) -> np.ndarray:
 
 def frame_at(data: StoreData, episode: np.ndarray, step: np.ndarray) -> np.ndarray:
     """The row in frames/* of ``episode``'s stored frame at ``step`` (one line when there is none)."""
-    count = data.column("frame_count")
-    owner = np.repeat(np.arange(len(count)), count)
-    rows = np.arange(len(owner)) + np.repeat(data.column("frame_start") - (np.cumsum(count) - count), count)
+    owner, rows = episode_frames(data.column("frame_start"), data.column("frame_count"))
     span = int(data.column("length").max()) + 1  # every frame's step is below its episode's length
     key = owner * span + data.frame_step[rows]
     order = np.argsort(key, kind="stable")

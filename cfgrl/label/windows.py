@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from cfgrl.errors import CfgrlError
-from cfgrl.store import Store
+from cfgrl.store import Store, episode_frames
 
 DEFAULT_HORIZON = 50  # actions per window when no policy says otherwise (PI0's action chunk)
 
@@ -101,10 +101,7 @@ def resolve_stride(window_stride: int | None, replan_steps: int) -> int:
 
 def make_windows(data: StoreData, stride: int, replan_steps: int, horizon: int = DEFAULT_HORIZON) -> Windows:
     """One window per stored frame that lies past the wait steps, inside the episode, on the stride."""
-    frame_count = data.column("frame_count")
-    episode = np.repeat(np.arange(len(frame_count), dtype=np.int64), frame_count)
-    first_of_episode = np.cumsum(frame_count) - frame_count  # position of each episode's first frame
-    frame = np.arange(len(episode), dtype=np.int64) + np.repeat(data.column("frame_start") - first_of_episode, frame_count)
+    episode, frame = episode_frames(data.column("frame_start"), data.column("frame_count"))
     step = data.frame_step[frame]
     first_policy_step = data.column("num_wait_steps")[episode]
     length = data.column("length")[episode]

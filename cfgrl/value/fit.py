@@ -31,7 +31,7 @@ from cfgrl.config import Config
 from cfgrl.envs import max_policy_steps
 from cfgrl.errors import CfgrlError
 from cfgrl.schemas import VALUE
-from cfgrl.store import Store
+from cfgrl.store import Store, episode_frames
 from cfgrl.value.model import ValueNet, expected_value, hl_gauss_loss
 from cfgrl.value.output import COLUMNS, MANIFEST, VALUES, ValueOutput, store_env, value_id
 from cfgrl.value.targets import Returns
@@ -108,9 +108,7 @@ def load_frames(stores: list[Store], cfg: Config, tasks: list[tuple[str, int]], 
         ep = store.episodes
         returns = Returns.of(str(store.path), ep, store.read_steps("reward").astype(np.float64),
                              ep["suite"].map(max_length).to_numpy(np.float64), cfg.value.failure_penalty)
-        count = ep["frame_count"].to_numpy(np.int64)
-        episode = np.repeat(np.arange(len(ep)), count)
-        frame = np.arange(len(episode)) + np.repeat(ep["frame_start"].to_numpy(np.int64) - (np.cumsum(count) - count), count)
+        episode, frame = episode_frames(ep["frame_start"].to_numpy(), ep["frame_count"].to_numpy())
         step = store.frame_steps()[frame].astype(np.int64)
         state_row = ep["step_start"].to_numpy(np.int64)[episode] + np.minimum(step, ep["length"].to_numpy(np.int64)[episode] - 1)
         episode_task = np.array([task_index[(str(a), int(b))] for a, b in zip(ep["suite"], ep["task_id"])], np.int64)
