@@ -59,6 +59,7 @@ import zarr
 from zarr import AsyncArray
 from zarr.core.sync import sync  # runs a coroutine on zarr's own event loop, as zarr's sync API does
 
+from cfgrl import atomic
 from cfgrl.errors import CfgrlError
 from cfgrl.lockfile import PidLock
 from cfgrl.schemas import STORE
@@ -344,7 +345,7 @@ class StoreWriter:
     # -- opening -------------------------------------------------------------------------------
     def _create(self) -> None:
         """Build the empty store under a temporary name, then rename it into place."""
-        tmp = self.path.with_name(f".tmp-{self.path.name}")
+        tmp = self.path.with_name(f"{atomic.TEMPORARY}{self.path.name}")
         shutil.rmtree(tmp, ignore_errors=True)  # left by a creator killed before its rename
         root = zarr.open_group(str(tmp), mode="w-")
         fault_point("store.creating")

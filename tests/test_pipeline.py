@@ -137,6 +137,26 @@ def test_reduced_demo_writes_its_report(tmp_path):
     assert (again["round_1"], again["baselines"]) == (first["round_1"], first["baselines"])
 
 
+@pytest.mark.metaworld
+def test_reduced_demo_runs_on_metaworld(tmp_path):
+    """The demonstration on the real Meta-World simulator (one MT1 task, short episodes): the base
+    imitates Meta-World's own expert, both rounds and both baselines run, the report names the env."""
+    config = small_config(tmp_path, env={"name": "metaworld", "suite": "push-v3", "benchmark_seed": 3, "image_size": 32,
+                                         "tasks": None, "init_states": [20, 21], "max_steps": 30},
+                          evaluate={"cfg_scales": [1.0, 2.0], "init_states": [0], "validation_init_states": [10]})
+    cfgrl("demo", tmp_path / "demo", "--demo-episodes", "2", "--base-steps", "2", "-c", config, cwd=tmp_path)
+    report = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert report["env"] == "Meta-World push-v3"
+    assert (tmp_path / "demo" / "report.md").read_text().startswith("# CFGRL demonstration on Meta-World push-v3")
+    second = report["round_2"]
+    assert second["policy_in_id"] == report["round_1"]["policy_out_id"]
+    assert set(report["baselines"]) == {"filtered_bc", "weighted"}
+    from cfgrl.store import Store
+
+    assert set(Store(tmp_path / "demo" / "demos.zarr").episodes.policy_id) == {"scripted-noise0.30"}  # Meta-World's expert
+    assert set(Store(second["stores"][0]).episodes.policy_id) == {report["round_1"]["policy_out_id"]}
+
+
 def test_round_without_validation_init_states_is_refused_before_any_work(tmp_path):
     config = small_config(tmp_path, evaluate={"validation_init_states": None})
     result = subprocess.run([str(VENV / "bin" / "cfgrl"), "round", str(tmp_path / "rounds"), "--policy", "scripted:0.1",

@@ -26,7 +26,8 @@ from cfgrl.schemas import EVAL_RESULTS
 LEDGER_KIND = "episodes"
 LOCK_NAME = "evaluate.lock"
 # The files a run directory gets whole (``cfgrl.atomic``): what a killed writer may have left half of.
-WRITTEN_WHOLE = ("results.json", "results.csv", "shard.json")
+SHARD_MANIFEST = "shard.json"  # a shard's plan and place in it (cfgrl.evaluate.shards)
+WRITTEN_WHOLE = ("results.json", "results.csv", SHARD_MANIFEST)
 _SAMPLE_BYTES = 1 << 20  # bytes hashed at each end of a weight file: cheap even for a 15 GB PI0
 
 

@@ -19,12 +19,12 @@ from typing import Any
 
 from cfgrl import atomic
 from cfgrl.errors import CfgrlError
-from cfgrl.evaluate.ledger import read_committed
+from cfgrl.evaluate.ledger import SHARD_MANIFEST, read_committed
 from cfgrl.evaluate.plan import EvalEpisode, Plan
 from cfgrl.evaluate.summary import arm_name
 from cfgrl.schemas import EVAL_RESULTS
 
-MANIFEST = "shard.json"
+MANIFEST = SHARD_MANIFEST
 MANIFEST_KIND = "shard"
 SHARD_HINT = "give the --out directories of `cfgrl evaluate --shard i --num-shards N`"
 SHOWN_MISSING = 3  # missing episodes named in the message; the count says the rest

@@ -1,4 +1,4 @@
-"""`cfgrl demo`: the measured demonstration on the built-in environment.
+"""`cfgrl demo`: the measured demonstration on an environment with scripted experts (builtin, metaworld).
 
 1. base      behaviour cloning (label_source none) on noisy scripted demonstrations
 2. round 1   collect K rollouts per init state with the base -> episode_rloo labels -> CFGRL
@@ -94,7 +94,7 @@ def run_demo(cfg: Config, root: Path, noise: float, demo_episodes: int, base_ste
     rounds_root = root / "rounds"
     second = timed("round 2", rounds.run_round, cfg, rounds_root, None, number=2) if second_round else None
 
-    report = {"timings_s": timed.timings, "base": str(base), "round_1": first, "round_2": second,
+    report = {"env": environment_name(cfg), "timings_s": timed.timings, "base": str(base), "round_1": first, "round_2": second,
               "baselines": {k: _overall(v) for k, v in baselines.items()},
               "baselines_chosen_cfg_scale": {k: v["chosen_cfg_scale"] for k, v in baselines.items()},
               "cfgrl_minus_baselines": cfgrl_minus_baselines(first, baselines)}
@@ -104,6 +104,12 @@ def run_demo(cfg: Config, root: Path, noise: float, demo_episodes: int, base_ste
     plot_comparison(report, round_rows, root / "comparison.png")
     print((root / "report.md").read_text())
     return report
+
+
+def environment_name(cfg: Config) -> str:
+    """How the report names the environment, e.g. 'Meta-World MT10'."""
+    return {"builtin": f"the built-in environment ({cfg.env.suite})", "metaworld": f"Meta-World {cfg.env.suite}",
+            "libero": f"LIBERO {cfg.env.suite}"}.get(cfg.env.name, cfg.env.name)
 
 
 def _round_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -119,7 +125,7 @@ def _overall(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def render_report(report: dict[str, Any], round_rows: dict[str, list[dict[str, Any]]], rounds_root: Path) -> str:
-    lines = ["# CFGRL demonstration on the built-in environment", ""]
+    lines = [f"# CFGRL demonstration on {report['env']}", ""]
     for key, rows in round_rows.items():
         record = report[key]
         lines += [f"## Round {record['round']} (collected at w={record['collect_cfg_scale']:g}; w = {record['chosen_cfg_scale']:g} chosen on "
@@ -166,4 +172,4 @@ def plot_comparison(report: dict[str, Any], round_rows: dict[str, list[dict[str,
         else:
             curves[f"{name} (baseline)"] = rows
     n = levels["base policy"]["episodes"]
-    return plot_curves(curves, levels, f"CFGRL demonstration, built-in environment ({n} paired episodes per arm)", path)
+    return plot_curves(curves, levels, f"CFGRL demonstration, {report['env']} ({n} paired episodes per arm)", path)

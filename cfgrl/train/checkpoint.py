@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from cfgrl import atomic
 from cfgrl.errors import CfgrlError
 from cfgrl.policy.checkpoint import read_safetensors, write_policy_files
 from cfgrl.train.strategy import is_sharded, like
@@ -68,7 +69,7 @@ SHARD = "optimizer-shard{rank}-of-{world}.safetensors"
 def staging(run_dir: Path, step: int) -> Path:
     """Where step ``step``'s checkpoint is written before it is renamed into place (hidden: a kill's
     leftover is removed by the next run). One name for every rank: FSDP ranks write their shards there."""
-    return run_dir / "checkpoints" / f".tmp-step_{step}"
+    return run_dir / "checkpoints" / f"{atomic.TEMPORARY}step_{step}"
 
 
 def begin_checkpoint(run_dir: Path, step: int) -> Path:
@@ -175,7 +176,7 @@ def _named_paths(run_dir: Path) -> list[Path]:
 
 def point(link: Path, target: Path) -> None:
     """Atomically (re)point a relative symlink."""
-    tmp = link.with_name(f".tmp-{link.name}-{uuid.uuid4().hex[:8]}")  # a kill's leftover: rundir.remove_leftovers
+    tmp = link.with_name(f"{atomic.TEMPORARY}{link.name}-{uuid.uuid4().hex[:8]}")  # a kill's leftover: rundir.remove_leftovers
     os.symlink(os.path.relpath(target, link.parent), tmp)
     os.replace(tmp, link)
 

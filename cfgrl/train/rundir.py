@@ -26,7 +26,7 @@ LOCK = "train.lock"
 METRICS = "metrics.jsonl"
 # The temporaries written directly in the run directory: pointers being swapped (checkpoint.point), the
 # log being truncated. Only these: --out may be a directory that holds other things too.
-TEMPORARY = (".tmp-last-*", ".tmp-policy-*", f"{atomic.TEMPORARY}{METRICS}-*")
+TEMPORARY = (f"{atomic.TEMPORARY}last-*", f"{atomic.TEMPORARY}policy-*", f"{atomic.TEMPORARY}{METRICS}-*")
 
 
 def check_out(run_dir: Path) -> None:

@@ -106,8 +106,7 @@ def load_frames(stores: list[Store], cfg: Config, tasks: list[tuple[str, int]], 
     size = min(cfg.value.image_size, stores[0].layout.image_shape[0])
     for index, store in enumerate(stores):
         ep = store.episodes
-        returns = Returns.of(str(store.path), ep, store.read_steps("reward").astype(np.float64),
-                             ep["suite"].map(max_length).to_numpy(np.float64), cfg.value.failure_penalty)
+        returns = Returns.of(str(store.path), ep, store.read_steps("reward"), max_length, cfg.value.failure_penalty)
         episode, frame = episode_frames(ep["frame_start"].to_numpy(), ep["frame_count"].to_numpy())
         step = store.frame_steps()[frame].astype(np.int64)
         state_row = ep["step_start"].to_numpy(np.int64)[episode] + np.minimum(step, ep["length"].to_numpy(np.int64)[episode] - 1)

@@ -99,6 +99,5 @@ class ValueOutput:
 
     def returns(self, store: Store, env_reward: np.ndarray) -> Returns:
         """The store's RECAP rewards with the value model's failure penalty and L."""
-        episodes = store.episodes
-        max_length = episodes["suite"].map(self.manifest["max_length"]).to_numpy(np.float64)
-        return Returns.of(str(store.path), episodes, env_reward, max_length, self.manifest["settings"]["failure_penalty"])
+        return Returns.of(str(store.path), store.episodes, env_reward, self.manifest["max_length"],
+                          self.manifest["settings"]["failure_penalty"])

@@ -19,6 +19,7 @@ reward: a store without rewards cannot say where its successes happened.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,10 +70,12 @@ class Returns:
     max_length: np.ndarray  # (E,) L of each episode's task
 
     @classmethod
-    def of(cls, path: str, episodes: pd.DataFrame, env_reward: np.ndarray, max_length: np.ndarray,
+    def of(cls, path: str, episodes: pd.DataFrame, env_reward: np.ndarray, max_length: Mapping[str, int],
            failure_penalty: float) -> "Returns":
-        reward = recap_rewards(path, episodes, env_reward, max_length, failure_penalty)
-        return cls(episodes, np.concatenate([[0.0], np.cumsum(reward)]), np.asarray(max_length, np.float64))
+        """A store's returns, L looked up by each episode's suite in ``max_length`` (suite -> L)."""
+        per_episode = episodes["suite"].map(max_length).to_numpy(np.float64)
+        reward = recap_rewards(path, episodes, np.asarray(env_reward, np.float64), per_episode, failure_penalty)
+        return cls(episodes, np.concatenate([[0.0], np.cumsum(reward)]), per_episode)
 
     def _sum(self, episode: np.ndarray, first: np.ndarray, stop: np.ndarray) -> np.ndarray:
         start = self.episodes["step_start"].to_numpy(np.int64)[episode]

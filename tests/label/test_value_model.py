@@ -26,7 +26,7 @@ def value(*args):
 
 def returns_of(store, max_length, penalty):
     reward = store.read_steps("reward").astype(np.float64)
-    return Returns.of(str(store.path), store.episodes, reward, np.full(store.num_episodes, max_length, float), penalty)
+    return Returns.of(str(store.path), store.episodes, reward, dict.fromkeys(store.episodes["suite"], max_length), penalty)
 
 
 def test_recap_targets_hand_computed(make_store):
