@@ -6,7 +6,8 @@
 Each episode runs the task's expert (``metaworld.policies``) closed-loop on the raw Meta-World env from
 one fixed configuration, for at most 500 steps (Meta-World's limit); success is any success step. It
 prints the success per task and overall, and how many episodes succeed within 200 steps (cfgrl's
-default ``env.max_steps``). ``--noise``: Gaussian action noise of that std, as ``--policy scripted:NOISE``.
+default ``env.max_steps``). ``--noise``: Gaussian action noise of that std on the 4 numbers (only the jitter
+of ``--policy scripted:NOISE``, which also aims at a wrong place: ``cfgrl/envs/metaworld.py``).
 """
 
 from __future__ import annotations

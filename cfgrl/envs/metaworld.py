@@ -46,6 +46,14 @@ DEFAULT_CAMERAS = ("corner", "gripperPOV")  # corner: the nearest view of the ta
 FAST_RENDER = "shadows off, reflectance off, offscreen multisampling off"
 SETUP_HINT = "run scripts/setup_metaworld.sh .venv"
 _EXPERT_SALT = 0x3E7A  # keeps the scripted expert's noise apart from other uses of the episode seed
+# The scripted expert's NOISE (``--policy scripted:NOISE``), per episode: with probability NOISE it
+# aims at the wrong place, WRONG_PLACE metres from the object and the goal in a random horizontal
+# direction (a failure a policy can see and learn to avoid, like the built-in expert's wrong ball),
+# and its 4 numbers get Gaussian jitter of std JITTER * NOISE (jitter alone, at std NOISE, failed
+# push and pick-place entirely while drawers and buttons stayed at 100%).
+WRONG_PLACE = (0.10, 0.20)
+JITTER = 0.1
+_OBJECT_XY, _GOAL_XY = slice(4, 6), slice(36, 38)  # in Meta-World's 39-d observation: the first object's and the goal's x, y
 
 # One fixed prompt per task, every v3 task.
 PROMPTS = {
@@ -187,6 +195,26 @@ def is_upside_down(data: Any, camera: str) -> bool:
     return bool(up[2] < 0)
 
 
+def wrong_place(noise: float, draw: tuple[float, ...]) -> np.ndarray | None:
+    """The (x, y) offset this episode's expert aims off by, or None (probability 1 - ``noise``);
+    ``draw``: three uniforms in [0, 1) drawn at reset (whether, direction, distance)."""
+    whether, direction, distance = draw
+    if whether >= noise:
+        return None
+    angle = 2 * np.pi * direction
+    low, high = WRONG_PLACE
+    return (low + (high - low) * distance) * np.array([np.cos(angle), np.sin(angle)])
+
+
+def _displaced(raw: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """Meta-World's observation with the object and the goal moved by ``offset``: what a wrong-place
+    expert acts on (each expert reads its object at 4:7 and its goal at 36:39)."""
+    seen = raw.copy()
+    seen[_OBJECT_XY] += offset
+    seen[_GOAL_XY] += offset
+    return seen
+
+
 class MetaWorldEnv:
     """The ``metaworld`` backend of ``cfgrl.envs.base.Env``: one simulator per task, built when first reset."""
 
@@ -218,6 +246,7 @@ class MetaWorldEnv:
         self._raw: np.ndarray | None = None  # Meta-World's last observation (the scripted expert reads it)
         self._expert: Any = None
         self._expert_rng: np.random.Generator | None = None
+        self._expert_draw: tuple[float, ...] = ()
         for task_id in cfg.tasks or []:
             self._check_task(task_id)
 
@@ -252,6 +281,7 @@ class MetaWorldEnv:
         # episode. The physical state is untouched, and every Meta-World step ends the same way.
         mujoco.mj_forward(self._sim.model, self._sim.data)
         self._expert_rng = np.random.default_rng([_EXPERT_SALT, seed])
+        self._expert_draw = tuple(self._expert_rng.random(3))  # this episode's wrong-place draw (wrong_place)
         return Observation(images=self.render(), state=state_vector(self._raw), prompt=PROMPTS[name])
 
     def step(self, action: np.ndarray, render: bool) -> StepResult:
@@ -277,7 +307,7 @@ class MetaWorldEnv:
         return self._renderer.render()
 
     def scripted_chunk(self, noise: float, horizon: int = 50) -> np.ndarray:
-        """Meta-World's own expert for the task, with Gaussian noise of std ``noise`` on its 4 numbers.
+        """Meta-World's own expert for the task at ``noise`` (``WRONG_PLACE`` and ``JITTER`` above).
 
         The expert reads the full observation each step, so the chunk is planned by playing it on this
         simulator and restoring the state afterwards: executing the chunk then replays the same steps.
@@ -287,8 +317,10 @@ class MetaWorldEnv:
         saved_physics, saved_attrs, saved_raw = self._physics_state(), dict(vars(self._sim)), self._raw
         chunk = np.zeros((horizon, ACTION_DIM), np.float32)
         raw = self._raw
+        offset = wrong_place(noise, self._expert_draw)
         for i in range(horizon):
-            wanted = self._expert.get_action(raw) + self._expert_rng.normal(0.0, noise, size=4)
+            seen = raw if offset is None else _displaced(raw, offset)
+            wanted = self._expert.get_action(seen) + self._expert_rng.normal(0.0, JITTER * noise, size=4)
             chunk[i] = our_action(np.clip(wanted, -1.0, 1.0))  # float32, exactly what the engine executes
             raw, *_ = self._sim.step(sim_action(chunk[i]))
         self._set_physics_state(saved_physics)

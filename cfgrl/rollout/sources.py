@@ -37,7 +37,7 @@ class ChunkPolicy(Protocol):
 @dataclass(frozen=True)
 class ScriptedExpert:
     """The env's scripted expert; ``noise`` 0 is the expert itself (builtin: ``cfgrl.envs.scripted``;
-    Meta-World: its per-task experts with Gaussian action noise of std ``noise``)."""
+    Meta-World: its per-task experts aiming at a wrong place with probability ``noise``, with jitter)."""
 
     noise: float
 

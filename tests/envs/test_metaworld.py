@@ -164,6 +164,31 @@ def test_bad_suite_task_camera_and_limits_give_one_line():
         make_env(EnvConfig(cameras=["corner"]))
 
 
+def test_the_noisy_expert_aims_at_a_wrong_place_with_probability_noise():
+    from cfgrl.envs.metaworld import WRONG_PLACE, wrong_place
+
+    assert wrong_place(0.0, (0.0, 0.3, 0.5)) is None and wrong_place(0.4, (0.4, 0.3, 0.5)) is None
+    offsets = [wrong_place(0.4, (0.39, d, r)) for d in (0.0, 0.25, 0.6) for r in (0.0, 0.5, 0.999)]
+    assert all(WRONG_PLACE[0] <= np.linalg.norm(o) < WRONG_PLACE[1] for o in offsets)
+    assert len({tuple(np.round(o / np.linalg.norm(o), 6)) for o in offsets}) == 3  # the direction is drawn too
+
+
+def _expert_episode(env, noise: float, seed: int) -> bool:
+    env.reset(0, 20, seed=seed)
+    for _ in range(40):  # 200 steps
+        for action in env.scripted_chunk(noise, horizon=5):
+            if env.step(action, render=False).success:
+                return True
+    return False
+
+
+def test_a_wrong_place_episode_fails_where_the_expert_succeeds(env):
+    """Configuration 20 of push: the expert pushes the puck home; aiming 10-20 cm off (noise 1: every
+    episode), it never touches the puck. Seeds only change the draws."""
+    assert _expert_episode(env, 0.0, seed=0)
+    assert not any(_expert_episode(env, 1.0, seed=s) for s in (0, 1))
+
+
 def test_collected_scripted_episodes_replay_exactly_in_a_fresh_env(tmp_path):
     """`cfgrl collect --policy scripted:0.3` (Meta-World's expert, noisy), one group of K=2 in one
     worker, then both episodes are replayed from their recorded actions: same states, frames, rewards."""
