@@ -1,13 +1,13 @@
 """Success of Meta-World's scripted experts over every configuration of a benchmark, without rendering.
 
     python scripts/metaworld_experts.py                  # MT10, benchmark seed 0: 10 tasks x 50 configurations
-    python scripts/metaworld_experts.py --suite MT50 --noise 0.3
+    python scripts/metaworld_experts.py --suite MT50
 
 Each episode runs the task's expert (``metaworld.policies``) closed-loop on the raw Meta-World env from
 one fixed configuration, for at most 500 steps (Meta-World's limit); success is any success step. It
 prints the success per task and overall, and how many episodes succeed within 200 steps (cfgrl's
-default ``env.max_steps``). ``--noise``: Gaussian action noise of that std on the 4 numbers (only the jitter
-of ``--policy scripted:NOISE``, which also aims at a wrong place: ``cfgrl/envs/metaworld.py``).
+default ``env.max_steps``). The experts as they are: their noisy versions (``--policy scripted:NOISE``)
+are measured by ``cfgrl collect``, which prints their success.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from cfgrl.envs.base import select_mujoco_gl
 from cfgrl.envs.metaworld import MAX_STEPS, PROMPTS, build_configurations, suite_tasks
 
 
-def run_task(name: str, vectors: np.ndarray, noise: float, seed: int) -> list[int | None]:
+def run_task(name: str, vectors: np.ndarray) -> list[int | None]:
     """The first success step of each configuration's episode (None: no success within MAX_STEPS)."""
     import pickle
 
@@ -31,14 +31,13 @@ def run_task(name: str, vectors: np.ndarray, noise: float, seed: int) -> list[in
 
     env = metaworld.env_dict.ALL_V3_ENVIRONMENTS[name]()
     expert = ENV_POLICY_MAP[name]()
-    rng = np.random.default_rng(seed)
     firsts = []
     for vec in vectors:
         env.set_task(Task(env_name=name, data=pickle.dumps({"rand_vec": vec, "env_cls": type(env), "partially_observable": False})))
         obs, _ = env.reset()
         first = None
         for step in range(1, MAX_STEPS + 1):
-            action = np.clip(expert.get_action(obs) + rng.normal(0.0, noise, size=4), -1.0, 1.0)
+            action = np.clip(expert.get_action(obs), -1.0, 1.0)
             obs, _, _, _, info = env.step(action)
             if info["success"]:
                 first = step
@@ -52,16 +51,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", default="MT10")
     parser.add_argument("--benchmark-seed", type=int, default=0)
-    parser.add_argument("--noise", type=float, default=0.0)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the action noise")
     args = parser.parse_args()
     select_mujoco_gl("Meta-World")
     started = time.perf_counter()
     configurations = build_configurations(args.suite, args.benchmark_seed)
-    print(f"{args.suite}(seed={args.benchmark_seed}) built in {time.perf_counter() - started:.1f} s; noise {args.noise}")
+    print(f"{args.suite}(seed={args.benchmark_seed}) built in {time.perf_counter() - started:.1f} s")
     total = within_200 = episodes = 0
     for name in suite_tasks(args.suite):
-        firsts = run_task(name, configurations.vectors[name], args.noise, args.seed)
+        firsts = run_task(name, configurations.vectors[name])
         wins = [f for f in firsts if f is not None]
         total, episodes = total + len(wins), episodes + len(firsts)
         within_200 += sum(f <= 200 for f in wins)

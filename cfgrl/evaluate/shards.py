@@ -24,7 +24,6 @@ from cfgrl.evaluate.plan import EvalEpisode, Plan
 from cfgrl.evaluate.summary import arm_name
 from cfgrl.schemas import EVAL_RESULTS
 
-MANIFEST = SHARD_MANIFEST
 MANIFEST_KIND = "shard"
 SHARD_HINT = "give the --out directories of `cfgrl evaluate --shard i --num-shards N`"
 SHOWN_MISSING = 3  # missing episodes named in the message; the count says the rest
@@ -36,14 +35,14 @@ def manifest(plan: Plan, shard: int, num_shards: int, meta: dict[str, Any]) -> d
 
 
 def write_manifest(run_dir: Path, content: dict[str, Any]) -> None:
-    atomic.write_text(run_dir / MANIFEST, json.dumps(content, indent=2) + "\n")
+    atomic.write_text(run_dir / SHARD_MANIFEST, json.dumps(content, indent=2) + "\n")
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
     """A shard directory's manifest, checked: schema, kind, and a digest that matches its plan."""
-    path = run_dir / MANIFEST
+    path = run_dir / SHARD_MANIFEST
     if not path.is_file():
-        raise CfgrlError(f"'{run_dir}' is not an evaluation shard (no {MANIFEST}); {SHARD_HINT}")
+        raise CfgrlError(f"'{run_dir}' is not an evaluation shard (no {SHARD_MANIFEST}); {SHARD_HINT}")
     try:
         content = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -63,7 +62,7 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
 def check_same_shard(run_dir: Path, planned: dict[str, Any]) -> None:
     """A shard resumes only its own run directory: another shard's (or plan's) episodes and manifest
     there must not be overwritten."""
-    if not (run_dir / MANIFEST).exists():
+    if not (run_dir / SHARD_MANIFEST).exists():
         return
     found = read_manifest(run_dir)
     if (found["plan_digest"], found["shard"], found["num_shards"]) != (planned["plan_digest"], planned["shard"], planned["num_shards"]):
