@@ -42,8 +42,8 @@ POLICY_FLAG := $(if $(POLICY),--policy $(POLICY),)
 # The demonstration's w sweep: the built-in env's adds w = 0 and 5 to the main job's; Meta-World keeps
 # its config's (an episode lasts up to 200 steps there, each w costs 200 episodes).
 ifeq ($(ENV),metaworld)
-DEMO_NOISE ?= 0.1
-DEMO_EPISODES ?= 200
+DEMO_NOISE ?= 0.3
+DEMO_EPISODES ?= 400
 BASE_STEPS ?= 1500
 DEMO_SCALES ?=
 else

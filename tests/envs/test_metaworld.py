@@ -167,10 +167,10 @@ def test_bad_suite_task_camera_and_limits_give_one_line():
 def test_the_noisy_expert_aims_at_a_wrong_place_with_probability_noise():
     from cfgrl.envs.metaworld import WRONG_PLACE, wrong_place
 
-    assert wrong_place(0.0, (0.0, 0.3, 0.5)) is None and wrong_place(0.4, (0.4, 0.3, 0.5)) is None
-    offsets = [wrong_place(0.4, (0.39, d, r)) for d in (0.0, 0.25, 0.6) for r in (0.0, 0.5, 0.999)]
-    assert all(WRONG_PLACE[0] <= np.linalg.norm(o) < WRONG_PLACE[1] for o in offsets)
-    assert len({tuple(np.round(o / np.linalg.norm(o), 6)) for o in offsets}) == 3  # the direction is drawn too
+    assert wrong_place(0.0, 0.0) is None and wrong_place(0.4, 0.4) is None and wrong_place(0.4, 0.9) is None
+    offset = wrong_place(0.4, 0.39)
+    np.testing.assert_array_equal(offset, WRONG_PLACE)  # one fixed wrong place: a mode a policy can learn to avoid
+    assert 0.10 <= np.linalg.norm(offset) <= 0.20  # far enough to miss a 2-5 cm object, near enough to stay on the table
 
 
 def _expert_episode(env, noise: float, seed: int) -> bool:
@@ -183,7 +183,7 @@ def _expert_episode(env, noise: float, seed: int) -> bool:
 
 
 def test_a_wrong_place_episode_fails_where_the_expert_succeeds(env):
-    """Configuration 20 of push: the expert pushes the puck home; aiming 10-20 cm off (noise 1: every
+    """Configuration 20 of push: the expert pushes the puck home; aiming 15 cm off (noise 1: every
     episode), it never touches the puck. Seeds only change the draws."""
     assert _expert_episode(env, 0.0, seed=0)
     assert not any(_expert_episode(env, 1.0, seed=s) for s in (0, 1))
