@@ -43,8 +43,9 @@ def main() -> None:
                 continue
             for success in (True, False):
                 rows = np.where((ep.task_id.values == task_id) & (ep.success.values == success))[0]
-                seen = [visits(store, int(i), np.array(json.loads(ep.init_config.iloc[i]))[TARGETS[name]]) for i in rows]
-                target, wrong = (sum(v[k] for v in seen) for k in (0, 1))
+                seen = np.array([visits(store, int(i), np.array(json.loads(ep.init_config.iloc[i]))[TARGETS[name]])
+                                 for i in rows], dtype=bool).reshape(-1, 2)
+                target, wrong = seen.sum(axis=0)
                 print(f"  {name:14s} {'succeeded' if success else 'failed':9s} {len(rows):4d} episodes: "
                       f"{target:4d} near the target, {wrong:4d} near the wrong place")
 
