@@ -35,7 +35,7 @@ def synthetic_store(path: Path, episodes: int, length: int, cameras: tuple[str, 
     layout = StoreLayout(cameras, (image_size, image_size, 3), 8, 7)
     rng = np.random.default_rng(0)
     query = np.arange(0, length, REPLAN)
-    with StoreWriter(path, layout, flush_every=2000, flush_seconds=1e9) as writer:
+    with StoreWriter(path, layout, commit_seconds=1e9) as writer:
         for i in tqdm(range(episodes), desc=f"writing {path.name}", leave=False):
             n = int(length - rng.integers(0, length // 2)) if i % 3 else length  # some succeed early
             success = bool(rng.random() < 0.5)

@@ -43,7 +43,7 @@ def write_store(path: Path, episodes: int, length: int, size: int) -> Store:
     """Blocky images with pixel noise (they compress about like camera frames), random states and actions."""
     layout = StoreLayout(CAMERAS, (size, size, 3), 8, 7)
     rng = np.random.default_rng(0)
-    with StoreWriter(path, layout, flush_every=4) as writer:
+    with StoreWriter(path, layout) as writer:
         for e in range(episodes):
             query = np.arange(0, length, REPLAN)
             coarse = rng.integers(0, 230, size=(len(query), size // 8, size // 8, 3), dtype=np.uint8)

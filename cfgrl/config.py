@@ -105,6 +105,7 @@ class CollectConfig:
     workers: int | None = _f(None, "environment worker processes (null = fits the machine)")
     seed: int = _f(0, "base seed; each episode's seed is derived from it")
     videos: int = _f(0, "write MP4 videos of the first N episodes")
+    commit_seconds: float = _f(5.0, "commit finished episodes to the store at least this often (s); a crash loses at most the episodes since the last commit, which resume recollects (0 = after every episode; a commit costs ~60 ms)")
     adaptive: bool = _f(False, "plan groups in waves from the outcomes already in the store: unseen (task, init state) pairs first, then mixed ones; collect.groups is the run's total")
     adaptive_patience: int = _f(2, "adaptive: skip a (task, init state) pair once its last N groups all succeeded, or all failed")
 
@@ -348,6 +349,8 @@ def validate(cfg: Config) -> Config:
         raise CfgrlError(f"collect.group_size (K) must be at least 2 for leave-one-out baselines, got {cfg.collect.group_size}")
     if cfg.collect.groups < 1:
         raise CfgrlError(f"collect.groups must be at least 1, got {cfg.collect.groups}")
+    if not cfg.collect.commit_seconds >= 0:  # also refuses nan
+        raise CfgrlError(f"collect.commit_seconds must be >= 0 (0 = commit after every episode), got {cfg.collect.commit_seconds}")
     if cfg.collect.adaptive_patience < 1:
         raise CfgrlError(f"collect.adaptive_patience must be at least 1 (groups in a row with one outcome), got {cfg.collect.adaptive_patience}")
     t = cfg.train

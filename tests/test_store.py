@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +43,10 @@ def make_episode(length: int, seed: int, success: bool = True, image_size: int =
 
 def test_round_trip_field_by_field(tmp_path):
     episodes = [make_episode(12 + i, i, success=i % 2 == 0) for i in range(5)]
-    with StoreWriter(tmp_path / "s.zarr", LAYOUT, flush_every=2) as writer:
-        for ep in episodes:
+    with StoreWriter(tmp_path / "s.zarr", LAYOUT, commit_seconds=0) as writer:
+        for i, ep in enumerate(episodes):
             writer.append(ep)
+            assert Store(tmp_path / "s.zarr").num_episodes == i + 1  # commit_seconds=0: every append commits
     store = Store(tmp_path / "s.zarr")
     assert store.num_episodes == 5
     for i, ep in enumerate(episodes):
@@ -240,7 +242,7 @@ def test_a_failed_commit_is_overwritten_by_the_next(tmp_path, monkeypatch):
     import cfgrl.store
 
     path = tmp_path / "s.zarr"
-    writer = StoreWriter(path, LAYOUT, flush_every=1000)
+    writer = StoreWriter(path, LAYOUT, commit_seconds=1e9)
     writer.append(make_episode(5, 0))
     writer.flush()
     real_write, failures = cfgrl.store._write_rows, []
@@ -266,13 +268,27 @@ def test_a_failed_commit_is_overwritten_by_the_next(tmp_path, monkeypatch):
                                   make_episode(7, 2).frames["wrist"])
 
 
+def test_commits_go_by_time_since_the_last_commit(tmp_path):
+    path = tmp_path / "s.zarr"
+    with StoreWriter(path, LAYOUT, commit_seconds=1.0) as writer:
+        writer.append(make_episode(5, 0))
+        writer.append(make_episode(5, 1))
+        assert Store(path).num_episodes == 0  # buffered: the last commit (opening) is younger than 1 s
+        time.sleep(1.05)
+        writer.append(make_episode(5, 2))
+        assert Store(path).num_episodes == 3
+        writer.append(make_episode(5, 3))
+        assert Store(path).num_episodes == 3
+    assert Store(path).num_episodes == 4  # closing commits the rest
+
+
 def test_the_buffer_is_committed_before_it_outgrows_its_bound(tmp_path, monkeypatch):
     import cfgrl.store
 
     episode = make_episode(5, 0)
     monkeypatch.setattr(cfgrl.store, "FLUSH_BYTES", int(1.5 * episode_bytes(episode)))
     path = tmp_path / "s.zarr"
-    with StoreWriter(path, LAYOUT, flush_every=1000, flush_seconds=1e9) as writer:
+    with StoreWriter(path, LAYOUT, commit_seconds=1e9) as writer:
         for i in range(3):
             writer.append(make_episode(5, i))
         assert Store(path).num_episodes == 2  # the 2nd append committed the 1st, the 3rd the 2nd

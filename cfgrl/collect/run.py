@@ -45,7 +45,7 @@ def collect(cfg: Config, store: Path, policy: str | None, shard: int = 0, num_sh
                  num_steps=cfg.inference.num_steps, replan_steps=cfg.inference.replan_steps, seed=cfg.collect.seed,
                  group_size=cfg.collect.group_size)
     about = f"policy {actor.policy_id}, cfg_scale {cfg.inference.cfg_scale}, run {run}"
-    with StoreWriter(store, layout) as writer:  # the store's one writer from here on: what is committed stays so
+    with StoreWriter(store, layout, cfg.collect.commit_seconds) as writer:  # the store's one writer from here on: what is committed stays so
 
         def rollout(todo: list, videos: int) -> list:
             def append(spec, episode) -> None:

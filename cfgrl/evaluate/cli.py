@@ -107,8 +107,9 @@ def compare_command(
     b: Annotated[Path, typer.Argument(help="Evaluation directory B, run on the same test episodes.")],
     w_a: Annotated[Optional[float], typer.Option("--w-a", help="A's guidance weight (default: A's validation-chosen w).")] = None,
     w_b: Annotated[Optional[float], typer.Option("--w-b", help="B's guidance weight (default: B's validation-chosen w).")] = None,
+    b_baseline: Annotated[bool, typer.Option("--b-baseline", help="Take B's baseline arm (the checkpoint given to its --baseline, at the w it ran), e.g. `cfgrl compare X X --b-baseline`: X's policy against its start.")] = False,
 ) -> None:
     """Paired difference A minus B on the test episodes both evaluations ran, with its 95% Newcombe interval."""
     from cfgrl.evaluate.compare import compare_evaluations
 
-    typer.echo(compare_evaluations(a, b, w_a, w_b).describe())
+    typer.echo(compare_evaluations(a, b, w_a, w_b, b_baseline).describe())

@@ -4,7 +4,8 @@ Arms of one evaluation are paired inside ``results.json`` (``diff_vs_w1``). Two 
 (CFGRL against filtered BC, one ablation setting against the defaults) live in two evaluations; when
 both ran the same test slots (same env settings, ``evaluate.seed`` and init states) their episodes
 pair one to one, and the Newcombe interval of the paired difference is far tighter than comparing
-two Wilson intervals. Each side is taken at its validation-chosen w unless a w is given.
+two Wilson intervals. Each side is taken at its validation-chosen w unless a w is given. B may also
+be an evaluation's baseline arm (the starting checkpoint it ran beside the policy, at its own w).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from cfgrl.errors import CfgrlError
 from cfgrl.evaluate.ledger import read_committed
-from cfgrl.evaluate.plan import POLICY, TEST
+from cfgrl.evaluate.plan import BASELINE, POLICY, TEST
 from cfgrl.evaluate.stats import PairedDifference, paired_difference
 from cfgrl.evaluate.summary import chosen_cfg_scale, load_results
 
@@ -28,33 +29,44 @@ class Comparison:
     b: str
     b_cfg_scale: float
     difference: PairedDifference
+    b_role: str = POLICY
 
     def describe(self) -> str:
         d = self.difference
-        return (f"{self.a} (w={self.a_cfg_scale:g}) minus {self.b} (w={self.b_cfg_scale:g}): {d.diff:+.1%} "
+        b = f"{self.b}'s baseline" if self.b_role == BASELINE else self.b
+        return (f"{self.a} (w={self.a_cfg_scale:g}) minus {b} (w={self.b_cfg_scale:g}): {d.diff:+.1%} "
                 f"(95% CI {d.low:+.1%}, {d.high:+.1%}) over {d.n} paired test episodes")
 
 
-def test_outcomes(eval_dir: str | Path, cfg_scale: float) -> dict[SlotKey, bool]:
-    """Success of every test episode the policy ran at ``cfg_scale`` in one evaluation directory."""
+def test_outcomes(eval_dir: str | Path, cfg_scale: float, role: str = POLICY) -> dict[SlotKey, bool]:
+    """Success of every test episode ``role`` ran at ``cfg_scale`` in one evaluation directory."""
     records = read_committed(Path(eval_dir) / "episodes.jsonl").values()
     outcomes = {(r["suite"], r["task_id"], r["init_state_id"], r["repeat"], r["seed"]): bool(r["success"])
-                for r in records if r["role"] == POLICY and r["split"] == TEST and r["cfg_scale"] == cfg_scale}
+                for r in records if r["role"] == role and r["split"] == TEST and r["cfg_scale"] == cfg_scale}
     if not outcomes:
         raise CfgrlError(f"evaluation '{eval_dir}' holds no test episode at w={cfg_scale:g}; give a w it swept")
     return outcomes
 
 
 def compare_evaluations(a_dir: str | Path, b_dir: str | Path, a_cfg_scale: float | None = None,
-                        b_cfg_scale: float | None = None) -> Comparison:
-    """A minus B on their common test slots; each at its validation-chosen w unless given."""
+                        b_cfg_scale: float | None = None, b_baseline: bool = False) -> Comparison:
+    """A minus B on their common test slots; each at its validation-chosen w unless given, B's
+    baseline arm at the w it ran with ``b_baseline``."""
     a_w = chosen_cfg_scale(load_results(a_dir), "cfgrl compare") if a_cfg_scale is None else a_cfg_scale
-    b_w = chosen_cfg_scale(load_results(b_dir), "cfgrl compare") if b_cfg_scale is None else b_cfg_scale
-    a, b = test_outcomes(a_dir, a_w), test_outcomes(b_dir, b_w)
+    if b_baseline:
+        if b_cfg_scale is not None:
+            raise CfgrlError("--w-b and --b-baseline are both set; the baseline arm ran at one w, its own: drop --w-b")
+        b_w = load_results(b_dir).get("baseline_cfg_scale")
+        if b_w is None:
+            raise CfgrlError(f"evaluation '{b_dir}' ran no baseline arm; evaluate it with --baseline CHECKPOINT, or drop --b-baseline")
+    else:
+        b_w = chosen_cfg_scale(load_results(b_dir), "cfgrl compare") if b_cfg_scale is None else b_cfg_scale
+    b_role = BASELINE if b_baseline else POLICY
+    a, b = test_outcomes(a_dir, a_w), test_outcomes(b_dir, b_w, b_role)
     if a.keys() != b.keys():
         only_a, only_b = len(a.keys() - b.keys()), len(b.keys() - a.keys())
         raise CfgrlError(f"evaluations '{a_dir}' and '{b_dir}' ran different test episodes ({only_a} only in the first, {only_b} only "
                          "in the second); evaluate both with the same env, evaluate.seed and init states")
     slots = sorted(a)
     difference = paired_difference([a[s] for s in slots], [b[s] for s in slots])
-    return Comparison(str(a_dir), a_w, str(b_dir), b_w, difference)
+    return Comparison(str(a_dir), a_w, str(b_dir), b_w, difference, b_role)

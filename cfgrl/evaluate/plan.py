@@ -66,7 +66,7 @@ class EvalEpisode:
 def slot_seed(base_seed: int, task_id: int, init_state_id: int, repeat: int, split: str) -> int:
     """A seed per (split, task, init state, repeat), independent of w: the pairing across weights.
     Validation seeds differ from test seeds even on the same init state (LIBERO's protocol)."""
-    return episode_seed(base_seed, task_id, init_state_id, repeat, *([1] if split == VALIDATION else []))
+    return episode_seed(split, base_seed, task_id, init_state_id, repeat)
 
 
 def check_cfg_scales(cfg_scales: Iterable[float]) -> None:

@@ -109,13 +109,13 @@ def roll_out(
     progress: bool,
 ) -> None:
     """Run ``batch`` (one policy, one w, one suite, all of run ``run``) and ``commit`` every finished
-    episode, after appending it to ``store`` (its writer, flush_every=1) when one is given."""
+    episode, after appending it to ``store`` (its writer, commit_seconds=0) when one is given."""
     by_spec = {_spec(episode, run): episode for episode in batch}
 
     def on_episode(spec: EpisodeSpec, finished: FinishedEpisode) -> None:
         episode = by_spec[spec]
         if store is not None:
-            store.append(episode_data(env_cfg, spec, finished, policy.policy_id, episode.cfg_scale, run))  # flush_every=1: commits
+            store.append(episode_data(env_cfg, spec, finished, policy.policy_id, episode.cfg_scale, run))  # commit_seconds=0: commits
         commit(episode, finished.success, len(finished.action) - finished.num_wait_steps)
 
     run_episodes(

@@ -216,7 +216,7 @@ def _execute(job: _Job) -> EpisodeLedger:
     if len(pending) < len(job.mine):
         print(f"resuming: {len(job.mine) - len(pending)} of {len(job.mine)} episodes already recorded in {job.out_dir}", file=sys.stderr)
     # One store writer for the whole run: the store is read (healing) and written under its lock only.
-    with StoreWriter(*job.store, flush_every=1) if job.store is not None else nullcontext() as writer:
+    with StoreWriter(*job.store, commit_seconds=0) if job.store is not None else nullcontext() as writer:
         _run_pending(pending, job, ledger, writer)
     return ledger
 

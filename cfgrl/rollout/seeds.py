@@ -1,29 +1,27 @@
-"""Episode seeds: each episode's seed is a pure function of integer keys, so an episode is the same
-whatever the worker count, the batch it shares, the shard or how often its run was resumed. The
-seed starts the episode's environment and its flow-noise generator (``sources.flow_noise_generator``).
+"""Episode seeds: each episode's seed is a pure function of its stream and integer keys, so an
+episode is the same whatever the worker count, the batch it shares, the shard or how often its run
+was resumed. The seed starts the episode's environment and its flow-noise generator
+(``sources.flow_noise_generator``).
 
-Seeds are data: a store records each episode's seed, an evaluation log keys each episode by it, and
-every number the README reports was measured with them. So the two derivations below are frozen
-(``tests/rollout/test_seeds.py`` pins their values): collect's groups have hashed their keys since
-the first store, evaluation's slots have used a ``SeedSequence``, and neither can be written as the
-other without changing every existing seed. New callers use ``episode_seed``.
+One derivation for every stage. The stream keeps stages apart: collect's (base seed, group,
+rollout) never meets evaluation's (base seed, task, init state, repeat), and a validation episode
+never shares a test episode's seed on the same init state (LIBERO's protocol validates on the test
+init states). Seeds are data: a store records each episode's seed and an evaluation log keys each
+episode by it, so the values are pinned (``tests/rollout/test_seeds.py``) and ``SCHEME`` is part of
+every run identity (``specs.run_id``): a store or log written under an earlier derivation resumes as
+a new run instead of mixing two kinds of seeds in one.
 """
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
+STREAMS = {"collect": 0, "test": 1, "validation": 2}
+SCHEME = "episode_seed/2"  # 1: collect hashed its keys with sha256, evaluation had no stream key
 
-def episode_seed(*keys: int) -> int:
-    """A seed below 2**63 (it fits the store's int64 seed column) from integer keys, e.g. evaluation's
-    (base seed, task, init state, repeat[, 1 on validation])."""
-    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint32)
+
+def episode_seed(stream: str, *keys: int) -> int:
+    """A seed below 2**63 (it fits the store's int64 seed column) for ``keys`` in ``stream``, e.g.
+    ("collect", base seed, group, rollout) or ("test", base seed, task, init state, repeat)."""
+    state = np.random.SeedSequence([STREAMS[stream], *(int(k) for k in keys)]).generate_state(2, dtype=np.uint32)
     return int((int(state[0]) << 31) ^ int(state[1]))
-
-
-def group_rollout_seed(base_seed: int, group_id: int, rollout_index: int) -> int:
-    """Collect's 56-bit seed of rollout ``rollout_index`` of group ``group_id``."""
-    digest = hashlib.sha256(f"cfgrl-episode/{base_seed}/{group_id}/{rollout_index}".encode()).digest()
-    return int.from_bytes(digest[:7], "little")

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 
 from cfgrl.errors import CfgrlError
-from cfgrl.rollout.seeds import group_rollout_seed
+from cfgrl.rollout.seeds import SCHEME, episode_seed
 
 
 @dataclass(frozen=True)
@@ -69,11 +69,12 @@ def group_specs(
 
 def group_episodes(group_id: int, task: int, init_state: int, group_size: int, base_seed: int) -> list[EpisodeSpec]:
     """The K episodes of group ``group_id`` of the grid, which is pair (``task``, ``init_state``)."""
-    return [EpisodeSpec(task, init_state, group_rollout_seed(base_seed, group_id, k), group_id, k) for k in range(group_size)]
+    return [EpisodeSpec(task, init_state, episode_seed("collect", base_seed, group_id, k), group_id, k) for k in range(group_size)]
 
 
 def run_id(**identity: object) -> str:
     """Short stable hash of everything that makes two collections' episodes interchangeable
-    (env, tasks, policy, cfg_scale, seeds, K, ...), never of counts, shards or worker numbers."""
-    text = json.dumps(identity, sort_keys=True, default=str)
+    (env, tasks, policy, cfg_scale, seeds and their derivation ``seeds.SCHEME``, K, ...), never of
+    counts, shards or worker numbers."""
+    text = json.dumps({**identity, "seeds": SCHEME}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]

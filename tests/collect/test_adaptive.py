@@ -30,7 +30,7 @@ LAYOUT = StoreLayout(("agentview",), (4, 4, 3), 8, 7)
 def add(path, groups: dict[int, list[int]], run: str = "r", rollouts: list[int] | None = None) -> pd.DataFrame:
     """Commit to a real store the given groups' outcomes (1 = success), one 1-step episode per rollout;
     ``rollouts``: only these rollout indices (a group a killed run left short). Returns the episode table."""
-    with StoreWriter(path, LAYOUT, flush_every=10_000, flush_seconds=1e9) as writer:
+    with StoreWriter(path, LAYOUT, commit_seconds=1e9) as writer:
         for g, outcomes in groups.items():
             task, init = GRID[g]
             for k in rollouts or range(len(outcomes)):
@@ -133,10 +133,11 @@ def test_when_every_pair_is_skipped_the_command_says_so_and_stops(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_mid_wave_then_resume_collects_what_an_uninterrupted_run_does(tmp_path):
-    """36 pairs x K=2: wave 1 is 72 episodes, committed after 64 (or 5 s) and at its end; the run is
-    killed with the second commit's rows written. The same command resumes: it finishes the wave's
-    started groups, then plans the next wave from the same outcomes as an uninterrupted run."""
-    args = ["--policy", "scripted:0.5", "--episodes", "96", "--workers", "2", *ENV, "-o", "env.init_states=[0-8]"]
+    """36 pairs x K=2: wave 1 is 72 episodes, each committed as it finishes; the run is killed with
+    the second commit's rows written. The same command resumes: it finishes the wave's started
+    groups, then plans the next wave from the same outcomes as an uninterrupted run."""
+    args = ["--policy", "scripted:0.5", "--episodes", "96", "--workers", "2", *ENV, "-o", "env.init_states=[0-8]",
+            "-o", "collect.commit_seconds=0"]
     killed = tmp_path / "killed.zarr"
     proc = subprocess.Popen([sys.executable, "-m", "cfgrl.cli", "collect", str(killed), *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,

@@ -96,9 +96,9 @@ def test_collect_writes_every_field_as_the_env_produced_it(tmp_path):
 def test_sigkill_mid_run_then_resume_reaches_the_count_without_duplicates(tmp_path):
     store_path = tmp_path / "killed.zarr"
     args = ["collect", str(store_path), "--policy", "scripted:0.5", "--episodes", "80", "--workers", "2",
-            "-o", "collect.group_size=4", *ENV]
-    # Killed at a fixed point mid-run (a commit every 64 episodes at most, the last at the end): the
-    # second commit's rows are written, num_episodes not yet bumped.
+            "-o", "collect.group_size=4", "-o", "collect.commit_seconds=0", *ENV]
+    # Killed at a fixed point mid-run (a commit after every episode): the second commit's rows are
+    # written, num_episodes not yet bumped.
     proc = subprocess.Popen([sys.executable, "-m", "cfgrl.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True, env={**os.environ, FAULT_ENV: "store.appended@2"})
     try:

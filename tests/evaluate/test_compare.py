@@ -9,16 +9,19 @@ from cfgrl.evaluate.compare import compare_evaluations
 from cfgrl.schemas import EVAL_RESULTS
 
 
-def write_eval(path, chosen, outcomes, seeds=None):
+def write_eval(path, chosen, outcomes, seeds=None, baseline=None):
     """An evaluation directory: results.json with its chosen w, and the episode log of
-    ``outcomes`` {w: [success per init state]} on test (plus one validation episode, never paired)."""
+    ``outcomes`` {w: [success per init state]} on test (plus one validation episode, never paired);
+    ``baseline``: (w, [success per init state]) of a baseline arm."""
     path.mkdir()
-    (path / "results.json").write_text(json.dumps({**EVAL_RESULTS.stamp(), "chosen_cfg_scale": chosen, "rows": [], "out_dir": str(path)}))
+    meta = {"chosen_cfg_scale": chosen, "baseline_cfg_scale": baseline[0] if baseline else None}
+    (path / "results.json").write_text(json.dumps({**EVAL_RESULTS.stamp(), **meta, "rows": [], "out_dir": str(path)}))
     lines = [{"kind": "episodes", **EVAL_RESULTS.stamp()}]
-    for w, successes in outcomes.items():
+    arms = [("policy", w, successes) for w, successes in outcomes.items()] + ([("baseline", *baseline)] if baseline else [])
+    for role, w, successes in arms:
         for i, ok in enumerate(successes):
             seed = (seeds or {}).get(i, 100 + i)
-            lines.append({"key": f"{w}|{i}", "role": "policy", "cfg_scale": w, "split": "test", "suite": "s", "task_id": 0,
+            lines.append({"key": f"{role}|{w}|{i}", "role": role, "cfg_scale": w, "split": "test", "suite": "s", "task_id": 0,
                           "init_state_id": i, "repeat": 0, "seed": seed, "success": ok})
         lines.append({"key": f"{w}|val", "role": "policy", "cfg_scale": w, "split": "validation", "suite": "s",
                       "task_id": 0, "init_state_id": 99, "repeat": 0, "seed": 7, "success": True})
@@ -48,3 +51,17 @@ def test_refuses_unpaired_or_missing_arms(tmp_path):
     unchosen = write_eval(tmp_path / "c", None, {1.0: [True, False]})
     with pytest.raises(CfgrlError, match="chosen on validation"):
         compare_evaluations(unchosen, a)
+
+
+def test_b_can_be_an_evaluations_baseline_arm(tmp_path):
+    # The baseline ran at w=0 and succeeded where the policy's w=0 arm did not: the baseline arm is taken.
+    a = write_eval(tmp_path / "a", 2.0, {0.0: [False] * 4, 2.0: [True, True, True, False]},
+                   baseline=(0.0, [True, False, False, False]))
+    c = compare_evaluations(a, a, b_baseline=True)
+    assert (c.a_cfg_scale, c.b_cfg_scale) == (2.0, 0.0) and c.difference.diff == pytest.approx(0.5)
+    assert "a's baseline (w=0)" in c.describe()
+    with pytest.raises(CfgrlError, match="--w-b and --b-baseline"):
+        compare_evaluations(a, a, b_cfg_scale=0.0, b_baseline=True)
+    no_baseline = write_eval(tmp_path / "b", 2.0, {2.0: [True] * 4})
+    with pytest.raises(CfgrlError, match="ran no baseline arm"):
+        compare_evaluations(a, no_baseline, b_baseline=True)

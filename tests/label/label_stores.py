@@ -48,7 +48,7 @@ def episode_data(ep: Ep, seed: int) -> EpisodeData:
 
 
 def write_store(path, episodes: list[Ep]) -> Store:
-    with StoreWriter(path, LAYOUT, flush_every=10_000, flush_seconds=1e9) as writer:  # one commit: fast
+    with StoreWriter(path, LAYOUT, commit_seconds=1e9) as writer:  # one commit: fast
         for i, ep in enumerate(episodes):
             writer.append(episode_data(ep, i))
     return Store(path)

@@ -41,7 +41,7 @@ def write_store(path: Path, episodes: int = 8, length: int = 20, image: int = 16
                 order: list[int] | None = None, wait: int = 0) -> Path:
     """``order``: the order the episodes are committed in (parallel collectors commit as they finish)."""
     layout = StoreLayout(CAMERAS, (image, image, 3), 8, 7)
-    with StoreWriter(path, layout, flush_every=4) as writer:
+    with StoreWriter(path, layout) as writer:
         for i in order if order is not None else range(episodes):
             writer.append(make_episode(offset + i, length, image, success=(i % 2 == 0), group_size=group_size, wait=wait))
     return path
