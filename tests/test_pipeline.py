@@ -75,7 +75,9 @@ def test_rounds_record_their_lineage(tmp_path):
     config = small_config(tmp_path)
     cfgrl("base", tmp_path / "b", "--demo-episodes", "4", "--base-steps", "2", "-c", config, cwd=tmp_path)
     base = tmp_path / "b" / "base" / "policy"
-    cfgrl("round", tmp_path / "rounds", "--policy", base, "--rounds", "2", "--keep-stores", "1", "-c", config, cwd=tmp_path)
+    demos = tmp_path / "b" / "demos.zarr"
+    cfgrl("round", tmp_path / "rounds", "--policy", base, "--rounds", "2", "--keep-stores", "1", "--with-store", demos,
+          "-c", config, cwd=tmp_path)
     first = json.loads((tmp_path / "rounds" / "round_001" / "round.json").read_text())
     second = json.loads((tmp_path / "rounds" / "round_002" / "round.json").read_text())
     base_id = json.loads((base / "config.json").read_text())["policy_id"]
@@ -84,7 +86,10 @@ def test_rounds_record_their_lineage(tmp_path):
     assert second["collect_cfg_scale"] == first["chosen_cfg_scale"]
     chosen = json.loads((Path(first["eval"]) / "results.json").read_text())["chosen_cfg_scale"]
     assert first["chosen_cfg_scale"] == chosen and first["chosen_on"].startswith("validation")
-    assert second["stores"] == [str(tmp_path / "rounds" / "round_002" / "rollouts.zarr"), first["stores"][0]]
+    assert first["stores"] == [str(tmp_path / "rounds" / "round_001" / "rollouts.zarr"), str(demos)]
+    assert second["stores"] == [str(tmp_path / "rounds" / "round_002" / "rollouts.zarr"), first["stores"][0], str(demos)]
+    windows = pd.read_parquet(Path(second["label_version"]) / "windows.parquet")
+    assert windows.store.nunique() == 3  # the demonstrations are labelled (and trained on) beside the rollouts
     from cfgrl.store import Store
 
     assert set(Store(first["stores"][0]).episodes.policy_id) == {base_id}
@@ -122,16 +127,20 @@ def test_ablation_relabels_one_store_and_writes_a_table(tmp_path):
 
 def test_reduced_demo_writes_its_report(tmp_path):
     config = small_config(tmp_path, evaluate={"cfg_scales": [1.0]})
-    cfgrl("demo", tmp_path / "demo", "--demo-episodes", "4", "--base-steps", "2", "--one-round", "-c", config, cwd=tmp_path)
+    demo = ("demo", tmp_path / "demo", "--demo-episodes", "4", "--base-steps", "2", "--one-round", "--keep-demos", "-c", config)
+    cfgrl(*demo, cwd=tmp_path)
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "Round 1" in report and "filtered_bc" in report and "weighted" in report
+    assert "trains on the base's demonstrations too" in report
+    stores = json.loads((tmp_path / "demo" / "report.json").read_text())["round_1"]["stores"]
+    assert stores == [str(tmp_path / "demo" / "rounds" / "round_001" / "rollouts.zarr"), str(tmp_path / "demo" / "demos.zarr")]
     assert "minus each baseline" in report
     assert (tmp_path / "demo" / "comparison.png").stat().st_size > 0
     timings = json.loads((tmp_path / "demo" / "report.json").read_text())["timings_s"]
     assert set(timings) >= {"base policy (scripted demos, BC)", "round 1 (collect, label, train, evaluate)"}
     # A rerun skips finished work and repeats no round (it used to run a second round).
     first = json.loads((tmp_path / "demo" / "report.json").read_text())
-    cfgrl("demo", tmp_path / "demo", "--demo-episodes", "4", "--base-steps", "2", "--one-round", "-c", config, cwd=tmp_path)
+    cfgrl(*demo, cwd=tmp_path)
     assert not (tmp_path / "demo" / "rounds" / "round_002").exists()
     again = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert (again["round_1"], again["baselines"]) == (first["round_1"], first["baselines"])
@@ -162,6 +171,11 @@ def test_round_without_validation_init_states_is_refused_before_any_work(tmp_pat
     result = subprocess.run([str(VENV / "bin" / "cfgrl"), "round", str(tmp_path / "rounds"), "--policy", "scripted:0.1",
                              "-c", str(config)], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 2 and "chooses the guidance weight on validation init states" in result.stderr
+    assert not (tmp_path / "rounds").exists()
+    result = subprocess.run([str(VENV / "bin" / "cfgrl"), "round", str(tmp_path / "rounds"), "--policy", "scripted:0.1",
+                             "--with-store", str(tmp_path / "nothing.zarr"), "-c", str(small_config(tmp_path))],
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "nothing.zarr" in result.stderr
     assert not (tmp_path / "rounds").exists()
 
 

@@ -15,6 +15,7 @@ def round_command(
     policy: Annotated[Optional[Path], typer.Option("--policy", help="Starting checkpoint of round 1 (later rounds start from the previous round's).")] = None,
     rounds: Annotated[int, typer.Option("--rounds", help="How many rounds to run now.")] = 1,
     keep_stores: Annotated[int, typer.Option("--keep-stores", help="Also train on the stores of this many earlier rounds.")] = 0,
+    with_store: Annotated[Optional[list[Path]], typer.Option("--with-store", help="Also label and train on this store in every round, e.g. the base's demonstrations (repeatable).")] = None,
     config: ConfigOption = None,
     overrides: OverrideOption = None,
 ) -> None:
@@ -23,7 +24,7 @@ def round_command(
 
     cfg = resolve(config, overrides)
     for _ in range(rounds):
-        run_round(cfg, root, policy, keep_stores)
+        run_round(cfg, root, policy, keep_stores, with_stores=tuple(with_store or ()))
     typer.echo(lineage(root))
 
 
@@ -70,13 +71,14 @@ def demo_command(
     base_steps: BaseSteps = 1500,
     base_lr: BaseLr = 1e-3,
     second_round: Annotated[bool, typer.Option("--second-round/--one-round", help="Also run round 2.")] = True,
+    keep_demos: Annotated[bool, typer.Option("--keep-demos", help="Label and train every round and baseline on the base's demonstrations too, beside the rollouts.")] = False,
     config: ConfigOption = None,
     overrides: OverrideOption = None,
 ) -> None:
     """Base policy by BC, a CFGRL round with a w sweep, filtered-BC and weighted baselines, round 2, a report."""
     from cfgrl.pipeline.demo import run_demo
 
-    run_demo(resolve(config, overrides), root, demo_noise, demo_episodes, base_steps, base_lr, second_round)
+    run_demo(resolve(config, overrides), root, demo_noise, demo_episodes, base_steps, base_lr, second_round, keep_demos)
 
 
 def spread_command(

@@ -4,8 +4,9 @@
 2. round 1   collect K rollouts per init state with the base -> episode_rloo labels -> CFGRL
              fine-tuning -> w sweep on held-out test init states, paired seeds, against the base;
              w chosen on validation init states
-3. baselines on round 1's store and label version, same steps: filtered BC (o=1 windows only, no
+3. baselines on round 1's stores and label version, same steps: filtered BC (o=1 windows only, no
              guidance) and the retired advantage-weighted two-branch loss
+   (``keep_demos``: every round and baseline also labels and trains on the base's demonstrations)
 4. round 2   the same from round 1's policy at its validation-chosen w
 5. report    DEMO_DIR/report.md (+ report.json): every curve with intervals and the time each step took;
              DEMO_DIR/comparison.png: the curves and levels of every arm in one figure
@@ -25,6 +26,8 @@ from cfgrl.evaluate.summary import load_results, overall_rows
 from cfgrl.pipeline import rounds, stages
 from cfgrl.train.objectives import UNCONDITIONED_OBJECTIVES
 
+DEMOS = "demos.zarr"  # the base's demonstrations, under the demonstration's directory
+
 
 def build_base(cfg: Config, root: Path, noise: float, episodes: int, steps: int, lr: float) -> Path:
     """A base policy: behaviour cloning of a fresh policy on ``episodes`` noisy scripted demonstrations.
@@ -32,7 +35,7 @@ def build_base(cfg: Config, root: Path, noise: float, episodes: int, steps: int,
     From scratch a tiny PI0 needs a larger learning rate than PI0's fine-tuning default; the cosine
     schedule decays over exactly ``steps``.
     """
-    demos = root / "demos.zarr"
+    demos = root / DEMOS
     bc = with_overrides(cfg, [
         # Demonstrations need no RLOO groups: the smallest K spreads them over the most init states.
         "cfgrl.label_source=none", "collect.group_size=2", f"collect.groups={-(-episodes // 2)}",
@@ -57,20 +60,20 @@ class Timer:
         return out
 
 
-def compare(cfg: Config, root: Path, base: Path, timed: Timer) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def compare(cfg: Config, root: Path, base: Path, timed: Timer, with_stores: tuple[Path, ...] = ()) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Round 1 from ``base`` under ``root/rounds``, then the filtered-BC and weighted baselines on
-    round 1's store and label version with its training budget. Returns (round 1's record, each
+    round 1's stores and label version with its training budget. Returns (round 1's record, each
     baseline's evaluation results)."""
     rounds_root = root / "rounds"
-    first = timed("round 1 (collect, label, train, evaluate)", rounds.run_round, cfg, rounds_root, base, number=1)
-    r1 = rounds.RoundDir(rounds_root, first["round"])
-    labels = Path(first["label_version"])
+    first = timed("round 1 (collect, label, train, evaluate)", rounds.run_round, cfg, rounds_root, base, number=1,
+                  with_stores=with_stores)
+    stores, labels = [Path(s) for s in first["stores"]], Path(first["label_version"])
     baselines = {}
     for objective in ("filtered_bc", "weighted"):
         setting = with_overrides(cfg, [f"train.objective={objective}"])
         if objective in UNCONDITIONED_OBJECTIVES:  # the same policy at every w
             setting = with_overrides(setting, ["evaluate.cfg_scales=[1.0]"])
-        policy = timed(f"baseline {objective} (train)", stages.train, setting, [r1.store], labels, root / objective / "train", base)
+        policy = timed(f"baseline {objective} (train)", stages.train, setting, stores, labels, root / objective / "train", base)
         baselines[objective] = timed(f"baseline {objective} (evaluate)", stages.evaluate, setting, policy, root / objective / "eval")
     return first, baselines
 
@@ -86,15 +89,17 @@ def cfgrl_minus_baselines(first: dict[str, Any], baselines: dict[str, dict[str, 
 
 
 def run_demo(cfg: Config, root: Path, noise: float, demo_episodes: int, base_steps: int, base_lr: float,
-             second_round: bool = True) -> dict[str, Any]:
+             second_round: bool = True, keep_demos: bool = False) -> dict[str, Any]:
     require_validation(cfg, "cfgrl demo")
     timed = Timer()
     base = timed("base policy (scripted demos, BC)", build_base, cfg, root, noise, demo_episodes, base_steps, base_lr)
-    first, baselines = compare(cfg, root, base, timed)
+    with_stores = (root / DEMOS,) if keep_demos else ()
+    first, baselines = compare(cfg, root, base, timed, with_stores)
     rounds_root = root / "rounds"
-    second = timed("round 2", rounds.run_round, cfg, rounds_root, None, number=2) if second_round else None
+    second = timed("round 2", rounds.run_round, cfg, rounds_root, None, number=2, with_stores=with_stores) if second_round else None
 
-    report = {"env": environment_name(cfg), "timings_s": timed.timings, "base": str(base), "round_1": first, "round_2": second,
+    report = {"env": environment_name(cfg), "timings_s": timed.timings, "base": str(base), "keep_demos": keep_demos,
+              "round_1": first, "round_2": second,
               "baselines": {k: _overall(v) for k, v in baselines.items()},
               "baselines_chosen_cfg_scale": {k: v["chosen_cfg_scale"] for k, v in baselines.items()},
               "cfgrl_minus_baselines": cfgrl_minus_baselines(first, baselines)}
@@ -126,6 +131,8 @@ def _overall(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def render_report(report: dict[str, Any], round_rows: dict[str, list[dict[str, Any]]], rounds_root: Path) -> str:
     lines = [f"# CFGRL demonstration on {report['env']}", ""]
+    if report["keep_demos"]:
+        lines += ["Every round and baseline labels and trains on the base's demonstrations too (`--keep-demos`).", ""]
     for key, rows in round_rows.items():
         record = report[key]
         lines += [f"## Round {record['round']} (collected at w={record['collect_cfg_scale']:g}; w = {record['chosen_cfg_scale']:g} chosen on "
@@ -134,7 +141,7 @@ def render_report(report: dict[str, Any], round_rows: dict[str, list[dict[str, A
         lines += [_row(r) for r in rows]
         lines += ["", f"![success vs w]({Path(record['eval']) / 'success_vs_w.png'})", ""]
     lines += ["## Every arm in one figure", "", "![comparison](comparison.png)", "",
-              "## Baselines on round 1's store and labels (w chosen on validation in bold)", "",
+              "## Baselines on round 1's stores and labels (w chosen on validation in bold)", "",
               "| objective | arm | test episodes | test success (95% Wilson CI) | paired diff vs w=1 (95% CI) |", "|---|---|---|---|---|"]
     for objective, rows in report["baselines"].items():
         lines += [f"| {objective} " + _row(r) for r in rows]

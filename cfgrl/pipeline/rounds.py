@@ -5,8 +5,9 @@ and the guidance weight round k-1's evaluation chose on validation init states (
 then:
 
     collect  ROOT/round_k/rollouts.zarr   K rollouts per init state from that one policy and w
-    label    its own fresh store (+ the stores of the previous ``keep_stores`` rounds); groups never
-             mix policies because each store holds one policy's rollouts
+    label    its own fresh store (+ the stores of the previous ``keep_stores`` rounds, + ``with_stores``,
+             e.g. the base's demonstrations); groups never mix policies because each store holds one
+             policy's rollouts
     train    from that checkpoint -> ROOT/round_k/train/policy
     evaluate the w sweep against the starting checkpoint at the w it collected with -> ROOT/round_k/eval
 
@@ -64,10 +65,17 @@ def policy_id_of(policy_dir: Path) -> str:
     return meta.get("policy_id", "?")
 
 
-def run_round(cfg: Config, root: Path, base_policy: Path | None, keep_stores: int = 0, number: int | None = None) -> dict[str, Any]:
+def run_round(cfg: Config, root: Path, base_policy: Path | None, keep_stores: int = 0, number: int | None = None,
+              with_stores: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Run (or resume) the next round under ``root`` and return its record; with ``number``, that
-    round only: its record when it is finished already (a rerun of a demo repeats no round)."""
+    round only: its record when it is finished already (a rerun of a demo repeats no round).
+    ``with_stores`` are labelled and trained on beside the round's own store (the base's
+    demonstrations keep the fine-tuned policy near what the base learnt from)."""
     require_validation(cfg, "cfgrl round")  # before any work: the next round collects at the chosen w
+    from cfgrl.store import Store
+
+    for extra in with_stores:
+        Store(extra)  # one clear line for a missing or foreign store, before any work
     done = finished_rounds(root)
     if number is not None and number in [r.number for r in done]:
         return read_record(RoundDir(root, number))
@@ -87,7 +95,7 @@ def run_round(cfg: Config, root: Path, base_policy: Path | None, keep_stores: in
 
     stages.collect(with_overrides(cfg, [f"inference.cfg_scale={cfg_scale}"]), current.store, start)
     earlier = [RoundDir(root, r.number).store for r in done[::-1][:keep_stores]]
-    stores = [current.store, *earlier]
+    stores = [current.store, *earlier, *with_stores]
     labels = stages.label(cfg, stores, current.labels, start)
     policy = stages.train(cfg, stores, labels, current.train, start)
     # The starting checkpoint runs as it collected: at its chosen w (a base ignores w).
