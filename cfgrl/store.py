@@ -88,7 +88,10 @@ EPISODE_COLUMNS = {
 }
 OFFSET_COLUMNS = ("step_start", "length", "frame_start", "frame_count")
 STEP_CHUNK = 65536  # relabelling reads whole reward columns: big chunks keep that fast
-FRAME_CHUNK = 16
+# Frames per chunk: about 2 MiB of raw pixels (16 at LIBERO's 224², 170 at 64²). Every chunk is a
+# file written through zarr's event loop (~1 ms each, whatever its size), so 16-frame chunks of small
+# images made writing frames most of a commit; training and the value model read frames in blocks.
+FRAME_CHUNK_BYTES = 2 * 2**20
 EPISODE_CHUNK = 4096
 FLUSH_BYTES = 256 * 2**20  # a writer commits before its buffer holds more: bounds memory with large images
 FAULT_ENV = "CFGRL_FAULT"
@@ -356,7 +359,7 @@ class StoreWriter:
             extra = dims.get(name, ())
             root.create_array(f"steps/{name}", shape=(0, *extra), chunks=(STEP_CHUNK, *extra), dtype=dtype)
         for cam in self.layout.camera_names:
-            root.create_array(f"frames/{cam}", shape=(0, h, w, c), chunks=(FRAME_CHUNK, h, w, c), dtype="uint8")
+            root.create_array(f"frames/{cam}", shape=(0, h, w, c), chunks=(frame_chunk(h * w * c), h, w, c), dtype="uint8")
         root.create_array("frames/step", shape=(0,), chunks=(STEP_CHUNK,), dtype="int32")
         for name, dtype in EPISODE_COLUMNS.items():
             root.create_array(f"episodes/{name}", shape=(0,), chunks=(EPISODE_CHUNK,), dtype=str if dtype == "str" else dtype)
@@ -444,6 +447,11 @@ class StoreWriter:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def frame_chunk(frame_bytes: int) -> int:
+    """Frames per chunk of a camera array (16 to 1024)."""
+    return int(np.clip(FRAME_CHUNK_BYTES // frame_bytes, 16, 1024))
 
 
 def episode_bytes(episode: EpisodeData) -> int:
