@@ -20,6 +20,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from cfgrl import atomic
 from cfgrl.errors import CfgrlError
 
 DEFAULT_YAML = Path(__file__).parent / "configs" / "default.yaml"
@@ -175,8 +176,8 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def save(self, path: str | Path) -> None:
-        """Write the resolved configuration beside an artefact."""
-        Path(path).write_text(self.to_json() + "\n")
+        """Write the resolved configuration beside an artefact (whole, never half)."""
+        atomic.write_text(path, self.to_json() + "\n")
 
 
 LEGACY_KEYS = {
