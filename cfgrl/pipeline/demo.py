@@ -98,7 +98,8 @@ def run_demo(cfg: Config, root: Path, noise: float, demo_episodes: int, base_ste
     rounds_root = root / "rounds"
     second = timed("round 2", rounds.run_round, cfg, rounds_root, None, number=2, with_stores=with_stores) if second_round else None
 
-    report = {"env": environment_name(cfg), "timings_s": timed.timings, "base": str(base), "keep_demos": keep_demos,
+    report = {"env": environment_name(cfg), "timings_s": timed.timings, "base": str(base),
+              "keep_demos": str(root / DEMOS) in first["stores"],  # what round 1 did, also when a rerun's flag differs
               "round_1": first, "round_2": second,
               "baselines": {k: _overall(v) for k, v in baselines.items()},
               "baselines_chosen_cfg_scale": {k: v["chosen_cfg_scale"] for k, v in baselines.items()},
