@@ -337,7 +337,7 @@ class StoreWriter:
                 self._arrays = {name: self._root[name] for name in self._array_names()}
             self._truncate_uncommitted(store)
             self._committed, self._num_steps, self._num_frames = store.num_episodes, store.num_steps, store.num_frames
-            self._last_flush = time.monotonic()  # opening counts as a commit
+            self._last_commit = time.monotonic()  # opening counts as a commit
         except BaseException:
             self._lock.release()
             raise
@@ -386,7 +386,7 @@ class StoreWriter:
             self.flush()
         self._buffer.append(episode)
         self._buffer_bytes += size
-        if time.monotonic() - self._last_flush >= self.commit_seconds:
+        if time.monotonic() - self._last_commit >= self.commit_seconds:
             self.flush()
 
     def _validate(self, ep: EpisodeData) -> None:
@@ -402,7 +402,7 @@ class StoreWriter:
     def flush(self) -> None:
         """Commit the buffer: write its rows right after the committed rows of every array (over
         whatever a failed commit left there), then bump num_episodes."""
-        self._last_flush = time.monotonic()
+        self._last_commit = time.monotonic()
         if not self._buffer:
             return
         batch, self._buffer, self._buffer_bytes = self._buffer, [], 0

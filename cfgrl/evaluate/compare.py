@@ -56,12 +56,12 @@ def compare_evaluations(a_dir: str | Path, b_dir: str | Path, a_cfg_scale: float
     if b_baseline:
         if b_cfg_scale is not None:
             raise CfgrlError("--w-b and --b-baseline are both set; the baseline arm ran at one w, its own: drop --w-b")
-        b_w = load_results(b_dir).get("baseline_cfg_scale")
+        b_w, b_role = load_results(b_dir).get("baseline_cfg_scale"), BASELINE
         if b_w is None:
             raise CfgrlError(f"evaluation '{b_dir}' ran no baseline arm; evaluate it with --baseline CHECKPOINT, or drop --b-baseline")
     else:
         b_w = chosen_cfg_scale(load_results(b_dir), "cfgrl compare") if b_cfg_scale is None else b_cfg_scale
-    b_role = BASELINE if b_baseline else POLICY
+        b_role = POLICY
     a, b = test_outcomes(a_dir, a_w), test_outcomes(b_dir, b_w, b_role)
     if a.keys() != b.keys():
         only_a, only_b = len(a.keys() - b.keys()), len(b.keys() - a.keys())

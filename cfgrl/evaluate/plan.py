@@ -63,12 +63,6 @@ class EvalEpisode:
         return {"role": self.role, "cfg_scale": self.cfg_scale, **asdict(self.slot)}
 
 
-def slot_seed(base_seed: int, task_id: int, init_state_id: int, repeat: int, split: str) -> int:
-    """A seed per (split, task, init state, repeat), independent of w: the pairing across weights.
-    Validation seeds differ from test seeds even on the same init state (LIBERO's protocol)."""
-    return episode_seed(split, base_seed, task_id, init_state_id, repeat)
-
-
 def check_cfg_scales(cfg_scales: Iterable[float]) -> None:
     """Every w must be a finite number >= 0 (``validate`` only refuses negatives; NaN passes ``< 0``)."""
     bad = [w for w in cfg_scales if not math.isfinite(w) or w < 0]
@@ -155,7 +149,9 @@ def _split_slots(split: str, chosen_inits: list[int] | None, env_cfg: EnvConfig,
                     f"(it has 0..{task.num_init_states - 1})"
                 )
             for repeat in range(cfg.evaluate.episodes_per_init):
-                seed = slot_seed(cfg.evaluate.seed, task_id, init, repeat, split)
+                # Independent of w (the pairing across weights); the split is the seed's stream, so
+                # validation on a test init state (LIBERO's protocol) runs other episodes.
+                seed = episode_seed(split, cfg.evaluate.seed, task_id, init, repeat)
                 slots.append(Slot(split, env_cfg.suite, task_id, task.prompt, init, repeat, seed))
     if not slots:
         raise CfgrlError(f"suite '{env_cfg.suite}': the chosen tasks and {split} init states give zero episodes; choose at least one of each")

@@ -60,7 +60,8 @@ class Timer:
         return out
 
 
-def compare(cfg: Config, root: Path, base: Path, timed: Timer, with_stores: tuple[Path, ...] = ()) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def compare(cfg: Config, root: Path, base: Path, timed: Timer,
+            with_stores: tuple[Path, ...] = ()) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Round 1 from ``base`` under ``root/rounds``, then the filtered-BC and weighted baselines on
     round 1's stores and label version with its training budget. Returns (round 1's record, each
     baseline's evaluation results)."""
