@@ -1,13 +1,14 @@
 """Meta-World step rates: the env alone (rendering at the policy's query steps) and `cfgrl collect`.
 
-    .venv/bin/python bench/metaworld_steps.py [--suite MT10] [--image-size 96] [--steps 1000] [--episodes 16]
+    .venv/bin/python bench/metaworld_steps.py [--suite MT10] [--image-size 96] [--steps 1000] [--episodes 16] [--mesh-grid-mm 10]
 
 Prints, for one process and one env with random actions, render ms per frame of each camera (fast
 settings against the scene defaults, a few frames), steps/s without rendering and with both cameras
 rendered every ``--replan``-th step (target >= 300 steps/s per process); then `cfgrl collect` into a
 temporary store with 2 workers and a fresh tiny policy, env-steps/s with start-up (building the
 benchmark in the main process, spawning the workers) included (target >= 200), and the collector's
-time split.
+time split. All of it twice: with the arm's meshes as shipped, then with ``env.mesh_grid_mm``, and
+the ratios between the two.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from cfgrl.config import EnvConfig
 from cfgrl.envs.metaworld import MetaWorldEnv
 
 
-def render_ms(env: MetaWorldEnv, frames: int) -> dict[str, float]:
-    """ms per frame of each camera with the env's fast settings, and with the scene defaults."""
+def render_ms(env: MetaWorldEnv, frames: int, defaults: bool) -> dict[str, float]:
+    """ms per frame of each camera with the env's settings, and (``defaults``) with the scene defaults."""
     import mujoco
 
     timings = {}
@@ -34,6 +35,8 @@ def render_ms(env: MetaWorldEnv, frames: int) -> dict[str, float]:
         for _ in range(frames):
             env.raw_frame(camera)
         timings[camera] = 1000 * (time.perf_counter() - started) / frames
+    if not defaults:
+        return timings
     default_sim = type(env._sim)()  # an untouched model: 4096-px shadow maps, reflectance, 4x multisampling
     renderer = mujoco.Renderer(default_sim.model, env.image_size, env.image_size)
     for camera in env.camera_names:
@@ -77,27 +80,34 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000, help="env-alone steps per mode")
     parser.add_argument("--replan", type=int, default=5, help="render every N-th step (the policy's query steps)")
     parser.add_argument("--frames", type=int, default=5, help="frames per render timing")
-    parser.add_argument("--episodes", type=int, default=16, help="episodes of the collect run")
+    parser.add_argument("--episodes", type=int, default=16, help="episodes of each collect run")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--mesh-grid-mm", type=float, default=10.0, help="env.mesh_grid_mm measured against the meshes as shipped")
     args = parser.parse_args()
 
-    started = time.perf_counter()
-    env = MetaWorldEnv(EnvConfig(name="metaworld", suite=args.suite, image_size=args.image_size))
-    env.reset(0, 0, 0)  # builds the benchmark's configurations and the first task's simulator
-    print(f"renderer={env.renderer} image_size={args.image_size} load_average={os.getloadavg()[0]:.1f}; "
-          f"{args.suite} built and first reset in {time.perf_counter() - started:.1f} s")
-    print("render ms/frame: " + ", ".join(f"{name} {ms:.1f}" for name, ms in render_ms(env, args.frames).items()))
-    print(f"env alone, no rendering:                        {steps_per_second(env, args.steps, None):8.0f} steps/s")
-    rate = steps_per_second(env, args.steps, args.replan)
-    print(f"env alone, both cameras every {args.replan}th step:          {rate:8.0f} steps/s (target >= 300)")
-    env.close()
+    rates: dict[float, tuple[float, float]] = {}  # mesh grid -> (env alone rendering, collect)
+    for grid in (0.0, args.mesh_grid_mm):
+        meshes = "meshes as shipped" if not grid else f"env.mesh_grid_mm={grid:g}"
+        started = time.perf_counter()
+        env = MetaWorldEnv(EnvConfig(name="metaworld", suite=args.suite, image_size=args.image_size, mesh_grid_mm=grid))
+        env.reset(0, 0, 0)  # builds the benchmark's configurations and the first task's simulator
+        print(f"== {meshes}: renderer={env.renderer} image_size={args.image_size} load_average={os.getloadavg()[0]:.1f}; "
+              f"{args.suite} built and first reset in {time.perf_counter() - started:.1f} s")
+        print("render ms/frame: " + ", ".join(f"{name} {ms:.1f}" for name, ms in render_ms(env, args.frames, defaults=not grid).items()))
+        print(f"env alone, no rendering:                        {steps_per_second(env, args.steps, None):8.0f} steps/s")
+        alone = steps_per_second(env, args.steps, args.replan)
+        print(f"env alone, both cameras every {args.replan}th step:          {alone:8.0f} steps/s (target >= 300)")
+        env.close()
 
-    env_args = ["-o", "env.name=metaworld", "-o", f"env.suite={args.suite}", "-o", f"env.image_size={args.image_size}",
-                "-o", f"inference.replan_steps={args.replan}", "-o", "collect.group_size=2"]
-    rate, n, seconds, split = through_collect(env_args, [], args.episodes, args.workers)
-    print(f"cfgrl collect, fresh tiny PI0, {args.workers} workers:      {rate:8.0f} env-steps/s "
-          f"({n} steps in {seconds:.1f} s, start-up included; target >= 200)")
-    print(f"  {split}")
+        env_args = ["-o", "env.name=metaworld", "-o", f"env.suite={args.suite}", "-o", f"env.image_size={args.image_size}",
+                    "-o", f"env.mesh_grid_mm={grid}", "-o", f"inference.replan_steps={args.replan}", "-o", "collect.group_size=2"]
+        rate, n, seconds, split = through_collect(env_args, [], args.episodes, args.workers)
+        print(f"cfgrl collect, fresh tiny PI0, {args.workers} workers:      {rate:8.0f} env-steps/s "
+              f"({n} steps in {seconds:.1f} s, start-up included; target >= 200)")
+        print(f"  {split}")
+        rates[grid] = (alone, rate)
+    (alone0, collect0), (alone1, collect1) = rates[0.0], rates[args.mesh_grid_mm]
+    print(f"env.mesh_grid_mm={args.mesh_grid_mm:g} against meshes as shipped: env alone x{alone1 / alone0:.2f}, collect x{collect1 / collect0:.2f}")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ class EnvConfig:
     image_size: int = _f(64, "rendered camera resolution (square); LIBERO uses 224")
     cameras: list[str] | None = _f(None, "Meta-World cameras the policy sees (null = corner, gripperPOV); builtin and LIBERO have fixed cameras")
     benchmark_seed: int = _f(0, "Meta-World benchmark seed: with the suite it fixes each task's 50 configurations")
+    mesh_grid_mm: float = _f(0.0, "Meta-World: draw the arm's visual meshes with their vertices merged on a grid of this many mm, for CPU rendering (10: ~2x faster frames, ~1% of pixels change; physics untouched); 0 = as shipped")
 
 
 @dataclass
@@ -315,6 +316,8 @@ def validate(cfg: Config) -> Config:
             raise CfgrlError(f"{key} '{value}' is not valid; choose one of: {', '.join(options)}")
 
     choice("env.name", cfg.env.name, ENV_NAMES)
+    if cfg.env.mesh_grid_mm < 0:
+        raise CfgrlError(f"env.mesh_grid_mm must be >= 0 (0 = meshes as shipped; 10 suits 64-128 px), got {cfg.env.mesh_grid_mm}")
     choice("policy.condition_mode", cfg.policy.condition_mode, CONDITION_MODES)
     choice("policy.normalization", cfg.policy.normalization, NORMALIZATIONS)
     camera_renames(cfg.policy.camera_map)  # a malformed item fails at load, before any work

@@ -58,6 +58,7 @@ def test_overrides_are_typed(tmp_path):
     [
         ("policy.condition_mode=film", "choose one of: token, bias, concat"),
         ("inference.cfg_scale=-1", "must be >= 0"),
+        ("env.mesh_grid_mm=-5", r"env.mesh_grid_mm must be >= 0 \(0 = meshes as shipped"),
         ("cfgrl.dropout_prob=1.5", r"must be in \[0, 1\]"),
         ("cfgrl.label_source=gae", "episode_rloo, window_rloo, window_return, value, none"),
         ("collect.group_size=1", "at least 2"),

@@ -89,6 +89,8 @@ def check_env_config(cfg: EnvConfig, suites: tuple[str, ...], backend: str) -> N
         raise CfgrlError(f"env.suite '{cfg.suite}' is not a {backend} suite; choose one of: {', '.join(suites)}")
     if cfg.cameras is not None:
         raise CfgrlError(f"env.cameras is for Meta-World only; the {backend} env's cameras are fixed (set env.cameras: null)")
+    if cfg.mesh_grid_mm:
+        raise CfgrlError(f"env.mesh_grid_mm is for Meta-World only; the {backend} env draws its meshes as shipped (set env.mesh_grid_mm: 0)")
     check_env_limits(cfg, backend)
 
 

@@ -239,4 +239,6 @@ def settings_digest(cfg: Config) -> str:
     dtype = dtype_named(cfg.policy.dtype, "policy.dtype", auto=True)
     if dtype != torch.float32:  # fp32 keeps the digest of the logs written before policy.dtype existed
         relevant["dtype"] = str(dtype)
+    if cfg.env.mesh_grid_mm:  # as shipped keeps the digest of the logs written before env.mesh_grid_mm existed
+        relevant["mesh_grid_mm"] = cfg.env.mesh_grid_mm
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]

@@ -32,7 +32,7 @@ def ablate_command(
     store: Annotated[Path, typer.Argument(help="The store every setting relabels (collected once).")],
     policy: Annotated[Path, typer.Option("--policy", help="The checkpoint every setting fine-tunes.")],
     out: Annotated[Path, typer.Option("--out", help="Directory of the ablation runs, table and plot.")],
-    grid: Annotated[Optional[list[str]], typer.Option("--grid", help="section.key=v1,v2,... (repeatable); default: dropout_prob, label_source, label_scheme, condition_mode.")] = None,
+    grid: Annotated[Optional[list[str]], typer.Option("--grid", help="section.key=v1,v2,... (repeatable); default: dropout_prob, label_source, label_scheme, condition_mode, use_prefix_dropout.")] = None,
     config: ConfigOption = None,
     overrides: OverrideOption = None,
 ) -> None:

@@ -148,6 +148,35 @@ def test_corner_images_are_turned_upright(env):
     assert SIZE - 1 - above < SIZE - 1 - row  # ... and in the policy's image it points up
 
 
+def test_coarse_meshes_change_the_drawing_not_the_physics(env):
+    """env.mesh_grid_mm: the arm's meshes lose most faces, a whole expert episode (the hand pushing the
+    puck: contacts) is bit-identical in physics and success, frames differ in a few pixels, and the
+    store is told."""
+    coarse = make_env(_cfg(mesh_grid_mm=10))
+    try:
+        first, other = env.reset(0, 2, seed=0), coarse.reset(0, 2, seed=0)
+        assert coarse._sim.model.mesh_facenum.sum() < 0.3 * env._sim.model.mesh_facenum.sum()
+        puck = env._sim.data.body("obj").xpos.copy()
+        for t in range(200):
+            action = env.scripted_chunk(0.0, horizon=1)[0]
+            ours, theirs = env.step(action, render=t % 5 == 4), coarse.step(action, render=t % 5 == 4)
+            np.testing.assert_array_equal(coarse._sim.data.qpos, env._sim.data.qpos, err_msg=f"qpos after step {t}")
+            np.testing.assert_array_equal(coarse._sim.data.qvel, env._sim.data.qvel, err_msg=f"qvel after step {t}")
+            assert theirs.success == ours.success
+            if ours.obs.images is not None:
+                first, other = ours.obs, theirs.obs
+            if ours.success:
+                break
+        assert ours.success and np.linalg.norm(env._sim.data.body("obj").xpos - puck) > 0.05  # the hand moved the puck
+        changed = np.abs(first.images["corner"].astype(int) - other.images["corner"]).max(-1) > 16
+        assert 0 < changed.mean() < 0.05  # the arm's silhouette moves by a pixel here and there
+        assert "visual meshes on a 10 mm grid" in coarse.renderer and "grid" not in env.renderer
+    finally:
+        coarse.close()
+    with pytest.raises(CfgrlError, match="env.mesh_grid_mm is for Meta-World only; the builtin env draws its meshes as shipped"):
+        make_env(EnvConfig(mesh_grid_mm=10))
+
+
 def test_bad_suite_task_camera_and_limits_give_one_line():
     with pytest.raises(CfgrlError, match=r"^env.suite 'MT11' is not a Meta-World suite; choose MT10, MT50 or one v3 task name \(assembly-v3, ") as err:
         make_env(_cfg(suite="MT11"))

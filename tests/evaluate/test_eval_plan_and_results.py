@@ -289,3 +289,15 @@ def test_checkpoint_fingerprint_follows_the_weights_not_the_eval_runs_inside(tmp
     weights[-1] ^= 1  # the last byte of a retrained tensor
     (tmp_path / "model.safetensors").write_bytes(bytes(weights))
     assert checkpoint_fingerprint(tmp_path) != before
+
+
+def test_coarse_meshes_key_evaluations_and_meshes_as_shipped_keep_the_old_key():
+    import hashlib
+
+    from cfgrl.evaluate.plan import settings_digest
+
+    shipped = load_config(overrides=["env.name=metaworld", "env.image_size=96"])
+    before = {"env": {"name": "metaworld", "image_size": 96, "max_steps": None}, "inference": {"num_steps": 10, "replan_steps": 5}}
+    assert settings_digest(shipped) == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:12]
+    coarse = load_config(overrides=["env.name=metaworld", "env.image_size=96", "env.mesh_grid_mm=10"])
+    assert settings_digest(coarse) != settings_digest(shipped)  # other frames, other episodes: never resumed as these

@@ -1,0 +1,52 @@
+"""Coarser visual meshes for CPU rendering, by vertex clustering on a grid.
+
+A CPU rasteriser (Mesa's llvmpipe) pays per triangle, not per pixel: Meta-World's Sawyer arm has 67k
+triangles, most far smaller than a pixel at 64-128 px, and drawing them is ~80% of a frame. Every
+vertex of a mesh that falls in one grid cell is replaced by the cell's vertex nearest to the cell's
+mean; triangles that collapse, or repeat another, are dropped. Only the face lists of untextured meshes
+are rewritten, before the renderer's GL context uploads them. Physics never reads them: the vertices,
+normals and inertia stay as MuJoCo compiled them, and collisions use the convex hull it compiled from
+the full mesh (only ray casts, ``mj_ray`` and rangefinders, would see the coarser faces).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def clustered_faces(verts: np.ndarray, faces: np.ndarray, cell: float) -> np.ndarray:
+    """``faces`` (F, 3) re-pointed at one representative vertex per ``cell``-sized grid cell, minus
+    the triangles that collapse to a line or a point and the repeats; orientation is kept."""
+    _, cell_of, counts = np.unique(np.floor(verts / cell).astype(np.int64), axis=0, return_inverse=True, return_counts=True)
+    cell_of = cell_of.ravel()
+    means = np.zeros((counts.size, 3))
+    np.add.at(means, cell_of, verts)
+    means /= counts[:, None]
+    order = np.lexsort((np.linalg.norm(verts - means[cell_of], axis=1), cell_of))  # per cell, nearest first
+    first = np.r_[True, cell_of[order][1:] != cell_of[order][:-1]]
+    representative = np.empty(counts.size, np.int64)
+    representative[cell_of[order][first]] = order[first]
+    merged = representative[cell_of[faces]]
+    merged = merged[(merged[:, 0] != merged[:, 1]) & (merged[:, 1] != merged[:, 2]) & (merged[:, 0] != merged[:, 2])]
+    _, kept = np.unique(np.sort(merged, axis=1), axis=0, return_index=True)
+    return merged[np.sort(kept)]
+
+
+def coarsen_visual_meshes(model: Any, cell: float) -> tuple[int, int]:
+    """Rewrite, in place, the faces of ``model``'s untextured meshes on a ``cell``-metre grid; returns
+    (faces before, faces after) over all meshes. Call before making a renderer."""
+    before = int(model.mesh_facenum.sum())
+    for m in range(model.nmesh):
+        if model.mesh_texcoordnum[m]:  # texture coordinates follow the faces: left as shipped
+            continue
+        va, vn, fa, fn = (int(x) for x in (model.mesh_vertadr[m], model.mesh_vertnum[m], model.mesh_faceadr[m], model.mesh_facenum[m]))
+        faces = model.mesh_face[fa:fa + fn]  # vertex ids within the mesh
+        normal_of = np.zeros(vn, np.int64)  # a vertex's normal (ids within the mesh), from any face corner
+        normal_of[faces.ravel()] = model.mesh_facenormal[fa:fa + fn].ravel()
+        coarse = clustered_faces(model.mesh_vert[va:va + vn].astype(np.float64), faces, cell)
+        model.mesh_face[fa:fa + len(coarse)] = coarse
+        model.mesh_facenormal[fa:fa + len(coarse)] = normal_of[coarse]
+        model.mesh_facenum[m] = len(coarse)
+    return before, int(model.mesh_facenum.sum())
