@@ -121,7 +121,7 @@ def plot_ablation(table: pd.DataFrame, path: Path) -> None:
     for i, r in enumerate(table.itertuples()):
         ax.text(i, r.ci_high + 0.02, f"w={r.chosen_cfg_scale:g}", ha="center", fontsize=8)
     ax.set_xticks(list(x), table.setting, rotation=35, ha="right", fontsize=8)
-    ax.set_ylabel("test success at the validation-chosen w (95% CI)")
+    ax.set_ylabel("test success (95% CI)\nat the w chosen on validation")
     ax.set_ylim(0, 1.1)
     ax.set_title("CFGRL ablations (one factor at a time)")
     fig.tight_layout()
