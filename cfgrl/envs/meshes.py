@@ -1,10 +1,12 @@
-"""Coarser visual meshes for CPU rendering, by vertex clustering on a grid.
+"""Coarser meshes for CPU rendering, by vertex clustering on a grid.
 
 A CPU rasteriser (Mesa's llvmpipe) pays per triangle, not per pixel: Meta-World's Sawyer arm has 67k
 triangles, most far smaller than a pixel at 64-128 px, and drawing them is ~80% of a frame. Every
 vertex of a mesh that falls in one grid cell is replaced by the cell's vertex nearest to the cell's
-mean; triangles that collapse, or repeat another, are dropped. Only the face lists of untextured meshes
-are rewritten, before the renderer's GL context uploads them. Physics never reads them: the vertices,
+mean; triangles that collapse, or repeat another, are dropped. Only dense meshes are coarsened
+(``DENSE_FACES``: the arm's links hold 2.4k-13.5k triangles each, while a task's objects, at most ~900,
+are small parts the policy must see as they are), only untextured ones, and only their face lists,
+rewritten before the renderer's GL context uploads them. Physics never reads them: the vertices,
 normals and inertia stay as MuJoCo compiled them, and collisions use the convex hull it compiled from
 the full mesh (only ray casts, ``mj_ray`` and rangefinders, would see the coarser faces).
 """
@@ -15,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+DENSE_FACES = 1000  # meshes with more triangles than this are coarsened
 
 def clustered_faces(verts: np.ndarray, faces: np.ndarray, cell: float) -> np.ndarray:
     """``faces`` (F, 3) re-pointed at one representative vertex per ``cell``-sized grid cell, minus
@@ -34,12 +37,11 @@ def clustered_faces(verts: np.ndarray, faces: np.ndarray, cell: float) -> np.nda
     return merged[np.sort(kept)]
 
 
-def coarsen_visual_meshes(model: Any, cell: float) -> tuple[int, int]:
-    """Rewrite, in place, the faces of ``model``'s untextured meshes on a ``cell``-metre grid; returns
-    (faces before, faces after) over all meshes. Call before making a renderer."""
-    before = int(model.mesh_facenum.sum())
+def coarsen_dense_meshes(model: Any, cell: float) -> None:
+    """Rewrite, in place, the faces of ``model``'s dense untextured meshes on a ``cell``-metre grid.
+    Call before making a renderer."""
     for m in range(model.nmesh):
-        if model.mesh_texcoordnum[m]:  # texture coordinates follow the faces: left as shipped
+        if model.mesh_facenum[m] <= DENSE_FACES or model.mesh_texcoordnum[m]:  # texture coordinates follow the faces
             continue
         va, vn, fa, fn = (int(x) for x in (model.mesh_vertadr[m], model.mesh_vertnum[m], model.mesh_faceadr[m], model.mesh_facenum[m]))
         faces = model.mesh_face[fa:fa + fn]  # vertex ids within the mesh
@@ -49,4 +51,3 @@ def coarsen_visual_meshes(model: Any, cell: float) -> tuple[int, int]:
         model.mesh_face[fa:fa + len(coarse)] = coarse
         model.mesh_facenormal[fa:fa + len(coarse)] = normal_of[coarse]
         model.mesh_facenum[m] = len(coarse)
-    return before, int(model.mesh_facenum.sum())

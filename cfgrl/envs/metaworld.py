@@ -20,7 +20,7 @@ configuration; rollouts of one group differ only by the policy's noise.
 Rendering on a CPU: the scene defaults (4096-px shadow maps, reflections, 4x offscreen multisampling)
 cost 100-370 ms per frame under Mesa; ``FAST_RENDER`` turns them off (~10-25 ms at 64 px, measured),
 and the store's ``renderer`` column says so. What remains is the arm's 67k triangles:
-``env.mesh_grid_mm`` draws coarser copies of its visual meshes (``cfgrl.envs.meshes``), also recorded.
+``env.mesh_grid_mm`` draws coarser copies of its meshes (``cfgrl.envs.meshes``), also recorded.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 
 from cfgrl.config import EnvConfig
 from cfgrl.envs.base import ACTION_DIM, STATE_DIM, Observation, StepResult, TaskInfo, check_env_limits, select_mujoco_gl, smoke_report
-from cfgrl.envs.meshes import coarsen_visual_meshes
+from cfgrl.envs.meshes import coarsen_dense_meshes
 from cfgrl.errors import CfgrlError
 
 BENCHMARKS = ("MT10", "MT50")  # or one task name: MT1
@@ -230,7 +230,7 @@ class MetaWorldEnv:
         self.image_size = cfg.image_size
         self.max_steps = cfg.max_steps or DEFAULT_MAX_STEPS
         self.mesh_grid = cfg.mesh_grid_mm / 1000.0
-        coarse = f", visual meshes on a {cfg.mesh_grid_mm:g} mm grid" if self.mesh_grid else ""
+        coarse = f", dense meshes on a {cfg.mesh_grid_mm:g} mm grid" if self.mesh_grid else ""
         self.renderer = f"{select_mujoco_gl('Meta-World')} ({FAST_RENDER}{coarse})"
         self.wait_action = our_action(np.array([0.0, 0.0, 0.0, -1.0]))  # unused: no wait steps
         if configurations is not None and (configurations.suite, configurations.seed) != (self.suite, self.seed):
@@ -363,7 +363,7 @@ class MetaWorldEnv:
         model.mat_reflectance[:] = 0
         model.vis.quality.offsamples = 0  # read when the renderer's GL context is made, just below
         if self.mesh_grid:
-            coarsen_visual_meshes(model, self.mesh_grid)  # the context uploads the meshes, so before it
+            coarsen_dense_meshes(model, self.mesh_grid)  # the context uploads the meshes, so before it
         renderer = mujoco.Renderer(model, self.image_size, self.image_size)
         turned = {camera for camera in self.camera_names if is_upside_down(sim.data, camera)}
         return sim, renderer, turned, ENV_POLICY_MAP[name]()

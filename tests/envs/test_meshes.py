@@ -1,4 +1,4 @@
-"""Vertex clustering of visual meshes (``cfgrl.envs.meshes``) on a synthetic mesh; the Meta-World
+"""Vertex clustering of meshes (``cfgrl.envs.meshes``) on a synthetic mesh; the Meta-World
 arm's meshes are tested in test_metaworld.py."""
 
 from __future__ import annotations
