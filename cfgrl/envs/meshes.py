@@ -19,6 +19,7 @@ import numpy as np
 
 DENSE_FACES = 1000  # meshes with more triangles than this are coarsened
 
+
 def clustered_faces(verts: np.ndarray, faces: np.ndarray, cell: float) -> np.ndarray:
     """``faces`` (F, 3) re-pointed at one representative vertex per ``cell``-sized grid cell, minus
     the triangles that collapse to a line or a point and the repeats; orientation is kept."""
