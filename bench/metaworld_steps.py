@@ -1,14 +1,15 @@
 """Meta-World step rates: the env alone (rendering at the policy's query steps) and `cfgrl collect`.
 
-    .venv/bin/python bench/metaworld_steps.py [--suite MT10] [--image-size 96] [--steps 1000] [--episodes 16] [--mesh-grid-mm 10]
+    .venv/bin/python bench/metaworld_steps.py [--suite MT10] [--image-size 96] [--steps 1000] [--episodes 16] [--mesh-grid-mm 10] [--envs-per-worker 1,4]
 
 Prints, for one process and one env with random actions, render ms per frame of each camera (fast
 settings against the scene defaults, a few frames), steps/s without rendering and with both cameras
 rendered every ``--replan``-th step (target >= 300 steps/s per process); then `cfgrl collect` into a
-temporary store with 2 workers and a fresh tiny policy, env-steps/s with start-up (building the
-benchmark in the main process, spawning the workers) included (target >= 200), and the collector's
-time split. All of it twice: with the arm's meshes as shipped, then with ``env.mesh_grid_mm``, and
-the ratios between the two.
+temporary store with 2 workers holding each of ``--envs-per-worker`` environments and a fresh tiny
+policy, env-steps/s with start-up (building the benchmark in the main process, spawning the workers)
+included (target >= 200), and the collector's time split. All of it twice: with the arm's meshes as
+shipped, then with ``env.mesh_grid_mm``, and the ratios against the first collect run (meshes as
+shipped, the first ``--envs-per-worker``).
 """
 
 from __future__ import annotations
@@ -83,9 +84,12 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=16, help="episodes of each collect run")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--mesh-grid-mm", type=float, default=10.0, help="env.mesh_grid_mm measured against the meshes as shipped")
+    parser.add_argument("--envs-per-worker", default="1,4", help="collect.envs_per_worker values to measure, comma-separated")
     args = parser.parse_args()
+    env_counts = [int(n) for n in args.envs_per_worker.split(",")]
 
-    rates: dict[float, tuple[float, float]] = {}  # mesh grid -> (env alone rendering, collect)
+    alone_rates: dict[float, float] = {}  # mesh grid -> env alone, rendering
+    collect_rates: dict[tuple[float, int], float] = {}  # (mesh grid, envs per worker) -> collect
     for grid in (0.0, args.mesh_grid_mm):
         meshes = "meshes as shipped" if not grid else f"env.mesh_grid_mm={grid:g}"
         started = time.perf_counter()
@@ -101,13 +105,17 @@ def main() -> None:
 
         env_args = ["-o", "env.name=metaworld", "-o", f"env.suite={args.suite}", "-o", f"env.image_size={args.image_size}",
                     "-o", f"env.mesh_grid_mm={grid}", "-o", f"inference.replan_steps={args.replan}", "-o", "collect.group_size=2"]
-        rate, n, seconds, split = through_collect(env_args, [], args.episodes, args.workers)
-        print(f"cfgrl collect, fresh tiny PI0, {args.workers} workers:      {rate:8.0f} env-steps/s "
-              f"({n} steps in {seconds:.1f} s, start-up included; target >= 200)")
-        print(f"  {split}")
-        rates[grid] = (alone, rate)
-    (alone0, collect0), (alone1, collect1) = rates[0.0], rates[args.mesh_grid_mm]
-    print(f"env.mesh_grid_mm={args.mesh_grid_mm:g} against meshes as shipped: env alone x{alone1 / alone0:.2f}, collect x{collect1 / collect0:.2f}")
+        alone_rates[grid] = alone
+        for envs in env_counts:
+            rate, n, seconds, split = through_collect([*env_args, "-o", f"collect.envs_per_worker={envs}"], [], args.episodes, args.workers)
+            print(f"cfgrl collect, fresh tiny PI0, {args.workers} workers x {envs} envs: {rate:8.0f} env-steps/s "
+                  f"({n} steps in {seconds:.1f} s, start-up included; target >= 200)")
+            print(f"  {split}")
+            collect_rates[grid, envs] = rate
+    print(f"env.mesh_grid_mm={args.mesh_grid_mm:g} against meshes as shipped: env alone x{alone_rates[args.mesh_grid_mm] / alone_rates[0.0]:.2f}")
+    baseline = collect_rates[0.0, env_counts[0]]
+    for (grid, envs), rate in collect_rates.items():
+        print(f"collect, env.mesh_grid_mm={grid:g}, {envs} envs per worker: x{rate / baseline:.2f} against meshes as shipped, {env_counts[0]} per worker")
 
 
 if __name__ == "__main__":

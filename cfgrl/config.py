@@ -105,6 +105,7 @@ class CollectConfig:
     groups: int = _f(4, "number of (task, init state) groups to collect (whole groups)")
     group_size: int = _f(8, "rollouts per group (K, for RLOO; at least 2)")
     workers: int | None = _f(None, "environment worker processes (null = fits the machine)")
+    envs_per_worker: int = _f(1, "environments each worker process steps in turn: the policy's batch is workers x this, with fewer processes (each env opens its own task simulators)")
     seed: int = _f(0, "base seed; each episode's seed is derived from it")
     videos: int = _f(0, "write MP4 videos of the first N episodes")
     commit_seconds: float = _f(5.0, "commit finished episodes to the store at least this often (s); a crash loses at most the episodes since the last commit, which resume recollects (0 = after every episode; a commit costs ~60 ms)")
@@ -353,6 +354,8 @@ def validate(cfg: Config) -> Config:
         raise CfgrlError(f"collect.group_size (K) must be at least 2 for leave-one-out baselines, got {cfg.collect.group_size}")
     if cfg.collect.groups < 1:
         raise CfgrlError(f"collect.groups must be at least 1, got {cfg.collect.groups}")
+    if cfg.collect.envs_per_worker < 1:
+        raise CfgrlError(f"collect.envs_per_worker must be at least 1, got {cfg.collect.envs_per_worker}")
     if not cfg.collect.commit_seconds >= 0:  # also refuses nan
         raise CfgrlError(f"collect.commit_seconds must be >= 0 (0 = commit after every episode), got {cfg.collect.commit_seconds}")
     if cfg.collect.adaptive_patience < 1:

@@ -52,8 +52,8 @@ def collect(cfg: Config, store: Path, policy: str | None, shard: int = 0, num_sh
                 writer.append(episode_data(cfg.env, spec, episode, actor.policy_id, cfg.inference.cfg_scale, run))
 
             return run_episodes(
-                cfg.env, actor, todo, cfg.inference.cfg_scale, workers=cfg.collect.workers, progress=True,
-                replan_steps=cfg.inference.replan_steps, num_steps=cfg.inference.num_steps, on_episode=append,
+                cfg.env, actor, todo, cfg.inference.cfg_scale, workers=cfg.collect.workers, envs_per_worker=cfg.collect.envs_per_worker,
+                progress=True, replan_steps=cfg.inference.replan_steps, num_steps=cfg.inference.num_steps, on_episode=append,
                 on_end=writer.flush, videos=videos, video_dir=store.parent / f"{store.name}.videos",
             )
 

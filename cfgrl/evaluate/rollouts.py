@@ -119,7 +119,7 @@ def roll_out(
         commit(episode, finished.success, len(finished.action) - finished.num_wait_steps)
 
     run_episodes(
-        env_cfg, policy, list(by_spec), cfg_scale, workers=cfg.collect.workers, progress=progress,
-        replan_steps=cfg.inference.replan_steps, num_steps=cfg.inference.num_steps, on_episode=on_episode,
+        env_cfg, policy, list(by_spec), cfg_scale, workers=cfg.collect.workers, envs_per_worker=cfg.collect.envs_per_worker,
+        progress=progress, replan_steps=cfg.inference.replan_steps, num_steps=cfg.inference.num_steps, on_episode=on_episode,
         videos=cfg.evaluate.videos if video_dir is not None else 0, video_dir=video_dir,
     )

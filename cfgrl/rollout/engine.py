@@ -1,8 +1,8 @@
 """The rollout engine: worker processes hold the environments, the main process holds the policy.
 
-Each round, every running episode contributes its query observation to ONE batched policy call;
-each worker then executes the first ``replan_steps`` actions of its chunk and returns the next query
-observation. The flow noise of every query comes from the episode's own generator (seeded by the
+Each worker process holds ``envs_per_worker`` environments. Each round, every running episode
+contributes its query observation to ONE batched policy call; each worker then executes the first
+``replan_steps`` actions of each of its episodes' chunks and returns the next query observations. The flow noise of every query comes from the episode's own generator (seeded by the
 episode seed), so an episode's actions do not depend on which other episodes shared its batch.
 Finished episodes are written (and forgotten) at once, so memory does not grow with the run.
 
@@ -19,7 +19,7 @@ import json
 import multiprocessing as mp
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing.connection import wait
@@ -82,14 +82,15 @@ def episode_data(env_cfg: EnvConfig, spec: EpisodeSpec, ep: FinishedEpisode, pol
                        frames=ep.frames, frame_step=ep.frame_step, meta=meta)
 
 
-def default_workers(env_cfg: EnvConfig, num_episodes: int) -> int:
-    """As many workers as fit: LIBERO by memory (~2.1 GB each) and cores, builtin a fixed few."""
+def default_workers(env_cfg: EnvConfig, num_episodes: int, envs_per_worker: int = 1) -> int:
+    """As many workers as fit: LIBERO by memory (~2.1 GB per env) and cores, the others a fixed few;
+    never more than the episodes need."""
     if env_cfg.name == "libero":
-        fits = int(_available_memory_gb() // LIBERO_WORKER_GB)
+        fits = int(_available_memory_gb() // (LIBERO_WORKER_GB * envs_per_worker))
         wanted = min(os.cpu_count() or 1, fits)
     else:
         wanted = BUILTIN_WORKERS
-    return max(1, min(wanted, num_episodes))
+    return max(1, min(wanted, -(-num_episodes // envs_per_worker)))
 
 
 def _available_memory_gb() -> float:
@@ -102,28 +103,36 @@ def _available_memory_gb() -> float:
 
 
 class WorkerPool:
-    """``n`` spawned processes, each serving one environment over a pipe. What every env instance
-    shares (Meta-World's benchmark) is built once, here, and handed to each worker."""
+    """``n`` spawned processes, each serving ``envs`` environments over one pipe. An environment is
+    addressed by its slot, ``worker * envs + i``. A worker answers in the order it was sent to, so
+    the replies of one worker's slots must be received in the order their messages were sent. What
+    every env instance shares (Meta-World's benchmark) is built once, here, and handed to each worker."""
 
-    def __init__(self, env_cfg: EnvConfig, n: int, clock: EngineTime):
+    def __init__(self, env_cfg: EnvConfig, n: int, envs: int, clock: EngineTime):
         ctx = mp.get_context("spawn")
-        self.clock = clock
+        self.clock, self.envs = clock, envs
         self.conns, self.procs = [], []
         prepared = prepare_env(env_cfg)
         for _ in range(n):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=serve, args=(child, env_cfg, prepared), daemon=True)
+            proc = ctx.Process(target=serve, args=(child, env_cfg, prepared, envs), daemon=True)
             proc.start()
             child.close()
             self.conns.append(parent)
             self.procs.append(proc)
 
-    def send(self, worker: int, message: tuple) -> None:
+    def slots(self, per_worker: int | None = None) -> list[int]:
+        """Every env's slot, or the first ``per_worker`` of each worker's."""
+        return [w * self.envs + i for w in range(len(self.conns)) for i in range(per_worker or self.envs)]
+
+    def send(self, slot: int, message: tuple) -> None:
         started = time.perf_counter()
-        self.conns[worker].send(message)
+        worker, env = divmod(slot, self.envs)
+        self.conns[worker].send((message[0], env, *message[1:]))
         self.clock.pipe_s += time.perf_counter() - started
 
-    def recv(self, worker: int) -> tuple[str, Any]:
+    def recv(self, slot: int) -> tuple[str, Any]:
+        worker = slot // self.envs
         conn = self.conns[worker]
         if not conn.poll(WORKER_TIMEOUT_S):
             raise RuntimeError(f"environment worker {worker} did not answer within {WORKER_TIMEOUT_S:.0f} s")
@@ -140,11 +149,12 @@ class WorkerPool:
         self.clock.pipe_s += time.perf_counter() - started
         return reply
 
-    def wait_any(self, workers: list[int]) -> list[int]:
-        ready = wait([self.conns[w] for w in workers], timeout=WORKER_TIMEOUT_S)
+    def wait_any(self, slots: list[int]) -> list[int]:
+        """Those of ``slots`` (at most one per worker) whose worker has answered."""
+        ready = wait([self.conns[s // self.envs] for s in slots], timeout=WORKER_TIMEOUT_S)
         if not ready:
             raise RuntimeError(f"no environment worker answered within {WORKER_TIMEOUT_S:.0f} s")
-        return [w for w in workers if self.conns[w] in ready]
+        return [s for s in slots if self.conns[s // self.envs] in ready]
 
     def close(self) -> None:
         for conn in self.conns:
@@ -169,12 +179,41 @@ class _Running:
     generator: Any
 
 
+class _Queue:
+    """The episodes still to start, by task. A free env takes the next episode of the task it played
+    last (that task's simulator is open in it), else one of the task the fewest envs are playing, so
+    each env opens few tasks (a Meta-World or LIBERO task costs about a second to open). An episode's
+    result depends on its spec alone, never on when or where it runs."""
+
+    def __init__(self, pending: list[tuple[int, EpisodeSpec]]):
+        self.by_task: dict[int, deque] = {}
+        for index, spec in pending:
+            self.by_task.setdefault(spec.task_id, deque()).append((index, spec))
+        self.playing: Counter = Counter()
+        self.last_task: dict[int, int] = {}  # slot -> the task it played last
+
+    def __bool__(self) -> bool:
+        return any(self.by_task.values())
+
+    def take(self, slot: int) -> tuple[int, EpisodeSpec]:
+        task = self.last_task.get(slot)
+        if not self.by_task.get(task):
+            task = min((t for t, q in self.by_task.items() if q), key=lambda t: (self.playing[t], self.by_task[t][0][0]))
+        self.playing[task] += 1
+        self.last_task[slot] = task
+        return self.by_task[task].popleft()
+
+    def ended(self, spec: EpisodeSpec) -> None:
+        self.playing[spec.task_id] -= 1
+
+
 def run_episodes(
     env_cfg: EnvConfig,
     policy: ChunkPolicy | ScriptedExpert,
     specs: list[EpisodeSpec],
     cfg_scale: float,
     workers: int | None = None,
+    envs_per_worker: int = 1,
     progress: bool = True,
     replan_steps: int = 5,
     num_steps: int | None = None,
@@ -186,11 +225,14 @@ def run_episodes(
     """Roll out every spec; hand each finished episode to ``on_episode`` as soon as it ends (e.g. to
     append it to a store, see ``episode_data``), call ``on_end`` after the last one (e.g. the store's
     final commit; timed as storing, like ``on_episode``) and film the first ``videos`` specs into
-    ``video_dir``. ``num_steps``: flow-sampler steps (None = the policy's own). Returns one small
-    summary per episode, in the order they finished."""
+    ``video_dir``. ``num_steps``: flow-sampler steps (None = the policy's own). ``envs_per_worker``:
+    environments each worker process steps in turn (the policy's batch is workers x envs_per_worker;
+    a scripted expert plays one episode at a time per worker). Returns one small summary per episode,
+    in the order they finished."""
     if not specs:
         return []
-    num_workers = min(workers or default_workers(env_cfg, len(specs)), len(specs))
+    envs = min(envs_per_worker, len(specs))
+    num_workers = min(workers or default_workers(env_cfg, len(specs), envs), -(-len(specs) // envs))
     results: list[EpisodeResult] = []
     bar = tqdm(total=len(specs), unit="ep", disable=not progress, dynamic_ncols=True)
     started = time.perf_counter()
@@ -213,14 +255,14 @@ def run_episodes(
         bar.set_postfix_str(f"success {wins}/{len(results)}, {rate:.0f} env-steps/s", refresh=False)
         bar.update(1)
 
-    pool = WorkerPool(env_cfg, num_workers, clock)
+    pool = WorkerPool(env_cfg, num_workers, envs, clock)
     try:
-        pending = deque(enumerate(specs))
+        queue = _Queue(list(enumerate(specs)))
         if isinstance(policy, ScriptedExpert):
-            _run_scripted(pool, policy, pending, replan_steps, videos, finish)
+            _run_scripted(pool, policy, queue, replan_steps, videos, finish)
         else:
             sample = _timed(partial(query_chunks, policy, cfg_scale=cfg_scale, num_steps=num_steps), clock)
-            _run_batched(pool, sample, pending, replan_steps, videos, finish)
+            _run_batched(pool, sample, queue, replan_steps, videos, finish)
         if on_end is not None:
             started_store = time.perf_counter()
             on_end()
@@ -245,45 +287,49 @@ def _timed(sample: Callable, clock: EngineTime) -> Callable:
     return timed_sample
 
 
-def _run_batched(pool: WorkerPool, sample: Callable, pending: deque, replan_steps: int, videos: int,
+def _run_batched(pool: WorkerPool, sample: Callable, queue: _Queue, replan_steps: int, videos: int,
                  finish: Callable) -> None:
     running: dict[int, _Running] = {}
-    idle = list(range(len(pool.conns)))
-    while pending or running:
+    idle = pool.slots()
+    while queue or running:
         starting = []
-        while idle and pending:
-            worker, (index, spec) = idle.pop(), pending.popleft()
-            pool.send(worker, ("reset", spec, index < videos))
-            starting.append((worker, index, spec))
-        for worker, index, spec in starting:
-            _, obs = pool.recv(worker)
-            running[worker] = _Running(index, spec, obs, flow_noise_generator(spec.seed))
+        while idle and queue:
+            slot = idle.pop()
+            index, spec = queue.take(slot)
+            pool.send(slot, ("reset", spec, index < videos))
+            starting.append((slot, index, spec))
+        for slot, index, spec in starting:
+            _, obs = pool.recv(slot)
+            running[slot] = _Running(index, spec, obs, flow_noise_generator(spec.seed))
         order = sorted(running)
-        chunks = sample([running[w].obs for w in order], [running[w].generator for w in order])
-        for worker, chunk in zip(order, chunks):
-            pool.send(worker, ("act", chunk[:replan_steps]))
-        for worker in order:
-            kind, payload = pool.recv(worker)
+        chunks = sample([running[s].obs for s in order], [running[s].generator for s in order])
+        for slot, chunk in zip(order, chunks):
+            pool.send(slot, ("act", chunk[:replan_steps]))
+        for slot in order:
+            kind, payload = pool.recv(slot)
             if kind == "obs":
-                running[worker].obs = payload
+                running[slot].obs = payload
             else:
-                done = running.pop(worker)
+                done = running.pop(slot)
+                queue.ended(done.spec)
                 finish(done.index, done.spec, payload)
-                idle.append(worker)
+                idle.append(slot)
 
 
-def _run_scripted(pool: WorkerPool, expert: ScriptedExpert, pending: deque, replan_steps: int, videos: int,
+def _run_scripted(pool: WorkerPool, expert: ScriptedExpert, queue: _Queue, replan_steps: int, videos: int,
                   finish: Callable) -> None:
-    """The scripted expert plans inside the workers: each worker plays whole episodes."""
+    """The scripted expert plans inside the workers: each worker plays whole episodes, one at a time."""
     busy: dict[int, tuple[int, EpisodeSpec]] = {}
-    idle = list(range(len(pool.conns)))
-    while pending or busy:
-        while idle and pending:
-            worker, (index, spec) = idle.pop(), pending.popleft()
-            pool.send(worker, ("scripted", spec, index < videos, expert.noise, replan_steps))
-            busy[worker] = (index, spec)
-        for worker in pool.wait_any(sorted(busy)):
-            _, episode = pool.recv(worker)
-            index, spec = busy.pop(worker)
+    idle = pool.slots(per_worker=1)
+    while queue or busy:
+        while idle and queue:
+            slot = idle.pop()
+            index, spec = queue.take(slot)
+            pool.send(slot, ("scripted", spec, index < videos, expert.noise, replan_steps))
+            busy[slot] = (index, spec)
+        for slot in pool.wait_any(sorted(busy)):
+            _, episode = pool.recv(slot)
+            index, spec = busy.pop(slot)
+            queue.ended(spec)
             finish(index, spec, episode)
-            idle.append(worker)
+            idle.append(slot)

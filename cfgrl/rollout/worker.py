@@ -1,12 +1,13 @@
-"""The environment side of the rollout engine: one process, one environment, one episode at a time.
+"""The environment side of the rollout engine: one process, a few environments, one episode at a time in each.
 
 Workers are started with the ``spawn`` method (fork and OpenGL contexts do not mix) and never import
 torch: the policy lives in the main process, which sends each worker the ``replan_steps`` actions to
 execute and gets back the next query observation. The worker records the episode itself, so only
 small messages cross the pipe until the episode is finished.
 
-Messages (main -> worker): ``("reset", spec, video)``, ``("act", actions)``,
-``("scripted", spec, video, noise, replan_steps)``, ``("close",)``. Replies: ``("obs", Observation)``,
+Messages (main -> worker), ``env`` naming one of the worker's environments: ``("reset", env, spec,
+video)``, ``("act", env, actions)``, ``("scripted", env, spec, video, noise, replan_steps)``,
+``("close",)``. Replies, one per message and in order: ``("obs", Observation)``,
 ``("done", FinishedEpisode)``, ``("error", message, is_bad_input)``.
 """
 
@@ -159,19 +160,22 @@ class _Episodes:
             return ("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", False)
 
 
-def serve(conn: Connection, env_cfg: EnvConfig, prepared: Any = None) -> None:
+def serve(conn: Connection, env_cfg: EnvConfig, prepared: Any = None, envs: int = 1) -> None:
     """Worker process entry point: answer messages until ``close`` or until the main process is gone.
 
-    ``prepared``: what the main process built once for every worker (``cfgrl.envs.prepare_env``)."""
+    ``prepared``: what the main process built once for every worker (``cfgrl.envs.prepare_env``);
+    ``envs``: how many environments this worker holds."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: it closes us
-    worker = _Episodes(env_cfg, prepared)
+    episodes = [_Episodes(env_cfg, prepared) for _ in range(envs)]
     try:
         while True:
             message = conn.recv()
             if message[0] == "close":
                 return
-            conn.send(worker.handle(message))
+            kind, env, *rest = message
+            conn.send(episodes[env].handle((kind, *rest)))
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return  # the main process died (e.g. SIGKILL): nothing to hand back
     finally:
-        worker.env.close()
+        for worker in episodes:
+            worker.env.close()

@@ -11,7 +11,7 @@ import pytest
 
 from cfgrl.config import EnvConfig, load_config
 from cfgrl.errors import CfgrlError
-from cfgrl.rollout.engine import EngineTime, default_workers, run_episodes
+from cfgrl.rollout.engine import EngineTime, _Queue, default_workers, run_episodes
 from cfgrl.rollout.sources import ScriptedExpert, load_policy
 from cfgrl.rollout.specs import group_specs
 from cfgrl.store import Store
@@ -28,25 +28,55 @@ def tiny_policy():
 
 
 def test_batching_does_not_change_episodes(tiny_policy):
-    """1 worker (batches of 1) and 2 workers (batches of 2) give the same episodes: each episode's flow
-    noise comes from its own seed. Batched float math may differ in the last bits: actions within 1e-6."""
+    """1 worker (batches of 1), 2 workers, and 1 worker holding 2 envs (batches of 2 from one process)
+    give the same episodes: each episode's flow noise comes from its own seed. Batched float math may
+    differ in the last bits: actions within 1e-6."""
     env_cfg = EnvConfig(image_size=32, max_steps=10)
-    specs = group_specs([0, 1], [0], 1, 2, base_seed=3)
+    specs = group_specs([0, 1], [0, 1], 2, 2, base_seed=3)  # two tasks, so the queue picks between them
     runs = {}
-    for workers in (1, 2):
+    for workers, envs in ((1, 1), (2, 1), (1, 2)):
         episodes = {}
-        results = run_episodes(env_cfg, tiny_policy, specs, cfg_scale=1.5, workers=workers, progress=False,
-                               num_steps=2, on_episode=lambda spec, ep: episodes.__setitem__(spec, ep))
-        assert sorted(r.spec.rollout_index for r in results) == [0, 1]
-        runs[workers] = episodes
+        results = run_episodes(env_cfg, tiny_policy, specs, cfg_scale=1.5, workers=workers, envs_per_worker=envs,
+                               progress=False, num_steps=2, on_episode=lambda spec, ep: episodes.__setitem__(spec, ep))
+        assert sorted((r.spec.group_id, r.spec.rollout_index) for r in results) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+        runs[workers, envs] = episodes
     for spec in specs:
-        one, two = runs[1][spec], runs[2][spec]
-        np.testing.assert_allclose(one.action, two.action, rtol=0, atol=1e-6)
-        np.testing.assert_allclose(one.state, two.state, rtol=0, atol=1e-6)
-        assert one.success == two.success and len(one.action) == len(two.action) == 10
+        one = runs[1, 1][spec]
+        for other in (runs[2, 1][spec], runs[1, 2][spec]):
+            np.testing.assert_allclose(one.action, other.action, rtol=0, atol=1e-6)
+            np.testing.assert_allclose(one.state, other.state, rtol=0, atol=1e-6)
+            assert one.success == other.success and len(one.action) == len(other.action) == 10
         np.testing.assert_array_equal(one.frame_step, [0, 5])
-    a, b = (runs[1][s].action for s in specs)  # two rollouts of one group differ (their own seeds)
+    a, b = (runs[1, 1][s].action for s in specs[:2])  # two rollouts of one group differ (their own seeds)
     assert np.abs(a - b).max() > 1e-3
+
+
+def test_free_envs_keep_their_task_and_spread_over_tasks():
+    """Each env sticks to the task it has open while that task has episodes left, and a free env
+    takes the task the fewest envs are playing: 3 envs over 3 tasks open each task once."""
+    specs = group_specs([0, 1, 2], [0], 6, 2, base_seed=0)  # tasks cycle: 0 1 2 0 1 2, two rollouts each
+    queue = _Queue(list(enumerate(specs)))
+    opened: dict[int, list[int]] = {0: [], 1: [], 2: []}
+    playing, taken = {}, []
+    while queue or playing:
+        for slot in opened:  # a round: each env ends its episode, then takes the next one
+            if slot in playing:
+                queue.ended(playing.pop(slot))
+            if queue:
+                index, playing[slot] = queue.take(slot)
+                taken.append(index)
+                if not opened[slot] or opened[slot][-1] != playing[slot].task_id:
+                    opened[slot].append(playing[slot].task_id)
+    assert sorted(taken) == list(range(len(specs)))
+    assert sorted(tasks[0] for tasks in opened.values()) == [0, 1, 2] and all(len(t) == 1 for t in opened.values())
+
+
+def test_a_scripted_expert_plays_one_episode_at_a_time_per_worker():
+    finished = []
+    results = run_episodes(EnvConfig(image_size=32, max_steps=10), ScriptedExpert(0.0), group_specs([0, 1], [0], 2, 2, base_seed=1),
+                           cfg_scale=1.0, workers=1, envs_per_worker=3, progress=False,
+                           on_episode=lambda spec, ep: finished.append(ep))
+    assert len(results) == len(finished) == 4 and all(len(ep.action) <= 10 for ep in finished)
 
 
 @pytest.mark.slow
@@ -77,6 +107,7 @@ def test_policy_sources_and_worker_defaults():
     with pytest.raises(CfgrlError, match="scripted experts exist for env.name builtin and metaworld only, not libero"):
         load_policy("scripted:0.1", libero, CAMERAS, 64)
     assert default_workers(EnvConfig(), 3) == 3 and default_workers(EnvConfig(), 100) >= 2
+    assert default_workers(EnvConfig(), 3, envs_per_worker=2) == 2  # never more workers than the episodes fill
     assert 1 <= default_workers(libero.env, 100) <= (os.cpu_count() or 1)
 
 
