@@ -354,6 +354,8 @@ def validate(cfg: Config) -> Config:
         raise CfgrlError(f"collect.group_size (K) must be at least 2 for leave-one-out baselines, got {cfg.collect.group_size}")
     if cfg.collect.groups < 1:
         raise CfgrlError(f"collect.groups must be at least 1, got {cfg.collect.groups}")
+    if cfg.collect.workers is not None and cfg.collect.workers < 1:
+        raise CfgrlError(f"collect.workers must be at least 1 (or null = fits the machine), got {cfg.collect.workers}")
     if cfg.collect.envs_per_worker < 1:
         raise CfgrlError(f"collect.envs_per_worker must be at least 1, got {cfg.collect.envs_per_worker}")
     if not cfg.collect.commit_seconds >= 0:  # also refuses nan

@@ -64,6 +64,7 @@ def test_overrides_are_typed(tmp_path):
         ("collect.group_size=1", "at least 2"),
         ("collect.adaptive_patience=0", "collect.adaptive_patience must be at least 1"),
         ("collect.envs_per_worker=0", "collect.envs_per_worker must be at least 1, got 0"),
+        ("collect.workers=0", "collect.workers must be at least 1 .or null = fits the machine., got 0"),
         ("cfgrl.dropout_pro=0.1", "did you mean 'cfgrl.dropout_prob'"),
         ("dropout_prob", "section.key=value"),
         ("train.grad_accum=0", "train.grad_accum must be at least 1"),

@@ -12,7 +12,6 @@ from typing import Annotated, Optional
 import typer
 
 from cfgrl.cli_common import ConfigOption, OverrideOption, resolve
-from cfgrl.errors import CfgrlError
 
 PolicyOption = Annotated[
     Optional[str],
@@ -36,8 +35,6 @@ def collect_command(
     from cfgrl.rollout.plan import groups_for_episodes
 
     cfg = resolve(config, overrides, *([f"collect.workers={workers}"] if workers is not None else []))
-    if cfg.collect.workers is not None and cfg.collect.workers < 1:
-        raise CfgrlError(f"collect.workers must be at least 1 (or null = fits the machine), got {cfg.collect.workers}")
     if episodes is not None:
         cfg.collect.groups = groups_for_episodes(episodes, cfg.collect.group_size)
     collect(cfg, store, policy, shard, num_shards)

@@ -16,6 +16,7 @@ episode ends by its ``max_steps``, and a worker that stops answering raises afte
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing as mp
 import os
 import time
@@ -38,7 +39,7 @@ from cfgrl.rollout.worker import FinishedEpisode, serve
 from cfgrl.store import EpisodeData
 
 WORKER_TIMEOUT_S = 900.0  # far above a LIBERO reset plus a chunk; a silent worker is a hung worker
-LIBERO_WORKER_GB = 2.4  # measured 2.2-2.4 GB per LIBERO env process
+LIBERO_ENV_GB = 2.4  # measured 2.2-2.4 GB per LIBERO env
 BUILTIN_WORKERS = 8  # builtin workers are cheap; more of them make bigger policy batches
 
 
@@ -83,14 +84,22 @@ def episode_data(env_cfg: EnvConfig, spec: EpisodeSpec, ep: FinishedEpisode, pol
 
 
 def default_workers(env_cfg: EnvConfig, num_episodes: int, envs_per_worker: int = 1) -> int:
-    """As many workers as fit: LIBERO by memory (~2.1 GB per env) and cores, the others a fixed few;
-    never more than the episodes need."""
+    """As many workers as fit: LIBERO by memory (~2.4 GB per env) and cores, the others a fixed few;
+    never more than the episodes fill."""
     if env_cfg.name == "libero":
-        fits = int(_available_memory_gb() // (LIBERO_WORKER_GB * envs_per_worker))
+        fits = int(_available_memory_gb() // (LIBERO_ENV_GB * envs_per_worker))
         wanted = min(os.cpu_count() or 1, fits)
     else:
         wanted = BUILTIN_WORKERS
-    return max(1, min(wanted, -(-num_episodes // envs_per_worker)))
+    return max(1, min(wanted, math.ceil(num_episodes / envs_per_worker)))
+
+
+def pool_shape(env_cfg: EnvConfig, policy: Any, num_episodes: int, workers: int | None, envs_per_worker: int) -> tuple[int, int]:
+    """(worker processes, envs in each): no more of either than the episodes fill. A scripted expert
+    plays whole episodes inside its worker, one at a time, so it gets one env per worker."""
+    envs = 1 if isinstance(policy, ScriptedExpert) else envs_per_worker
+    num_workers = min(workers or default_workers(env_cfg, num_episodes, envs), num_episodes)
+    return num_workers, min(envs, math.ceil(num_episodes / num_workers))
 
 
 def _available_memory_gb() -> float:
@@ -99,7 +108,7 @@ def _available_memory_gb() -> float:
             fields = dict(line.split(":", 1) for line in f)
         return int(fields["MemAvailable"].split()[0]) / 2**20
     except (OSError, KeyError, ValueError):
-        return LIBERO_WORKER_GB * 2
+        return LIBERO_ENV_GB * 2
 
 
 class WorkerPool:
@@ -121,9 +130,8 @@ class WorkerPool:
             self.conns.append(parent)
             self.procs.append(proc)
 
-    def slots(self, per_worker: int | None = None) -> list[int]:
-        """Every env's slot, or the first ``per_worker`` of each worker's."""
-        return [w * self.envs + i for w in range(len(self.conns)) for i in range(per_worker or self.envs)]
+    def slots(self) -> list[int]:
+        return list(range(len(self.conns) * self.envs))
 
     def send(self, slot: int, message: tuple) -> None:
         started = time.perf_counter()
@@ -198,6 +206,7 @@ class _Queue:
     def take(self, slot: int) -> tuple[int, EpisodeSpec]:
         task = self.last_task.get(slot)
         if not self.by_task.get(task):
+            # ties go to the task queued first, so episodes start roughly in spec order (the filmed ones early)
             task = min((t for t, q in self.by_task.items() if q), key=lambda t: (self.playing[t], self.by_task[t][0][0]))
         self.playing[task] += 1
         self.last_task[slot] = task
@@ -226,13 +235,11 @@ def run_episodes(
     append it to a store, see ``episode_data``), call ``on_end`` after the last one (e.g. the store's
     final commit; timed as storing, like ``on_episode``) and film the first ``videos`` specs into
     ``video_dir``. ``num_steps``: flow-sampler steps (None = the policy's own). ``envs_per_worker``:
-    environments each worker process steps in turn (the policy's batch is workers x envs_per_worker;
-    a scripted expert plays one episode at a time per worker). Returns one small summary per episode,
-    in the order they finished."""
+    environments each worker process steps in turn (the policy's batch is workers x envs_per_worker).
+    Returns one small summary per episode, in the order they finished."""
     if not specs:
         return []
-    envs = min(envs_per_worker, len(specs))
-    num_workers = min(workers or default_workers(env_cfg, len(specs), envs), -(-len(specs) // envs))
+    num_workers, envs = pool_shape(env_cfg, policy, len(specs), workers, envs_per_worker)
     results: list[EpisodeResult] = []
     bar = tqdm(total=len(specs), unit="ep", disable=not progress, dynamic_ncols=True)
     started = time.perf_counter()
@@ -320,7 +327,7 @@ def _run_scripted(pool: WorkerPool, expert: ScriptedExpert, queue: _Queue, repla
                   finish: Callable) -> None:
     """The scripted expert plans inside the workers: each worker plays whole episodes, one at a time."""
     busy: dict[int, tuple[int, EpisodeSpec]] = {}
-    idle = pool.slots(per_worker=1)
+    idle = pool.slots()
     while queue or busy:
         while idle and queue:
             slot = idle.pop()

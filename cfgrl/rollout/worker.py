@@ -125,7 +125,7 @@ def _max_steps(env: Env, task_id: int) -> int:
 
 
 class _Episodes:
-    """The worker's state between messages: its env and the episode being played."""
+    """One of the worker's environments between messages: the env and the episode it is playing."""
 
     def __init__(self, env_cfg: EnvConfig, prepared: Any):
         self.env = make_env(env_cfg, prepared)
@@ -160,22 +160,22 @@ class _Episodes:
             return ("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", False)
 
 
-def serve(conn: Connection, env_cfg: EnvConfig, prepared: Any = None, envs: int = 1) -> None:
+def serve(conn: Connection, env_cfg: EnvConfig, prepared: Any, envs: int) -> None:
     """Worker process entry point: answer messages until ``close`` or until the main process is gone.
 
     ``prepared``: what the main process built once for every worker (``cfgrl.envs.prepare_env``);
     ``envs``: how many environments this worker holds."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: it closes us
-    episodes = [_Episodes(env_cfg, prepared) for _ in range(envs)]
+    slots = [_Episodes(env_cfg, prepared) for _ in range(envs)]
     try:
         while True:
             message = conn.recv()
             if message[0] == "close":
                 return
             kind, env, *rest = message
-            conn.send(episodes[env].handle((kind, *rest)))
+            conn.send(slots[env].handle((kind, *rest)))
     except (EOFError, BrokenPipeError, ConnectionResetError):
         return  # the main process died (e.g. SIGKILL): nothing to hand back
     finally:
-        for worker in episodes:
-            worker.env.close()
+        for slot in slots:
+            slot.env.close()

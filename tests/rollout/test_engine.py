@@ -11,7 +11,7 @@ import pytest
 
 from cfgrl.config import EnvConfig, load_config
 from cfgrl.errors import CfgrlError
-from cfgrl.rollout.engine import EngineTime, _Queue, default_workers, run_episodes
+from cfgrl.rollout.engine import EngineTime, _Queue, default_workers, pool_shape, run_episodes
 from cfgrl.rollout.sources import ScriptedExpert, load_policy
 from cfgrl.rollout.specs import group_specs
 from cfgrl.store import Store
@@ -71,32 +71,16 @@ def test_free_envs_keep_their_task_and_spread_over_tasks():
     assert sorted(tasks[0] for tasks in opened.values()) == [0, 1, 2] and all(len(t) == 1 for t in opened.values())
 
 
-def test_a_scripted_expert_plays_one_episode_at_a_time_per_worker():
+def test_pool_shape_fills_no_idle_env_and_gives_a_scripted_expert_one_env_per_worker(tiny_policy):
+    env_cfg = EnvConfig()
+    assert pool_shape(env_cfg, tiny_policy, 240, 2, 4) == (2, 4)
+    assert pool_shape(env_cfg, tiny_policy, 5, 2, 4) == (2, 3)  # 6 envs for 5 episodes, not 8
+    assert pool_shape(env_cfg, tiny_policy, 3, None, 2) == (2, 2)
+    assert pool_shape(env_cfg, ScriptedExpert(0.0), 16, 8, 4) == (8, 1)  # it plays whole episodes, one per worker
     finished = []
-    results = run_episodes(EnvConfig(image_size=32, max_steps=10), ScriptedExpert(0.0), group_specs([0, 1], [0], 2, 2, base_seed=1),
-                           cfg_scale=1.0, workers=1, envs_per_worker=3, progress=False,
-                           on_episode=lambda spec, ep: finished.append(ep))
-    assert len(results) == len(finished) == 4 and all(len(ep.action) <= 10 for ep in finished)
-
-
-@pytest.mark.slow
-def test_checkpoint_policy_and_guidance_weight_from_the_environment(tmp_path, tiny_policy):
-    from cfgrl.policy import NormStats
-
-    checkpoint = tiny_policy.save_pretrained(tmp_path / "ckpt")
-    NormStats.identity(8, 7).save(checkpoint / "stats.json")  # collect refuses a checkpoint without stats; same policy id
-    store_path = tmp_path / "pi0.zarr"
-    proc = subprocess.run(
-        [sys.executable, "-m", "cfgrl.cli", "collect", str(store_path), "--policy", str(checkpoint), "--episodes", "2",
-         "--workers", "2", "-o", "collect.group_size=2", "-o", "env.image_size=32", "-o", "env.max_steps=5",
-         "-o", "inference.num_steps=1"],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "PI0_CFG_SCALE": "2.5"},
-    )
-    assert proc.returncode == 0, proc.stderr
-    episodes = Store(store_path).episodes
-    assert len(episodes) == 2 and (episodes.cfg_scale == 2.5).all()
-    assert set(episodes.policy_id) == {tiny_policy.policy_id}
-    assert (episodes.length == 5).all() and episodes.seed.nunique() == 2
+    run_episodes(EnvConfig(image_size=32, max_steps=10), ScriptedExpert(0.0), group_specs([0, 1], [0], 2, 2, base_seed=1),
+                 cfg_scale=1.0, workers=1, envs_per_worker=3, progress=False, on_episode=lambda spec, ep: finished.append(spec))
+    assert sorted((s.group_id, s.rollout_index) for s in finished) == [(0, 0), (0, 1), (1, 0), (1, 1)]
 
 
 def test_policy_sources_and_worker_defaults():
