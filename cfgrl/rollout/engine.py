@@ -2,8 +2,9 @@
 
 Each worker process holds ``envs_per_worker`` environments. Each round, every running episode
 contributes its query observation to ONE batched policy call; each worker then executes the first
-``replan_steps`` actions of each of its episodes' chunks and returns the next query observations. The flow noise of every query comes from the episode's own generator (seeded by the
-episode seed), so an episode's actions do not depend on which other episodes shared its batch.
+``replan_steps`` actions of each of its episodes' chunks and returns the next query observations.
+The flow noise of every query comes from the episode's own generator (seeded by the episode seed),
+so an episode's actions do not depend on which other episodes shared its batch.
 Finished episodes are written (and forgotten) at once, so memory does not grow with the run.
 
 Workers are spawned, so a script that calls ``run_episodes`` needs the usual
