@@ -46,11 +46,15 @@ DEMO_NOISE ?= 0.3
 DEMO_EPISODES ?= 400
 BASE_STEPS ?= 1500
 DEMO_SCALES ?=
+# The recipe that lifted the base (README, "Meta-World"): every round and baseline also trains on the
+# base's demonstrations, and groups with one outcome are left out of training.
+DEMO_FLAGS ?= --keep-demos -o cfgrl.zero_variance_groups=drop
 else
 DEMO_NOISE ?= 0.3
 DEMO_EPISODES ?= 512
 BASE_STEPS ?= 1500
 DEMO_SCALES ?= [0, 1, 1.5, 2, 3, 5]
+DEMO_FLAGS ?=
 endif
 
 .PHONY: help setup base collect value label train eval test bench wheelhouse round ablate demo spread clean-data
@@ -124,7 +128,7 @@ ablate: collect
 # The demonstration: the main job's configuration, its own w sweep (DEMO_SCALES above).
 demo: | $(SETUP)
 	$(CFGRL) demo $(DATA)/demo --demo-noise $(DEMO_NOISE) --demo-episodes $(DEMO_EPISODES) --base-steps $(BASE_STEPS) \
-	  -c $(CONFIG) $(if $(DEMO_SCALES),-o 'evaluate.cfg_scales=$(DEMO_SCALES)',)
+	  -c $(CONFIG) $(if $(DEMO_SCALES),-o 'evaluate.cfg_scales=$(DEMO_SCALES)',) $(DEMO_FLAGS)
 	@echo "demo: report in $(DATA)/demo/report.md"
 
 # The demonstration's comparison (CFGRL at the validation-chosen w, filtered BC, weighted) over 3 seeds
