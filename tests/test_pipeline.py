@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from cfgrl.evaluate.summary import load_results, overall_rows
+
 REPO = Path(__file__).resolve().parents[1]
 VENV = Path(sys.executable).parent.parent
 SMALL = {
@@ -135,6 +137,13 @@ def test_reduced_demo_writes_its_report(tmp_path):
     stores = json.loads((tmp_path / "demo" / "report.json").read_text())["round_1"]["stores"]
     assert stores == [str(tmp_path / "demo" / "rounds" / "round_001" / "rollouts.zarr"), str(tmp_path / "demo" / "demos.zarr")]
     assert "minus each baseline" in report
+    # Round 1 minus the base, paired on the same test episodes: the difference of their test rates.
+    record = json.loads((tmp_path / "demo" / "report.json").read_text())
+    rows = {r["arm"]: r for r in overall_rows(load_results(record["round_1"]["eval"]))}
+    chosen = rows[f"w={record['round_1']['chosen_cfg_scale']:g}"]
+    diff, low, high = record["rounds_minus_base"]["round_1"]
+    assert diff == pytest.approx(chosen["success_rate"] - rows["baseline"]["success_rate"]) and low <= diff <= high
+    assert "- round 1: " in report.split("## Against the base")[1]
     assert (tmp_path / "demo" / "comparison.png").stat().st_size > 0
     timings = json.loads((tmp_path / "demo" / "report.json").read_text())["timings_s"]
     assert set(timings) >= {"base policy (scripted demos, BC)", "round 1 (collect, label, train, evaluate)"}
@@ -158,6 +167,7 @@ def test_reduced_demo_runs_on_metaworld(tmp_path):
     assert report["env"] == "Meta-World push-v3"
     assert (tmp_path / "demo" / "report.md").read_text().startswith("# CFGRL demonstration on Meta-World push-v3")
     second = report["round_2"]
+    assert set(report["rounds_minus_base"]) == {"round_1", "round_2"}
     assert second["policy_in_id"] == report["round_1"]["policy_out_id"]
     assert set(report["baselines"]) == {"filtered_bc", "weighted"}
     from cfgrl.store import Store

@@ -84,9 +84,22 @@ def cfgrl_minus_baselines(first: dict[str, Any], baselines: dict[str, dict[str, 
     objective -> [difference, 95% low, 95% high]."""
     out = {}
     for objective, results in baselines.items():
-        d = compare_evaluations(first["eval"], results["out_dir"], first["chosen_cfg_scale"], results["chosen_cfg_scale"]).difference
-        out[objective] = [d.diff, d.low, d.high]
+        out[objective] = _as_list(compare_evaluations(first["eval"], results["out_dir"], first["chosen_cfg_scale"],
+                                                      results["chosen_cfg_scale"]))
     return out
+
+
+def rounds_minus_base(records: dict[str, dict[str, Any] | None]) -> dict[str, list[float]]:
+    """Each round at its chosen w minus the base, paired on the same test episodes: round key ->
+    [difference, 95% low, 95% high]. The base is round 1's start policy, its evaluation's baseline arm."""
+    first = records["round_1"]
+    return {key: _as_list(compare_evaluations(record["eval"], first["eval"], record["chosen_cfg_scale"], b_baseline=True))
+            for key, record in records.items() if record}
+
+
+def _as_list(comparison) -> list[float]:
+    d = comparison.difference
+    return [d.diff, d.low, d.high]
 
 
 def run_demo(cfg: Config, root: Path, noise: float, demo_episodes: int, base_steps: int, base_lr: float,
@@ -104,7 +117,8 @@ def run_demo(cfg: Config, root: Path, noise: float, demo_episodes: int, base_ste
               "round_1": first, "round_2": second,
               "baselines": {k: _overall(v) for k, v in baselines.items()},
               "baselines_chosen_cfg_scale": {k: v["chosen_cfg_scale"] for k, v in baselines.items()},
-              "cfgrl_minus_baselines": cfgrl_minus_baselines(first, baselines)}
+              "cfgrl_minus_baselines": cfgrl_minus_baselines(first, baselines),
+              "rounds_minus_base": rounds_minus_base({"round_1": first, "round_2": second})}
     (root / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     round_rows = {key: _round_rows(report[key]) for key in ("round_1", "round_2") if report[key]}
     (root / "report.md").write_text(render_report(report, round_rows, rounds_root) + "\n")
@@ -149,6 +163,9 @@ def render_report(report: dict[str, Any], round_rows: dict[str, list[dict[str, A
         lines += [f"| {objective} " + _row(r) for r in rows]
     lines += ["", "Round 1 at its chosen w minus each baseline at its chosen w, paired on the same test episodes:", ""]
     lines += [f"- {objective}: {format_difference(d)}" for objective, d in report["cfgrl_minus_baselines"].items()]
+    lines += ["", "## Against the base", "", "Each round at its chosen w minus the base (round 1's start policy), "
+              "paired on the same test episodes:", ""]
+    lines += [f"- {key.replace('_', ' ')}: {format_difference(d)}" for key, d in report["rounds_minus_base"].items()]
     lines += ["", "## Time per step (2 CPU cores)", "", "| step | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in report["timings_s"].items()]
     lines += ["", f"Lineage:", "", "```", rounds.lineage(rounds_root), "```"]
