@@ -153,6 +153,10 @@ def test_reduced_demo_writes_its_report(tmp_path):
     assert not (tmp_path / "demo" / "rounds" / "round_002").exists()
     again = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert (again["round_1"], again["baselines"]) == (first["round_1"], first["baselines"])
+    # The rerun ran nothing: every step keeps the time it took when it ran, and the report says so.
+    assert first["reused_steps"] == [] and again["reused_steps"] == list(first["timings_s"])
+    assert again["timings_s"] == first["timings_s"]
+    assert "(reused: timed when an earlier run ran it)" in (tmp_path / "demo" / "report.md").read_text()
 
 
 @pytest.mark.metaworld

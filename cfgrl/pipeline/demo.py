@@ -19,11 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cfgrl import atomic
 from cfgrl.config import Config, with_overrides
 from cfgrl.evaluate.compare import compare_evaluations
 from cfgrl.evaluate.plan import POLICY, require_validation
 from cfgrl.evaluate.summary import load_results, overall_rows
 from cfgrl.pipeline import rounds, stages
+from cfgrl.schemas import DEMO_REPORT
 from cfgrl.train.objectives import UNCONDITIONED_OBJECTIVES
 
 DEMOS = "demos.zarr"  # the base's demonstrations, under the demonstration's directory
@@ -47,16 +49,26 @@ def build_base(cfg: Config, root: Path, noise: float, episodes: int, steps: int,
 
 
 class Timer:
-    """Times the demonstration's steps for its report."""
+    """Times the demonstration's steps for its report. A step whose output existed before it ran was
+    reused, not run: it keeps the time it took when it ran (from ``previous``, an earlier report's
+    timings), so a rerun that only rewrites the report does not report start-up as the step's time."""
 
-    def __init__(self) -> None:
+    def __init__(self, previous: dict[str, float] | None = None) -> None:
         self.timings: dict[str, float] = {}
+        self.reused: list[str] = []
+        self.previous = previous or {}
 
-    def __call__(self, name: str, fn, *args, **kwargs):
+    def __call__(self, name: str, output: Path, fn, *args, **kwargs):
+        reused = Path(output).exists()
         start = time.monotonic()
         out = fn(*args, **kwargs)
-        self.timings[name] = round(time.monotonic() - start, 1)
-        print(f"demo: {name} took {self.timings[name]:.0f} s")
+        took = round(time.monotonic() - start, 1)
+        self.timings[name] = self.previous.get(name, took) if reused else took
+        if reused:
+            self.reused.append(name)
+            print(f"demo: {name} reused (finished by an earlier run; {took:.0f} s now)")
+        else:
+            print(f"demo: {name} took {took:.0f} s")
         return out
 
 
@@ -66,16 +78,18 @@ def compare(cfg: Config, root: Path, base: Path, timed: Timer,
     round 1's stores and label version with its training budget. Returns (round 1's record, each
     baseline's evaluation results)."""
     rounds_root = root / "rounds"
-    first = timed("round 1 (collect, label, train, evaluate)", rounds.run_round, cfg, rounds_root, base, number=1,
-                  with_stores=with_stores)
+    first = timed("round 1 (collect, label, train, evaluate)", rounds.RoundDir(rounds_root, 1).record, rounds.run_round,
+                  cfg, rounds_root, base, number=1, with_stores=with_stores)
     stores, labels = [Path(s) for s in first["stores"]], Path(first["label_version"])
     baselines = {}
     for objective in ("filtered_bc", "weighted"):
         setting = with_overrides(cfg, [f"train.objective={objective}"])
         if objective in UNCONDITIONED_OBJECTIVES:  # the same policy at every w
             setting = with_overrides(setting, ["evaluate.cfg_scales=[1.0]"])
-        policy = timed(f"baseline {objective} (train)", stages.train, setting, stores, labels, root / objective / "train", base)
-        baselines[objective] = timed(f"baseline {objective} (evaluate)", stages.evaluate, setting, policy, root / objective / "eval")
+        run_dir, eval_dir = root / objective / "train", root / objective / "eval"
+        policy = timed(f"baseline {objective} (train)", run_dir / "policy", stages.train, setting, stores, labels, run_dir, base)
+        baselines[objective] = timed(f"baseline {objective} (evaluate)", eval_dir / "results.json", stages.evaluate,
+                                     setting, policy, eval_dir)
     return first, baselines
 
 
@@ -105,26 +119,36 @@ def _as_list(comparison) -> list[float]:
 def run_demo(cfg: Config, root: Path, noise: float, demo_episodes: int, base_steps: int, base_lr: float,
              second_round: bool = True, keep_demos: bool = False) -> dict[str, Any]:
     require_validation(cfg, "cfgrl demo")
-    timed = Timer()
-    base = timed("base policy (scripted demos, BC)", build_base, cfg, root, noise, demo_episodes, base_steps, base_lr)
+    timed = Timer(previous_timings(root / "report.json"))
+    base = timed("base policy (scripted demos, BC)", root / "base" / "policy", build_base, cfg, root, noise, demo_episodes,
+                 base_steps, base_lr)
     with_stores = (root / DEMOS,) if keep_demos else ()
     first, baselines = compare(cfg, root, base, timed, with_stores)
     rounds_root = root / "rounds"
-    second = timed("round 2", rounds.run_round, cfg, rounds_root, None, number=2, with_stores=with_stores) if second_round else None
+    second = (timed("round 2", rounds.RoundDir(rounds_root, 2).record, rounds.run_round, cfg, rounds_root, None, number=2,
+                    with_stores=with_stores) if second_round else None)
 
-    report = {"env": environment_name(cfg), "timings_s": timed.timings, "base": str(base),
+    report = {**DEMO_REPORT.stamp(), "env": environment_name(cfg), "timings_s": timed.timings, "reused_steps": timed.reused,
+              "base": str(base),
               "keep_demos": str(root / DEMOS) in first["stores"],  # what round 1 did, also when a rerun's flag differs
               "round_1": first, "round_2": second,
               "baselines": {k: _overall(v) for k, v in baselines.items()},
               "baselines_chosen_cfg_scale": {k: v["chosen_cfg_scale"] for k, v in baselines.items()},
               "cfgrl_minus_baselines": cfgrl_minus_baselines(first, baselines),
               "rounds_minus_base": rounds_minus_base({"round_1": first, "round_2": second})}
-    (root / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic.write_text(root / "report.json", json.dumps(report, indent=2) + "\n")
     round_rows = {key: _round_rows(report[key]) for key in ("round_1", "round_2") if report[key]}
     (root / "report.md").write_text(render_report(report, round_rows, rounds_root) + "\n")
     plot_comparison(report, round_rows, root / "comparison.png")
     print((root / "report.md").read_text())
     return report
+
+
+def previous_timings(path: Path) -> dict[str, float]:
+    """The step times an earlier run of this demonstration recorded: none before its first report, or
+    when the report is of another version (the report is rebuilt, so an old one is replaced, not refused)."""
+    report = json.loads(path.read_text()) if path.is_file() else None
+    return report["timings_s"] if DEMO_REPORT.matches(report) else {}
 
 
 def environment_name(cfg: Config) -> str:
@@ -167,7 +191,8 @@ def render_report(report: dict[str, Any], round_rows: dict[str, list[dict[str, A
               "paired on the same test episodes:", ""]
     lines += [f"- {key.replace('_', ' ')}: {format_difference(d)}" for key, d in report["rounds_minus_base"].items()]
     lines += ["", "## Time per step (2 CPU cores)", "", "| step | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v:.0f} |" for k, v in report["timings_s"].items()]
+    lines += [f"| {k} | {v:.0f}{' (reused: timed when an earlier run ran it)' if k in report['reused_steps'] else ''} |"
+              for k, v in report["timings_s"].items()]
     lines += ["", f"Lineage:", "", "```", rounds.lineage(rounds_root), "```"]
     return "\n".join(lines)
 
