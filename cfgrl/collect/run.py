@@ -17,7 +17,7 @@ def collect(cfg: Config, store: Path, policy: str | None, shard: int = 0, num_sh
     ``collect.adaptive``, the run's groups in waves planned from the store (``rollout.waves``)."""
     from cfgrl.envs import ACTION_DIM, STATE_DIM
     from cfgrl.rollout.engine import episode_data, run_episodes
-    from cfgrl.rollout.plan import env_info, missing_specs, plan, select_tasks
+    from cfgrl.rollout.plan import env_info, missing_specs, plan, select_tasks, task_prompts
     from cfgrl.rollout.sources import load_policy
     from cfgrl.rollout.specs import check_shard, run_id
     from cfgrl.rollout.videos import require_video_support
@@ -40,7 +40,7 @@ def collect(cfg: Config, store: Path, policy: str | None, shard: int = 0, num_sh
         Store(store).require_layout(layout)
     if cfg.collect.videos > 0:
         require_video_support()
-    actor = load_policy(policy, cfg, info.camera_names, info.image_size, say=typer.echo)
+    actor = load_policy(policy, cfg, info.camera_names, info.image_size, say=typer.echo, prompts=task_prompts(cfg.env, info))
     run = run_id(stage="collect", env=asdict(cfg.env), policy_id=actor.policy_id, cfg_scale=cfg.inference.cfg_scale,
                  num_steps=cfg.inference.num_steps, replan_steps=cfg.inference.replan_steps, seed=cfg.collect.seed,
                  group_size=cfg.collect.group_size)

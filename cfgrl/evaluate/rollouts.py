@@ -20,7 +20,7 @@ from cfgrl.errors import CfgrlError
 from cfgrl.evaluate.plan import EvalEpisode
 from cfgrl.policy.checkpoint import carries_stats, is_policy_config
 from cfgrl.rollout.engine import episode_data, run_episodes
-from cfgrl.rollout.plan import EnvInfo
+from cfgrl.rollout.plan import EnvInfo, task_prompts
 from cfgrl.rollout.sources import load_policy, no_stats_error
 from cfgrl.rollout.specs import EpisodeSpec, run_id
 from cfgrl.rollout.worker import FinishedEpisode
@@ -47,8 +47,8 @@ def check_policy_dir(path: str | Path, what: str) -> Path:
 
 
 def load_checkpoint(path: Path, cfg: Config, env: EnvInfo) -> Any:
-    """Load with collect's loader, which also refuses a checkpoint that cannot read this env."""
-    return load_policy(str(path), cfg, env.camera_names, env.image_size)
+    """Load with collect's loader, which also refuses a checkpoint that cannot read this env or tell its tasks apart."""
+    return load_policy(str(path), cfg, env.camera_names, env.image_size, prompts=task_prompts(cfg.env, env))
 
 
 def store_layout(camera_names: tuple[str, ...], image_size: int) -> StoreLayout:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +171,25 @@ class PI0Policy(nn.Module):
             return [pi05_prompt(task, None, label) for task, label in zip(tasks, per_sample)]
         bins = discretize_state(state.cpu().numpy())
         return [pi05_prompt(task, row, label) for task, row, label in zip(tasks, bins, per_sample)]
+
+    def require_distinct_prompts(self, tasks: list[str]) -> None:
+        """Refuse tasks that the tokenizer's cut to ``max_token_len`` gives the same prompt tokens (on
+        MT50 with the tiny preset's 32 bytes, pick-place and pick-place-wall): the policy could not tell
+        them apart, and every result on them would mix the two."""
+        distinct = sorted(set(tasks))
+        if len(distinct) < 2 or not self.holds_tokenizer:  # without its tokenizer it fails, clearly, when prompted
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the cut itself is warned about where a prompt is used
+            tokens, masks, _ = self.tokenizer(self._prompts(distinct, torch.zeros(len(distinct), self.config.state_dim)))
+        seen: dict[tuple[int, ...], str] = {}
+        for task, row, mask in zip(distinct, tokens.tolist(), masks.tolist()):
+            key = tuple(t for t, keep in zip(row, mask) if keep)
+            if key in seen:
+                raise CfgrlError(f"tasks {seen[key]!r} and {task!r} have the same prompt once cut to the policy's max_token_len "
+                                 f"{self.config.max_token_len}; the policy cannot tell them apart: give a fresh policy, or train one, "
+                                 "with a larger policy.max_token_len (e.g. -o policy.max_token_len=64), or choose other tasks")
+            seen[key] = task
 
     def _text_labels(self, o: Any, batch: int) -> torch.Tensor | None:
         """The labels a text-mode prompt carries (checked); None in the other modes, whose prompts carry none."""

@@ -75,6 +75,12 @@ def select_tasks(env_cfg: EnvConfig, info: EnvInfo) -> tuple[list[int], list[int
     return tasks, inits
 
 
+def task_prompts(env_cfg: EnvConfig, info: EnvInfo) -> list[str]:
+    """The prompts of the tasks ``env.tasks`` selects (every task of the suite when unset)."""
+    chosen = None if env_cfg.tasks is None else set(env_cfg.tasks)
+    return [t.prompt for t in info.tasks if chosen is None or t.task_id in chosen]
+
+
 def groups_for_episodes(episodes: int, group_size: int) -> int:
     """``--episodes N``: whole groups only, so N is rounded up to a multiple of K."""
     if episodes < 1:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -47,8 +47,9 @@ class ScriptedExpert:
 
 
 def load_policy(source: str | None, cfg: Config, camera_names: tuple[str, ...], image_size: int,
-                say: Callable[[str], None] = print) -> ScriptedExpert | ChunkPolicy:
-    """Resolve ``--policy`` (or ``policy.path``; none = a fresh preset) into a policy object."""
+                say: Callable[[str], None] = print, prompts: Sequence[str] = ()) -> ScriptedExpert | ChunkPolicy:
+    """Resolve ``--policy`` (or ``policy.path``; none = a fresh preset) into a policy object that can
+    tell the env's task ``prompts`` apart."""
     source = source if source is not None else cfg.policy.path
     if source is not None and source.startswith(SCRIPTED_PREFIX):
         if cfg.env.name not in SCRIPTED_ENVS:
@@ -75,6 +76,7 @@ def load_policy(source: str | None, cfg: Config, camera_names: tuple[str, ...], 
         _check_chunk(policy, source, cfg.inference.replan_steps)
         if policy.stats is None:
             raise no_stats_error("policy", source)
+        policy.require_distinct_prompts(list(prompts))
         return policy
     import torch
 
@@ -83,9 +85,11 @@ def load_policy(source: str | None, cfg: Config, camera_names: tuple[str, ...], 
     say(f"note: no --policy given: using a fresh '{cfg.policy.preset}' PI0 with random weights; "
         "it exercises the pipeline but will not learn anything useful from these rollouts")
     torch.manual_seed(cfg.collect.seed)
-    return PI0Policy(PI0Config.fresh(  # shaped like the policy `cfgrl train` would start from
+    fresh = PI0Policy(PI0Config.fresh(  # shaped like the policy `cfgrl train` would start from
         cfg.policy, camera_names=tuple(camera_names), image_size=image_size, use_prefix_dropout=cfg.cfgrl.use_prefix_dropout,
     ))
+    fresh.require_distinct_prompts(list(prompts))
+    return fresh
 
 
 def no_stats_error(what: str, source: str | Path) -> CfgrlError:

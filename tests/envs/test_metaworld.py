@@ -197,6 +197,17 @@ def test_bad_suite_task_camera_and_limits_give_one_line():
         make_env(EnvConfig(cameras=["corner"]))
 
 
+def test_mt50_with_the_tiny_presets_prompt_length_is_refused_before_collecting(tmp_path):
+    """MT50 has tasks whose prompts share their first 32 bytes (pick-place and pick-place-wall): a
+    policy reading 32 tokens could not tell them apart, so collect refuses in one line, writing nothing."""
+    store_path = tmp_path / "mt50.zarr"
+    args = ["collect", str(store_path), "--episodes", "2", "-o", "env.name=metaworld", "-o", "env.suite=MT50"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "error: tasks 'pick up the puck and place it" in result.output and "max_token_len 32" in result.output
+    assert not store_path.exists()
+
+
 def test_the_noisy_expert_aims_at_a_wrong_place_with_probability_noise():
     from cfgrl.envs.metaworld import WRONG_PLACE, wrong_place
 

@@ -158,3 +158,16 @@ def test_policy_dtype_loads_the_checkpoint_in_it_and_keys_evaluations_by_it(tmp_
     # fp32 (auto here) keeps the digest evaluation logs were keyed by before policy.dtype; bf16 is another setting
     assert settings_digest(load_config(overrides=["policy.dtype=fp32"])) == settings_digest(load_config())
     assert settings_digest(load_config(overrides=["policy.dtype=bf16"])) != settings_digest(load_config())
+
+
+def test_a_policy_that_cannot_tell_the_tasks_apart_is_refused():
+    """The tiny preset reads 32 bytes of prompt: two tasks that differ only after them are refused in
+    one line; a longer policy.max_token_len tells them apart."""
+    prompts = ["pick up the puck and place it at the goal", "pick up the puck and place it at the goal behind the wall"]
+    with pytest.raises(CfgrlError, match=r"^tasks .* have the same prompt once cut to the policy's max_token_len 32; .* "
+                                         r"-o policy.max_token_len=64") as err:
+        load_policy(None, load_config(), CAMERAS, 32, say=lambda _: None, prompts=prompts)
+    assert "\n" not in str(err.value)
+    longer = load_policy(None, load_config(overrides=["policy.max_token_len=64"]), CAMERAS, 32, say=lambda _: None, prompts=prompts)
+    assert longer.config.max_token_len == 64
+    load_policy(None, load_config(), CAMERAS, 32, say=lambda _: None, prompts=[prompts[0], "push the puck to the goal"])
