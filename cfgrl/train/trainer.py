@@ -125,6 +125,7 @@ class Run:
         torch.manual_seed(t.seed)  # the fresh model's initial weights
         # under FSDP the sharded weights are the fp32 masters: loaded in fp32, gathered in the compute dtype
         policy = build_policy(cfg, stores, source, self.say, torch.float32 if may_shard(t.strategy, procs) else param_dtype)
+        policy.require_distinct_prompts(sorted({p for store in stores for p in store.episodes.prompt}))
         self.strategy = resolve(t.strategy, policy, procs)
         if resumed is not None:
             self._check_resumed_strategy()

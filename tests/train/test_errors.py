@@ -92,3 +92,11 @@ def test_fine_tune_keeps_checkpoint_stats_and_reports_a_mismatch(small_run_input
                                  "-o", "train.batch_size=8"])
     assert result.exit_code == 0, result.output
     assert (PI0Policy.from_pretrained(tmp_path / "ft2" / "policy").stats.action_mean == s.action_mean).all()
+
+
+def test_tasks_a_policy_cannot_tell_apart(small_run_inputs, tmp_path):
+    """The stores' prompts ("reach target 0" and "reach target 1") cut to 8 tokens are one prompt."""
+    store, labels = small_run_inputs
+    code, lines = _train(str(store), "--labels", str(labels), "--out", str(tmp_path / "run"), "-o", "policy.max_token_len=8")
+    assert code == 2 and len(lines) == 1 and "'reach target 0' and 'reach target 1' have the same prompt" in lines[0]
+    assert not (tmp_path / "run").exists()
