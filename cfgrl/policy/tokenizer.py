@@ -90,8 +90,13 @@ def _byte_span(text: str, span: tuple[int, int]) -> tuple[int, int]:
     return len(text[: span[0]].encode("utf-8")), len(text[: span[1]].encode("utf-8"))
 
 
-def _pad(rows: list[list[tuple[int, bool]]], prompts: list[Prompt], max_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rows of (token id, is task text) -> ids, attention mask, task mask, each (B, max_len)."""
+def _pad(rows: list[list[tuple[int, bool]]], prompts: list[Prompt], max_len: int,
+         warned: set[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows of (token id, is task text) -> ids, attention mask, task mask, each (B, max_len).
+
+    A cut task is warned about once per tokenizer (``warned`` holds the tasks already named): training
+    tokenizes the same few prompts in every batch, and Python's own once-per-location filter forgets
+    what it showed whenever the warning filters change, which repeated the warning every epoch."""
     ids = torch.full((len(rows), max_len), PAD_ID, dtype=torch.long)
     mask = torch.zeros((len(rows), max_len), dtype=torch.bool)
     task = torch.zeros((len(rows), max_len), dtype=torch.bool)
@@ -100,7 +105,10 @@ def _pad(rows: list[list[tuple[int, bool]]], prompts: list[Prompt], max_len: int
             if prompt.must_keep:
                 raise CfgrlError(f"a prompt of {len(row)} tokens does not fit the policy's max_token_len {max_len}: cutting it would "
                                  f"cut its {prompt.must_keep}; load the policy with a larger max_token_len or shorten the task ({prompt.text!r})")
-            warnings.warn(f"a prompt of {len(row)} tokens is cut to the policy's max_token_len {max_len}", stacklevel=3)
+            task_text = prompt.text[prompt.task[0]: prompt.task[1]]
+            if task_text not in warned:
+                warned.add(task_text)
+                warnings.warn(f"a prompt of {len(row)} tokens is cut to the policy's max_token_len {max_len}: {task_text!r}", stacklevel=3)
         row = row[:max_len]
         ids[i, : len(row)] = torch.tensor([token for token, _ in row], dtype=torch.long)
         mask[i, : len(row)] = True
@@ -116,9 +124,10 @@ class ByteTokenizer:
 
     def __init__(self, max_len: int) -> None:
         self.max_len = max_len
+        self._cut_tasks: set[str] = set()
 
     def __call__(self, prompts: list[Prompt]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return _pad([self._row(p) for p in prompts], prompts, self.max_len)
+        return _pad([self._row(p) for p in prompts], prompts, self.max_len, self._cut_tasks)
 
     def _row(self, prompt: Prompt) -> list[tuple[int, bool]]:
         start, end = _byte_span(prompt.text, prompt.task)
@@ -146,10 +155,11 @@ class SentencePieceTokenizer:
         if not self.path.is_file():
             raise CfgrlError(f"PaliGemma tokenizer model {self.path} does not exist")
         self.max_len = max_len
+        self._cut_tasks: set[str] = set()
         self._sp = sentencepiece.SentencePieceProcessor(model_file=str(self.path))
 
     def __call__(self, prompts: list[Prompt]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return _pad([self._row(p) for p in prompts], prompts, self.max_len)
+        return _pad([self._row(p) for p in prompts], prompts, self.max_len, self._cut_tasks)
 
     def _row(self, prompt: Prompt) -> list[tuple[int, bool]]:
         """A piece is task text when its bytes overlap the task's (a piece spanning the boundary counts)."""

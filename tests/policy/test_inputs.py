@@ -42,6 +42,16 @@ def test_byte_tokenizer_pads_truncates_and_round_trips(tmp_path):
     assert make_tokenizer("byte", 99, tmp_path).max_len == 99  # the policy config's length wins (policy.max_token_len)
 
 
+def test_a_cut_task_is_warned_about_once_per_tokenizer():
+    tok = ByteTokenizer(max_len=8)
+    with pytest.warns(UserWarning, match="'a long prompt'") as caught:  # its filter is "always", as after a reset
+        for _ in range(3):
+            tok([pi0_prompt("a long prompt"), pi0_prompt("a long prompt")])
+    assert len([w for w in caught if "is cut" in str(w.message)]) == 1
+    with pytest.warns(UserWarning, match="'another long one'"):
+        tok([pi0_prompt("another long one")])
+
+
 def test_missing_sentencepiece_model_is_a_clear_error(tmp_path):
     with pytest.raises(CfgrlError, match="--tokenizer PATH"):
         make_tokenizer("sentencepiece", 48, tmp_path)
