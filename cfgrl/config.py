@@ -147,6 +147,7 @@ class TrainConfig:
     keep_every: int = _f(0, "also keep every checkpoint whose step is a multiple of N (0 = off)")
     log_every: int = _f(10, "log every N steps")
     weighted_alpha: float = _f(0.5, "objective=weighted only: weight of the unconditional loss term")
+    optimal_repeat: int = _f(1, "objective=cfgrl only: each window whose raw label is o=1 enters every epoch N times, so o=1 gets a larger share of each batch (1 = as labelled)")
 
 
 @dataclass
@@ -363,11 +364,13 @@ def validate(cfg: Config) -> Config:
     if cfg.collect.adaptive_patience < 1:
         raise CfgrlError(f"collect.adaptive_patience must be at least 1 (groups in a row with one outcome), got {cfg.collect.adaptive_patience}")
     t = cfg.train
-    for key in ("steps", "batch_size", "grad_accum", "save_every", "log_every"):
+    for key in ("steps", "batch_size", "grad_accum", "save_every", "log_every", "optimal_repeat"):
         if getattr(t, key) < 1:
             raise CfgrlError(f"train.{key} must be at least 1, got {getattr(t, key)}")
     if t.keep_last < 1 or t.keep_every < 0:
         raise CfgrlError(f"train.keep_last must be at least 1 and train.keep_every >= 0 (0 = off), got {t.keep_last} and {t.keep_every}")
+    if t.optimal_repeat > 1 and t.objective != "cfgrl":
+        raise CfgrlError(f"train.optimal_repeat applies to objective cfgrl only (filtered_bc trains on o=1 windows alone), got objective {t.objective}")
     if t.lr <= 0 or t.num_workers < 0:
         raise CfgrlError(f"train.lr must be > 0 and train.num_workers >= 0, got {t.lr} and {t.num_workers}")
     if cfg.inference.num_steps < 1 or cfg.inference.replan_steps < 1:

@@ -71,11 +71,18 @@ def test_overrides_are_typed(tmp_path):
         ("train.lr=0", "train.lr must be > 0"),
         ("train.keep_last=0", "train.keep_last must be at least 1"),
         ("train.keep_every=-1", "train.keep_every >= 0"),
+        ("train.optimal_repeat=0", "train.optimal_repeat must be at least 1"),
     ],
 )
 def test_bad_values_name_what_is_accepted(override, message):
     with pytest.raises(CfgrlError, match=message):
         load_config(None, [override], environ={})
+
+
+def test_optimal_repeat_is_refused_outside_the_cfgrl_objective():
+    with pytest.raises(CfgrlError, match="objective cfgrl only .* got objective filtered_bc"):
+        load_config(None, ["train.optimal_repeat=2", "train.objective=filtered_bc"], environ={})
+    assert load_config(None, ["train.optimal_repeat=2"], environ={}).train.optimal_repeat == 2
 
 
 def test_retired_weighted_loss_keys_explain_replacement(tmp_path):

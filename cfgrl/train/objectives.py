@@ -47,14 +47,20 @@ def feeds_a_condition(objective: str, windows: pd.DataFrame) -> bool:
     return objective not in UNCONDITIONED_OBJECTIVES and bool(windows["raw_label"].notna().any())
 
 
-def training_rows(objective: str, windows: pd.DataFrame) -> np.ndarray | None:
-    """The windows an objective trains on (None = all)."""
-    if objective != "filtered_bc":
+def training_rows(objective: str, windows: pd.DataFrame, optimal_repeat: int = 1) -> np.ndarray | None:
+    """The windows an objective trains on, one entry per visit in an epoch (None = all, once each).
+
+    ``optimal_repeat`` N > 1 (cfgrl only) lists every raw-o=1 window N times: the o=1 branch then gets
+    about N times its labelled share of each batch, closer to the updates filtered BC spends on those
+    windows. Each repeat keeps its window's label, dropout included."""
+    optimal = np.flatnonzero(windows["raw_label"].eq(Label.OPTIMAL).fillna(False).to_numpy())
+    if objective == "filtered_bc":
+        if len(optimal) == 0:
+            raise CfgrlError("objective filtered_bc: the label index has no window with raw label o=1; relabel or use objective cfgrl")
+        return optimal
+    if optimal_repeat == 1:
         return None
-    rows = np.flatnonzero(windows["raw_label"].eq(Label.OPTIMAL).fillna(False).to_numpy())
-    if len(rows) == 0:
-        raise CfgrlError("objective filtered_bc: the label index has no window with raw label o=1; relabel or use objective cfgrl")
-    return rows
+    return np.concatenate([np.arange(len(windows))] + [optimal] * (optimal_repeat - 1))
 
 
 def epoch_labels(objective: str, windows: pd.DataFrame, manifest: dict, redraw: bool, seed: int, epoch: int) -> EpochLabels:

@@ -162,7 +162,7 @@ class Run:
             self.samples_into_epoch = self.trainer_state["samples_into_epoch"]
 
         self.batches = ResumableBatchSampler(len(self.windows), self.micro, procs.world, procs.rank, t.seed,
-                                             training_rows(t.objective, self.windows))
+                                             training_rows(t.objective, self.windows, t.optimal_repeat))
         if len(self.batches) < 1:
             raise CfgrlError(f"{len(self.batches.subset)} training windows are fewer than one batch of {t.batch_size}; lower train.batch_size")
         cache_root = Path(t.cache_dir) if t.cache_dir else run_dir / "cache"
@@ -182,7 +182,8 @@ class Run:
         if procs.is_main:
             cfg.save(run_dir / "config.json")
         self.logger = Logger(run_dir, procs.is_main, t.wandb, cfg.to_dict(), self.step)
-        self.say(f"{len(self.batches.subset)} windows from label index {self.index.version}; objective {t.objective}; "
+        repeats = f" (o=1 ones {t.optimal_repeat} times: {len(self.batches.subset)} per epoch)" if t.optimal_repeat > 1 else ""
+        self.say(f"{len(np.unique(self.batches.subset))} windows{repeats} from label index {self.index.version}; objective {t.objective}; "
                  f"global batch {t.batch_size} = {procs.world} process(es) x {t.grad_accum} micro-step(s) x {self.micro}")
 
     def _claim(self) -> None:

@@ -90,6 +90,17 @@ def test_filtered_bc_trains_unconditioned_on_positive_windows_only(small_run_inp
     assert (epoch_labels("filtered_bc", index.windows, index.manifest, False, 0, 0).o == Label.NULL).all()
 
 
+def test_optimal_repeat_lists_each_positive_window_n_times(small_run_inputs):
+    _, labels = small_run_inputs
+    windows = load_label_index(labels).windows
+    assert training_rows("cfgrl", windows, 1) is None
+    rows = training_rows("cfgrl", windows, 3)
+    visits = np.bincount(rows, minlength=len(windows))
+    positive = (windows.raw_label == 1).to_numpy()
+    assert positive.any() and (~positive).any()
+    assert (visits[positive] == 3).all() and (visits[~positive] == 1).all()
+
+
 def _binomial_ok(seen_share: float, p: float, n: int) -> bool:
     return abs(seen_share - p) <= 4 * math.sqrt(max(p * (1 - p), 1e-12) / n) + 1e-9
 
