@@ -116,11 +116,8 @@ def _pad(rows: list[list[tuple[int, bool]]], prompts: list[Prompt], max_len: int
     return ids, mask, task
 
 
-class ByteTokenizer:
-    """Token id = byte value + 3; ids 0/1/2 are pad/eos/bos as in PaliGemma."""
-
-    offset = 3
-    vocab_size = 256 + offset
+class _PaddedTokenizer:
+    """What both tokenizers share: each prompt's ``_row`` padded or cut to ``max_len`` (``_pad``)."""
 
     def __init__(self, max_len: int) -> None:
         self.max_len = max_len
@@ -128,6 +125,16 @@ class ByteTokenizer:
 
     def __call__(self, prompts: list[Prompt]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return _pad([self._row(p) for p in prompts], prompts, self.max_len, self._cut_tasks)
+
+    def _row(self, prompt: Prompt) -> list[tuple[int, bool]]:
+        raise NotImplementedError
+
+
+class ByteTokenizer(_PaddedTokenizer):
+    """Token id = byte value + 3; ids 0/1/2 are pad/eos/bos as in PaliGemma."""
+
+    offset = 3
+    vocab_size = 256 + offset
 
     def _row(self, prompt: Prompt) -> list[tuple[int, bool]]:
         start, end = _byte_span(prompt.text, prompt.task)
@@ -147,19 +154,15 @@ class ByteTokenizer:
         return cls(int(data["max_len"]))
 
 
-class SentencePieceTokenizer:
+class SentencePieceTokenizer(_PaddedTokenizer):
     def __init__(self, model_path: Path, max_len: int) -> None:
         import sentencepiece
 
         self.path = Path(model_path)
         if not self.path.is_file():
             raise CfgrlError(f"PaliGemma tokenizer model {self.path} does not exist")
-        self.max_len = max_len
-        self._cut_tasks: set[str] = set()
+        super().__init__(max_len)
         self._sp = sentencepiece.SentencePieceProcessor(model_file=str(self.path))
-
-    def __call__(self, prompts: list[Prompt]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return _pad([self._row(p) for p in prompts], prompts, self.max_len, self._cut_tasks)
 
     def _row(self, prompt: Prompt) -> list[tuple[int, bool]]:
         """A piece is task text when its bytes overlap the task's (a piece spanning the boundary counts)."""

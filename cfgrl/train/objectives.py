@@ -53,13 +53,13 @@ def training_rows(objective: str, windows: pd.DataFrame, optimal_repeat: int = 1
     ``optimal_repeat`` N > 1 (cfgrl only) lists every raw-o=1 window N times: the o=1 branch then gets
     about N times its labelled share of each batch, closer to the updates filtered BC spends on those
     windows. Each repeat keeps its window's label, dropout included."""
+    if objective != "filtered_bc" and optimal_repeat == 1:
+        return None
     optimal = np.flatnonzero(windows["raw_label"].eq(Label.OPTIMAL).fillna(False).to_numpy())
     if objective == "filtered_bc":
         if len(optimal) == 0:
             raise CfgrlError("objective filtered_bc: the label index has no window with raw label o=1; relabel or use objective cfgrl")
         return optimal
-    if optimal_repeat == 1:
-        return None
     return np.concatenate([np.arange(len(windows))] + [optimal] * (optimal_repeat - 1))
 
 
