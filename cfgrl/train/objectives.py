@@ -3,10 +3,15 @@
 * ``cfgrl`` (default): plain flow matching over every labelled window, ONE forward per batch, each
   sample under its own label: ``L = mean_i ||v(x_t, t | o_i) - (eps - a)||^2`` with o_i in {1, 0, ∅}.
   No advantage weight, no second forward: the label only decides which condition is injected.
-* ``filtered_bc``: the same loss, only on windows whose raw label is o=1, all unconditional.
+* ``filtered_bc``: the same loss, only on the positive windows, all unconditional.
 * ``weighted``: the advantage-weighted two-branch baseline the project migrates away from,
-  ``L = mean_i w_i L_i(o=1) + alpha mean_i L_i(∅)`` with ``w_i = 1[A_i >= threshold]``. Both branches
-  run as one doubled batch, so a DDP step still has a single forward.
+  ``L = mean_i w_i L_i(o=1) + alpha mean_i L_i(∅)`` with ``w_i = 1`` on the positive windows, else 0.
+  Both branches run as one doubled batch, so a DDP step still has a single forward.
+
+The positives are one set for all three (``positives``): the windows whose raw label (before
+condition dropout) is o = 1. The label index already applied the threshold or quantile and
+``cfgrl.zero_variance_groups``, so no objective re-derives them from advantages: a comparison of
+objectives is a comparison of losses on the same data, never of two labelings.
 
 Noise and flow time are drawn per sample from a generator seeded by (seed, step, window): a
 window gets the same draw however the batch is split over processes or resumed.
@@ -39,12 +44,28 @@ class EpochLabels:
 
 # Objectives that feed every window unconditioned: the result is a plain policy, the same at every w.
 UNCONDITIONED_OBJECTIVES = ("filtered_bc",)
+# Objectives that train on the positives apart from the rest: without a positive they have nothing to learn.
+NEEDS_POSITIVES = ("filtered_bc", "weighted")
+
+
+def positives(windows: pd.DataFrame) -> np.ndarray:
+    """THE positive windows of a label index (a bool mask): raw label o = 1. CFGRL conditions them on
+    o = 1, filtered BC trains on them alone, the weighted loss gives them weight 1 and every other window 0."""
+    return windows["raw_label"].eq(Label.OPTIMAL).fillna(False).to_numpy(bool)
 
 
 def feeds_a_condition(objective: str, windows: pd.DataFrame) -> bool:
     """Whether a run conditions any window: not under an unconditioned objective, and not on an index
-    without any raw label (label_source none: plain behaviour cloning)."""
+    without any raw label (label_source none: plain behaviour cloning). Otherwise every sample is ∅,
+    and the trained policy is the plain one (``condition_trained`` stays False)."""
     return objective not in UNCONDITIONED_OBJECTIVES and bool(windows["raw_label"].notna().any())
+
+
+def check_positives(objective: str, windows: pd.DataFrame, version: str) -> None:
+    """Refuse, before training, an objective that needs positives on an index that has none."""
+    if objective in NEEDS_POSITIVES and not positives(windows).any():
+        raise CfgrlError(f"objective {objective}: label index {version} has no positive window (raw label o=1) among its "
+                         f"{len(windows)}; relabel with a lower cfgrl.label_threshold or cfgrl.label_quantile, or use objective cfgrl")
 
 
 def training_rows(objective: str, windows: pd.DataFrame, optimal_repeat: int = 1) -> np.ndarray | None:
@@ -55,10 +76,8 @@ def training_rows(objective: str, windows: pd.DataFrame, optimal_repeat: int = 1
     windows. Each repeat keeps its window's label, dropout included."""
     if objective != "filtered_bc" and optimal_repeat == 1:
         return None
-    optimal = np.flatnonzero(windows["raw_label"].eq(Label.OPTIMAL).fillna(False).to_numpy())
+    optimal = np.flatnonzero(positives(windows))
     if objective == "filtered_bc":
-        if len(optimal) == 0:
-            raise CfgrlError("objective filtered_bc: the label index has no window with raw label o=1; relabel or use objective cfgrl")
         return optimal
     return np.concatenate([np.arange(len(windows))] + [optimal] * (optimal_repeat - 1))
 
@@ -70,11 +89,7 @@ def epoch_labels(objective: str, windows: pd.DataFrame, manifest: dict, redraw: 
     if objective == "filtered_bc":
         return EpochLabels(np.full(len(windows), int(Label.NULL)), np.zeros(len(windows), bool), conditioned, ones)
     if objective == "weighted":
-        threshold = manifest["settings"].get("label_threshold")
-        advantage = windows["advantage"].to_numpy(np.float64)
-        if threshold is None or not np.isfinite(advantage).any():
-            raise CfgrlError("objective weighted needs window advantages; this label index has none (label_source none)")
-        w_pos = (advantage >= threshold).astype(np.float32)  # NaN compares False: weight 0
+        w_pos = positives(windows).astype(np.float32)
         return EpochLabels(np.full(len(windows), int(Label.OPTIMAL)), np.zeros(len(windows), bool), conditioned, w_pos)
     if redraw:
         p = manifest["settings"]["dropout_prob"]

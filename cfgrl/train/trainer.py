@@ -34,7 +34,7 @@ from cfgrl.train import checkpoint as ckpt_io
 from cfgrl.train.cache import check_frames, ensure_cache
 from cfgrl.train.data import ResumableBatchSampler, WindowBatches, make_loader, to_device
 from cfgrl.train.logging import Logger, Meter, require_wandb, summarise
-from cfgrl.train.objectives import epoch_labels, feeds_a_condition, flow_draws, objective_loss, training_rows
+from cfgrl.train.objectives import check_positives, epoch_labels, feeds_a_condition, flow_draws, objective_loss, training_rows
 from cfgrl.train.optim import EMA, MasterWeights, make_optimizer, make_scheduler
 from cfgrl.train.precision import Adapters, check_precision, check_resumed_precision, trainable
 from cfgrl.train.rundir import check_out, remove_leftovers, sole_writer
@@ -112,6 +112,7 @@ class Run:
         self.windows = self.index.windows
         if len(self.windows) == 0:
             raise CfgrlError(f"label index {self.index.version} has no window; collect longer episodes or check cfgrl.window_stride")
+        check_positives(t.objective, self.windows, self.index.version)
         if t.batch_size % (procs.world * t.grad_accum):
             raise CfgrlError(f"train.batch_size={t.batch_size} must be divisible by processes x train.grad_accum = {procs.world * t.grad_accum}")
         self.micro = t.batch_size // (procs.world * t.grad_accum)
