@@ -1,6 +1,9 @@
-"""``python -m cfgrl``: the same command line as the ``cfgrl`` script (useful where the script is not on PATH)."""
+"""``python -m cfgrl``: the same command line as the ``cfgrl`` script, where the script is not on PATH.
 
-from cfgrl.cli import app
+It runs ``cfgrl.cli`` as ``python -m cfgrl.cli`` would (the form torchrun uses) rather than importing it:
+``cfgrl/cli.py`` is the one module above every stage (tests/test_layering.py).
+"""
 
-if __name__ == "__main__":
-    app(prog_name="cfgrl")
+import runpy
+
+runpy.run_module("cfgrl.cli", run_name="__main__")
