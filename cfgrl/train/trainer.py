@@ -296,7 +296,8 @@ class Run:
         # The condition parameters count as trained once any process fed a conditioned label.
         self.policy.condition_trained = bool(seen.item())
         trainer = {"epoch": self.epoch, "samples_into_epoch": self.samples_into_epoch, "world_size": self.procs.world,
-                   "label_version": self.index.version, "objective": self.cfg.train.objective, "strategy": self.strategy,
+                   "label_version": self.index.version, "label_index": str(self.index.path.absolute()),  # evaluate's split check reads it
+                   "objective": self.cfg.train.objective, "strategy": self.strategy,
                    "run_id": self.run_id}
         state = self._full_state()
         named = {"ema": gather(self.ema.shadow, self.procs)} if self.ema is not None else {}
