@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from cfgrl import atomic
+from cfgrl import atomic, provenance
 from cfgrl.errors import CfgrlError
 from cfgrl.evaluate.plan import BASELINE, POLICY, TEST, VALIDATION, EvalEpisode, Slot
 from cfgrl.evaluate.stats import CONFIDENCE, paired_difference, wilson_interval
@@ -125,6 +125,7 @@ def build_results(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str,
         "interval": "wilson score",
         "paired_interval": "newcombe square-and-add for paired proportions (1998, method 10), against w=1 on the same episodes",
         "rows": rows,
+        "provenance": provenance.record(),
     }
     if not any(r["role"] == POLICY for r in rows):
         raise CfgrlError("the results hold no policy rows; nothing to choose a guidance weight from")

@@ -9,12 +9,14 @@ at their chosen w, on the same test episodes: ``evaluate.compare``), and the tes
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from cfgrl import atomic, provenance
 from cfgrl.config import Config, parse_override, with_overrides
 from cfgrl.errors import CfgrlError
 from cfgrl.evaluate.compare import compare_evaluations
@@ -90,6 +92,7 @@ def run_ablation(cfg: Config, store: Path, policy: Path, out: Path, grid: dict[s
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "ablation.csv", index=False)
+    atomic.write_text(out / "provenance.json", json.dumps(provenance.record(), indent=2) + "\n")
     (out / "ablation.md").write_text(to_markdown(table) + "\n")
     plot_ablation(table, out / "ablation.png")
     print(to_markdown(table))

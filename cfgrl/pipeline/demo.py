@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cfgrl import atomic
+from cfgrl import atomic, provenance
 from cfgrl.config import Config, with_overrides
 from cfgrl.evaluate.compare import compare_evaluations
 from cfgrl.evaluate.plan import POLICY, require_validation
@@ -135,7 +135,8 @@ def run_demo(cfg: Config, root: Path, noise: float, demo_episodes: int, base_ste
               "baselines": {k: _overall(v) for k, v in baselines.items()},
               "baselines_chosen_cfg_scale": {k: v["chosen_cfg_scale"] for k, v in baselines.items()},
               "cfgrl_minus_baselines": cfgrl_minus_baselines(first, baselines),
-              "rounds_minus_base": rounds_minus_base({"round_1": first, "round_2": second})}
+              "rounds_minus_base": rounds_minus_base({"round_1": first, "round_2": second}),
+              "provenance": provenance.record()}
     atomic.write_text(root / "report.json", json.dumps(report, indent=2) + "\n")
     round_rows = {key: _round_rows(report[key]) for key in ("round_1", "round_2") if report[key]}
     (root / "report.md").write_text(render_report(report, round_rows, rounds_root) + "\n")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cfgrl import atomic
+from cfgrl import atomic, provenance
 from cfgrl.config import Config, with_overrides
 from cfgrl.errors import CfgrlError
 from cfgrl.evaluate.plan import require_validation
@@ -116,6 +116,7 @@ def run_round(cfg: Config, root: Path, base_policy: Path | None, keep_stores: in
         "chosen_cfg_scale": chosen,
         "chosen_on": results["chosen_on"],
         "overall_success": _overall(results),
+        "provenance": provenance.record(),
     }
     atomic.write_text(current.record, json.dumps(record, indent=2) + "\n")
     print(f"round {current.number} done: w = {chosen:g} chosen on validation; record {current.record}")

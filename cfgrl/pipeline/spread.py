@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from cfgrl import provenance
 from cfgrl.config import Config, with_overrides
 from cfgrl.errors import CfgrlError
 from cfgrl.evaluate.plan import BASELINE, POLICY, require_validation
@@ -68,7 +69,8 @@ def run_spread(cfg: Config, root: Path, base: Path, seeds: list[int]) -> dict[st
         first, baselines = compare(setting, root / f"seed_{seed}", base, timed)
         per_seed[seed], timings[seed] = seed_row(first, baselines), timed.timings
     report = {"base": str(base), "seeds": seeds, "seed_keys": list(SEED_KEYS), "per_seed": per_seed,
-              "summary": spread_summary(per_seed), "timings_s": timings}
+              "summary": spread_summary(per_seed), "timings_s": timings,
+              "provenance": provenance.record()}
     root.mkdir(parents=True, exist_ok=True)
     (root / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (root / "report.md").write_text(render(report) + "\n")
