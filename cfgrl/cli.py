@@ -28,6 +28,7 @@ def config_command() -> None:
 
 def inspect_command(
     store: Annotated[Path, typer.Argument(help="A store written by `cfgrl collect`, a directory of `cfgrl round` rounds, or a policy checkpoint (cfgrl, lerobot or openpi).")],
+    verify: Annotated[bool, typer.Option("--verify", help="A store: decode every committed chunk (a plain inspect only checks that each exists).")] = False,
     config: ConfigOption = None,
     overrides: OverrideOption = None,
 ) -> None:
@@ -47,7 +48,7 @@ def inspect_command(
         return
     from cfgrl.collect.report import store_summary
 
-    typer.echo(store_summary(store, cfg.collect.adaptive_patience))
+    typer.echo(store_summary(store, cfg.collect.adaptive_patience, verify))
 
 
 def _register() -> None:

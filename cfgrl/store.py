@@ -59,7 +59,8 @@ import zarr
 from zarr import AsyncArray
 from zarr.core.sync import sync  # runs a coroutine on zarr's own event loop, as zarr's sync API does
 
-from cfgrl import atomic
+from cfgrl import atomic, chunks
+from cfgrl.chunks import Extent
 from cfgrl.errors import CfgrlError
 from cfgrl.lockfile import PidLock
 from cfgrl.schemas import STORE
@@ -197,6 +198,56 @@ class Store:
             raise _unreadable(self.path, meta, f"has incomplete root attributes ({type(err).__name__}: {err})") from None
         self.attrs = attrs
         self._episodes: pd.DataFrame | None = None
+        self._check_chunks()
+
+    def _check_chunks(self) -> None:
+        """Refuse a store missing a committed chunk (a listing: nothing is decoded but the episode table),
+        since zarr would read it as zeros: rewards, actions, frame steps, outcomes silently wrong."""
+        for column in EPISODE_COLUMNS:  # before the table they hold is read
+            self._refuse(chunks.missing(self.path, f"episodes/{column}", self.array(f"episodes/{column}"), Extent(self.num_episodes)))
+        for name, extent in self.extents().items():
+            if not name.startswith("episodes/"):
+                self._refuse(chunks.missing(self.path, name, self.array(name), extent))
+
+    @staticmethod
+    def _refuse(error: CfgrlError | None) -> None:
+        if error is not None:
+            raise error
+
+    def extents(self) -> dict[str, Extent]:
+        """Every array of the store with its committed rows and the episode owning each row."""
+        ep = self.episodes
+        steps = Extent(self.num_steps, ep.step_start.to_numpy(), ep.length.to_numpy())
+        frames = Extent(self.num_frames, ep.frame_start.to_numpy(), ep.frame_count.to_numpy())
+        out = {f"steps/{name}": steps for name in STEP_ARRAYS}
+        out.update({f"frames/{name}": frames for name in (*self.layout.camera_names, "step")})
+        out.update({f"episodes/{name}": Extent(self.num_episodes) for name in EPISODE_COLUMNS})
+        return out
+
+    def verify(self) -> int:
+        """Decode every committed chunk (``cfgrl inspect --verify``); one line naming the first that fails.
+        Returns how many arrays were read."""
+        extents = self.extents()
+        for name, extent in extents.items():
+            self._refuse(chunks.undecodable(self.path, name, self.array(name), extent))
+        return len(extents)
+
+    def _read(self, name: str, extent: Extent, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """Committed rows ``[lo, hi)`` (all by default) of array ``name``, or one line naming the chunk
+        that does not decode."""
+        array = self.array(name)
+        try:
+            return np.asarray(array[lo : extent.rows if hi is None else hi])
+        except Exception:  # whatever the codec raises on a damaged chunk: find and name it
+            error = chunks.undecodable(self.path, name, array, extent, first=lo // array.chunks[0])
+            if error is None:
+                raise
+            raise error from None
+
+    def block(self, name: str, lo: int, hi: int) -> np.ndarray:
+        """Committed rows ``[lo, hi)`` of array ``name`` ("steps/action", "frames/wrist"), or one line
+        naming a damaged chunk."""
+        return self._read(name, self.extents()[name], lo, hi)
 
     def array(self, name: str) -> zarr.Array:
         """The array ``name`` ("steps/reward", "episodes/length", ...), or one line naming its broken metadata."""
@@ -215,9 +266,7 @@ class Store:
         """The committed episode table (one row per episode, index = episode id)."""
         if self._episodes is None:
             n = self.num_episodes
-            self._episodes = pd.DataFrame(
-                {name: np.asarray(self.array(f"episodes/{name}")[:n]) for name in EPISODE_COLUMNS}
-            )
+            self._episodes = pd.DataFrame({name: self._read(f"episodes/{name}", Extent(n)) for name in EPISODE_COLUMNS})
         return self._episodes
 
     @property
@@ -242,7 +291,16 @@ class Store:
         return self.array(f"frames/{camera}")
 
     def frame_steps(self) -> np.ndarray:
-        return np.asarray(self.array("frames/step")[: self.num_frames])
+        return self._read("frames/step", self.extents()["frames/step"])
+
+    def replan_steps(self) -> list[int]:
+        """The ``inference.replan_steps`` the episodes were collected with: the steps between consecutive
+        frames of an episode, since frames exist at query steps only. Usually one value; none where no
+        episode has two query steps, several where runs of different settings share the store."""
+        episode, row = episode_frames(self.episodes.frame_start.to_numpy(), self.episodes.frame_count.to_numpy())
+        steps = self.frame_steps().astype(np.int64)[row]
+        same_episode = episode[1:] == episode[:-1]
+        return [int(v) for v in np.unique(np.diff(steps)[same_episode])]
 
     def episode_steps(self, episode: int, name: str) -> np.ndarray:
         row = self.episodes.iloc[episode]
@@ -258,14 +316,9 @@ class Store:
         return digest.hexdigest()[:16]
 
     def read_steps(self, name: str) -> np.ndarray:
-        """The committed rows of a per-step array, or one line naming it when a chunk cannot be decoded."""
-        array = self.steps(name)
-        try:
-            return np.asarray(array[: self.num_steps])
-        except Exception as exc:  # whatever the codec raises on a damaged chunk (Zstd: RuntimeError)
-            raise CfgrlError(f"store '{self.path}': steps/{name} cannot be read ({type(exc).__name__}: "
-                             f"{(str(exc).splitlines() or [''])[0]}); the store is damaged: restore it from a copy, "
-                             "or delete it and collect it again") from None
+        """The committed rows of a per-step array, or one line naming the chunk that cannot be decoded."""
+        self.steps(name)  # an unknown name: KeyError
+        return self._read(f"steps/{name}", self.extents()[f"steps/{name}"])
 
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
@@ -335,6 +388,7 @@ class StoreWriter:
             # missing chunk then always means lost data, which training refuses.
             with zarr.config.set({"array.write_empty_chunks": True}):
                 self._arrays = {name: self._root[name] for name in self._array_names()}
+            self._check_tails(store)
             self._truncate_uncommitted(store)
             self._committed, self._num_steps, self._num_frames = store.num_episodes, store.num_steps, store.num_frames
             self._last_commit = time.monotonic()  # opening counts as a commit
@@ -367,6 +421,14 @@ class StoreWriter:
         fault_point("store.created_tmp")
         os.rename(tmp, self.path)
         fault_point("store.renamed")
+
+    def _check_tails(self, store: Store) -> None:
+        """Decode the last committed chunk of every array, which the next commit reads back and rewrites:
+        a damaged one is refused before anything (an uncommitted tail included) is written."""
+        for name, extent in store.extents().items():
+            last = chunks.last_chunk(self._arrays[name], extent.rows)
+            if last is not None:
+                store._refuse(chunks.undecodable(self.path, name, self._arrays[name], extent, first=last))
 
     def _truncate_uncommitted(self, store: Store) -> None:
         """Drop the rows a crashed writer appended after the last commit."""

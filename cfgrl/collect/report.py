@@ -8,11 +8,13 @@ from pathlib import Path
 import pandas as pd
 
 
-def store_summary(path: Path, patience: int) -> str:
-    """``patience``: collect.adaptive_patience, which decides the table's "skipped" column."""
+def store_summary(path: Path, patience: int, verify: bool = False) -> str:
+    """``patience``: collect.adaptive_patience, which decides the table's "skipped" column; ``verify``:
+    decode every committed chunk first (opening the store only checks that each exists)."""
     from cfgrl.store import Store
 
     s = Store(path)
+    verified = [f"verified: every committed chunk of the {s.verify()} arrays decodes"] if verify else []
     ep = s.episodes
     h, w, _ = s.layout.image_shape
     lines = [
@@ -21,6 +23,7 @@ def store_summary(path: Path, patience: int) -> str:
         f"size on disk: {s.size_bytes() / 2**20:.1f} MiB",
         f"episodes: {len(ep)}   steps: {s.num_steps} (wait steps {int(ep.num_wait_steps.sum()) if len(ep) else 0})   "
         f"frames: {s.num_frames} per camera   cameras: {', '.join(s.layout.camera_names)} ({h}x{w})",
+        *verified,
     ]
     if len(ep):
         lines.append(f"success: {int(ep.success.sum())}/{len(ep)} ({ep.success.mean():.1%})")

@@ -62,8 +62,11 @@ def label_command(
         from cfgrl.value.output import ValueOutput
 
         value_output = ValueOutput.read(value)
-    index = make_label_index(open_stores(list(stores)), cfg.cfgrl, cfg.inference.replan_steps, out, name,
-                             horizon=horizon, value=value_output)
+    from cfgrl.config import given_keys
+
+    # the stores' own replan_steps unless the user set one, which must then agree with them
+    replan = cfg.inference.replan_steps if "inference.replan_steps" in given_keys(config, overrides) else None
+    index = make_label_index(open_stores(list(stores)), cfg.cfgrl, replan, out, name, horizon=horizon, value=value_output)
     typer.echo(summary_text(index.manifest))
     verb = "reused existing" if index.reused else "wrote"
     typer.echo(f"{verb} version {index.version}: {index.path}" + (f" (name '{name}')" if name else ""))

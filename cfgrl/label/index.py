@@ -36,11 +36,11 @@ import pandas as pd
 import pyarrow as pa
 
 from cfgrl import atomic
-from cfgrl.config import CFGRLConfig
+from cfgrl.config import CFGRLConfig, InferenceConfig
 from cfgrl.errors import CfgrlError
 from cfgrl.label.advantage import StoreValues
 from cfgrl.label.build import COLUMNS, label_windows, resolve_settings
-from cfgrl.label.windows import DEFAULT_HORIZON, StoreData
+from cfgrl.label.windows import DEFAULT_HORIZON, StoreData, collected_replan
 from cfgrl.lockfile import exclusive
 from cfgrl.schemas import LABEL_INDEX
 from cfgrl.store import Store
@@ -223,7 +223,7 @@ def _sole_writer(root: Path) -> Iterator[None]:
 def make_label_index(
     stores: list[Store],
     cfgrl_cfg: CFGRLConfig,
-    replan_steps: int,
+    replan_steps: int | None,
     out_dir: Path | None = None,
     name: str | None = None,
     horizon: int = DEFAULT_HORIZON,
@@ -231,9 +231,11 @@ def make_label_index(
 ) -> LabelIndex:
     """Label every window of ``stores`` (``horizon`` actions each: the policy's chunk) and save the
     version, or reuse it if it already exists (the horizon is one of the settings naming it).
-    ``value``: the value model ``label_source: value`` reads (`cfgrl value`)."""
+    ``value``: the value model ``label_source: value`` reads (`cfgrl value`). ``replan_steps``: the one the
+    user set, refused where it contradicts the stores'; None: the stores' own (``collected_replan``)."""
     if not stores:
         raise CfgrlError("no store given; pass at least one store directory")
+    replan_steps = collected_replan(stores, replan_steps, InferenceConfig().replan_steps)
     settings = resolve_settings(cfgrl_cfg, replan_steps, horizon, value.id if value is not None else None)
     fingerprints = [store.fingerprint() for store in stores]
     _check_distinct(stores, fingerprints)

@@ -87,6 +87,23 @@ class Windows:
         return Windows(self.episode[keep], self.start[keep], self.num_valid[keep], self.frame[keep])
 
 
+def collected_replan(stores: list[Store], given: int | None, default: int) -> int:
+    """The ``inference.replan_steps`` the stores were collected with (``Store.replan_steps``), which windows
+    must follow: a window starts at a stored frame. ``given``: the value the user set, refused where it
+    contradicts the stores; ``default``: the value where no episode has two query steps to tell it."""
+    found = {store.path: store.replan_steps() for store in stores}
+    values = sorted({v for vs in found.values() for v in vs})
+    if len(values) > 1:
+        where = "; ".join(f"'{path}': {', '.join(map(str, vs))}" for path, vs in found.items() if vs)
+        raise CfgrlError(f"the stores hold episodes collected with different inference.replan_steps ({where}); windows "
+                         "start at the query steps of one setting: label the stores of each setting apart")
+    if values and given is not None and given != values[0]:
+        raise CfgrlError(f"inference.replan_steps={given} contradicts the stores, collected with replan_steps={values[0]} "
+                         "(their frames, stored at query steps only, are that far apart); drop the override, or give "
+                         f"{values[0]}")
+    return values[0] if values else (default if given is None else given)
+
+
 def resolve_stride(window_stride: int | None, replan_steps: int) -> int:
     """Steps between window starts: ``replan_steps`` (every query step) unless set."""
     if window_stride is None:

@@ -95,7 +95,7 @@ def _read_images(store: Store, rows: np.ndarray, size: int) -> torch.Tensor:
     for a in tqdm(range(0, len(rows), READ_BLOCK), desc=f"frames of {store.path.name}", unit="block", dynamic_ncols=True):
         block = rows[a:a + READ_BLOCK]
         lo, hi = int(block.min()), int(block.max()) + 1
-        cams = [_resize(np.asarray(store.frames(c)[lo:hi])[block - lo], size) for c in store.layout.camera_names]
+        cams = [_resize(store.block(f"frames/{c}", lo, hi)[block - lo], size) for c in store.layout.camera_names]
         out.append(torch.cat(cams, dim=1))
     return torch.cat(out)
 

@@ -127,7 +127,8 @@ def test_a_damaged_reward_chunk_fails_with_one_line_naming_it(store, tmp_path, d
     result = run(store.path)
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1, result.output
-    assert f"error: store '{store.path}': steps/reward cannot be read (RuntimeError: Zstd" in lines[0]
+    assert f"error: store '{store.path}': steps/reward cannot be read: chunk c/0 (rows 0-" in lines[0]
+    assert "episodes 0-7) does not decode (RuntimeError: Zstd" in lines[0]
     assert "restore it from a copy" in lines[0]
     assert not (tmp_path / "reach.labels").exists()
 
