@@ -31,6 +31,7 @@ from cfgrl.evaluate.plan import (
     slots_for_suite,
 )
 from cfgrl.evaluate.plot import plot_success_vs_w
+from cfgrl.evaluate.splits import Triple, check_splits, statement, training_of
 from cfgrl.evaluate.summary import arm_name, build_results, summarise, write_results
 from cfgrl.policy.model import validate_cfg_scale
 from cfgrl.rollout.plan import EnvInfo, env_info
@@ -48,16 +49,19 @@ def default_run_name(cfg: Config, suites: list[str]) -> str:
     return f"{cfg.env.name}-{'+'.join(suites)}-{cfg.evaluate.protocol}-seed{cfg.evaluate.seed}"
 
 
-def resolve_slots(cfg: Config, suites: list[str]) -> tuple[list[Slot], dict[str, EnvConfig], EnvInfo]:
-    """The slots of every suite, each suite's env config, and the env's cameras and image size.
+def resolve_slots(cfg: Config, suites: list[str]) -> tuple[list[Slot], dict[str, EnvConfig], EnvInfo, dict[Triple, list[float]]]:
+    """The slots of every suite, each suite's env config, the env's cameras and image size, and what
+    each (suite, task, init state) stands for where the id alone does not fix it.
     collect's ``env_info`` asks a simulator with a GL context (LIBERO) from a spawned process only."""
     slots: list[Slot] = []
     env_cfgs: dict[str, EnvConfig] = {}
+    init_configs: dict[Triple, list[float]] = {}
     for suite in suites:
         env_cfg = env_cfgs[suite] = dataclasses.replace(cfg.env, suite=suite)
         info = env_info(env_cfg)  # raises a clear error for an unknown suite
         slots += slots_for_suite(env_cfg, list(info.tasks), cfg)
-    return slots, env_cfgs, info
+        init_configs.update({(suite, *key): config for key, config in info.init_configs.items()})
+    return slots, env_cfgs, info, init_configs
 
 
 def evaluate_policy(
@@ -182,7 +186,8 @@ def _prepare(
             require_video_support()
         except CfgrlError:
             raise CfgrlError("evaluate.videos > 0 needs imageio-ffmpeg for MP4s; `pip install imageio-ffmpeg`, or set evaluate.videos=0") from None
-    slots, env_cfgs, info = resolve_slots(cfg, suites)
+    slots, env_cfgs, info, init_configs = resolve_slots(cfg, suites)
+    splits = check_splits(cfg.evaluate.protocol, slots, training_of(policy_dir), init_configs)
     plan = make_plan(cfg, slots, baseline_cfg_scale if baseline_dir is not None else None,
                      {role: checkpoint_fingerprint(path) for role, path in dirs.items()})
     mine = plan.episodes(*shard) if shard is not None else plan.episodes()
@@ -193,7 +198,7 @@ def _prepare(
         "env": cfg.env.name, "suites": suites, "protocol": cfg.evaluate.protocol,
         "cfg_scales": plan.cfg_scales, "baseline_cfg_scale": plan.baseline_cfg_scale,
         "episodes_per_w": sum(s.split == TEST for s in slots), "out_dir": str(out_dir),
-        "store": str(store) if store else None, "config": cfg.to_dict(), **validation_meta(cfg, slots),
+        "store": str(store) if store else None, "config": cfg.to_dict(), **validation_meta(cfg, slots, splits),
     }
     if shard is not None:
         shards.check_same_shard(out_dir, shards.manifest(plan, *shard, meta))
@@ -221,18 +226,17 @@ def _execute(job: _Job) -> EpisodeLedger:
     return ledger
 
 
-def validation_meta(cfg: Config, slots: list[Slot]) -> dict[str, Any]:
-    """How w was chosen, for results.json: on which validation episodes, and whether they share
-    the test init states (LIBERO's protocol: same init states, other episode seeds)."""
+def validation_meta(cfg: Config, slots: list[Slot], splits: dict[str, Any]) -> dict[str, Any]:
+    """How w was chosen, for results.json: on which validation episodes, and what the split checks found
+    (``splits.check_splits``)."""
     validation = [s for s in slots if s.split == VALIDATION]
     if not validation:
-        return {"validation": None, "chosen_on": None if chooses_w(cfg) else "the only w swept"}
-    shares = cfg.evaluate.protocol == "libero"
-    where = "the test init states with other episode seeds" if shares else "validation init states disjoint from training and test"
+        return {"validation": None, "chosen_on": None if chooses_w(cfg) else "the only w swept", "splits": splits}
     return {
         "validation": {"episodes_per_w": len(validation), "init_states": sorted({s.init_state_id for s in validation}),
-                       "shares_test_init_states": shares},
-        "chosen_on": f"validation: {len(validation)} episodes per w on {where}",
+                       "shares_test_init_states": splits["validation_meets_test"] > 0},
+        "chosen_on": statement(cfg.evaluate.protocol, splits, len(validation)),
+        "splits": splits,
     }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -23,10 +23,14 @@ class EnvInfo:
     camera_names: tuple[str, ...]
     image_size: int
     tasks: tuple[TaskInfo, ...]
+    # (task, init state) -> what the id stands for, where the id alone does not fix the scene (``Env.init_config``)
+    init_configs: dict[tuple[int, int], list[float]] = field(default_factory=dict)
 
 
 def _describe(env: Env) -> EnvInfo:
-    return EnvInfo(tuple(env.camera_names), env.image_size, tuple(env.tasks()))
+    tasks = tuple(env.tasks())
+    configs = {(t.task_id, i): env.init_config(t.task_id, i) for t in tasks for i in range(t.num_init_states)}
+    return EnvInfo(tuple(env.camera_names), env.image_size, tasks, {key: c for key, c in configs.items() if c})
 
 
 def _describe_in_child(env_cfg: EnvConfig, queue) -> None:

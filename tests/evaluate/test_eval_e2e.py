@@ -178,3 +178,15 @@ def test_cli_refuses_a_policy_or_baseline_without_stats_before_writing(checkpoin
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert len(lines) == 1 and "carries no normalisation stats" in lines[0] and "--stats store" in lines[0], result.output
         assert not (tmp_path / "run").exists()
+
+
+def test_cli_refuses_validation_init_states_inside_the_default_test_set(checkpoints, tmp_path):
+    """With evaluate.init_states and env.init_states left null, the test slots are every init state:
+    validation init states among them are refused, not reported as disjoint."""
+    policy, _ = checkpoints
+    result = _cli([str(policy), "--out", str(tmp_path / "run"), "-o", "env.image_size=32", "-o", "env.tasks=[0]",
+                   "-o", "evaluate.validation_init_states=[40, 41]", "-o", "evaluate.cfg_scales=[1, 2]"])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "validation init states meet the test init states in 2" in lines[0] and "reach task 0 init 40" in lines[0]
+    assert list(tmp_path.iterdir()) == []
