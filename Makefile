@@ -59,7 +59,7 @@ DEMO_SCALES ?= [0, 1, 1.5, 2, 3, 5]
 DEMO_FLAGS ?=
 endif
 
-.PHONY: help setup base collect value label train eval test bench wheelhouse round ablate demo spread clean-data
+.PHONY: help setup base collect value label train eval test docs bench wheelhouse round ablate demo spread clean-data
 
 help:
 	@sed -n '1,12p' Makefile | sed 's/^# \{0,1\}//'
@@ -72,7 +72,7 @@ $(SETUP): pyproject.toml scripts/setup_libero.sh scripts/setup_metaworld.sh
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 	$(VENV)/bin/python -c "import torch" 2>/dev/null || $(VENV)/bin/python -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
-	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e ".[dev,video]"
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e ".[dev,video,docs]"
 	scripts/setup_libero.sh $(VENV)
 	scripts/setup_metaworld.sh $(VENV)
 	touch $@
@@ -142,6 +142,15 @@ spread: base
 
 test: | $(SETUP)
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+# The documentation site: regenerate the reference (from the code) and results pages (from the artefacts
+# under docs/results/), then build strictly into site/ (not --quiet: it hides the warnings --strict counts).
+# NO_MKDOCS_2_WARNING: Material >= 9.7 prints a banner about MkDocs 2 on every build otherwise.
+docs: | $(SETUP)
+	$(VENV)/bin/python scripts/docs_reference.py
+	$(VENV)/bin/python scripts/docs_results.py
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/python -m mkdocs build --strict --site-dir site
+	@echo "docs: site in site/ (open site/index.html)"
 
 # gpu_check.py needs a GPU machine (bench/gpu_check.sh; bench/README.md says how to run it there)
 bench: | $(SETUP)

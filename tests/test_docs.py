@@ -1,0 +1,132 @@
+"""The README and the documentation site: the site builds strictly, every generated page (the reference
+from the code, the results from the committed artefacts, the README's results table) equals what its
+generator gives now, the README stays a front door, and `python -m cfgrl` is the command line."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def script(name: str):
+    """A generator from scripts/ (not a package), imported by path."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return script("docs_reference")
+
+
+@pytest.fixture(scope="module")
+def results():
+    return script("docs_results")
+
+
+def test_the_site_builds_strictly(tmp_path):
+    """mkdocs --strict fails on a broken link or anchor, a page missing from the nav, or a nav entry without a page."""
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "WARNING" not in done.stderr, done.stderr
+    assert (tmp_path / "site" / "reference" / "cli" / "index.html").is_file()
+
+
+def test_the_reference_pages_are_what_the_code_gives(reference):
+    assert reference.stale_pages() == [], "regenerate them: make docs"
+
+
+def test_the_results_pages_and_the_readme_table_are_what_the_artefacts_give(results):
+    assert results.stale_pages() == [], "regenerate them: make docs"
+
+
+def test_every_command_option_and_key_is_in_the_reference(reference):
+    import typer.main
+
+    from cfgrl.cli import app
+    from cfgrl.config import all_keys
+
+    cli = (ROOT / "docs" / "reference" / "cli.md").read_text()
+    group = typer.main.get_command(app)
+    ctx = group.context_class(group, info_name="cfgrl")
+    for name in group.list_commands(ctx):
+        assert f"## cfgrl {name}\n" in cli, name
+        for param in group.get_command(ctx, name).params:
+            for opt in param.opts if param.param_type_name == "option" else []:
+                assert opt in cli, f"{name} {opt}"
+    config = (ROOT / "docs" / "reference" / "config.md").read_text()
+    missing = [key for key in all_keys() if f"| `{key}` |" not in config]
+    assert not missing, missing
+
+
+def test_the_readme_is_a_front_door():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 200
+    assert lines[2].split("#")[0].strip() == "make collect label train eval"
+    assert lines[3].split("#")[0].strip() == "make test"
+    fenced, long = False, []
+    for number, line in enumerate(lines, 1):
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and not line.startswith(("    ", "|")) and len(line) > 120:
+            long.append(number)
+    assert not long, f"README lines over 120 characters outside code and tables: {long}"
+    for target in re.findall(r"\]\((docs/[^)#]+)", "\n".join(lines)):
+        assert (ROOT / target).is_file(), target
+
+
+def test_python_m_cfgrl_is_the_command_line():
+    done = subprocess.run([sys.executable, "-m", "cfgrl", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "collect" in done.stdout and "evaluate" in done.stdout
+
+
+def test_a_results_page_reads_every_number_from_its_artefacts(results, tmp_path):
+    """Each artefact kind renders, with its numbers and its provenance, and nothing else."""
+    from cfgrl.provenance import record
+
+    prov = record()
+    assert set(prov) == {"cfgrl_version", "git_commit", "git_dirty", "command", "utc"}
+
+    def row(split, arm, role, w, rate, scope="overall", prompt="", diff=None):
+        return {"split": split, "arm": arm, "role": role, "cfg_scale": w, "scope": scope, "suite": "reach", "task_id": None,
+                "prompt": prompt, "episodes": 200, "successes": int(rate * 200), "success_rate": rate, "ci_low": rate - 0.05,
+                "ci_high": rate + 0.05, "diff_vs_w1": diff, "diff_ci_low": None if diff is None else diff - 0.06,
+                "diff_ci_high": None if diff is None else diff + 0.06}
+
+    run = tmp_path / "exp"
+    (run / "eval").mkdir(parents=True)
+    rows = [row("test", "w=1", "policy", 1.0, 0.41), row("test", "w=2", "policy", 2.0, 0.53, diff=0.12),
+            row("test", "baseline", "baseline", 0.0, 0.28, diff=-0.13), row("validation", "w=1", "policy", 1.0, 0.44),
+            row("validation", "w=2", "policy", 2.0, 0.56), row("test", "w=2", "policy", 2.0, 0.75, "task", "grasp the top left ball")]
+    (run / "eval" / "results.json").write_text(json.dumps({"rows": rows, "chosen_cfg_scale": 2.0, "provenance": prov}))
+    (run / "ablation.csv").write_text("setting,factor,value,chosen_cfg_scale,success,ci_low,ci_high,success_w1,diff_vs_default,"
+                                      "diff_ci_low,diff_ci_high,label_version,policy\n"
+                                      "default,default,,2.0,0.625,0.556,0.689,0.54,,,,v,p\n"
+                                      "cfgrl.label_scheme=ternary,cfgrl.label_scheme,ternary,3.0,0.435,0.368,0.504,0.34,-0.19,-0.267,-0.109,v,p\n")
+    spread = {"seeds": [0, 1], "per_seed": {"0": {"base": 0.285, "cfgrl": 0.625, "cfgrl_w": 2.0, "cfgrl_minus": {"filtered_bc": [0.04, -0.04, 0.12]}},
+                                           "1": {"base": 0.285, "cfgrl": 0.665, "cfgrl_w": 3.0, "cfgrl_minus": {"filtered_bc": [0.1, 0.016, 0.181]}}},
+              "summary": {"base": {"mean": 0.285, "std": 0.0, "min": 0.285, "max": 0.285},
+                          "cfgrl": {"mean": 0.645, "std": 0.028, "min": 0.625, "max": 0.665}}}
+    (run / "spread").mkdir()
+    (run / "spread" / "report.json").write_text(json.dumps(spread))
+    text = "\n".join(results.sections(run, tmp_path))
+    for number in ("**53.0% (48.0–58.0)**", "+12.0 (+6.0, +18.0)", "56.0%", "28.0% (23.0–33.0)", "75.0%",  # the evaluation
+                   "43.5% (36.8–50.4)", "-19.0 (-26.7, -10.9)",  # the ablation
+                   "64.5% ± 2.8", "+10.0 (+1.6, +18.1)",  # the spread
+                   prov["utc"], "Provenance: not recorded"):  # the ablation has no provenance.json here
+        assert number in text, number
+    assert "![success against w]" not in text  # no figure without its file
