@@ -226,9 +226,10 @@ def make_plan(cfg: Config, slots: list[Slot], baseline_cfg_scale: float | None, 
     return Plan(cfg.evaluate.protocol, slots, _unique_floats(cfg.evaluate.cfg_scales), baseline_cfg_scale, checkpoints, settings_digest(cfg))
 
 
-def settings_digest(cfg: Config) -> str:
-    """What, besides the checkpoint and the slot, changes an episode's outcome (for resume keys)."""
-    relevant = {
+def outcome_settings(cfg: Config) -> dict[str, Any]:
+    """What, besides the checkpoint and the slot, changes an episode's outcome. A setting added later
+    enters only when not at its default, so the logs written before it keep their keys (resume)."""
+    relevant: dict[str, Any] = {
         "env": {"name": cfg.env.name, "image_size": cfg.env.image_size, "max_steps": cfg.env.max_steps},
         "inference": {"num_steps": cfg.inference.num_steps, "replan_steps": cfg.inference.replan_steps},
     }
@@ -237,8 +238,40 @@ def settings_digest(cfg: Config) -> str:
     from cfgrl.policy.policy import dtype_named
 
     dtype = dtype_named(cfg.policy.dtype, "policy.dtype", auto=True)
-    if dtype != torch.float32:  # fp32 keeps the digest of the logs written before policy.dtype existed
+    if dtype != torch.float32:
         relevant["dtype"] = str(dtype)
-    if cfg.env.mesh_grid_mm:  # as shipped keeps the digest of the logs written before env.mesh_grid_mm existed
+    if cfg.env.mesh_grid_mm:
         relevant["mesh_grid_mm"] = cfg.env.mesh_grid_mm
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:12]
+    if cfg.env.benchmark_seed:
+        relevant["env"]["benchmark_seed"] = cfg.env.benchmark_seed
+    if cfg.env.cameras is not None:
+        relevant["env"]["cameras"] = list(cfg.env.cameras)
+    if cfg.policy.camera_map is not None:
+        relevant["policy"] = {"camera_map": list(cfg.policy.camera_map)}
+    return relevant
+
+
+def settings_digest(cfg: Config) -> str:
+    """The resume key's digest of ``outcome_settings``."""
+    return hashlib.sha256(json.dumps(outcome_settings(cfg), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def differing_settings(a: Config, b: Config) -> list[str]:
+    """The outcome-changing settings on which two evaluations differ, as "key (A, B)"."""
+    flat_a, flat_b = _flat(outcome_settings(a)), _flat(outcome_settings(b))
+    return [f"{key} ({flat_a.get(key, 'default')}, {flat_b.get(key, 'default')})"
+            for key in sorted(flat_a.keys() | flat_b.keys()) if flat_a.get(key) != flat_b.get(key)]
+
+
+# The two top-level keys of ``outcome_settings`` (kept where the first logs put them) by their config names.
+_CONFIG_NAMES = {"dtype": "policy.dtype", "mesh_grid_mm": "env.mesh_grid_mm"}
+
+
+def _flat(tree: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[_CONFIG_NAMES[key]] = value
+    return out

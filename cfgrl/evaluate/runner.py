@@ -134,6 +134,8 @@ def merge_shards(dirs: list[str | Path], out_dir: str | Path) -> dict[str, Any]:
 def write_run(plan: Plan, records: dict[str, dict[str, Any]], meta: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """The results of a finished plan from its episode records: results.json, results.csv and the plot."""
     outcomes = {ep: bool(records[plan.key(ep)]["success"]) for ep in plan.episodes()}
+    # what keys this plan's episodes in the log, which may hold other plans' (``compare`` reads only these)
+    meta = {**meta, "checkpoints": plan.checkpoints, "settings_digest": plan.settings}
     results = build_results(summarise(outcomes, plan.slots, plan.arms()), meta)
     write_results(results, out_dir)
     plot_success_vs_w(results, out_dir / "success_vs_w.png")
