@@ -35,10 +35,27 @@ def cell(text: object) -> str:
 
 
 def rst_to_markdown(text: str) -> str:
-    """Docstrings use reST's double backticks and ``::`` literal blocks; Markdown wants single
-    backticks and an indented block after a blank line (which the docstrings already have)."""
-    text = text.replace("``", "`")
-    return re.sub(r"::\n", ":\n", text)
+    """Docstrings use reST's double backticks and indented layout blocks (after ``::`` or not, indented
+    by 2 or 4); Markdown wants single backticks, and a code block indented by 4 after a blank line."""
+    lines = re.sub(r"::\n", ":\n", text.replace("``", "`")).splitlines()
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        if not lines[i].startswith(" "):
+            out.append(lines[i])
+            i += 1
+            continue
+        block = []
+        while i < len(lines) and (lines[i].startswith(" ") or not lines[i].strip()):
+            block.append(lines[i])
+            i += 1
+        while block and not block[-1].strip():
+            block.pop()
+        shift = " " * max(0, 4 - min(len(b) - len(b.lstrip()) for b in block if b.strip()))
+        if out and out[-1].strip():
+            out.append("")
+        out += [shift + b.replace("`", "") if b.strip() else "" for b in block] + [""]  # code: no markup
+    return "\n".join(out)
 
 
 # --- the command line ----------------------------------------------------------------------------
