@@ -130,3 +130,21 @@ def test_a_results_page_reads_every_number_from_its_artefacts(results, tmp_path)
                    prov["utc"], "Provenance: not recorded"):  # the ablation has no provenance.json here
         assert number in text, number
     assert "![success against w]" not in text  # no figure without its file
+
+
+def test_the_demonstration_and_a_round_render_from_their_records(results, tmp_path):
+    """The shapes `cfgrl demo` (report.json) and `cfgrl round` (round.json) write."""
+    round_1 = {"round": 1, "collect_cfg_scale": 1.0, "chosen_cfg_scale": 2.0, "chosen_on": "validation",
+               "overall_success": {"w=1": 0.54, "w=2": 0.625, "baseline": 0.285}, "policy_in_id": "aaa", "policy_out_id": "bbb"}
+    fbc = [{"arm": "w=1", "cfg_scale": 1.0, "episodes": 200, "success_rate": 0.585, "ci_low": 0.516, "ci_high": 0.651, "chosen": True}]
+    report = {"schema": "cfgrl.demo_report", "schema_version": 1, "env": "the built-in environment (reach)",
+              "round_1": round_1, "round_2": None, "baselines": {"filtered_bc": fbc},
+              "baselines_chosen_cfg_scale": {"filtered_bc": 1.0}, "cfgrl_minus_baselines": {"filtered_bc": [0.04, -0.04, 0.12]},
+              "rounds_minus_base": {"round_1": [0.34, 0.27, 0.41]}, "timings_s": {"round 1 (collect, label, train, evaluate)": 1478.2}}
+    (tmp_path / "demo" / "rounds" / "round_001").mkdir(parents=True)
+    (tmp_path / "demo" / "report.json").write_text(json.dumps(report))
+    (tmp_path / "demo" / "rounds" / "round_001" / "round.json").write_text(json.dumps(round_1))
+    text = "\n".join(results.sections(tmp_path / "demo", tmp_path))
+    for number in ("w=2 62.5%", "58.5% (51.6–65.1)", "+4.0 (-4.0, +12.0)", "round 1 +34.0 (+27.0, +41.0)", "| 1478 |",
+                   "### Round 1 (demo/rounds/round_001)", "`bbb`"):
+        assert number in text, number
