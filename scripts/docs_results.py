@@ -245,7 +245,8 @@ def index_page(exps: list[dict[str, Any]]) -> str:
              "| experiment | headline | command |", "|---|---|---|"]
     for exp in exps:
         text, _ = headline(exp)
-        lines.append(f"| [{exp['title']}]({exp['slug']}.md) | {text} | `{exp['command'].split(' (')[0]}` |")
+        command = exp["command"].split(" (")[0].replace("|", "\\|")  # the spec's command less its comment; a pipe would split the cell
+        lines.append(f"| [{exp['title']}]({exp['slug']}.md) | {text} | `{command}` |")
     return "\n".join(lines) + "\n"
 
 
