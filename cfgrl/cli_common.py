@@ -40,5 +40,20 @@ def exits_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except CfgrlError as exc:
             typer.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except PermissionError as exc:  # an unreadable input or a read-only output, wherever it was met
+            typer.echo(f"error: {permission_denied(exc)}", err=True)
+            sys.exit(2)
 
     return wrapper
+
+
+def permission_denied(exc: PermissionError) -> str:
+    """Which path, and which permission the user running cfgrl lacks on it."""
+    path = Path(exc.filename) if exc.filename else None
+    if path is None:
+        return f"permission denied ({exc}); give the user running cfgrl access to the files it reads and writes"
+    if not path.exists():
+        return f"cannot create '{path}': permission denied; give the user running cfgrl write permission on '{path.parent}'"
+    if path.is_dir():
+        return f"cannot open the directory '{path}': permission denied; give the user running cfgrl read, write and search (rwx) permission on it"
+    return f"cannot open '{path}': permission denied; give the user running cfgrl read permission on it (and write permission for an output)"

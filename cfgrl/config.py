@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 import re
 import typing
@@ -311,8 +312,56 @@ def camera_renames(items: list[str] | None) -> dict[str, str]:
     return renames
 
 
+# Numeric ranges beyond the checks in ``validate``: key -> (test, what is accepted). Every float is also
+# finite (``_check_finite``): inf and nan pass ``x > 0`` or fail it silently, and train a NaN policy.
+_AT_LEAST_0 = (lambda v: v >= 0, ">= 0")
+_AT_LEAST_1 = (lambda v: v >= 1, "at least 1")
+_UNIT = (lambda v: 0 <= v < 1, "in [0, 1)")
+RANGES = {
+    **{f"{key}.seed": _AT_LEAST_0 for key in ("cfgrl", "value", "collect", "train", "evaluate")},
+    "env.benchmark_seed": _AT_LEAST_0,
+    "env.image_size": _AT_LEAST_1,
+    "env.max_steps": _AT_LEAST_1,
+    "collect.videos": _AT_LEAST_0,
+    "evaluate.videos": _AT_LEAST_0,
+    "train.warmup_steps": _AT_LEAST_0,
+    "train.decay_steps": _AT_LEAST_1,
+    "train.decay_lr": _AT_LEAST_0,
+    "train.weight_decay": _AT_LEAST_0,
+    "train.grad_clip": (lambda v: v >= 0, ">= 0 (0 = no clipping)"),
+    "train.ema_decay": (lambda v: 0 <= v < 1, "in [0, 1) (or null = no EMA)"),
+    "train.lora_rank": (lambda v: v >= 0, ">= 0 (0 = no LoRA)"),
+    "train.lora_alpha": (lambda v: v > 0, "> 0"),
+    "train.lora_dropout": _UNIT,
+    "train.weighted_alpha": _AT_LEAST_0,
+}
+
+
+def _check_finite(key: str, value: Any) -> None:
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, float) and not math.isfinite(item):
+            raise CfgrlError(f"config key '{key}' must be a finite number, got {item}")
+
+
+def _check_ranges(cfg: Config) -> None:
+    """Every float finite and every numeric setting within its range, before anything is written."""
+    for section in SECTIONS:
+        for name in _fields(_section_class(section)):
+            key, value = f"{section}.{name}", getattr(getattr(cfg, section), name)
+            _check_finite(key, value)
+            test, accepted = RANGES.get(key, (None, ""))
+            if test is not None and value is not None and not test(value):
+                raise CfgrlError(f"{key} must be {accepted}, got {value}")
+    betas = cfg.train.betas
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        raise CfgrlError(f"train.betas must be two numbers in [0, 1) (AdamW's beta1, beta2; e.g. [0.9, 0.95]), got {betas}")
+
+
 def validate(cfg: Config) -> Config:
     """Range and choice checks that span all stages; each failure is one line naming what is accepted."""
+    if not all(math.isfinite(w) and w >= 0 for w in cfg.evaluate.cfg_scales):  # evaluate's --cfg-scales says the same
+        raise CfgrlError(f"evaluate.cfg_scales must all be finite numbers >= 0 (0 = unconditional, 1 = conditional), got {cfg.evaluate.cfg_scales}")
+    _check_ranges(cfg)
     def choice(key: str, value: str, options: tuple[str, ...]) -> None:
         if value not in options:
             raise CfgrlError(f"{key} '{value}' is not valid; choose one of: {', '.join(options)}")
@@ -349,8 +398,6 @@ def validate(cfg: Config) -> Config:
         raise CfgrlError(f"inference.cfg_scale must be >= 0 (0 = unconditional, 1 = conditional), got {cfg.inference.cfg_scale}")
     if not cfg.evaluate.cfg_scales:
         raise CfgrlError("evaluate.cfg_scales is empty; give at least one guidance weight >= 0")
-    if any(w < 0 for w in cfg.evaluate.cfg_scales):
-        raise CfgrlError(f"evaluate.cfg_scales must all be >= 0, got {cfg.evaluate.cfg_scales}")
     if cfg.collect.group_size < 2:
         raise CfgrlError(f"collect.group_size (K) must be at least 2 for leave-one-out baselines, got {cfg.collect.group_size}")
     if cfg.collect.groups < 1:

@@ -72,6 +72,21 @@ def test_overrides_are_typed(tmp_path):
         ("train.keep_last=0", "train.keep_last must be at least 1"),
         ("train.keep_every=-1", "train.keep_every >= 0"),
         ("train.optimal_repeat=0", "train.optimal_repeat must be at least 1"),
+        # non-finite and out-of-range numbers, which trained a NaN or diverging policy with rc 0
+        ("train.lr=inf", "config key 'train.lr' must be a finite number, got inf"),
+        ("train.lr=nan", "config key 'train.lr' must be a finite number, got nan"),
+        ("train.decay_lr=nan", "config key 'train.decay_lr' must be a finite number, got nan"),
+        ("train.grad_clip=nan", "config key 'train.grad_clip' must be a finite number"),
+        ("inference.cfg_scale=.nan", "config key 'inference.cfg_scale' must be a finite number"),
+        ("evaluate.cfg_scales=[1, .inf]", r"evaluate.cfg_scales must all be finite numbers >= 0 .*, got \[1.0, inf\]"),
+        ("train.ema_decay=2", r"train.ema_decay must be in \[0, 1\) \(or null = no EMA\), got 2.0"),
+        ("train.decay_steps=0", "train.decay_steps must be at least 1, got 0"),
+        ("train.warmup_steps=-5", "train.warmup_steps must be >= 0, got -5"),
+        ("train.weight_decay=-1", "train.weight_decay must be >= 0, got -1.0"),
+        ("train.betas=[0.9]", r"train.betas must be two numbers in \[0, 1\) .*, got \[0.9\]"),
+        ("train.betas=[2, 3]", r"train.betas must be two numbers in \[0, 1\)"),
+        ("collect.seed=-1", "collect.seed must be >= 0, got -1"),
+        ("cfgrl.seed=-3", "cfgrl.seed must be >= 0, got -3"),
     ],
 )
 def test_bad_values_name_what_is_accepted(override, message):

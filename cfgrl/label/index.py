@@ -81,6 +81,8 @@ class LabelIndex:
         LABEL_INDEX.check(manifest, f"label index '{path}'")
         try:
             windows = pd.read_parquet(path / WINDOWS)
+        except PermissionError:
+            raise  # not damage: the command's one line says which permission is missing
         except (OSError, ValueError, pa.ArrowException) as exc:
             raise _damaged(path, WINDOWS, f"cannot be read ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]})") from None
         found = {name: str(dtype) for name, dtype in windows.dtypes.items()}
@@ -241,6 +243,8 @@ def make_label_index(
     _check_distinct(stores, fingerprints)
     version = version_id(settings, fingerprints)
     root = Path(out_dir).absolute() if out_dir is not None else labels_dir(stores[0].path)
+    if root.exists() and not root.is_dir():
+        raise CfgrlError(f"--out '{root}' is a file, not a directory; give the directory of the label versions (new or existing)")
     if name is not None:
         _check_name(root, name, version)
     reused = (root / version / MANIFEST).is_file()

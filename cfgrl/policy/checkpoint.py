@@ -72,10 +72,14 @@ def read_safetensors(path: Path, dtype: torch.dtype | None = None,
         with safe_open(str(path), framework="pt") as f:
             for key in sorted(f.keys()):
                 tensor = f.get_tensor(key)
+                _require_finite(path, key, tensor)
                 if on_read is not None:
                     on_read(key, tensor)
                 tensors[key] = tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
         return tensors
+    except PermissionError:
+        raise CfgrlError(f"{path} cannot be read: permission denied; give the user running cfgrl read permission "
+                         "on it (chmod u+r)") from None
     except (SafetensorError, OSError) as exc:
         if not Path(path).is_file():
             raise CfgrlError(f"{path} is missing; copy the whole checkpoint directory again") from None
@@ -86,6 +90,13 @@ def read_safetensors(path: Path, dtype: torch.dtype | None = None,
                              "give a checkpoint written by cfgrl or lerobot (safetensors)") from None
         raise CfgrlError(f"{path} is truncated or corrupt ({exc}); copy the checkpoint again, or save it again "
                          "from its source") from None
+
+
+def _require_finite(path: Path, key: str, tensor: torch.Tensor) -> None:
+    """Refuse NaN or inf weights (a diverged run's): they would sample NaN actions, which the envs cannot step."""
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise CfgrlError(f"{path}: tensor '{key}' holds non-finite values (NaN or inf), so the policy is broken (a "
+                         "diverged training run?); use an earlier checkpoint")
 
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

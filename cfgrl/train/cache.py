@@ -156,22 +156,21 @@ def _build(out: Path, key: str, stores: list[Store], windows: pd.DataFrame, hori
 
     prompts: dict[str, int] = {}
     store_col = windows["store"].to_numpy()
-    bar = tqdm(total=n, desc="caching windows", unit="win", leave=False)
-    for s, store in enumerate(stores):
-        rows = np.flatnonzero(store_col == s)
-        if len(rows) == 0:
-            continue
-        sub = windows.iloc[rows]
-        episodes = store.episodes
-        episode = sub["episode"].to_numpy()
-        step0 = episodes["step_start"].to_numpy()[episode] + sub["start"].to_numpy()
-        valid = sub["num_valid"].to_numpy().astype(np.int64)
-        _copy_steps(store, rows, step0, valid, horizon, state, actions)
-        num_valid[rows] = valid
-        for r, text in zip(rows, episodes["prompt"].to_numpy()[episode]):
-            prompt_ids[r] = prompts.setdefault(str(text), len(prompts))
-        _copy_frames(store, rows, sub["frame"].to_numpy(), images, bar)
-    bar.close()
+    with tqdm(total=n, desc="caching windows", unit="win", leave=False) as bar:  # closed before a refusal's one line
+        for s, store in enumerate(stores):
+            rows = np.flatnonzero(store_col == s)
+            if len(rows) == 0:
+                continue
+            sub = windows.iloc[rows]
+            episodes = store.episodes
+            episode = sub["episode"].to_numpy()
+            step0 = episodes["step_start"].to_numpy()[episode] + sub["start"].to_numpy()
+            valid = sub["num_valid"].to_numpy().astype(np.int64)
+            _copy_steps(store, rows, step0, valid, horizon, state, actions)
+            num_valid[rows] = valid
+            for r, text in zip(rows, episodes["prompt"].to_numpy()[episode]):
+                prompt_ids[r] = prompts.setdefault(str(text), len(prompts))
+            _copy_frames(store, rows, sub["frame"].to_numpy(), images, bar)
     for array in (*images.values(), state, actions, num_valid, prompt_ids):
         array.flush()
     meta = {

@@ -219,7 +219,7 @@ def read_trainer_state(ckpt: Path) -> dict:
     path = ckpt / STATE_DIR / "trainer.json"
     if not path.is_file():
         raise CfgrlError(f"'{ckpt}' is not a training checkpoint (no {STATE_DIR}/trainer.json)")
-    trainer = json.loads(path.read_text())
+    trainer = _read_json(path, ckpt)
     TRAIN_CHECKPOINT.check(trainer, f"checkpoint '{ckpt}'")
     policy_id = json.loads((ckpt / "config.json").read_text()).get("policy_id") if (ckpt / "config.json").is_file() else None
     if trainer.get("policy_id") not in (None, policy_id):  # checkpoints written before the record have none
@@ -229,7 +229,21 @@ def read_trainer_state(ckpt: Path) -> dict:
 
 
 def read_config(ckpt: Path) -> dict:
-    return json.loads((ckpt / STATE_DIR / "config.json").read_text())
+    return _read_json(ckpt / STATE_DIR / "config.json", ckpt)
+
+
+def _read_json(path: Path, ckpt: Path) -> dict:
+    """A JSON object of a checkpoint's training state, or one line saying it is missing or damaged."""
+    if not path.is_file():
+        raise CfgrlError(f"'{ckpt}' is not a whole training checkpoint (no {path.relative_to(ckpt)}); resume from another checkpoint")
+    try:
+        value = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        value = exc
+    if not isinstance(value, dict):
+        raise CfgrlError(f"'{path}' is damaged (not a JSON object); resume from an earlier checkpoint: point '{ckpt.parent.parent}/last' "
+                         f"at another checkpoints/step_N, or start the run again")
+    return value
 
 
 def restore_training_state(ckpt: Path, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,

@@ -79,7 +79,16 @@ class Run:
         self.procs, self.run_dir, self.held = procs, run_dir, held
         self.say = tqdm.write if procs.is_main else (lambda _msg: None)
         check_out(run_dir)
-        self.claimed = False
+        self.claimed, fresh = False, not run_dir.exists()
+        try:
+            self._set_up(cfg, store_paths, labels_spec, run_dir, resume, procs, given)
+        except BaseException:
+            if self.claimed and fresh:  # refused once it had created the directory (frames that do not decode, ...)
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+
+    def _set_up(self, cfg: Config, store_paths: list[Path], labels_spec: str, run_dir: Path, resume: bool, procs: Processes,
+                given: set[str]) -> None:
         if run_dir.is_dir():  # an existing run: held before anything in it is read
             self._claim()
         source = Path(cfg.policy.path) if cfg.policy.path else None
@@ -204,9 +213,11 @@ class Run:
         meter, epoch_meter = Meter(), Meter()
         batches = self._start_epoch()
         bar = tqdm(total=t.steps, initial=self.step, desc="train", unit="step", disable=not self.procs.is_main, dynamic_ncols=True)
+        self.held.callback(bar.close)  # a stop's one line then starts a line of its own
         autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if self.procs.device.type == "cuda" else contextlib.nullcontext
         self.model.train()
         while self.step < t.steps:
+            finite = True
             for micro in range(t.grad_accum):
                 started = time.perf_counter()
                 raw = next(batches, None)
@@ -225,6 +236,7 @@ class Run:
                     with autocast():
                         loss, losses, o = objective_loss(t.objective, self.model, batch, w_pos, t.weighted_alpha, noise, flow_time)
                     (loss / t.grad_accum).backward()
+                finite &= bool(torch.isfinite(loss.detach())) and bool(torch.isfinite(losses.detach()).all())
                 self.conditioned_seen |= bool((o != Label.NULL).any())
                 for m in (meter, epoch_meter):
                     m.add_losses(losses, o)
@@ -234,6 +246,7 @@ class Run:
                     m.add("busy_s", time.perf_counter() - ready)
             self.masters.take_grads()
             grad_norm = torch.nn.utils.clip_grad_norm_(self.masters.params, t.grad_clip if t.grad_clip > 0 else float("inf"))
+            self._stop_if_diverged(finite, grad_norm)
             lr = self.optimizer.param_groups[0]["lr"]
             self.optimizer.step()
             self.masters.push()
@@ -252,6 +265,33 @@ class Run:
         bar.close()
         self.logger.close()
         return self._finish()
+
+    def _agreed(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on any rank (collective): a stop every rank takes, so none waits for the others."""
+        value = torch.tensor([float(flag)], device=self.procs.device)
+        if self.procs.world > 1:
+            dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
+    def _stop_if_diverged(self, losses_finite: bool, grad_norm: torch.Tensor) -> None:
+        """Stop at the first non-finite loss or gradient, before the optimiser writes it into the weights, so
+        the last checkpoint stays the last good one (an AdamW step on a NaN gradient makes every weight NaN)."""
+        norm = grad_norm.full_tensor() if is_sharded(grad_norm) else grad_norm
+        if self._agreed(not losses_finite or not bool(torch.isfinite(norm))):
+            raise CfgrlError(f"training stopped at step {self.step + 1}: {'the loss' if not losses_finite else 'the gradient'} is "
+                             f"not finite (NaN or inf), so this step was not applied; {self._last_good()}: lower train.lr, "
+                             "raise train.warmup_steps or set train.grad_clip, then start again or --resume")
+
+    def _last_good(self) -> str:
+        last = self.run_dir / "last"
+        return f"the last good checkpoint, {last.resolve()}, is kept" if last.exists() else "no checkpoint was saved yet"
+
+    def _check_weights(self) -> None:
+        """Refuse to save non-finite weights (collective): the previous checkpoint stays the last good one."""
+        local = [p.to_local() if is_sharded(p) else p for p in self.masters.params]
+        if self._agreed(not all(bool(torch.isfinite(p.detach()).all()) for p in local)):
+            raise CfgrlError(f"training stopped at step {self.step}: the weights are no longer finite (NaN or inf), so they "
+                             f"were not saved; {self._last_good()}: lower train.lr or raise train.warmup_steps, then start again")
 
     def _start_epoch(self):
         t = self.cfg.train
@@ -289,6 +329,7 @@ class Run:
         return gather(state, self.procs)
 
     def _save(self) -> None:
+        self._check_weights()
         seen = torch.tensor([float(self.conditioned_seen)])
         if self.procs.world > 1:
             seen = seen.to(self.procs.device)
