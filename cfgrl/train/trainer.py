@@ -74,6 +74,9 @@ def _check_fresh(run_dir: Path) -> None:
 
 
 class Run:
+    """One training run. Set-up, top-down (``_set_up``): resume reconciliation, inputs, policy, strategy,
+    optimiser state, data; then ``loop``. A set-up refused after it created the run directory removes it."""
+
     def __init__(self, cfg: Config, store_paths: list[Path], labels_spec: str, run_dir: Path, resume: bool, procs: Processes,
                  held: contextlib.ExitStack, given: set[str]):
         self.procs, self.run_dir, self.held = procs, run_dir, held
@@ -81,42 +84,54 @@ class Run:
         check_out(run_dir)
         self.claimed, fresh = False, not run_dir.exists()
         try:
-            self._set_up(cfg, store_paths, labels_spec, run_dir, resume, procs, given)
+            self._set_up(cfg, store_paths, labels_spec, resume, given)
         except BaseException:
             if self.claimed and fresh:  # refused once it had created the directory (frames that do not decode, ...)
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
 
-    def _set_up(self, cfg: Config, store_paths: list[Path], labels_spec: str, run_dir: Path, resume: bool, procs: Processes,
-                given: set[str]) -> None:
-        if run_dir.is_dir():  # an existing run: held before anything in it is read
+    def _set_up(self, cfg: Config, store_paths: list[Path], labels_spec: str, resume: bool, given: set[str]) -> None:
+        """The set-up, top-down; nothing is written before every input is valid (``_data`` claims the directory)."""
+        if self.run_dir.is_dir():  # an existing run: held before anything in it is read
             self._claim()
+        resumed, cfg, source = self._reconcile_resume(cfg, resume, given)
+        stores, param_dtype = self._inputs(cfg, store_paths, labels_spec, resumed)
+        policy = self._policy(stores, source, resumed, param_dtype)
+        named = self._strategy(policy, param_dtype)
+        self._optimiser_state(named, resumed)
+        self._data(stores, resumed, policy)
+
+    def _reconcile_resume(self, cfg: Config, resume: bool, given: set[str]) -> tuple[Path | None, Config, Path | None]:
+        """(the checkpoint resumed or None, the run's configuration, the policy to start from). A resumed run
+        continues with its saved configuration; a fresh one needs a directory that holds no run."""
         source = Path(cfg.policy.path) if cfg.policy.path else None
-        resumed = None
-        if resume:
-            resumed = ckpt_io.resolve_last(run_dir)
-            self.trainer_state = ckpt_io.read_trainer_state(resumed)
-            saved = config_from_dict(ckpt_io.read_config(resumed))
-            ignored = _differences(cfg.to_dict(), saved.to_dict())
-            check_resumed_precision([item for item in ignored if item.split('=', 1)[0] in given], saved.train, run_dir)
-            if ignored:
-                self.say(f"warning: --resume continues with the run's saved configuration; ignored: {', '.join(ignored)}")
-            # a LoRA run restarts from its base, then takes the adapters from the checkpoint
-            cfg, source = saved, (Path(saved.policy.path) if saved.train.lora_rank else resumed)
-            self.say(f"resuming {resumed} at step {self.trainer_state['step']} with its saved configuration")
-        else:
-            _check_fresh(run_dir)
-        self.cfg, t = cfg, cfg.train
+        if not resume:
+            _check_fresh(self.run_dir)
+            return None, cfg, source
+        resumed = ckpt_io.resolve_last(self.run_dir)
+        self.trainer_state = ckpt_io.read_trainer_state(resumed)
+        saved = config_from_dict(ckpt_io.read_config(resumed))
+        ignored = _differences(cfg.to_dict(), saved.to_dict())
+        check_resumed_precision([item for item in ignored if item.split('=', 1)[0] in given], saved.train, self.run_dir)
+        if ignored:
+            self.say(f"warning: --resume continues with the run's saved configuration; ignored: {', '.join(ignored)}")
+        self.say(f"resuming {resumed} at step {self.trainer_state['step']} with its saved configuration")
+        # a LoRA run restarts from its base, then takes the adapters from the checkpoint
+        return resumed, saved, (Path(saved.policy.path) if saved.train.lora_rank else resumed)
+
+    def _inputs(self, cfg: Config, store_paths: list[Path], labels_spec: str, resumed: Path | None) -> tuple[list, torch.dtype]:
+        """Check the settings, the stores and the label version against each other; (stores, weights' dtype)."""
+        procs, t = self.procs, cfg.train
+        self.cfg = cfg
         if t.wandb:
             require_wandb()
         param_dtype = check_precision(cfg)
         check_strategy(t.strategy, procs)
-
         stores = open_stores(store_paths)
         self.index = load_label_index(labels_spec)
         self.index.check_stores(stores)
         if resumed is not None and self.trainer_state.get("label_version") not in (None, self.index.version):
-            raise CfgrlError(f"'{run_dir}' was trained on label version {self.trainer_state['label_version']}, --labels gives "
+            raise CfgrlError(f"'{self.run_dir}' was trained on label version {self.trainer_state['label_version']}, --labels gives "
                              f"{self.index.version}; resume with --labels STORE@{self.trainer_state['label_version']}")
         self.windows = self.index.windows
         if len(self.windows) == 0:
@@ -130,8 +145,12 @@ class Run:
             # dropping the prompt from every sample would teach it to ignore the prompt.
             self.say("note: no window is conditioned in this run (plain behaviour cloning), so cfgrl.use_prefix_dropout "
                      "does not apply: every sample keeps its prompt")
-            cfg = self.cfg = with_overrides(cfg, ["cfgrl.use_prefix_dropout=false"])
+            self.cfg = with_overrides(cfg, ["cfgrl.use_prefix_dropout=false"])
+        return stores, param_dtype
 
+    def _policy(self, stores: list, source: Path | None, resumed: Path | None, param_dtype: torch.dtype) -> torch.nn.Module:
+        """Build (or load) the policy, choose the strategy it trains under, attach LoRA, move it to the device."""
+        cfg, procs, t = self.cfg, self.procs, self.cfg.train
         torch.manual_seed(t.seed)  # the fresh model's initial weights
         # under FSDP the sharded weights are the fp32 masters: loaded in fp32, gathered in the compute dtype
         policy = build_policy(cfg, stores, source, self.say, torch.float32 if may_shard(t.strategy, procs) else param_dtype)
@@ -149,28 +168,42 @@ class Run:
         self.lora = Adapters.attach(policy, t, resumed, self.say)
         trainable(policy, t)
         self.policy = policy.to(procs.device)
+        return policy
+
+    def _strategy(self, policy: torch.nn.Module, param_dtype: torch.dtype) -> dict[str, torch.nn.Parameter]:
+        """Wrap the policy for DDP or FSDP; its trainable parameters by name (after sharding: FSDP's DTensors)."""
+        procs, t = self.procs, self.cfg.train
         self.model = wrap(policy, self.strategy, procs, param_dtype)
-        named = {n: p for n, p in policy.named_parameters() if p.requires_grad}  # after sharding: FSDP's DTensors
+        named = {n: p for n, p in policy.named_parameters() if p.requires_grad}
         if self.strategy == "fsdp":
             sharded = sum(is_sharded(p) for p in policy.parameters())
             self.say(f"FSDP over {procs.world} process(es): {sharded} of {len(list(policy.parameters()))} parameter tensors sharded "
                      f"(DTensor), each layer pair one unit, {t.param_dtype} compute, fp32 masters and gradient reduction")
+        return named
+
+    def _optimiser_state(self, named: dict[str, torch.nn.Parameter], resumed: Path | None) -> None:
+        """Masters, AdamW, schedule and EMA, and the position in the data; restored from the checkpoint when resumed."""
+        t = self.cfg.train
         self.masters = MasterWeights(named)
         self.optimizer = make_optimizer(self.masters.params, t)
         self.scheduler = make_scheduler(self.optimizer, t)
         self.ema = EMA(self.masters.masters, t.ema_decay) if t.ema_decay is not None else None
         self.step, self.epoch, self.samples_into_epoch = 0, 0, 0
-        self.run_id = (self.trainer_state.get("run_id") if resumed is not None else None) or _new_run_id(procs)
-        if resumed is not None:
-            named_files = ckpt_io.restore_training_state(resumed, self.optimizer, self.scheduler, self.trainer_state)
-            if self.masters.separate:
-                self.masters.load(named_files.get("master_weights", {}))
-            if self.ema is not None and "ema" in named_files:
-                self.ema.shadow = {k: like(v, named[k]) for k, v in named_files["ema"].items()}
-            self.step = self.trainer_state["step"]
-            self.epoch = self.trainer_state["epoch"]
-            self.samples_into_epoch = self.trainer_state["samples_into_epoch"]
+        self.run_id = (self.trainer_state.get("run_id") if resumed is not None else None) or _new_run_id(self.procs)
+        if resumed is None:
+            return
+        named_files = ckpt_io.restore_training_state(resumed, self.optimizer, self.scheduler, self.trainer_state)
+        if self.masters.separate:
+            self.masters.load(named_files.get("master_weights", {}))
+        if self.ema is not None and "ema" in named_files:
+            self.ema.shadow = {k: like(v, named[k]) for k, v in named_files["ema"].items()}
+        self.step = self.trainer_state["step"]
+        self.epoch = self.trainer_state["epoch"]
+        self.samples_into_epoch = self.trainer_state["samples_into_epoch"]
 
+    def _data(self, stores: list, resumed: Path | None, policy: torch.nn.Module) -> None:
+        """The batches and the window cache; the last checks, then the run claims its directory and writes."""
+        cfg, procs, run_dir, t = self.cfg, self.procs, self.run_dir, self.cfg.train
         self.batches = ResumableBatchSampler(len(self.windows), self.micro, procs.world, procs.rank, t.seed,
                                              training_rows(t.objective, self.windows, t.optimal_repeat))
         if len(self.batches) < 1:
