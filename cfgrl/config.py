@@ -58,7 +58,7 @@ class EnvConfig:
 @dataclass
 class PolicyConfig:
     path: str | None = _f(None, "policy checkpoint directory (ours, lerobot pi0 / pi05 or openpi); null = a fresh preset")
-    preset: str = _f("tiny", "architecture preset for a fresh policy: tiny | mini | pi0 (PI0); pi05_tiny | pi05_mini | pi05 (π0.5)")
+    preset: str = _f("tiny", "architecture preset for a fresh policy: tiny | small | mini | pi0 (PI0); pi05_tiny | pi05_small | pi05_mini | pi05 (π0.5)")
     condition_mode: str = _f("token", "how the optimality condition enters: token | bias | concat (the suffix) | text (the prompt: Advantage: positive/negative)")
     tokenizer: str | None = _f(None, "PaliGemma SentencePiece model path (pi0 and pi05 presets only)")
     discrete_state_input: bool | None = _f(None, "fresh π0.5 only: write the state into the prompt (false: the model never sees it; null = the preset's, true)")

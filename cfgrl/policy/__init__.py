@@ -7,7 +7,7 @@ Modules, top-down:
   model_pi05.py     PI05Model: π0.5's suffix (action tokens; the time conditions the expert's adaptive norms)
   condition.py      the CFGRL condition (token | bias | concat); ∅ samples inject nothing
   backbone.py       SigLIP + Gemma prefix LM + Gemma action expert with one joint attention per layer
-  config.py         PI0Config and the presets (pi0 / mini / tiny, pi05 / pi05_mini / pi05_tiny)
+  config.py         PI0Config and the presets (pi0 / mini / small / tiny, pi05 / pi05_mini / pi05_small / pi05_tiny)
   images.py, tokenizer.py, normalize.py   input preparation (π0.5's prompt), normalisation stats
   checkpoint.py, lerobot_format.py        our checkpoint format, lerobot's layouts in and out
   cli.py            `cfgrl export`

@@ -1,4 +1,4 @@
-"""PI0-family architecture settings and the presets (pi0, mini, tiny; pi05, pi05_mini, pi05_tiny).
+"""PI0-family architecture settings and the presets (pi0, mini, small, tiny; pi05, pi05_mini, pi05_small, pi05_tiny).
 
 The config is a flat frozen dataclass: the family (pi0 or pi05), every size of the three towers
 (SigLIP vision, Gemma prefix LM, Gemma action expert), the chunk/padding sizes, the cameras, how
@@ -142,6 +142,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         image_size=224, patch_size=16, vision_width=64, vision_layers=2, vision_heads=4, vision_mlp=128,
         num_layers=2, num_heads=4, num_kv_heads=1, head_dim=16, prefix_width=64, prefix_mlp=128,
         vocab_size=259, expert_width=64, expert_mlp=128, tokenizer="byte", max_token_len=32,
+    ),    # Between tiny and mini (mini costs ~34x tiny per sample on Meta-World): twice tiny's depth and
+    # width with tiny's tokens, so it replaces tiny in a CPU configuration and an 8000-step run stays
+    # affordable (its cost against tiny: bench/preset_cost.py).
+    "small": dict(
+        image_size=224, patch_size=16, vision_width=128, vision_layers=4, vision_heads=4, vision_mlp=256,
+        num_layers=4, num_heads=4, num_kv_heads=1, head_dim=32, prefix_width=128, prefix_mlp=256,
+        vocab_size=259, expert_width=128, expert_mlp=256, tokenizer="byte", max_token_len=32,
     ),
 }
 # π0.5 has PI0's towers; its prompt carries the state ("Task: ..., State: 8 bins;\nAction: "), so the
@@ -149,6 +156,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 # (the built-in env's longest prompt with its 8-d state is 84 byte tokens with BOS).
 PRESETS.update({
     f"pi05{suffix}": {**PRESETS[base], "family": "pi05", "discrete_state_input": True, "max_token_len": length}
-    for suffix, base, length in (("", "pi0", 200), ("_mini", "mini", 128), ("_tiny", "tiny", 128))
+    for suffix, base, length in (("", "pi0", 200), ("_mini", "mini", 128), ("_small", "small", 128), ("_tiny", "tiny", 128))
 })
 

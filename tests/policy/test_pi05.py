@@ -16,7 +16,7 @@ TOWERS = ("image_size", "patch_size", "vision_width", "vision_layers", "vision_h
           "num_kv_heads", "head_dim", "prefix_width", "prefix_mlp", "vocab_size", "expert_width", "expert_mlp", "tokenizer")
 
 
-@pytest.mark.parametrize("pi05, pi0", [("pi05", "pi0"), ("pi05_mini", "mini"), ("pi05_tiny", "tiny")])
+@pytest.mark.parametrize("pi05, pi0", [("pi05", "pi0"), ("pi05_mini", "mini"), ("pi05_small", "small"), ("pi05_tiny", "tiny")])
 def test_pi05_presets_have_pi0s_towers_and_read_the_state_from_the_prompt(pi05, pi0):
     config = PI0Config.from_preset(pi05)
     assert config.family == "pi05" and config.discrete_state_input

@@ -112,3 +112,25 @@ def test_pi0_without_a_tokenizer_is_a_clear_error():
     policy = PI0Policy(make_config(tokenizer="sentencepiece"))
     with pytest.raises(CfgrlError, match="needs the PaliGemma SentencePiece tokenizer"):
         policy.sample_actions(make_batch(1))
+
+
+def test_the_small_preset_trains_and_sits_between_tiny_and_mini():
+    """``small`` is a drop-in for tiny (same tokenizer and tokens) with more capacity, well under mini's."""
+    from cfgrl.optimality import Label
+    from cfgrl.policy import PRESETS, NormStats, PI0Config, PI0Policy
+
+    assert all(PRESETS["small"][k] == PRESETS["tiny"][k] for k in ("tokenizer", "max_token_len", "patch_size", "vocab_size"))
+    sizes = {}
+    for name in ("tiny", "small", "mini"):
+        with torch.device("meta"):
+            sizes[name] = sum(p.numel() for p in PI0Policy(PI0Config.from_preset(name)).parameters())
+    assert sizes["tiny"] < sizes["small"] < sizes["mini"] / 4
+    torch.manual_seed(0)
+    config = PI0Config.from_preset("small", image_size=32)
+    policy = PI0Policy(config, stats=NormStats.identity(config.state_dim, config.action_dim))
+    data = {"images": {cam: torch.randint(0, 255, (2, 32, 32, 3), dtype=torch.uint8) for cam in config.camera_names},
+            "state": torch.randn(2, 8), "actions": torch.randn(2, config.chunk_size, 7),
+            "action_is_pad": torch.zeros(2, config.chunk_size, dtype=torch.bool), "prompt": ["a", "b"],
+            "o": torch.tensor([int(Label.OPTIMAL), int(Label.NULL)])}
+    policy.compute_loss(data).mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in policy.model.condition.parameters())
