@@ -55,7 +55,7 @@ def _register() -> None:
     from cfgrl.collect.cli import collect_command
     from cfgrl.evaluate.cli import compare_command, evaluate_command
     from cfgrl.label.cli import label_command
-    from cfgrl.pipeline.cli import ablate_command, base_command, demo_command, round_command, spread_command
+    from cfgrl.pipeline.cli import ablate_command, base_command, curve_command, demo_command, round_command, spread_command
     from cfgrl.policy.cli import export_command
     from cfgrl.train.cli import train_command
     from cfgrl.value.cli import value_command
@@ -73,6 +73,7 @@ def _register() -> None:
     app.command("ablate")(exits_cleanly(ablate_command))
     app.command("demo")(exits_cleanly(demo_command))
     app.command("spread")(exits_cleanly(spread_command))
+    app.command("curve")(exits_cleanly(curve_command))
 
 
 _register()

@@ -158,6 +158,7 @@ class EvaluateConfig:
     init_states: list[int] | None = _f(None, "test init-state ids, where every w is reported, e.g. held-out ones; items may be ranges first-last (null = env.init_states)")
     validation_init_states: list[int] | None = _f(None, "init-state ids on which w is chosen, disjoint from env.init_states and evaluate.init_states (null = no choice of w; protocol libero: its init states with other seeds)")
     protocol: str = _f("custom", "custom | libero (every task, its 50 init states, one episode each)")
+    validation_only: bool = _f(False, "run the validation episodes alone, none on test (learning curves, choosing a recipe); needs evaluate.validation_init_states under protocol custom")
     seed: int = _f(1000, "base seed of the evaluation episodes (shared by every w)")
     videos: int = _f(0, "MP4s of the first N episodes per w")
 

@@ -86,6 +86,9 @@ def check_protocol(cfg: Config) -> None:
                 "evaluate.protocol=libero fixes the init states: validation runs them with other episode seeds; "
                 "leave evaluate.validation_init_states null, or use evaluate.protocol=custom"
             )
+    if ev.validation_only and ev.protocol == "custom" and ev.validation_init_states is None:
+        raise CfgrlError("evaluate.validation_only runs the validation episodes alone, and none are set: set "
+                         "evaluate.validation_init_states (disjoint from the training and test init states)")
     if ev.validation_init_states is not None:
         validation = set(ev.validation_init_states)
         for key, other in (("evaluate.init_states", ev.init_states), ("env.init_states", env.init_states)):
@@ -103,8 +106,10 @@ def chooses_w(cfg: Config) -> bool:
 
 
 def validates(cfg: Config) -> bool:
-    """Whether the evaluation runs validation slots: a choice of w (two or more) and somewhere to make it."""
-    return chooses_w(cfg) and (cfg.evaluate.protocol == "libero" or cfg.evaluate.validation_init_states is not None)
+    """Whether the evaluation runs validation slots: a choice of w (two or more), or validation alone, and
+    somewhere to run them."""
+    wanted = chooses_w(cfg) or cfg.evaluate.validation_only
+    return wanted and (cfg.evaluate.protocol == "libero" or cfg.evaluate.validation_init_states is not None)
 
 
 def require_validation(cfg: Config, who: str) -> None:
@@ -118,9 +123,10 @@ def require_validation(cfg: Config, who: str) -> None:
 
 
 def slots_for_suite(env_cfg: EnvConfig, tasks: list[TaskInfo], cfg: Config) -> list[Slot]:
-    """The test slots of one suite, then its validation slots when the evaluation ``validates``."""
+    """The test slots of one suite (none under ``evaluate.validation_only``), then its validation slots
+    when the evaluation ``validates``."""
     test_inits = cfg.evaluate.init_states if cfg.evaluate.init_states is not None else env_cfg.init_states
-    slots = _split_slots(TEST, test_inits, env_cfg, tasks, cfg)
+    slots = [] if cfg.evaluate.validation_only else _split_slots(TEST, test_inits, env_cfg, tasks, cfg)
     if validates(cfg):
         inits = cfg.evaluate.validation_init_states if cfg.evaluate.protocol != "libero" else test_inits
         slots += _split_slots(VALIDATION, inits, env_cfg, tasks, cfg)

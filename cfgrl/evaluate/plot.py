@@ -21,7 +21,8 @@ def plot_success_vs_w(results: dict[str, Any], path: str | Path) -> Path:
     """Overall test success against w with its 95% band, one thin line per task, the validation
     success as a dotted line, the baseline as a dashed level with its band, and the w chosen on
     validation marked."""
-    rows = [r for r in results["rows"] if r["split"] == TEST]
+    split = TEST if any(r["split"] == TEST for r in results["rows"]) else VALIDATION  # a validation-only run
+    rows = [r for r in results["rows"] if r["split"] == split]
     policy = sorted((r for r in rows if r["role"] == POLICY), key=lambda r: r["cfg_scale"])
     overall = [r for r in policy if r["scope"] == "overall"]
     ws = [r["cfg_scale"] for r in overall]
@@ -36,9 +37,9 @@ def plot_success_vs_w(results: dict[str, Any], path: str | Path) -> Path:
     rates = [r["success_rate"] for r in overall]
     below = [max(0.0, p - r["ci_low"]) for p, r in zip(rates, overall)]  # max: rounding at 0/n and n/n
     above = [max(0.0, r["ci_high"] - p) for p, r in zip(rates, overall)]
-    ax.errorbar(ws, rates, yerr=[below, above], fmt="o-", color="tab:blue", lw=2, capsize=3, label="overall (test)")
+    ax.errorbar(ws, rates, yerr=[below, above], fmt="o-", color="tab:blue", lw=2, capsize=3, label=f"overall ({split})")
     validation = sorted((r for r in results["rows"] if r["split"] == VALIDATION and r["scope"] == "overall"), key=lambda r: r["cfg_scale"])
-    if validation:
+    if validation and split == TEST:
         ax.plot([r["cfg_scale"] for r in validation], [r["success_rate"] for r in validation], "s:", color="tab:orange",
                 lw=1.2, label="overall (validation)")
     base = [r for r in rows if r["role"] == BASELINE and r["scope"] == "overall"]
@@ -49,7 +50,7 @@ def plot_success_vs_w(results: dict[str, Any], path: str | Path) -> Path:
         ax.axvline(chosen, color="tab:green", ls=":", lw=1.2, label=f"w = {chosen:g}, chosen on validation")
     n = overall[0]["episodes"] if overall else 0
     ax.set_xticks(ws)
-    return _save(fig, ax, f"Success vs guidance weight ({n} paired test episodes per w)", path)
+    return _save(fig, ax, f"Success vs guidance weight ({n} paired {split} episodes per w)", path)
 
 
 def plot_curves(curves: dict[str, list[dict[str, Any]]], levels: dict[str, dict[str, Any]], title: str, path: str | Path) -> Path:

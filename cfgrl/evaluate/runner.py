@@ -174,6 +174,8 @@ def _prepare(
     policy_dir = rollouts.check_policy_dir(policy_dir, "policy")
     dirs = {POLICY: policy_dir}
     if baseline_dir is not None:
+        if cfg.evaluate.validation_only:
+            raise CfgrlError("--baseline runs on test episodes, and evaluate.validation_only runs none; drop one of them")
         dirs[BASELINE] = rollouts.check_policy_dir(baseline_dir, "baseline")
         baseline_cfg_scale = validate_cfg_scale(baseline_cfg_scale)
     if out_dir is None:

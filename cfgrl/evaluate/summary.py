@@ -154,13 +154,19 @@ def load_results(path: str | Path) -> dict[str, Any]:
     return results
 
 
+def reported_split(results: dict[str, Any]) -> str:
+    """The split an evaluation reports: test, or validation when it ran validation alone."""
+    return TEST if overall_rows(results, TEST) else VALIDATION
+
+
 def format_table(results: dict[str, Any]) -> str:
-    """The overall test rows, one line per arm, the validation success beside them, the chosen w
-    marked, for the terminal."""
+    """The overall test rows (validation rows for a validation-only run), one line per arm, the
+    validation success beside them, the chosen w marked, for the terminal."""
     validation = {r["arm"]: r["success_rate"] for r in overall_rows(results, VALIDATION)}
     chosen = results.get("chosen_cfg_scale")
-    lines = [f"{'arm':>12}  {'test':>6}  {'95% CI':>15}  {'vs w=1 (paired 95% CI)':>28}  {'validation':>10}"]
-    for r in overall_rows(results):
+    split = reported_split(results)
+    lines = [f"{'arm':>12}  {split[:6]:>6}  {'95% CI':>15}  {'vs w=1 (paired 95% CI)':>28}  {'validation':>10}"]
+    for r in overall_rows(results, split):
         diff = "" if r["diff_vs_w1"] is None else f"{r['diff_vs_w1']:+.3f} [{r['diff_ci_low']:+.3f}, {r['diff_ci_high']:+.3f}]"
         mark = "*" if r["role"] == POLICY and r["cfg_scale"] == chosen else " "
         val = f"{validation[r['arm']]:.3f}" if r["arm"] in validation else ""
@@ -168,5 +174,6 @@ def format_table(results: dict[str, Any]) -> str:
     if chosen is None:
         lines.append("no w chosen: no validation init states (set evaluate.validation_init_states); test rows only")
     else:
-        lines.append(f"* chosen w = {chosen:g} ({results.get('chosen_on', 'validation')}); its test row is the reported result")
+        what = "its test row is the reported result" if split == TEST else "validation only: nothing is reported on test"
+        lines.append(f"* chosen w = {chosen:g} ({results.get('chosen_on', 'validation')}); {what}")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""`cfgrl round`, `cfgrl ablate`, `cfgrl demo` and `cfgrl spread`: the stages chained, resumable at every step."""
+"""`cfgrl round`, `cfgrl ablate`, `cfgrl demo`, `cfgrl spread` and `cfgrl curve`: the stages chained, resumable at every step."""
 
 from __future__ import annotations
 
@@ -97,3 +97,16 @@ def spread_command(
     except ValueError:
         raise CfgrlError(f"--seeds '{seeds}' is not a comma-separated list of integers (e.g. 0,1,2)") from None
     run_spread(resolve(config, overrides), root, policy, values)
+
+
+def curve_command(
+    run: Annotated[Path, typer.Argument(help="A training run directory (`cfgrl train --out RUN`) that kept checkpoints (train.keep_every).")],
+    out: Annotated[Path, typer.Option("--out", help="Directory of the per-checkpoint evaluations, curve.csv and curve.png.")],
+    every: Annotated[int, typer.Option("--every", help="Evaluate every N-th kept checkpoint (the newest always).")] = 1,
+    config: ConfigOption = None,
+    overrides: OverrideOption = None,
+) -> None:
+    """Validation success against training steps: every kept checkpoint on the validation episodes alone, at every w."""
+    from cfgrl.pipeline.curve import run_curve
+
+    run_curve(resolve(config, overrides), run, out, every)

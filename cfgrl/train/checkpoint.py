@@ -127,6 +127,14 @@ def stamp_of(trainer: dict, step: int) -> dict[str, str]:
     return {"run_id": str(trainer.get("run_id")), "step": str(step)}
 
 
+def finished_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, directory) of every finished checkpoint of a run, oldest first."""
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted((int(m.group(1)), path) for path in root.iterdir() if (m := STEP_DIR.fullmatch(path.name)) and path.is_dir())
+
+
 def prune(run_dir: Path, keep_last: int, keep_every: int) -> list[str]:
     """Delete the checkpoints that are neither among the ``keep_last`` newest nor a multiple of
     ``keep_every`` (when > 0); return their names. Never deleted, whatever the settings: the one
@@ -134,7 +142,7 @@ def prune(run_dir: Path, keep_last: int, keep_every: int) -> list[str]:
     root = run_dir / "checkpoints"
     for leftover in root.glob(f"{DELETING}*"):  # a deletion a kill interrupted
         shutil.rmtree(leftover, ignore_errors=True)
-    steps = sorted((int(m.group(1)), path) for path in root.iterdir() if (m := STEP_DIR.fullmatch(path.name)) and path.is_dir())
+    steps = finished_checkpoints(run_dir)
     newest = {step for step, _ in steps[-keep_last:]}
     named = _named_paths(run_dir)
     deleted = []
