@@ -64,6 +64,8 @@ def resolve_settings(cfg: CFGRLConfig, replan_steps: int, horizon: int = DEFAULT
         "horizon": horizon,
         "dropout_prob": cfg.dropout_prob,
         "seed": cfg.seed,
+        # named only when not at its default, so the versions made before the setting keep their ids
+        **({"failed_episodes": "drop"} if cfg.failed_episodes == "drop" else {}),
     }
 
 
@@ -117,6 +119,7 @@ def _store_windows(data: StoreData, index: int, settings: dict[str, Any],
         "zero_variance": zero_variance[group],
         "all_succeeded": succeeded[group],
         "single_rollout": single[group],
+        "failed": ~data.column("success", "bool")[windows.episode],
     }
     counts = {"episodes": len(data.episodes), "groups": len(groups.size), "zero_variance_groups": int(zero_variance.sum()),
               "all_success_groups": int((zero_variance & succeeded).sum()),
@@ -159,7 +162,10 @@ def label_windows(datas: list[StoreData], settings: dict[str, Any],
 
     if source != "none" and settings["zero_variance_groups"] == "drop":
         columns = {name: values[~columns["zero_variance"]] for name, values in columns.items()}
-    flags = {name: columns.pop(name) for name in ("zero_variance", "all_succeeded", "single_rollout")}
+    if settings.get("failed_episodes") == "drop":  # after the advantages: a success keeps what its group's failures gave it
+        counts["failed_windows_dropped"] = int(columns["failed"].sum())
+        columns = {name: values[~columns["failed"]] for name, values in columns.items()}
+    flags = {name: columns.pop(name) for name in ("zero_variance", "all_succeeded", "single_rollout", "failed")}
     threshold = None
     if settings["label_quantile"] is not None:
         per_task = per_task_thresholds(columns["advantage"], columns["task_id"], settings["label_quantile"])

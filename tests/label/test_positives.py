@@ -62,3 +62,20 @@ def test_objectives_needing_positives_refuse_an_index_without_one(make_store, tm
     with pytest.raises(CfgrlError, match="objective weighted: .* no positive window"):
         train(cfg, [store.path], str(store.path), tmp_path / "run", False, set())
     assert not (tmp_path / "run").exists()
+
+
+def test_failed_episodes_drop_leaves_the_positives_and_removes_every_failure(make_store):
+    store = make_store(_episodes())
+    keep = make_label_index([store], CFGRLConfig(), REPLAN, None, None)
+    assert "failed_episodes" not in keep.manifest["settings"]  # the versions made before the setting keep their ids
+    drop = make_label_index([store], CFGRLConfig(failed_episodes="drop"), REPLAN, None, None)
+    assert drop.version != keep.version and drop.manifest["settings"]["failed_episodes"] == "drop"
+    success = {0: True, 1: False, 2: False, 3: False, 4: True}  # _episodes(), in order
+    assert set(drop.windows.episode) == {e for e, ok in success.items() if ok}
+    assert drop.manifest["counts"]["failed_windows_dropped"] == int((~keep.windows.episode.map(success)).sum())
+
+    def positive_windows(index):
+        w = index.windows
+        return set(zip(w.episode[w.raw_label == 1], w.start[w.raw_label == 1]))
+
+    assert positive_windows(drop) == positive_windows(keep) and positive_windows(keep)
