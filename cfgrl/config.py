@@ -32,6 +32,7 @@ LABEL_SCHEMES = ("binary", "ternary")
 ZERO_VARIANCE_POLICIES = ("unconditional", "drop", "keep")
 ENV_NAMES = ("builtin", "libero", "metaworld")
 OBJECTIVES = ("cfgrl", "filtered_bc", "weighted")
+DEMONSTRATION_TREATMENTS = ("optimal", "unconditional")  # cfgrl.demonstrations.TREATMENTS
 NORMALIZATIONS = ("mean_std", "quantile")  # cfgrl.policy.normalize.KINDS (config imports no policy code)
 
 
@@ -80,6 +81,7 @@ class CFGRLConfig:
     use_prefix_dropout: bool = _f(False, "unconditional samples also drop the language tokens from the prefix")
     zero_variance_groups: str = _f("unconditional", "groups with one outcome: unconditional | drop | keep (not for value, which needs no group)")
     failed_episodes: str = _f("keep", "windows of failed episodes: keep (labelled like the others) | drop (left out after the advantages are computed: ∅ then learns from successes and demonstrations alone)")
+    demonstrations: str = _f("optimal", "imported demonstrations (`cfgrl import`): optimal (a successful one's windows o = 1, as RECAP treats them; a failed one's as a failure) | unconditional (∅)")
     window_stride: int | None = _f(None, "steps between window starts, a multiple of replan_steps (null = every query step)")
     window_return_reduce: str = _f("sum", "window_return aggregates rewards inside the window by: sum | mean")
     seed: int = _f(0, "seed of the condition-dropout draw")
@@ -383,6 +385,7 @@ def validate(cfg: Config) -> Config:
     choice("cfgrl.zero_variance_groups", cfg.cfgrl.zero_variance_groups, ZERO_VARIANCE_POLICIES)
     choice("cfgrl.failed_episodes", cfg.cfgrl.failed_episodes, ("keep", "drop"))
     choice("cfgrl.window_return_reduce", cfg.cfgrl.window_return_reduce, ("sum", "mean"))
+    choice("cfgrl.demonstrations", cfg.cfgrl.demonstrations, DEMONSTRATION_TREATMENTS)
     choice("train.objective", cfg.train.objective, OBJECTIVES)
     choice("train.stats", cfg.train.stats, ("checkpoint", "store"))
     choice("evaluate.protocol", cfg.evaluate.protocol, ("custom", "libero"))

@@ -20,7 +20,7 @@ import pytest
 import cfgrl
 
 ROOT = Path(cfgrl.__file__).parent
-STAGES = ("collect", "value", "label", "train", "evaluate")
+STAGES = ("collect", "value", "label", "train", "evaluate", "lerobot_data")
 LAYERS = {"rollout": 1, **dict.fromkeys(STAGES, 2), "pipeline": 3, "cli": 4}  # everything else: 0
 COMMAND_HELPERS = "cfgrl.cli_common"
 

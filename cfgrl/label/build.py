@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from cfgrl.config import Config, CFGRLConfig, validate
+from cfgrl.demonstrations import is_demonstration
 from cfgrl.errors import CfgrlError
 from cfgrl.label.advantage import (GROUP_RELATIVE, RECAP_QUANTILE, Groups, StoreValues, default_threshold, estimate,
                                    per_task_thresholds, value_advantage)
@@ -66,6 +67,7 @@ def resolve_settings(cfg: CFGRLConfig, replan_steps: int, horizon: int = DEFAULT
         "seed": cfg.seed,
         # named only when not at its default, so the versions made before the setting keep their ids
         **({"failed_episodes": "drop"} if cfg.failed_episodes == "drop" else {}),
+        **({"demonstrations": "unconditional"} if cfg.demonstrations == "unconditional" else {}),
     }
 
 
@@ -79,8 +81,10 @@ def resolve_value_horizon(value_horizon: int | None, replan_steps: int, horizon:
     return n
 
 
-def _check_baseline(data: StoreData, groups: Groups, source: str) -> None:
-    if source in GROUP_RELATIVE and (groups.size == 1).all():
+def _check_baseline(data: StoreData, groups: Groups, source: str, demonstrations: np.ndarray) -> None:
+    """Refuse a rollout store of groups of one; a demonstration (its own group of one) needs no baseline."""
+    rollouts = groups.size[~demonstrations]
+    if source in GROUP_RELATIVE and len(rollouts) and (rollouts == 1).all():
         raise CfgrlError(
             f"store '{data.path}': every group holds one rollout (an evaluation store, episodes_per_init 1?), so "
             f"cfgrl.label_source={source} has no leave-one-out baseline for any window; label it with "
@@ -95,8 +99,10 @@ def _store_windows(data: StoreData, index: int, settings: dict[str, Any],
     source = settings["label_source"]
     windows = make_windows(data, settings["window_stride"], settings["replan_steps"], settings["horizon"])
     groups = Groups.of(data)
-    _check_baseline(data, groups, source)
-    single = groups.size == 1
+    demo = np.zeros(len(groups.size), bool)
+    demo[groups.code[is_demonstration(data.episodes)]] = True  # imported: one group each, labelled by cfgrl.demonstrations
+    _check_baseline(data, groups, source, demo)
+    single = (groups.size == 1) & ~demo
     if values is not None:
         zero_variance = np.zeros(len(groups.size), bool)  # value compares each window with V, not with the group
         advantage = value_advantage(windows, data, values, settings["value_horizon"])
@@ -104,7 +110,10 @@ def _store_windows(data: StoreData, index: int, settings: dict[str, Any],
         zero_variance = groups.zero_variance(data)
         if source not in GROUP_RELATIVE:
             zero_variance &= ~single  # one rollout has no spread to measure, and window_return needs no baseline
-        advantage = estimate(source, windows, data, groups, settings["window_return_reduce"])
+        with np.errstate(divide="ignore", invalid="ignore"):  # a demonstration's group of one: its A is set to NaN below
+            advantage = estimate(source, windows, data, groups, settings["window_return_reduce"])
+    zero_variance &= ~demo
+    advantage = np.where(demo[groups.code[windows.episode]], np.nan, advantage)
     succeeded = groups.all_succeeded(data)
     group = groups.code[windows.episode]
     columns = {
@@ -120,6 +129,7 @@ def _store_windows(data: StoreData, index: int, settings: dict[str, Any],
         "all_succeeded": succeeded[group],
         "single_rollout": single[group],
         "failed": ~data.column("success", "bool")[windows.episode],
+        "demonstration": demo[group],
     }
     counts = {"episodes": len(data.episodes), "groups": len(groups.size), "zero_variance_groups": int(zero_variance.sum()),
               "all_success_groups": int((zero_variance & succeeded).sum()),
@@ -148,6 +158,22 @@ def optimality_labels(advantage: np.ndarray, zero_variance: np.ndarray, all_succ
     return raw
 
 
+def demonstration_labels(raw: pd.arrays.IntegerArray, demonstration: np.ndarray, failed: np.ndarray,
+                         settings: dict[str, Any]) -> pd.arrays.IntegerArray:
+    """An imported demonstration's windows: under ``optimal`` (RECAP's treatment) o = 1 when it succeeded,
+    else as a failure, ∅ (binary) or 0 (ternary); under ``unconditional`` ∅. label_source none: ∅, as every window."""
+    if settings["label_source"] == "none" or not demonstration.any():
+        return raw
+    raw = raw.copy()
+    if settings.get("demonstrations", "optimal") == "unconditional":
+        raw[demonstration] = pd.NA
+        return raw
+    to_labels = ternary_labels if settings["label_scheme"] == "ternary" else binary_labels
+    by_outcome = to_labels(np.where(failed, -1.0, 1.0), 0.0)
+    raw[demonstration] = by_outcome[demonstration]
+    return raw
+
+
 def label_windows(datas: list[StoreData], settings: dict[str, Any],
                   store_values: list[StoreValues] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The window table (columns ``COLUMNS``) and its counts: A_w -> o -> condition dropout.
@@ -165,13 +191,15 @@ def label_windows(datas: list[StoreData], settings: dict[str, Any],
     if settings.get("failed_episodes") == "drop":  # after the advantages: a success keeps what its group's failures gave it
         counts["failed_windows_dropped"] = int(columns["failed"].sum())
         columns = {name: values[~columns["failed"]] for name, values in columns.items()}
-    flags = {name: columns.pop(name) for name in ("zero_variance", "all_succeeded", "single_rollout", "failed")}
+    flags = {name: columns.pop(name) for name in ("zero_variance", "all_succeeded", "single_rollout", "failed", "demonstration")}
     threshold = None
     if settings["label_quantile"] is not None:
         per_task = per_task_thresholds(columns["advantage"], columns["task_id"], settings["label_quantile"])
         counts["threshold_per_task"] = {str(t): v for t, v in per_task.items()}
         threshold = pd.Series(columns["task_id"]).map(per_task).to_numpy(np.float64)
     raw = optimality_labels(columns["advantage"], flags["zero_variance"], flags["all_succeeded"], settings, threshold)
+    raw = demonstration_labels(raw, flags["demonstration"], flags["failed"], settings)
+    counts["demonstration_windows"] = int(flags["demonstration"].sum())
     if source != "none" and raw.isna().all():
         raise CfgrlError(_why_no_label(columns["advantage"], counts, settings))
     label, hit = condition_dropout(raw, settings["dropout_prob"], np.random.default_rng(settings["seed"]))
