@@ -55,7 +55,7 @@ def _register() -> None:
     from cfgrl.collect.cli import collect_command
     from cfgrl.evaluate.cli import compare_command, evaluate_command
     from cfgrl.label.cli import label_command
-    from cfgrl.lerobot_data.cli import import_command
+    from cfgrl.lerobot_data.cli import export_dataset_command, import_command
     from cfgrl.pipeline.cli import ablate_command, base_command, curve_command, demo_command, round_command, spread_command
     from cfgrl.policy.cli import export_command
     from cfgrl.train.cli import train_command
@@ -70,6 +70,7 @@ def _register() -> None:
     app.command("compare")(exits_cleanly(compare_command))
     app.command("export")(exits_cleanly(export_command))
     app.command("import")(exits_cleanly(import_command))
+    app.command("export-dataset")(exits_cleanly(export_dataset_command))
     app.command("base")(exits_cleanly(base_command))
     app.command("round")(exits_cleanly(round_command))
     app.command("ablate")(exits_cleanly(ablate_command))

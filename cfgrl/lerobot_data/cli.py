@@ -34,3 +34,14 @@ def import_command(
     cfg = resolve(config, overrides, *([f"env.suite={suite}"] if suite is not None else []))
     count = import_dataset(cfg, store, lerobot, camera, strict, success_column, threads)
     typer.echo(f"imported {count} episodes; {summary(store)}")
+
+
+def export_dataset_command(
+    store: Annotated[Path, typer.Argument(help="A store written by `cfgrl collect` or `cfgrl import`.")],
+    out: Annotated[Path, typer.Argument(help="The LeRobotDataset v3.0 directory to write (must not exist).")],
+    labels: Annotated[Optional[str], typer.Option("--labels", help="A label version of the store (STORE@VERSION_OR_NAME, or its directory): its advantages and o go to meta/advantages_<version>.parquet.")] = None,
+) -> None:
+    """Write a store's episodes as a LeRobotDataset v3.0 that lerobot loads (videos, tasks, episodes, stats), with a label version's advantages beside it."""
+    from cfgrl.lerobot_data.export import export_dataset
+
+    typer.echo(f"wrote LeRobotDataset v3.0 {export_dataset(store, out, labels)}")

@@ -47,3 +47,5 @@ TRAIN_CACHE = Schema("cfgrl.train_cache", 1)
 VALUE = Schema("cfgrl.value", 1)
 LORA_ADAPTER = Schema("cfgrl.lora_adapter", 1)
 DEMO_REPORT = Schema("cfgrl.demo_report", 1)
+LEROBOT_EXPORT = Schema("cfgrl.lerobot_export", 1)  # meta/cfgrl_export.json of `cfgrl export-dataset`
+LEROBOT_ADVANTAGES = Schema("cfgrl.lerobot_advantages", 1)  # meta/advantages_<version>.parquet's metadata
