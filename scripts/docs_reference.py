@@ -144,8 +144,9 @@ FORMATS = [
 
 
 def docstring(module: str) -> str:
-    """The module's docstring, read from its source (nothing is imported for it)."""
-    path = ROOT / (module.replace(".", "/") + ".py")
+    """The module's docstring, read from its source (nothing is imported for it); a package's is its ``__init__.py``'s."""
+    path = ROOT / module.replace(".", "/")
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
     return ast.get_docstring(ast.parse(path.read_text())) or ""
 
 

@@ -239,13 +239,13 @@ def test_a_commit_killed_before_it_counts_leaves_the_committed_episodes(tmp_path
 
 
 def test_a_failed_commit_is_overwritten_by_the_next(tmp_path, monkeypatch):
-    import cfgrl.store
+    import cfgrl.store.writer
 
     path = tmp_path / "s.zarr"
     writer = StoreWriter(path, LAYOUT, commit_seconds=1e9)
     writer.append(make_episode(5, 0))
     writer.flush()
-    real_write, failures = cfgrl.store._write_rows, []
+    real_write, failures = cfgrl.store.writer._write_rows, []
 
     async def disk_full_once(arr, start, values):  # one array fails; the others are written
         if arr.path == "frames/wrist" and not failures:
@@ -253,7 +253,7 @@ def test_a_failed_commit_is_overwritten_by_the_next(tmp_path, monkeypatch):
             raise OSError("No space left on device")
         await real_write(arr, start, values)
 
-    monkeypatch.setattr(cfgrl.store, "_write_rows", disk_full_once)
+    monkeypatch.setattr(cfgrl.store.writer, "_write_rows", disk_full_once)
     writer.append(make_episode(6, 1))
     with pytest.raises(OSError, match="No space"):
         writer.flush()
@@ -283,10 +283,10 @@ def test_commits_go_by_time_since_the_last_commit(tmp_path):
 
 
 def test_the_buffer_is_committed_before_it_outgrows_its_bound(tmp_path, monkeypatch):
-    import cfgrl.store
+    import cfgrl.store.writer
 
     episode = make_episode(5, 0)
-    monkeypatch.setattr(cfgrl.store, "FLUSH_BYTES", int(1.5 * episode_bytes(episode)))
+    monkeypatch.setattr(cfgrl.store.writer, "FLUSH_BYTES", int(1.5 * episode_bytes(episode)))
     path = tmp_path / "s.zarr"
     with StoreWriter(path, LAYOUT, commit_seconds=1e9) as writer:
         for i in range(3):
