@@ -18,7 +18,9 @@ stops it later, so a failed import leaves no store behind.
 from __future__ import annotations
 
 import json
+import queue
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,18 +172,47 @@ class Importer:
         self.videos: dict[Path, VideoFile] = {}
 
     def run(self, todo: pd.DataFrame, append) -> None:
-        dataset = self.plan.dataset
+        """Decode in one background thread while this one writes: PyAV and zarr's compression release the
+        GIL, so the store's commits overlap the decoding instead of adding to it (bench/lerobot_import.py)."""
         if todo.empty:
             return
+        ready: queue.Queue = queue.Queue(maxsize=4)
+        stop = threading.Event()
+        decoder = threading.Thread(target=self._produce, args=(todo, ready, stop), daemon=True)
+        decoder.start()
         bar = tqdm(total=int(todo.length.sum()), unit="frame", desc="import", dynamic_ncols=True)
+        try:
+            while (item := ready.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                append(item)
+                bar.update(item.length)
+        finally:
+            stop.set()
+            bar.close()
+            decoder.join()
+
+    def _produce(self, todo: pd.DataFrame, ready: queue.Queue, stop: threading.Event) -> None:
+        dataset = self.plan.dataset
+
+        def put(item: object) -> None:
+            while not stop.is_set():
+                try:
+                    return ready.put(item, timeout=0.1)
+                except queue.Full:
+                    continue
+
         try:
             for data_file, episodes in todo.groupby(todo.apply(dataset.data_file, axis=1), sort=False):
                 table = read_parquet(data_file)
                 for _, episode in episodes.iterrows():
-                    append(self.episode(episode, episode_rows(dataset, episode, table)))
-                    bar.update(int(episode["length"]))
+                    if stop.is_set():
+                        return
+                    put(self.episode(episode, episode_rows(dataset, episode, table)))
+            put(None)
+        except BaseException as exc:  # handed to the writing thread, which raises it
+            put(exc)
         finally:
-            bar.close()
             for video in self.videos.values():
                 video.close()
 

@@ -99,10 +99,10 @@ class VideoFile:
 
 
 def to_rgb(frame: av.VideoFrame, size: int) -> np.ndarray:
-    """One frame as (size, size, 3) uint8: converted and resized (area averaging) in one swscale pass."""
+    """One frame as (size, size, 3) uint8: converted and resized (bilinear) in one swscale pass."""
     if frame.width == size and frame.height == size:
         return frame.to_ndarray(format="rgb24")
-    return frame.reformat(width=size, height=size, format="rgb24", interpolation="AREA").to_ndarray()
+    return frame.reformat(width=size, height=size, format="rgb24", interpolation="BILINEAR").to_ndarray()
 
 
 def decode_image(cell: object, where: str, size: int) -> np.ndarray:
