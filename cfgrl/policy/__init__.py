@@ -9,7 +9,10 @@ Modules, top-down:
   backbone.py       SigLIP + Gemma prefix LM + Gemma action expert with one joint attention per layer
   config.py         PI0Config and the presets (pi0 / mini / small / tiny, pi05 / pi05_mini / pi05_small / pi05_tiny)
   images.py, tokenizer.py, normalize.py   input preparation (π0.5's prompt), normalisation stats
-  checkpoint.py, lerobot_format.py        our checkpoint format, lerobot's layouts in and out
+  checkpoint.py     our checkpoint format, read; loading any layout (the names importers use)
+  save.py, export.py   our format written; lerobot's written (`cfgrl export`)
+  lerobot_format.py, openpi_format.py   lerobot's and openpi's layouts mapped and read
+  checkpoint_files.py, materialise.py   safetensors read safely, directories written whole; a policy from read tensors
   cli.py            `cfgrl export`
 
 Public names are imported lazily so that ``import cfgrl.policy`` (and the CLI) stays fast for users

@@ -10,6 +10,7 @@ the expert's norms are ``….dense``), which is how ``layout.family_of_weights``
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from cfgrl.errors import CfgrlError
+from cfgrl.policy.checkpoint_files import read_safetensors
 from cfgrl.policy.config import PRESETS, PI0Config
 from cfgrl.policy.layout import family_of_weights
+from cfgrl.policy.materialise import materialise, tokenizer_of
 from cfgrl.policy.normalize import FIELDS, NormStats
 
 PG = "model.paligemma_with_expert.paligemma."
@@ -57,6 +60,9 @@ PROCESSOR_FILES = ("policy_preprocessor_step_*_normalizer_processor.safetensors"
 FEATURES = {"state": "observation.state", "action": "action"}
 # lerobot's normalization_mapping modes -> our kinds (normalize.KINDS)
 MODES = {"MEAN_STD": "mean_std", "QUANTILES": "quantile"}
+# Load notes are logged under the name they had before the readers left checkpoint.py, so log
+# settings that name it keep working.
+log = logging.getLogger("cfgrl.policy.checkpoint")
 
 
 def config_values(meta: dict[str, Any], directory: Path) -> dict[str, Any]:
@@ -181,7 +187,7 @@ def from_ours(state: dict[str, torch.Tensor], stats: NormStats | None) -> tuple[
     weights: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         if key.startswith("condition."):
-            continue  # lerobot's pi0 has no condition parameters (a trained one is folded in: checkpoint.exported_state)
+            continue  # lerobot's pi0 has no condition parameters (a trained one is folded in: export.exported_state)
         for ours, theirs in PREFIXES:
             if key.startswith(ours):
                 weights[theirs[0] + key[len(ours):]] = tensor
@@ -228,3 +234,29 @@ def config_json(config: PI0Config, kind: str = "mean_std") -> dict[str, Any]:
         "image_resolution": [config.image_size, config.image_size],
         "paligemma_variant": "gemma_2b", "action_expert_variant": "gemma_300m",
     }
+
+
+# -- reading: a lerobot checkpoint as our policy (checkpoint.load_policy picks this reader) ------------
+
+def load_lerobot(cls, directory: Path, meta: dict, tokenizer, overrides: dict, dtype: torch.dtype):
+    """The policy a lerobot pi0 / pi05 checkpoint holds, its weights in ``dtype``."""
+    notes: list[str] = []
+    stats = read_stats(directory, notes, stats_kind(meta, directory))
+    weights = read_safetensors(directory / "model.safetensors", dtype)
+    return from_lerobot(cls, directory, meta, weights, stats, notes, tokenizer, overrides)
+
+
+def from_lerobot(cls, directory: Path, meta: dict, weights: dict, stats: NormStats | None, notes: list[str], tokenizer,
+                 overrides: dict):
+    """Our policy from a checkpoint in lerobot's terms: its config.json ``meta``, ``weights`` under lerobot's key names."""
+    config = PI0Config.from_dict({**config_values(meta, directory), **overrides})
+    check_family(config.family, weights, directory)
+    state, converted = to_ours(weights)
+    notes += converted
+    policy, condition_keys = materialise(cls, config, stats, tokenizer_of(config, directory, tokenizer), state, directory, True)
+    if condition_keys:  # text mode has none: its condition is the prompt
+        notes.append(f"initialised new condition parameters ({config.condition_mode}): {', '.join(condition_keys)}")
+    policy.load_report = notes
+    for note in notes:
+        log.info("%s: %s", directory, note)
+    return policy

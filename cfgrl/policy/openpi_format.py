@@ -28,6 +28,8 @@ import numpy as np
 import torch
 
 from cfgrl.errors import CfgrlError
+from cfgrl.policy import lerobot_format
+from cfgrl.policy.checkpoint_files import read_safetensors
 from cfgrl.policy.layout import family_of_weights
 from cfgrl.policy.normalize import FIELDS, NormStats
 
@@ -129,3 +131,16 @@ def to_lerobot(directory: Path, meta: dict[str, Any], weights: dict[str, torch.T
         "normalization_mapping": {"VISUAL": "IDENTITY", **dict.fromkeys(("STATE", "ACTION"), "MEAN_STD" if family == "pi0" else "QUANTILES")},
     }
     return Converted(family, lerobot_meta, {f"model.{k}": v for k, v in weights.items()}, stats, notes)
+
+
+# -- reading: an openpi checkpoint as our policy (checkpoint.load_policy picks this reader) -------------
+
+def load_openpi(cls, directory: Path, meta: dict, tokenizer, overrides: dict, dtype: torch.dtype):
+    """The policy an openpi checkpoint holds, its weights in ``dtype``: converted, then read as lerobot's layout."""
+    weights = read_safetensors(directory / "model.safetensors", dtype)
+    converted = to_lerobot(directory, meta, weights, overrides.get("state_dim"), overrides.get("action_dim"))
+    if converted.family == "pi05" and "discrete_state_input" not in overrides:
+        raise CfgrlError(f"{directory} is an openpi π0.5 checkpoint, whose config.json does not record whether the state is "
+                         "written into the prompt: give discrete_state_input=True (openpi's default) or False (pi05_libero)")
+    return lerobot_format.from_lerobot(cls, directory, converted.meta, converted.weights, converted.stats, converted.notes,
+                                       tokenizer, overrides)
