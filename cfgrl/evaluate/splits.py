@@ -12,7 +12,9 @@ its ``training_state/config.json`` names the policy it started from, whose own l
 base behaviour-cloned on demonstrations). A lerobot or openpi checkpoint records none of this: its
 training overlap is reported as not checkable. Where a store records what an init state id stands
 for (``init_config``: Meta-World's configuration vector, which depends on ``env.benchmark_seed``),
-two episodes of the same configuration meet even under different ids.
+two episodes of the same configuration meet even under different ids. An imported demonstration's init state is
+unknown (``cfgrl import`` stores id −1): its triple meets no validation or test triple, so it is
+never counted as overlap, and the record says nothing of where it was recorded.
 
 LIBERO's protocol validates on its fixed test init states with other episode seeds by design (it has
 no others yet); there the overlap is stated, not refused.
