@@ -13,8 +13,8 @@ base behaviour-cloned on demonstrations). A lerobot or openpi checkpoint records
 training overlap is reported as not checkable. Where a store records what an init state id stands
 for (``init_config``: Meta-World's configuration vector, which depends on ``env.benchmark_seed``),
 two episodes of the same configuration meet even under different ids. An imported demonstration's init state is
-unknown (``cfgrl import`` stores id −1): its triple meets no validation or test triple, so it is
-never counted as overlap, and the record says nothing of where it was recorded.
+unknown (``cfgrl import`` stores id −1): it meets no validation or test triple, and the record counts
+such episodes, so a reader knows what could not be compared.
 
 LIBERO's protocol validates on its fixed test init states with other episode seeds by design (it has
 no others yet); there the overlap is stated, not refused.
@@ -43,6 +43,7 @@ class Training:
     triples: set[Triple] = field(default_factory=set)
     configs: set[ConfigKey] = field(default_factory=set)  # only the non-empty init_configs
     stores: list[str] = field(default_factory=list)
+    unknown_init_states: int = 0  # episodes trained on whose init state is not recorded (id -1: imported)
     unchecked: list[str] = field(default_factory=list)  # why (part of) the lineage could not be read
 
 
@@ -95,6 +96,8 @@ def _add_label_index(version: Path, found: Training) -> None:
             continue
         found.stores.append(entry["path"])
         trained = episodes.loc[windows.episode[windows.store == number].to_numpy()]
+        found.unknown_init_states += int((trained.init_state_id < 0).sum())
+        trained = trained[trained.init_state_id >= 0]
         found.triples.update(zip(trained.suite, trained.task_id.astype(int), trained.init_state_id.astype(int)))
         recorded = trained[trained.init_config.ne("[]") & trained.init_config.ne("")]
         found.configs.update(zip(recorded.suite, recorded.task_id.astype(int), recorded.init_config.map(lambda c: _canonical(json.loads(c)))))
@@ -127,6 +130,7 @@ def check_splits(protocol: str, slots: list[Slot], training: Training, init_conf
         "training_checked": not training.unchecked,
         "training_unchecked": training.unchecked,
         "training_stores": training.stores,
+        "training_unknown_init_states": training.unknown_init_states,
         "validation_meets_training": len(trained_validation),
         "test_meets_training": len(_met(test, training, init_configs)),
     }
@@ -160,4 +164,6 @@ def statement(protocol: str, splits: dict[str, Any], validation_episodes: int) -
             "validation_meets_training"] else f"; {splits['validation_meets_training']} of them were in training"
     else:
         where += "; overlap with the policy's training was not checkable: " + "; ".join(splits["training_unchecked"])
+    if splits.get("training_unknown_init_states"):
+        where += f" ({splits['training_unknown_init_states']} training episodes record no init state and were not compared)"
     return f"validation: {validation_episodes} episodes per w on {where}"

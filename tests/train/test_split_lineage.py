@@ -71,3 +71,22 @@ def test_a_lerobot_checkpoint_is_not_checkable_and_says_so():
     assert found.triples == set() and "records no training data" in found.unchecked[0]
     record = check_splits("custom", _slots([0], [1]), found, {})
     assert not record["training_checked"] and record["training_unchecked"] == found.unchecked
+
+
+def test_episodes_without_an_init_state_are_counted_not_compared(tmp_path):
+    from train_helpers import CAMERAS, make_episode
+    from cfgrl.evaluate.splits import statement
+    from cfgrl.store import StoreLayout, StoreWriter
+
+    path = tmp_path / "imported.zarr"
+    with StoreWriter(path, StoreLayout(CAMERAS, (16, 16, 3), 8, 7)) as writer:
+        for i in range(8):
+            episode = make_episode(i, 20, 16, success=(i % 2 == 0), group_size=4)
+            episode.meta["init_state_id"] = -1  # as `cfgrl import` records a demonstration's unknown scene
+            writer.append(episode)
+    policy = run_train(tmp_path / "run", [path], label([path]), "train.steps=1")
+    found = training_of(policy)
+    assert found.triples == set() and found.unknown_init_states == 8
+    record = check_splits("custom", _slots([5], [6]), found, {})
+    assert record["training_unknown_init_states"] == 8
+    assert "8 training episodes record no init state and were not compared" in statement("custom", record, 1)
