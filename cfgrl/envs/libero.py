@@ -37,6 +37,7 @@ SUITES = tuple(SUITE_MAX_STEPS)
 NUM_WAIT_STEPS = 10  # objects fall onto the table for a few steps after an init state is set
 CAMERAS = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}  # our name -> robosuite camera
 SETUP_HINT = "run scripts/setup_libero.sh .venv (installs LIBERO and its scene assets)"
+_EXPERT_SALT = 0x11BE  # keeps the scripted expert's noise apart from other uses of the episode seed
 
 
 def configure_process() -> str:
@@ -134,6 +135,9 @@ class LiberoEnv:
         self._init_states: dict[int, np.ndarray] = {}
         self._sim: Any = None  # LIBERO's OffScreenRenderEnv of task self._sim_task
         self._sim_task: int | None = None
+        self._expert: Any = None  # this episode's scripted expert, made at its first chunk (the scene settled)
+        self._expert_rng: np.random.Generator | None = None
+        self._expert_draw = 0.0
         for task_id in cfg.tasks or []:
             self._check_task(task_id)
 
@@ -170,6 +174,8 @@ class LiberoEnv:
             # ramps it by a fixed speed per step), which only a rebuilt gripper model starts at zero.
             robot.gripper.current_action = np.zeros(robot.gripper.dof)
         raw = self._sim.set_init_state(self._task_init_states(task_id)[init_state_id])
+        self._expert, self._expert_rng = None, np.random.default_rng([_EXPERT_SALT, seed])
+        self._expert_draw = float(self._expert_rng.random())  # whether this episode's expert goes for the wrong object
         return Observation(images=self.render(), state=state_vector(raw), prompt=self._prompt)
 
     def init_config(self, task_id: int, init_state_id: int) -> list[float]:
@@ -194,6 +200,17 @@ class LiberoEnv:
         """One camera straight from MuJoCo's offscreen buffer (OpenGL's bottom-up rows; robosuite's default)."""
         size = self.image_size
         return self._sim.env.sim.render(camera_name=camera, width=size, height=size, depth=False)
+
+    def scripted_chunk(self, noise: float, horizon: int = 50) -> np.ndarray:
+        """The scripted expert's next ``horizon`` actions (``cfgrl.envs.libero_expert``), planned from
+        the simulator's privileged state; executing them all is what the next call assumes."""
+        if self._sim is None:
+            raise RuntimeError("scripted_chunk() before reset()")
+        if self._expert is None:
+            from cfgrl.envs.libero_expert import LiberoExpert
+
+            self._expert = LiberoExpert(self._sim.env, noise, self._expert_draw, self._expert_rng)
+        return self._expert.chunk(horizon)
 
     def close(self) -> None:
         if self._sim is not None:

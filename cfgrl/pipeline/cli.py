@@ -58,7 +58,7 @@ def base_command(
     config: ConfigOption = None,
     overrides: OverrideOption = None,
 ) -> None:
-    """A base policy by behaviour cloning on noisy scripted demonstrations (envs with scripted experts: builtin, metaworld)."""
+    """A base policy by behaviour cloning on noisy scripted demonstrations (envs with scripted experts: builtin, libero, metaworld)."""
     from cfgrl.pipeline.demo import build_base
 
     typer.echo(f"base policy: {build_base(resolve(config, overrides), root, demo_noise, demo_episodes, base_steps, base_lr)}")

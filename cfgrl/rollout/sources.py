@@ -1,7 +1,7 @@
 """Where the actions come from: a PI0 checkpoint, a fresh random PI0, or the scripted expert.
 
 ``--policy DIR`` loads a checkpoint, ``--policy scripted:NOISE`` uses the env's scripted expert (the
-builtin env's, or Meta-World's own per-task experts; their chunks need the privileged state, so the
+builtin env's, LIBERO's pick-and-place expert, or Meta-World's own per-task experts; their chunks need the privileged state, so the
 workers compute them), and no policy at all
 means a fresh ``policy.preset`` PI0 with random weights: it runs the whole pipeline but cannot
 solve anything.
@@ -21,7 +21,7 @@ from cfgrl.envs.scripted import parse_noise, policy_id
 from cfgrl.errors import CfgrlError
 
 SCRIPTED_PREFIX = "scripted:"
-SCRIPTED_ENVS = ("builtin", "metaworld")  # the envs with a ``scripted_chunk``
+SCRIPTED_ENVS = ("builtin", "libero", "metaworld")  # the envs with a ``scripted_chunk``
 _FLOW_NOISE_SALT = 0x0F10  # keeps the flow-noise stream apart from the env's use of the same seed
 
 
@@ -37,7 +37,7 @@ class ChunkPolicy(Protocol):
 @dataclass(frozen=True)
 class ScriptedExpert:
     """The env's scripted expert; ``noise`` 0 is the expert itself (builtin: ``cfgrl.envs.scripted``;
-    Meta-World: its per-task experts aiming at a wrong place with probability ``noise``, with jitter)."""
+    LIBERO: ``cfgrl.envs.libero_expert``, going for a wrong object with probability ``noise``; Meta-World: its per-task experts aiming at a wrong place with probability ``noise``, with jitter)."""
 
     noise: float
 
@@ -53,7 +53,7 @@ def load_policy(source: str | None, cfg: Config, camera_names: tuple[str, ...], 
     source = source if source is not None else cfg.policy.path
     if source is not None and source.startswith(SCRIPTED_PREFIX):
         if cfg.env.name not in SCRIPTED_ENVS:
-            raise CfgrlError(f"--policy {source}: scripted experts exist for env.name {' and '.join(SCRIPTED_ENVS)} only, not {cfg.env.name}")
+            raise CfgrlError(f"--policy {source}: scripted experts exist for env.name {', '.join(SCRIPTED_ENVS)} only, not {cfg.env.name}")
         return ScriptedExpert(parse_noise(source[len(SCRIPTED_PREFIX):]))
     if source is not None:
         path = Path(source)

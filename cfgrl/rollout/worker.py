@@ -150,7 +150,7 @@ class _Episodes:
                 _, spec, video, noise, replan_steps = message
                 self._start(spec, video)
                 while self.obs is not None:
-                    # Only the builtin and Meta-World envs have scripted experts; only the executed part of a chunk is planned.
+                    # Only the builtin, LIBERO and Meta-World envs have scripted experts; only the executed part of a chunk is planned.
                     self.obs = self.recorder.play(self.env.scripted_chunk(noise, horizon=replan_steps), self.obs)
                 return ("done", self.recorder.finish())
             raise ValueError(f"unknown worker message {kind!r}")

@@ -88,8 +88,9 @@ def test_policy_sources_and_worker_defaults():
     assert load_policy("scripted:0.25", cfg, CAMERAS, 64) == ScriptedExpert(0.25)
     assert ScriptedExpert(0.25).policy_id == "scripted-noise0.25"
     libero = load_config(overrides=["env.name=libero", "env.suite=libero_spatial"])
-    with pytest.raises(CfgrlError, match="scripted experts exist for env.name builtin and metaworld only, not libero"):
-        load_policy("scripted:0.1", libero, CAMERAS, 64)
+    assert load_policy("scripted:0.1", libero, CAMERAS, 64) == ScriptedExpert(0.1)  # LIBERO's pick-and-place expert
+    with pytest.raises(CfgrlError, match="noise '1.5' is not valid; give a number in \\[0, 1\\]"):
+        load_policy("scripted:1.5", libero, CAMERAS, 64)
     assert default_workers(EnvConfig(), 3) == 3 and default_workers(EnvConfig(), 100) >= 2
     assert default_workers(EnvConfig(), 3, envs_per_worker=2) == 2  # never more workers than the episodes fill
     assert 1 <= default_workers(libero.env, 100) <= (os.cpu_count() or 1)
