@@ -29,10 +29,10 @@ from typing import Any, Iterable
 
 from cfgrl.errors import CfgrlError
 from cfgrl.evaluate.plan import TEST, VALIDATION, Slot
+from cfgrl.train.checkpoint import STATE_DIR
 
 Triple = tuple[str, int, int]  # (suite, task id, init state id)
 ConfigKey = tuple[str, int, str]  # (suite, task id, init_config as a canonical JSON list)
-STATE_DIR = "training_state"  # cfgrl.train.checkpoint's, read here without importing a stage
 MAX_LINEAGE = 32  # a chain of fine-tunings longer than this is a cycle of symlinks, not a lineage
 
 
@@ -59,12 +59,12 @@ def training_of(policy_dir: str | Path) -> Training:
         if state is None:
             found.unchecked.append(f"'{ckpt}' is not a cfgrl training checkpoint (a lerobot or openpi one records no training data)")
             continue
-        trainer, config = _json(state / "trainer.json"), _json(state / "config.json")
+        trainer, config = _json(state / "trainer.json") or {}, _json(state / "config.json") or {}
         if "label_index" not in trainer:
-            found.unchecked.append(f"'{ckpt}' was trained before checkpoints named their label index")
+            found.unchecked.append(f"'{ckpt}' names no label index (trained before checkpoints did, or its trainer.json is unreadable)")
         else:
             _add_label_index(Path(trainer["label_index"]), found)
-        source = ((config or {}).get("policy") or {}).get("path")
+        source = (config.get("policy") or {}).get("path")
         if source:
             todo.append(Path(source))
     return found
@@ -79,16 +79,16 @@ def _json(path: Path) -> dict[str, Any] | None:
 
 def _add_label_index(version: Path, found: Training) -> None:
     """The triples of every episode with a window in label index ``version``."""
-    import pandas as pd
-
+    from cfgrl.label.index import LabelIndex
     from cfgrl.store import Store
 
-    manifest = _json(version / "manifest.json")
-    if manifest is None:
-        found.unchecked.append(f"label index '{version}' is gone or unreadable")
+    try:
+        index = LabelIndex.read(version)
+    except CfgrlError as err:
+        found.unchecked.append(f"label index '{version}': {err}")
         return
-    windows = pd.read_parquet(version / "windows.parquet", columns=["store", "episode"]).drop_duplicates()
-    for number, entry in enumerate(manifest["stores"]):
+    windows = index.windows[["store", "episode"]].drop_duplicates()
+    for number, entry in enumerate(index.manifest["stores"]):
         try:
             episodes = Store(entry["path"]).episodes
         except CfgrlError as err:

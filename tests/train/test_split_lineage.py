@@ -90,3 +90,15 @@ def test_episodes_without_an_init_state_are_counted_not_compared(tmp_path):
     record = check_splits("custom", _slots([5], [6]), found, {})
     assert record["training_unknown_init_states"] == 8
     assert "8 training episodes record no init state and were not compared" in statement("custom", record, 1)
+
+
+def test_a_lineage_whose_label_index_is_gone_is_reported_not_checkable(tmp_path):
+    import shutil
+
+    store = write_store(tmp_path / "s.zarr")
+    labels = label([store])
+    policy = run_train(tmp_path / "run", [store], labels, "train.steps=1")
+    shutil.rmtree(labels)
+    found = training_of(policy)
+    assert found.triples == set() and "label index" in found.unchecked[0]
+    assert not check_splits("custom", _slots([5], [6]), found, {})["training_checked"]
