@@ -25,8 +25,16 @@ ACTION_DIM = 7
 class TaskInfo:
     task_id: int
     prompt: str
-    num_init_states: int
+    num_init_states: int  # the benchmark's fixed init states: ids 0..num_init_states - 1
     max_steps: int
+    # Ids from num_init_states up to num_init_states + drawn_init_states - 1 name scenes drawn with a seed
+    # from the benchmark's own placement regions (LIBERO's training and validation layouts); 0: none.
+    drawn_init_states: int = 0
+
+    @property
+    def init_state_limit(self) -> int:
+        """One past the largest init state id the task accepts."""
+        return self.num_init_states + self.drawn_init_states
 
 
 @dataclass

@@ -3,7 +3,8 @@
 Conventions are PI0's LIBERO ones (openpi): both cameras rotated by 180 degrees, state = eef position
 + axis-angle of the eef quaternion + the two gripper finger positions, 7-d delta-pose actions with the
 gripper last (-1 open, +1 close), ``NUM_WAIT_STEPS`` "do nothing" steps while the objects settle,
-the benchmark's own 50 init states per task, reward 1.0 only on success, and success = LIBERO's done.
+the benchmark's own 50 init states per task (ids 0-49; ids from 50 up are layouts drawn from its
+placement regions, ``cfgrl.envs.libero_layouts``), reward 1.0 only on success, and success = LIBERO's done.
 
 Rendering is the dominant cost on a CPU (llvmpipe), so the simulator is built WITHOUT camera
 observations and ``render`` draws the two cameras only when asked: at reset and at the steps whose
@@ -29,6 +30,7 @@ import yaml
 from cfgrl import atomic
 from cfgrl.config import EnvConfig
 from cfgrl.envs.base import ACTION_DIM, STATE_DIM, Observation, StepResult, TaskInfo, check_env_config, select_mujoco_gl, smoke_report
+from cfgrl.envs.libero_layouts import DRAWN_INIT_STATES, draw_layout, is_drawn, layout_seed
 from cfgrl.errors import CfgrlError
 
 # openpi's LIBERO step limits (policy steps, wait steps excluded): the longest demonstration of each suite plus margin.
@@ -126,6 +128,7 @@ class LiberoEnv:
         self.suite = cfg.suite
         self.image_size = cfg.image_size
         self.max_steps = cfg.max_steps or SUITE_MAX_STEPS[cfg.suite]
+        self.layout_seed = cfg.benchmark_seed  # seeds the layouts of init states >= 50 (cfgrl.envs.libero_layouts)
         self.wait_action = np.array([0, 0, 0, 0, 0, 0, -1], np.float32)  # hold still, gripper open
         self.renderer = configure_process()
         benchmark, self._env_class, get_libero_path = _import_libero()
@@ -133,6 +136,7 @@ class LiberoEnv:
             self._benchmark = benchmark.get_benchmark_dict()[cfg.suite]()
         self._bddl_dir = Path(get_libero_path("bddl_files"))
         self._init_states: dict[int, np.ndarray] = {}
+        self._layouts: dict[tuple[int, int], np.ndarray] = {}  # (task, drawn init state id) -> its state
         self._sim: Any = None  # LIBERO's OffScreenRenderEnv of task self._sim_task
         self._sim_task: int | None = None
         self._expert: Any = None  # this episode's scripted expert, made at its first chunk (the scene settled)
@@ -143,8 +147,8 @@ class LiberoEnv:
 
     def tasks(self) -> list[TaskInfo]:
         return [
-            TaskInfo(task_id=i, prompt=self._benchmark.get_task(i).language,
-                     num_init_states=len(self._task_init_states(i)), max_steps=self.max_steps)
+            TaskInfo(task_id=i, prompt=self._benchmark.get_task(i).language, num_init_states=len(self._task_init_states(i)),
+                     max_steps=self.max_steps, drawn_init_states=DRAWN_INIT_STATES)
             for i in range(self._benchmark.n_tasks)
         ]
 
@@ -152,20 +156,19 @@ class LiberoEnv:
         """Raise ``CfgrlError`` for a task or init state this suite does not have."""
         self._check_task(task_id)
         count = len(self._task_init_states(task_id))
-        if not 0 <= init_state_id < count:
-            raise CfgrlError(f"init state {init_state_id} is out of range; task {task_id} of {self.suite} has 0..{count - 1}")
+        if not 0 <= init_state_id < count + DRAWN_INIT_STATES:
+            raise CfgrlError(f"init state {init_state_id} is out of range; task {task_id} of {self.suite} has 0..{count - 1} "
+                             f"(the benchmark's) and {count}..{count + DRAWN_INIT_STATES - 1} (layouts drawn from its regions)")
 
     def reset(self, task_id: int, init_state_id: int, seed: int) -> Observation:
-        """Reset the simulator, then set the benchmark's init state ``init_state_id``.
+        """Reset the simulator, then set init state ``init_state_id``: the benchmark's (0-49) or a drawn layout.
 
         The simulator is built once per task with robosuite's soft reset: LIBERO's default hard reset
         re-parses the scene XML and rebuilds the simulator and its GL context on every episode (~3 s
         here), although the init state then overwrites the whole physical state anyway. A soft reset
         followed by ``set_init_state`` replays an episode exactly as a freshly built env does (tested).
         """
-        self.check_episode(task_id, init_state_id)
-        if self._sim_task != task_id:
-            self._open_task(task_id)
+        init_state = self._init_state(task_id, init_state_id)  # opens the task; draws a layout once
         # LIBERO seeds numpy's global (32-bit) generator; episode seeds are wider. The init state fixes the scene.
         self._sim.seed(seed % 2**32)
         self._sim.reset()
@@ -173,13 +176,32 @@ class LiberoEnv:
             # The one piece of state a soft reset keeps: the gripper's smoothed command (robosuite
             # ramps it by a fixed speed per step), which only a rebuilt gripper model starts at zero.
             robot.gripper.current_action = np.zeros(robot.gripper.dof)
-        raw = self._sim.set_init_state(self._task_init_states(task_id)[init_state_id])
+        raw = self._sim.set_init_state(init_state)
         self._expert, self._expert_rng = None, np.random.default_rng([_EXPERT_SALT, seed])
         self._expert_draw = float(self._expert_rng.random())  # whether this episode's expert goes for the wrong object
         return Observation(images=self.render(), state=state_vector(raw), prompt=self._prompt)
 
     def init_config(self, task_id: int, init_state_id: int) -> list[float]:
-        return []  # the id names one of the init states LIBERO ships: nothing more to record
+        """[] for the init states LIBERO ships (the id is enough); a drawn layout's flattened state.
+        Drawing a layout not drawn yet resets the simulator: call it between episodes (``reset`` draws first)."""
+        if not is_drawn(init_state_id):
+            self.check_episode(task_id, init_state_id)
+            return []
+        return [float(v) for v in self._init_state(task_id, init_state_id)]
+
+    def _init_state(self, task_id: int, init_state_id: int) -> np.ndarray:
+        """The flattened simulator state of a fixed init state or of a drawn layout (drawn once, kept)."""
+        self.check_episode(task_id, init_state_id)
+        if self._sim_task != task_id:
+            self._open_task(task_id)
+        if not is_drawn(init_state_id):
+            return self._task_init_states(task_id)[init_state_id]
+        key = (task_id, init_state_id)
+        if key not in self._layouts:
+            seed = layout_seed(self.layout_seed, self.suite, task_id, init_state_id)
+            what = f"{self.suite} task {task_id} layout {init_state_id} (env.benchmark_seed {self.layout_seed})"
+            self._layouts[key] = draw_layout(self._sim, seed, what)
+        return self._layouts[key]
 
     def step(self, action: np.ndarray, render: bool) -> StepResult:
         if self._sim is None:

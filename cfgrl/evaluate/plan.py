@@ -7,9 +7,9 @@ numbers), and the paired interval in ``stats`` applies.
 
 The guidance weight is *chosen* on validation slots and *reported* on test slots, never chosen on
 the episodes it is reported on. Validation slots come from ``evaluate.validation_init_states``
-(disjoint from the training and test init states); LIBERO's protocol has only its 50 fixed init
-states per task, so there validation runs those init states with other episode seeds, which the
-results flag. Only the policy's arms run validation slots (the baseline runs at one given w), and
+(disjoint from the training and test init states); LIBERO's protocol tests on its 50 fixed init
+states per task and validates on layouts drawn from the benchmark's placement regions (init states
+from 50 up, ``cfgrl.envs.libero_layouts``). Only the policy's arms run validation slots (the baseline runs at one given w), and
 only when there is a choice to make (two or more w).
 """
 
@@ -23,6 +23,7 @@ from typing import Any, Iterable
 
 from cfgrl.config import Config, EnvConfig
 from cfgrl.envs.base import TaskInfo
+from cfgrl.envs.libero_layouts import FIXED_INIT_STATES, VALIDATION_INIT_STATES
 from cfgrl.errors import CfgrlError
 from cfgrl.rollout.seeds import episode_seed
 from cfgrl.rollout.specs import shard_groups
@@ -76,16 +77,19 @@ def check_protocol(cfg: Config) -> None:
     if ev.episodes_per_init < 1:
         raise CfgrlError(f"evaluate.episodes_per_init must be at least 1 (zero episodes to run), got {ev.episodes_per_init}")
     if ev.protocol == "libero":
-        if env.tasks is not None or env.init_states is not None or ev.init_states is not None or ev.episodes_per_init != 1:
+        if env.tasks is not None or ev.init_states is not None or ev.episodes_per_init != 1:
             raise CfgrlError(
                 "evaluate.protocol=libero runs every task with its 50 fixed init states once; leave env.tasks, "
-                "env.init_states, evaluate.init_states null and evaluate.episodes_per_init 1, or use evaluate.protocol=custom"
+                "evaluate.init_states null and evaluate.episodes_per_init 1, or use evaluate.protocol=custom"
             )
-        if ev.validation_init_states is not None:
-            raise CfgrlError(
-                "evaluate.protocol=libero fixes the init states: validation runs them with other episode seeds; "
-                "leave evaluate.validation_init_states null, or use evaluate.protocol=custom"
-            )
+        # Training (env.init_states, what collect draws from) and validation are drawn layouts, never the test set.
+        for key, chosen in (("env.init_states", env.init_states), ("evaluate.validation_init_states", ev.validation_init_states)):
+            fixed = sorted(i for i in chosen or [] if i < FIXED_INIT_STATES)
+            if fixed:
+                raise CfgrlError(
+                    f"evaluate.protocol=libero tests on the fixed init states 0..{FIXED_INIT_STATES - 1}, and {key} holds "
+                    f"{len(fixed)} of them (first {fixed[0]}); give drawn layouts, ids from {FIXED_INIT_STATES} up, or use evaluate.protocol=custom"
+                )
     if ev.validation_only and ev.protocol == "custom" and ev.validation_init_states is None:
         raise CfgrlError("evaluate.validation_only runs the validation episodes alone, and none are set: set "
                          "evaluate.validation_init_states (disjoint from the training and test init states)")
@@ -126,9 +130,11 @@ def slots_for_suite(env_cfg: EnvConfig, tasks: list[TaskInfo], cfg: Config) -> l
     """The test slots of one suite (none under ``evaluate.validation_only``), then its validation slots
     when the evaluation ``validates``."""
     test_inits = cfg.evaluate.init_states if cfg.evaluate.init_states is not None else env_cfg.init_states
+    inits = cfg.evaluate.validation_init_states
+    if cfg.evaluate.protocol == "libero":  # test: the fixed init states; validation: drawn layouts
+        test_inits, inits = None, inits if inits is not None else VALIDATION_INIT_STATES
     slots = [] if cfg.evaluate.validation_only else _split_slots(TEST, test_inits, env_cfg, tasks, cfg)
     if validates(cfg):
-        inits = cfg.evaluate.validation_init_states if cfg.evaluate.protocol != "libero" else test_inits
         slots += _split_slots(VALIDATION, inits, env_cfg, tasks, cfg)
     return slots
 
@@ -149,14 +155,14 @@ def _split_slots(split: str, chosen_inits: list[int] | None, env_cfg: EnvConfig,
         task = by_id[task_id]
         inits = range(task.num_init_states) if chosen_inits is None else chosen_inits
         for init in _unique(inits):
-            if not 0 <= init < task.num_init_states:
+            if not 0 <= init < task.init_state_limit:
+                drawn = f" and drawn layouts {task.num_init_states}..{task.init_state_limit - 1}" if task.drawn_init_states else ""
                 raise CfgrlError(
                     f"init state {init} is out of range for task {task_id} of suite '{env_cfg.suite}' "
-                    f"(it has 0..{task.num_init_states - 1})"
+                    f"(it has 0..{task.num_init_states - 1}{drawn})"
                 )
             for repeat in range(cfg.evaluate.episodes_per_init):
-                # Independent of w (the pairing across weights); the split is the seed's stream, so
-                # validation on a test init state (LIBERO's protocol) runs other episodes.
+                # Independent of w (the pairing across weights); the split is the seed's stream.
                 seed = episode_seed(split, cfg.evaluate.seed, task_id, init, repeat)
                 slots.append(Slot(split, env_cfg.suite, task_id, task.prompt, init, repeat, seed))
     if not slots:

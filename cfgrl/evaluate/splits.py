@@ -16,8 +16,8 @@ two episodes of the same configuration meet even under different ids. An importe
 unknown (``cfgrl import`` stores id −1): it meets no validation or test triple, and the record counts
 such episodes, so a reader knows what could not be compared.
 
-LIBERO's protocol validates on its fixed test init states with other episode seeds by design (it has
-no others yet); there the overlap is stated, not refused.
+LIBERO's protocol tests on its 50 fixed init states and validates on drawn layouts (ids from 50 up,
+whose stores record them as ``init_config``): its overlaps are refused like any other.
 """
 
 from __future__ import annotations
@@ -114,14 +114,13 @@ def check_splits(protocol: str, slots: list[Slot], training: Training, init_conf
     configuration vector, where the id alone does not fix the scene."""
     validation = _triples(s for s in slots if s.split == VALIDATION)
     test = _triples(s for s in slots if s.split == TEST)
-    by_design = protocol == "libero"  # its validation is the test init states with other seeds
     shared = sorted(validation & test)
-    if shared and not by_design:
+    if shared:
         raise CfgrlError(f"the validation init states meet the test init states in {len(shared)} (suite, task, init state) "
                          f"triples, e.g. {_show(shared)}: set evaluate.init_states (or env.init_states) to leave out "
                          "evaluate.validation_init_states, so w is not chosen on test episodes")
     trained_validation = sorted(_met(validation, training, init_configs))
-    if trained_validation and not by_design:
+    if trained_validation:
         raise CfgrlError(f"the policy (or the checkpoint it was fine-tuned from) trained on {len(trained_validation)} of the "
                          f"validation (suite, task, init state) triples, e.g. {_show(trained_validation)}: choose "
                          f"evaluate.validation_init_states outside the training stores' init states ({', '.join(training.stores)})")
@@ -156,7 +155,7 @@ def _show(triples: list[Triple]) -> str:
 def statement(protocol: str, splits: dict[str, Any], validation_episodes: int) -> str:
     """The sentence results.json gives for where w was chosen, written from ``check_splits``'s record."""
     if protocol == "libero":
-        where = "the test init states with other episode seeds (LIBERO's protocol)"
+        where = "layouts drawn from LIBERO's placement regions (init states from 50 up), disjoint from its fixed test init states"
     else:
         where = "init states disjoint from the test init states"
     if splits["training_checked"]:

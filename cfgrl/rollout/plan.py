@@ -73,9 +73,11 @@ def select_tasks(env_cfg: EnvConfig, info: EnvInfo) -> tuple[list[int], list[int
         valid = ", ".join(f"{t.task_id} ({t.prompt})" for t in info.tasks)
         raise CfgrlError(f"env.tasks {env_cfg.tasks} is not valid for {env_cfg.name}/{env_cfg.suite}; valid task ids: {valid}")
     available = min(by_id[t].num_init_states for t in tasks)
+    limit = min(by_id[t].init_state_limit for t in tasks)  # drawn layouts (LIBERO) beyond the fixed ones
     inits = list(env_cfg.init_states) if env_cfg.init_states is not None else list(range(available))
-    if not inits or any(not 0 <= i < available for i in inits):
-        raise CfgrlError(f"env.init_states {env_cfg.init_states} is not valid; the chosen tasks have init states 0..{available - 1}")
+    if not inits or any(not 0 <= i < limit for i in inits):
+        drawn = f" and drawn layouts {available}..{limit - 1}" if limit > available else ""
+        raise CfgrlError(f"env.init_states {env_cfg.init_states} is not valid; the chosen tasks have init states 0..{available - 1}{drawn}")
     return tasks, inits
 
 

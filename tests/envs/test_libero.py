@@ -98,11 +98,11 @@ def test_suite_tasks_and_bad_ids(libero):
     env, _ = libero
     tasks = env.tasks()
     assert [t.task_id for t in tasks] == list(range(10))
-    assert all(t.num_init_states == 50 and t.max_steps == SUITE_MAX_STEPS["libero_spatial"] == 220 for t in tasks)
+    assert all(t.num_init_states == 50 and t.init_state_limit == 1_000_000 and t.max_steps == SUITE_MAX_STEPS["libero_spatial"] == 220 for t in tasks)
     with pytest.raises(CfgrlError, match="task 10 is not in LIBERO suite 'libero_spatial'; valid tasks: 0 \\(pick up"):
         env.reset(task_id=10, init_state_id=0, seed=0)
-    with pytest.raises(CfgrlError, match="init state 50 is out of range; task 0 of libero_spatial has 0..49"):
-        env.reset(task_id=0, init_state_id=50, seed=0)
+    with pytest.raises(CfgrlError, match="init state 1000000 is out of range; task 0 of libero_spatial has 0..49 \\(the benchmark's\\)"):
+        env.reset(task_id=0, init_state_id=1_000_000, seed=0)  # 50 and up: drawn layouts (test_libero_layouts.py)
     with pytest.raises(ValueError, match="7 finite numbers"):
         env.step(np.zeros(6), render=False)
 

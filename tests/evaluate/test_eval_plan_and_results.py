@@ -85,8 +85,10 @@ def test_zero_episodes_per_init_and_libero_protocol_conflicts_are_errors():
     with pytest.raises(CfgrlError, match="protocol=libero"):
         check_protocol(cfg("evaluate.protocol=libero", "evaluate.init_states=[1]"))
     check_protocol(cfg("evaluate.protocol=libero"))
-    with pytest.raises(CfgrlError, match="protocol=libero fixes the init states"):
-        check_protocol(cfg("evaluate.protocol=libero", "evaluate.validation_init_states=[1]"))
+    check_protocol(cfg("evaluate.protocol=libero", "env.init_states=[100-199]", "evaluate.validation_init_states=[50-99]"))
+    for key in ("evaluate.validation_init_states", "env.init_states"):
+        with pytest.raises(CfgrlError, match=f"fixed init states 0..49, and {key} holds 2 of them \\(first 1\\)"):
+            check_protocol(cfg("evaluate.protocol=libero", f"{key}=[1, 49, 50]"))
 
 
 @pytest.mark.parametrize("overrides, shared", [
@@ -111,13 +113,17 @@ def test_validation_slots_run_for_the_policy_only_on_their_own_init_states():
     assert all(s.split == TEST for s in slots_for_suite(one_w.env, TASKS, one_w))  # nothing to choose
 
 
-def test_libero_protocol_validates_on_its_init_states_with_other_seeds():
-    c = cfg("evaluate.protocol=libero")
-    slots = slots_for_suite(c.env, TASKS, c)
-    test = {s.pair_key[1:]: s.seed for s in slots if s.split == TEST}
-    validation = {s.pair_key[1:]: s.seed for s in slots if s.split == VALIDATION}
-    assert test.keys() == validation.keys()  # the same (suite, task, init state, repeat)
-    assert not set(test.values()) & set(validation.values())
+def test_libero_protocol_tests_on_the_fixed_init_states_and_validates_on_drawn_layouts():
+    tasks = [TaskInfo(0, "put the bowl on the plate", 50, 220, drawn_init_states=999_950)]
+    c = cfg("evaluate.protocol=libero", "env.init_states=[100-109]")  # training layouts: neither test nor validation
+    slots = slots_for_suite(c.env, tasks, c)
+    assert sorted(s.init_state_id for s in slots if s.split == TEST) == list(range(50))
+    assert sorted(s.init_state_id for s in slots if s.split == VALIDATION) == list(range(50, 100))
+    chosen = cfg("evaluate.protocol=libero", "evaluate.validation_init_states=[60, 61]")
+    assert sorted(s.init_state_id for s in slots_for_suite(chosen.env, tasks, chosen) if s.split == VALIDATION) == [60, 61]
+    with pytest.raises(CfgrlError, match="init state 1000000 is out of range .* drawn layouts 50..999999"):
+        bad = cfg("evaluate.protocol=libero", "evaluate.validation_init_states=[1000000]")
+        slots_for_suite(bad.env, tasks, bad)
 
 
 def test_a_choice_of_w_without_validation_is_refused_where_w_is_chosen():

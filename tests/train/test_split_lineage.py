@@ -45,8 +45,11 @@ def test_validation_in_the_base_s_training_is_refused(lineage):
         check_splits("custom", _slots([5], [0]), training_of(tuned), {})
     record = check_splits("custom", _slots([5], [6]), training_of(tuned), {})
     assert record["training_checked"] and record["validation_meets_training"] == 0 and record["test_meets_training"] == 0
-    # LIBERO's protocol validates on its test init states by design: stated, not refused
-    assert check_splits("libero", _slots([0], [0]), training_of(tuned), {})["validation_meets_training"] == 1
+    # LIBERO's protocol validates on drawn layouts now: its overlaps are refused like any other
+    with pytest.raises(CfgrlError, match="validation init states meet the test init states in 1"):
+        check_splits("libero", _slots([0], [0]), training_of(tuned), {})
+    with pytest.raises(CfgrlError, match="trained on 1 of the validation"):
+        check_splits("libero", _slots([5], [0]), training_of(tuned), {})
 
 
 def test_evaluate_refuses_before_writing(lineage, tmp_path):
