@@ -41,6 +41,7 @@ from cfgrl.lerobot_data.video import VideoFile, decode_image, probe
 from cfgrl.store import EpisodeData, Store, StoreLayout, StoreWriter, writer_lock
 
 UNKNOWN_INIT_STATE = -1
+COMMIT_BYTES = 32 * 2**20  # frames an import commits at the latest: ~0.3 s of compression
 
 
 @dataclass
@@ -131,7 +132,7 @@ def import_dataset(cfg: Config, store: Path, dataset_dir: Path, camera_items: li
             typer.echo(f"{store}: {len(plan.task_of)} of {len(dataset.episodes)} episodes of '{dataset_dir}' are in suite "
                        f"{cfg.env.suite}, {len(done)} already imported, {len(todo)} to import"
                        + (f"; skipping {skipped}" if skipped else "") + f" (run {run})")
-            Importer(cfg, plan, run, success_column, threads).run(todo, writer.append)
+            Importer(cfg, plan, run, success_column, threads).run(todo, writer)
     except CfgrlError:
         if created:
             discard(store)
@@ -171,9 +172,11 @@ class Importer:
         self.replan, self.size = cfg.inference.replan_steps, cfg.env.image_size
         self.videos: dict[Path, VideoFile] = {}
 
-    def run(self, todo: pd.DataFrame, append) -> None:
+    def run(self, todo: pd.DataFrame, writer: StoreWriter) -> None:
         """Decode in one background thread while this one writes: PyAV and zarr's compression release the
-        GIL, so the store's commits overlap the decoding instead of adding to it (bench/lerobot_import.py)."""
+        GIL, so the store's commits overlap the decoding instead of adding to it. Commits go by size as
+        well as by ``collect.commit_seconds``: compressing the frames is most of a commit, and one left for
+        ``close`` (all of a short import's) overlaps nothing (bench/lerobot_import.py)."""
         if todo.empty:
             return
         ready: queue.Queue = queue.Queue(maxsize=4)
@@ -181,11 +184,16 @@ class Importer:
         decoder = threading.Thread(target=self._produce, args=(todo, ready, stop), daemon=True)
         decoder.start()
         bar = tqdm(total=int(todo.length.sum()), unit="frame", desc="import", dynamic_ncols=True)
+        buffered = 0
         try:
             while (item := ready.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
-                append(item)
+                writer.append(item)
+                buffered += sum(frames.nbytes for frames in item.frames.values())
+                if buffered >= COMMIT_BYTES:
+                    writer.flush()
+                    buffered = 0
                 bar.update(item.length)
         finally:
             stop.set()
