@@ -50,18 +50,30 @@ BaseLr = Annotated[float, typer.Option("--base-lr", help="Peak learning rate of 
 
 
 def base_command(
-    root: Annotated[Path, typer.Argument(help="Directory for demos.zarr and base/ (the policy is base/policy).")],
-    demo_noise: DemoNoise = 0.3,
-    demo_episodes: DemoEpisodes = 512,
+    root: Annotated[Path, typer.Argument(help="Directory for demos.zarr (with --store: base.labels) and base/ (the policy is base/policy).")],
+    store: Annotated[Optional[list[Path]], typer.Option("--store", help="Behaviour-clone on this store (e.g. one `cfgrl import` wrote) instead of collecting scripted demonstrations; labels go to ROOT/base.labels (repeatable).")] = None,
+    demo_noise: Annotated[Optional[float], typer.Option("--demo-noise", help="Noise of the scripted demonstrations the base imitates (success ~ 1 - noise; default 0.3; not with --store).")] = None,
+    demo_episodes: Annotated[Optional[int], typer.Option("--demo-episodes", help="Scripted demonstrations for the base policy (default 512; not with --store).")] = None,
     base_steps: BaseSteps = 1500,
     base_lr: BaseLr = 1e-3,
     config: ConfigOption = None,
     overrides: OverrideOption = None,
 ) -> None:
-    """A base policy by behaviour cloning on noisy scripted demonstrations (envs with scripted experts: builtin, libero, metaworld)."""
-    from cfgrl.pipeline.demo import build_base
+    """A base policy by behaviour cloning: on noisy scripted demonstrations (envs with scripted experts: builtin, libero, metaworld), or on --store."""
+    from cfgrl.errors import CfgrlError
+    from cfgrl.pipeline.demo import build_base, build_base_on_stores
 
-    typer.echo(f"base policy: {build_base(resolve(config, overrides), root, demo_noise, demo_episodes, base_steps, base_lr)}")
+    cfg = resolve(config, overrides)
+    if store:
+        given = [name for name, value in (("--demo-noise", demo_noise), ("--demo-episodes", demo_episodes)) if value is not None]
+        if given:
+            raise CfgrlError(f"{' and '.join(given)} describe{'s' if len(given) == 1 else ''} scripted demonstrations, "
+                             "which --store replaces; drop one or the other")
+        policy = build_base_on_stores(cfg, root, store, base_steps, base_lr)
+    else:
+        policy = build_base(cfg, root, 0.3 if demo_noise is None else demo_noise, 512 if demo_episodes is None else demo_episodes,
+                            base_steps, base_lr)
+    typer.echo(f"base policy: {policy}")
 
 
 def demo_command(

@@ -32,20 +32,35 @@ DEMOS = "demos.zarr"  # the base's demonstrations, under the demonstration's dir
 
 
 def build_base(cfg: Config, root: Path, noise: float, episodes: int, steps: int, lr: float) -> Path:
-    """A base policy: behaviour cloning of a fresh policy on ``episodes`` noisy scripted demonstrations.
-
-    From scratch a tiny PI0 needs a larger learning rate than PI0's fine-tuning default; the cosine
-    schedule decays over exactly ``steps``.
-    """
+    """A base policy: behaviour cloning of a fresh policy on ``episodes`` noisy scripted demonstrations."""
     demos = root / DEMOS
-    bc = with_overrides(cfg, [
-        # Demonstrations need no RLOO groups: the smallest K spreads them over the most init states.
-        "cfgrl.label_source=none", "collect.group_size=2", f"collect.groups={-(-episodes // 2)}",
-        f"train.steps={steps}", f"train.decay_steps={steps}", f"train.lr={lr}", f"train.decay_lr={lr / 10}",
-    ])
+    # Demonstrations need no RLOO groups: the smallest K spreads them over the most init states.
+    bc = with_overrides(bc_settings(cfg, steps, lr), ["collect.group_size=2", f"collect.groups={-(-episodes // 2)}"])
     stages.collect(bc, demos, f"scripted:{noise}")
     labels = stages.label(bc, [demos])
     return stages.train(bc, [demos], labels, root / "base", None)
+
+
+def build_base_on_stores(cfg: Config, root: Path, stores: list[Path], steps: int, lr: float) -> Path:
+    """A base policy: behaviour cloning of a fresh policy on ``stores`` as they are (an imported
+    LeRobotDataset's demonstrations, say). Their labels go to ``root/base.labels``, beside the base,
+    so the stores are only read."""
+    from cfgrl.errors import CfgrlError
+
+    for store in stores:
+        if not (store / "zarr.json").is_file():
+            what = "does not exist" if not store.exists() else "is not a store (no zarr.json)"
+            raise CfgrlError(f"--store '{store}' {what}; give a store written by `cfgrl import` or `cfgrl collect`")
+    bc = bc_settings(cfg, steps, lr)
+    labels = stages.label(bc, stores, root / "base.labels")
+    return stages.train(bc, stores, labels, root / "base", None)
+
+
+def bc_settings(cfg: Config, steps: int, lr: float) -> Config:
+    """Behaviour cloning (every window ∅) for ``steps``. From scratch a tiny PI0 needs a larger learning
+    rate than PI0's fine-tuning default; the cosine schedule decays over exactly ``steps``."""
+    return with_overrides(cfg, ["cfgrl.label_source=none", f"train.steps={steps}", f"train.decay_steps={steps}",
+                                f"train.lr={lr}", f"train.decay_lr={lr / 10}"])
 
 
 class Timer:

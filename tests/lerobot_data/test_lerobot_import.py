@@ -186,3 +186,24 @@ def test_no_dataset_and_a_suite_with_none_of_its_tasks(tmp_path):
     refused(cfgrl("import", tmp_path / "s.zarr", "--lerobot", tmp_path / "nowhere", *SMALL), "does not exist")
     refused(cfgrl("import", tmp_path / "s.zarr", "--lerobot", tmp_path, *SMALL), "not a LeRobotDataset")
     assert not (tmp_path / "s.zarr").exists()
+
+
+def test_cfgrl_base_behaviour_clones_on_an_imported_store(imported, tmp_path):
+    root = tmp_path / "b"
+    args = ("base", root, "--store", imported.path, "--base-steps", "1", "-o", "train.batch_size=4", *SMALL)
+    result = cfgrl(*args)
+    assert result.exit_code == 0, result.output
+    assert (root / "base" / "policy" / "config.json").is_file() and not (root / "demos.zarr").exists()  # nothing collected
+    (version,) = [p for p in (root / "base.labels").iterdir() if (p / "manifest.json").is_file()]
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert manifest["settings"]["label_source"] == "none" and manifest["counts"]["demonstration_windows"] == 8
+    assert not (imported.path.parent / "demos.labels").exists()  # the store is only read
+    again = cfgrl(*args)
+    assert again.exit_code == 0 and "is finished, skipping" in again.output
+
+
+def test_cfgrl_base_on_a_store_refuses_a_missing_store_and_scripted_demo_options(imported, tmp_path):
+    refused(cfgrl("base", tmp_path / "b", "--store", tmp_path / "none.zarr"), "none.zarr", "does not exist", "cfgrl import")
+    refused(cfgrl("base", tmp_path / "b", "--store", DATASET), "is not a store")
+    refused(cfgrl("base", tmp_path / "b", "--store", imported.path, "--demo-episodes", "4"), "--demo-episodes", "--store")
+    assert not (tmp_path / "b").exists()
