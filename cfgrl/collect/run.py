@@ -37,7 +37,9 @@ def collect(cfg: Config, store: Path, policy: str | None, shard: int = 0, num_sh
     layout = StoreLayout(info.camera_names, (info.image_size, info.image_size, 3), STATE_DIM, ACTION_DIM)
     if store.exists():  # another writer, layout or schema fails here, before the policy loads
         writer_lock(store).release()
-        Store(store).require_layout(layout)
+        existing = Store(store)
+        existing.require_layout(layout)
+        existing.require_replan_steps(cfg.inference.replan_steps)
     if cfg.collect.videos > 0:
         require_video_support()
     actor = load_policy(policy, cfg, info.camera_names, info.image_size, say=typer.echo, prompts=task_prompts(cfg.env, info))

@@ -120,7 +120,9 @@ def import_dataset(cfg: Config, store: Path, dataset_dir: Path, camera_items: li
     layout = StoreLayout(info.camera_names, (size, size, 3), STATE_DIM, ACTION_DIM)
     if store.exists():  # another writer, layout or schema fails here, before anything is decoded
         writer_lock(store).release()
-        Store(store).require_layout(layout)
+        existing = Store(store)
+        existing.require_layout(layout)
+        existing.require_replan_steps(cfg.inference.replan_steps)
     created = not store.exists()
     run = import_run_id(cfg, plan, success_column)
     try:

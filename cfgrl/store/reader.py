@@ -157,6 +157,15 @@ class Store:
         same_episode = episode[1:] == episode[:-1]
         return [int(v) for v in np.unique(np.diff(steps)[same_episode])]
 
+    def require_replan_steps(self, replan_steps: int) -> None:
+        """Refuse to add episodes of another ``inference.replan_steps``: label windows a store at the query
+        steps of one setting (frames exist there only), so it refuses a mixed store."""
+        held = self.replan_steps()
+        if held and held != [replan_steps]:
+            raise CfgrlError(f"store '{self.path}' holds episodes collected with inference.replan_steps="
+                             f"{', '.join(map(str, held))} but this run's is {replan_steps}, and label refuses a store "
+                             f"of mixed settings; write to a new store, or set inference.replan_steps={held[0]}")
+
     def episode_steps(self, episode: int, name: str) -> np.ndarray:
         row = self.episodes.iloc[episode]
         return np.asarray(self.steps(name)[row.step_start : row.step_start + row.length])

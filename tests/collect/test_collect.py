@@ -271,3 +271,15 @@ def test_videos_of_the_first_episodes(tmp_path):
     assert proc.exit_code == 0, proc.stderr
     videos = sorted((tmp_path / "filmed.zarr.videos").glob("*.mp4"))
     assert len(videos) == 1 and videos[0].stat().st_size > 1000
+
+
+def test_appending_episodes_of_another_replan_steps_is_refused_and_leaves_the_store_untouched(tmp_path):
+    store_path = tmp_path / "five.zarr"
+    cfgrl("collect", str(store_path), "--policy", "scripted:0.1", "--episodes", "2", "--workers", "1", *ENV)
+    assert Store(store_path).replan_steps() == [5]
+    before = {p: p.read_bytes() for p in store_path.rglob("*") if p.is_file()}
+    proc = cfgrl("collect", str(store_path), "--policy", "scripted:0.1", "--episodes", "2", "--workers", "1", *ENV,
+                 "-o", "inference.replan_steps=4", check=False)
+    assert proc.exit_code == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "inference.replan_steps=5 but this run's is 4" in proc.stderr and "label refuses" in proc.stderr
+    assert before == {p: p.read_bytes() for p in store_path.rglob("*") if p.is_file()}

@@ -207,3 +207,9 @@ def test_cfgrl_base_on_a_store_refuses_a_missing_store_and_scripted_demo_options
     refused(cfgrl("base", tmp_path / "b", "--store", DATASET), "is not a store")
     refused(cfgrl("base", tmp_path / "b", "--store", imported.path, "--demo-episodes", "4"), "--demo-episodes", "--store")
     assert not (tmp_path / "b").exists()
+
+
+def test_importing_with_another_replan_steps_into_the_store_is_refused(imported):
+    result = cfgrl("import", imported.path, "--lerobot", DATASET, "--suite", "reach", *SMALL, "-o", "inference.replan_steps=3")
+    refused(result, "inference.replan_steps=5 but this run's is 3", "write to a new store")
+    assert Store(imported.path).num_episodes == 3
