@@ -116,9 +116,11 @@ def labels_section(path: Path, page_dir: Path) -> list[str]:
     out = ["### Labels", "", source(path), "", "```text", path.read_text().rstrip(), "```", ""]
     manifest = path.parent / "manifest.json"
     if manifest.is_file():
-        settings = json.loads(manifest.read_text()).get("settings", {})
-        if settings:
-            out += ["Settings: " + ", ".join(f"`{k}={v}`" for k, v in settings.items()) + ".", ""]
+        meta = json.loads(manifest.read_text())
+        if meta.get("settings"):
+            out += ["Settings: " + ", ".join(f"`{k}={v}`" for k, v in meta["settings"].items()) + ".", ""]
+        if meta.get("created_utc"):
+            out += [f"Label version `{meta.get('version')}`, created {meta['created_utc']} (the label index records no command).", ""]
     return out
 
 
