@@ -17,7 +17,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Callable, get_type_hints
 
 import yaml
 
@@ -302,15 +302,22 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise CfgrlError(f"override '{text}': the value is not valid YAML") from None
 
 
+def key_value_pairs(items: list[str] | None, refuse: Callable[[str], str]) -> dict[str, str]:
+    """``KEY=VALUE`` items as {KEY: VALUE}, each KEY once; ``refuse(item)`` is the line for a malformed
+    or repeated one (``policy.camera_map``, ``cfgrl import --camera``)."""
+    pairs: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not (sep and key and value) or key in pairs:
+            raise CfgrlError(refuse(item))
+        pairs[key] = value
+    return pairs
+
+
 def camera_renames(items: list[str] | None) -> dict[str, str]:
     """``policy.camera_map`` as {checkpoint camera: env camera}."""
-    renames: dict[str, str] = {}
-    for item in items or []:
-        checkpoint, sep, env = (part.strip() for part in item.partition("="))
-        if not (sep and checkpoint and env) or checkpoint in renames:
-            raise CfgrlError(f"policy.camera_map item '{item}' is not valid; give distinct CHECKPOINT=ENV pairs, "
-                             "e.g. [base_0_rgb=agentview, left_wrist_0_rgb=wrist]")
-        renames[checkpoint] = env
+    renames = key_value_pairs(items, lambda item: f"policy.camera_map item '{item}' is not valid; give distinct "
+                              "CHECKPOINT=ENV pairs, e.g. [base_0_rgb=agentview, left_wrist_0_rgb=wrist]")
     if len(set(renames.values())) != len(renames):
         raise CfgrlError(f"policy.camera_map {items} sends two checkpoint cameras to one env camera; map each to its own")
     return renames

@@ -26,6 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cfgrl.config import key_value_pairs
 from cfgrl.errors import CfgrlError
 
 VERSION = "v3.0"
@@ -126,13 +127,8 @@ def check_feature(dataset: Dataset, key: str, dim: int, what: str) -> None:
 
 def camera_map(items: list[str] | None, env_cameras: tuple[str, ...]) -> dict[str, str]:
     """{dataset camera key: env camera} from ``KEY=CAMERA`` items (default: lerobot's LIBERO keys)."""
-    mapping: dict[str, str] = {}
-    for item in items or []:
-        key, sep, camera = (part.strip() for part in item.partition("="))
-        if not (sep and key and camera) or key in mapping:
-            raise CfgrlError(f"--camera '{item}' is not valid; give distinct DATASET_KEY=ENV_CAMERA pairs, "
-                             "e.g. observation.images.image=agentview")
-        mapping[key] = camera
+    mapping = key_value_pairs(items, lambda item: f"--camera '{item}' is not valid; give distinct DATASET_KEY=ENV_CAMERA "
+                              "pairs, e.g. observation.images.image=agentview")
     mapping = mapping or {k: v for k, v in DEFAULT_CAMERA_MAP.items() if v in env_cameras}
     unknown = sorted(set(mapping.values()) - set(env_cameras))
     if unknown or len(set(mapping.values())) != len(mapping):

@@ -168,6 +168,7 @@ VIDEO = "videos/observation.images.image/chunk-000/file-000.mp4"
     (edit_info(lambda i: i["features"]["observation.state"].update(shape=[9])), [], ["shape [9]", "state of 8"]),
     (lambda root: None, ["--camera", "observation.images.top=agentview", "--camera", "observation.images.wrist_image=wrist"],
      ["camera 'agentview'", "observation.images.top"]),
+    (lambda root: None, ["--camera", "observation.images.image"], ["--camera 'observation.images.image' is not valid", "DATASET_KEY=ENV_CAMERA"]),
     (lambda root: None, ["--strict"], ["episode 2", "not a task of suite builtin/reach"]),
     (lambda root: None, ["--success-column", "action"], ["--success-column 'action' is not a boolean feature"]),
     (truncate("data/chunk-000/file-000.parquet", 0.5), [], ["file-000.parquet", "not a readable parquet file"]),
