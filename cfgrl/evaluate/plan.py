@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
@@ -62,13 +61,6 @@ class EvalEpisode:
 
     def record_fields(self) -> dict[str, Any]:
         return {"role": self.role, "cfg_scale": self.cfg_scale, **asdict(self.slot)}
-
-
-def check_cfg_scales(cfg_scales: Iterable[float]) -> None:
-    """Every w must be a finite number >= 0 (``validate`` only refuses negatives; NaN passes ``< 0``)."""
-    bad = [w for w in cfg_scales if not math.isfinite(w) or w < 0]
-    if bad:
-        raise CfgrlError(f"evaluate.cfg_scales must all be finite numbers >= 0 (0 = unconditional, 1 = conditional), got {bad[0]}")
 
 
 def check_protocol(cfg: Config) -> None:

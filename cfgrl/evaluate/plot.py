@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from cfgrl.evaluate.plan import BASELINE, POLICY, TEST, VALIDATION  # noqa: E402
+from cfgrl.evaluate.summary import reported_split  # noqa: E402
 
 W_LABEL = "guidance weight w  (0 = unconditional, 1 = conditional)"
 LEVEL_COLOURS = ("tab:red", "tab:purple", "tab:brown", "tab:grey")
@@ -21,7 +22,7 @@ def plot_success_vs_w(results: dict[str, Any], path: str | Path) -> Path:
     """Overall test success against w with its 95% band, one thin line per task, the validation
     success as a dotted line, the baseline as a dashed level with its band, and the w chosen on
     validation marked."""
-    split = TEST if any(r["split"] == TEST for r in results["rows"]) else VALIDATION  # a validation-only run
+    split = reported_split(results)  # validation for a validation-only run
     rows = [r for r in results["rows"] if r["split"] == split]
     policy = sorted((r for r in rows if r["role"] == POLICY), key=lambda r: r["cfg_scale"])
     overall = [r for r in policy if r["scope"] == "overall"]

@@ -27,7 +27,7 @@ from cfgrl.errors import CfgrlError
 from cfgrl.evaluate import rollouts, shards
 from cfgrl.evaluate.ledger import EpisodeLedger, checkpoint_fingerprint, read_committed, run_lock
 from cfgrl.evaluate.plan import (
-    BASELINE, BASELINE_CFG_SCALE, POLICY, TEST, VALIDATION, EvalEpisode, Plan, Slot, check_cfg_scales, check_protocol, chooses_w, make_plan,
+    BASELINE, BASELINE_CFG_SCALE, POLICY, TEST, VALIDATION, EvalEpisode, Plan, Slot, check_protocol, chooses_w, make_plan,
     slots_for_suite,
 )
 from cfgrl.evaluate.plot import plot_success_vs_w
@@ -165,8 +165,7 @@ def _prepare(
 ) -> _Job:
     """Check every input and plan the run (``shard``: (index, count), or None for the whole plan),
     writing nothing: bad input leaves no output behind."""
-    validate(cfg)
-    check_cfg_scales(cfg.evaluate.cfg_scales)
+    validate(cfg)  # refuses non-finite or negative weights too
     check_protocol(cfg)
     if shard is not None:
         check_shard(*shard)  # refuses an index out of range now, before the env starts
