@@ -86,7 +86,8 @@ def plan_import(cfg: Config, dataset: Dataset, env_cameras: tuple[str, ...], env
         plan.task_of[int(episode["episode_index"])] = task
     if not plan.task_of:
         raise CfgrlError(f"no episode of dataset '{dataset.root}' has a task of suite {cfg.env.name}/{cfg.env.suite} "
-                         f"(its tasks: {'; '.join(t.prompt for t in env_tasks)}); choose the suite with --suite")
+                         f"(the dataset's tasks: {'; '.join(sorted(plan.skipped))}; the suite's: "
+                         f"{'; '.join(t.prompt for t in env_tasks)}); choose the environment with -c and the suite with --suite")
     for _, episode in selected(plan).iterrows():
         for key in (k for k in cameras if dataset.is_video(k)):
             probe(dataset.video_file(episode, key))

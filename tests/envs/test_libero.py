@@ -160,3 +160,11 @@ def test_collect_records_libero_episodes_as_the_simulator_replays_them(libero, t
         step = env.step(action, render=False)
         assert rewards[t] == step.reward and dones[t] == step.success
         obs = step.obs
+
+
+def test_export_fps_is_the_simulators_control_frequency(libero):
+    """`cfgrl export-dataset` writes lerobot's fps from a table; it must be what robosuite steps at."""
+    from cfgrl.lerobot_data.export import CONTROL_HZ
+
+    env, _ = libero
+    assert env._sim.env.control_freq == CONTROL_HZ["libero"]

@@ -321,3 +321,12 @@ def test_the_pipeline_runs_on_metaworld(tmp_path):
     assert results["chosen_cfg_scale"] in (1.0, 2.0)
     assert {(r["split"], r["arm"]) for r in results["rows"] if r["scope"] == "overall"} == {
         (split, arm) for split in ("test", "validation") for arm in ("w=1", "w=2")}
+
+
+def test_export_fps_is_the_simulators_control_frequency(env):
+    """`cfgrl export-dataset` writes lerobot's fps from a table; one env step is frame_skip MuJoCo steps."""
+    from cfgrl.lerobot_data.export import CONTROL_HZ
+
+    env.reset(0, 0, seed=0)
+    seconds_per_step = env._sim.model.opt.timestep * env._sim.frame_skip
+    assert round(1 / seconds_per_step, 6) == CONTROL_HZ["metaworld"]

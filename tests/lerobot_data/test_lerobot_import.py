@@ -186,6 +186,10 @@ def test_bad_input_is_one_line_and_leaves_no_store(tmp_path, edit, extra, words)
 def test_no_dataset_and_a_suite_with_none_of_its_tasks(tmp_path):
     refused(cfgrl("import", tmp_path / "s.zarr", "--lerobot", tmp_path / "nowhere", *SMALL), "does not exist")
     refused(cfgrl("import", tmp_path / "s.zarr", "--lerobot", tmp_path, *SMALL), "not a LeRobotDataset")
+    libero = FIXTURES.parent.parent / "configs" / "libero.yaml"
+    refused(cfgrl("import", tmp_path / "s.zarr", "--lerobot", DATASET, "--suite", "libero_spatial", "-c", libero, *SMALL),
+            "no episode", "libero/libero_spatial", "the dataset's tasks: grasp the bottom right ball; grasp the top left ball;",
+            "the suite's: pick up the black bowl", "-c")
     assert not (tmp_path / "s.zarr").exists()
 
 
