@@ -3,6 +3,7 @@
     .venv/bin/python bench/collect_throughput.py                     # builtin: env alone + collect
     .venv/bin/python bench/collect_throughput.py --env libero --suite libero_spatial --image-size 224 \
         --episodes 16 --group-size 2
+    .venv/bin/python bench/collect_throughput.py --json data/bench/collect_throughput.json   # also the figures as JSON
 
 Numbers are control steps per second. "env alone" is one process stepping with random actions
 (images rendered at the policy's query steps only, as the engine does, and again rendering every
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import Figures, add_json_option  # bench/ is on the path of a script run from it
 
 from cfgrl.config import EnvConfig
 from cfgrl.envs import make_env
@@ -84,7 +86,8 @@ def plain_loop(args: tuple[EnvConfig, int]) -> tuple[int, float]:
     return steps, seconds
 
 
-def compare_with_plain_loop(env_cfg: EnvConfig, env_args: list[str], episodes: int, workers: int, plain_episodes: int) -> None:
+def compare_with_plain_loop(env_cfg: EnvConfig, env_args: list[str], episodes: int, workers: int, plain_episodes: int,
+                            figures: Figures) -> None:
     """The tracked comparison: `cfgrl collect` with ``workers`` workers and a fresh tiny policy against
     a plain loop in the same number of processes, each stepping the env and rendering every camera at
     every step. Both play whole episodes of the same length (a fresh policy never succeeds early).
@@ -99,6 +102,10 @@ def compare_with_plain_loop(env_cfg: EnvConfig, env_args: list[str], episodes: i
     print(f"cfgrl collect, {workers} workers, fresh tiny PI0: {rate:8.2f} steps/s ({n} steps in {seconds:.1f} s, start-up included)")
     print(f"  {split}")
     print(f"collect / plain loop: {rate / plain:.2f}x (target >= 3x)")
+    baseline = f"plain loop, {workers} processes, every camera every step"
+    figures.add(baseline, plain, "steps/s")
+    collect_figures(figures, f"cfgrl collect, {workers} workers, fresh tiny PI0", rate, n, seconds, vs=baseline, target=">= 3x",
+                    headline=True)
 
 
 def main() -> None:
@@ -112,7 +119,9 @@ def main() -> None:
     parser.add_argument("--group-size", type=int, default=8, help="K of the collect runs")
     parser.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: the suite's)")
     parser.add_argument("--plain-episodes", type=int, default=1, help="LIBERO: episodes per process of the plain loop")
+    add_json_option(parser)
     args = parser.parse_args()
+    figures = Figures(__file__, __doc__)
     env_cfg = EnvConfig(name=args.env, suite=args.suite, image_size=args.image_size)
     env_args = ["-o", f"env.name={args.env}", "-o", f"env.suite={args.suite}", "-o", f"env.image_size={args.image_size}"]
     if args.max_steps is not None:
@@ -120,18 +129,33 @@ def main() -> None:
         env_args += ["-o", f"env.max_steps={args.max_steps}"]
     env_args += ["-o", f"collect.group_size={args.group_size}"]
     if args.env == "libero":
-        compare_with_plain_loop(env_cfg, env_args, args.episodes, args.workers, args.plain_episodes)
+        compare_with_plain_loop(env_cfg, env_args, args.episodes, args.workers, args.plain_episodes, figures)
+        figures.write(args.json, args)
         return
-    print(f"builtin env alone, render at query steps (every 5th): {env_alone(env_cfg, args.steps, 5):8.0f} steps/s")
-    print(f"builtin env alone, render every step:                 {env_alone(env_cfg, args.steps, 1):8.0f} steps/s")
+    alone = figures.add("builtin env alone, render at query steps (every 5th)", env_alone(env_cfg, args.steps, 5), "steps/s")
+    print(f"builtin env alone, render at query steps (every 5th): {alone:8.0f} steps/s")
+    alone = figures.add("builtin env alone, render every step", env_alone(env_cfg, args.steps, 1), "steps/s")
+    print(f"builtin env alone, render every step:                 {alone:8.0f} steps/s")
     rate, n, seconds, scripted_split = through_collect(env_args, ["--policy", "scripted:0.3"], args.episodes, args.workers)
     print(f"cfgrl collect, scripted expert, {args.workers} workers: {rate:8.0f} steps/s ({n} steps in {seconds:.1f} s, start-up included)")
     print(f"  {scripted_split}")
+    collect_figures(figures, f"cfgrl collect, scripted expert, {args.workers} workers", rate, n, seconds)
     rate, n, seconds, split = through_collect(env_args, [], max(2, args.episodes // 8), args.workers)
     print(f"cfgrl collect, fresh tiny PI0, {args.workers} workers:  {rate:8.0f} steps/s ({n} steps in {seconds:.1f} s, start-up included)")
     print(f"  {split}")
+    collect_figures(figures, f"cfgrl collect, fresh tiny PI0, {args.workers} workers", rate, n, seconds)
     share = re.search(r"storing episodes [\d.]+ s \((\d+)%\)", scripted_split)
     print(f"storing share of the scripted collection: {share.group(1) if share else '?'}% (target < 20%)")
+    if share:  # the collector printed no split: no figure rather than a '?'
+        figures.add("storing share of the scripted collection", int(share.group(1)), "%", target="< 20%", headline=True)
+    figures.write(args.json, args)
+
+
+def collect_figures(figures: Figures, name: str, rate: float, steps: int, seconds: float, **rate_figure) -> None:
+    """One `cfgrl collect` run's figures; ``rate_figure``: what else its rate carries (a baseline, a target)."""
+    figures.add(name, rate, "steps/s", **rate_figure)
+    figures.add(f"{name}: steps", steps, "steps")
+    figures.add(f"{name}: seconds, start-up included", seconds, "s")
 
 
 if __name__ == "__main__":

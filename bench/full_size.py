@@ -1,6 +1,6 @@
 """The published sizes end to end on this machine: π0 and π0.5 (3.3 B parameters) in bf16.
 
-    .venv/bin/python bench/full_size.py [--presets pi0 pi05] [--work /tmp/cfgrl_full_size] [--threads 2]
+    .venv/bin/python bench/full_size.py [--presets pi0 pi05] [--work /tmp/cfgrl_full_size] [--threads 2] [--json OUT]
 
 Per preset, each part in its own process (so its peak resident memory is its own):
 
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from _common import Figures, add_json_option  # bench/ is on the path of a script run from it
 
 CAMERAS = ("base_0_rgb", "left_wrist_0_rgb")
 BYTE_TOKENIZER = {"tokenizer": "byte"}  # vocab_size stays the preset's 257152
@@ -198,6 +199,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/cfgrl_full_size"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--part", nargs="+", help=argparse.SUPPRESS)
+    add_json_option(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.part:
@@ -207,6 +209,7 @@ def main() -> None:
         print(json.dumps({**result, "peak_gib": round(peak_gib(), 2)}))
         return
 
+    figures = Figures(__file__, __doc__)
     print(f"torch {torch.__version__}, {args.threads} threads; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     for preset in args.presets:
         root = args.work / preset
@@ -216,6 +219,8 @@ def main() -> None:
         written = run_part(["write", preset, str(checkpoint)], args.threads)
         weights = written["weights_gib"]
         print(f"{preset}: {written['params_b']:.2f} B parameters, {weights:.2f} GiB in bf16")
+        figures.add(f"{preset}: parameters", written["params_b"], "B")
+        figures.add(f"{preset}: weights in bf16", weights, "GiB")
         results = {"write": written, "sample": run_part(["sample", str(checkpoint)], args.threads),
                    "lora": run_part(["lora", str(checkpoint), str(merged)], args.threads),
                    "expert": run_part(["expert", str(checkpoint)], args.threads)}
@@ -223,7 +228,21 @@ def main() -> None:
             times = ", ".join(f"{k[:-2]} {v:.1f} s (peak {result[k[:-2] + '_gib']:.1f} GiB)" for k, v in result.items() if k.endswith("_s"))
             extra = f", {result['trained_m']:.1f} M trained, loss {result['loss']}" if "trained_m" in result else ""
             print(f"{preset} {name:6s}: peak {result['peak_gib']:.2f} GiB ({result['peak_gib'] / weights:.2f}x the weights); {times}{extra}")
+            part_figures(figures, f"{preset} {name}", result, f"{preset}: weights in bf16")
         shutil.rmtree(root, ignore_errors=True)
+    figures.write(args.json, args)
+
+
+def part_figures(figures: Figures, part: str, result: dict, weights: str) -> None:
+    """A part's peak (against the weights' size: the baseline), each phase's time and peak, what it trained."""
+    figures.add(f"{part}: peak", result["peak_gib"], "GiB", vs=weights, headline=part.endswith(" lora"))
+    for key, seconds in result.items():
+        if key.endswith("_s"):
+            figures.add(f"{part}: {key[:-2]}", seconds, "s")
+            figures.add(f"{part}: {key[:-2]}, peak", result[key[:-2] + "_gib"], "GiB", vs=weights)
+    if "trained_m" in result:
+        figures.add(f"{part}: trained", result["trained_m"], "M")
+        figures.add(f"{part}: loss", result["loss"], "")
 
 
 if __name__ == "__main__":

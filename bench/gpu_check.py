@@ -1,10 +1,11 @@
 """One measurement run on a lent GPU machine (issue 17 item 4), all bf16 on the GPU. Run it through
 ``bench/gpu_check.sh``, which installs the carried wheels and stops it after 5 minutes.
 
-    python bench/gpu_check.py --out DIR [--budget-s 280] [--dry-run]
+    python bench/gpu_check.py --out DIR [--budget-s 280] [--dry-run] [--json BENCH.json]
 
 Each figure is appended to OUT/figures.jsonl (one JSON object a line) and printed the moment it is
-measured, so a run killed at its time limit keeps what it had. The steps, most valuable first:
+measured, so a run killed at its time limit keeps what it had; with --json, BENCH.json (every bench
+script's format, bench/_common.py) is rewritten whole at each figure too. The steps, most valuable first:
 
 1. chunk    π0 and π0.5 (presets pi0, pi05: full size, random bf16 weights, the byte tokenizer with the
             preset's vocabulary standing in for PaliGemma's, as bench/full_size.py): latency of one
@@ -74,13 +75,19 @@ DRY = Plan("cpu", ("tiny", "pi05_tiny"), warmup=1, runs=2, train_runs=2, collect
            collect_group_size=4, fsdp_episodes=8, fsdp_steps=2)
 
 
-class Figures:
-    """Appends each figure to ``figures.jsonl`` at once (and prints it); ``at_s``: seconds since the start."""
+# What tells one figure from another of the same step and name, in its name in the --json file
+BENCH_CONTEXT = ("preset", "regime", "batch", "w", "workers")
 
-    def __init__(self, out: Path, budget_s: float):
+
+class Figures:
+    """Appends each figure to ``figures.jsonl`` at once (and prints it); ``at_s``: seconds since the start.
+    ``bench``: with --json, (bench/_common.py's Figures, the file, the arguments): each figure goes there too."""
+
+    def __init__(self, out: Path, budget_s: float, bench: tuple | None = None):
         self.path = out / "figures.jsonl"
         self.started = time.monotonic()
         self.deadline = self.started + budget_s
+        self.bench = bench
 
     def left_s(self) -> float:
         return self.deadline - time.monotonic()
@@ -92,6 +99,22 @@ class Figures:
         with open(self.path, "a") as f:
             f.write(line + "\n")
         print(line, flush=True)
+        if self.bench is not None:
+            self.add_to_bench(record)
+
+    def add_to_bench(self, record: dict) -> None:
+        """The figure in the --json file, a chunk at w = 2 against the same chunk at w = 1; the file is
+        rewritten whole, so a run stopped at its limit keeps what it had there too."""
+        bench, path, args = self.bench
+        known = {row["name"] for row in bench.rows}
+        name, n = bench_name(record), 1
+        while name in known:  # a second error or skip of the same step and context: numbered, not lost
+            n += 1
+            name = f"{bench_name(record)} #{n}"
+        baseline = bench_name({**record, "w": 1.0}) if record["name"] == "chunk_latency" and record.get("w") != 1.0 else None
+        bench.add(name, record["value"], record["unit"], vs=baseline if baseline in known else (),
+                  headline=record["name"] == "chunk_latency" and record.get("w") == 2.0 and record.get("batch") == 1)
+        bench.write(path, args, say=False)  # figures.jsonl's line above says enough, at every figure
 
     def attempt(self, step: str, work: Callable[[], None], **context) -> None:
         """Run one measurement; a failure becomes its figure (its last line) and the run goes on."""
@@ -106,6 +129,12 @@ class Figures:
             self.add(step, "error", f"{type(exc).__name__}: {last}", **context)
         finally:
             release_memory()
+
+
+def bench_name(record: dict) -> str:
+    context = ", ".join(f"{key} {record[key]:g}" if isinstance(record[key], float) else f"{key} {record[key]}"
+                        for key in BENCH_CONTEXT if key in record)
+    return f"{record['step']} {record['name']}" + (f" ({context})" if context else "")
 
 
 def bench_helpers():
@@ -350,14 +379,18 @@ def fsdp_train(figures: Figures, plan: Plan, cameras: tuple[str, ...], work: Pat
 
 
 def main() -> None:
+    sys.path.insert(0, str(Path(__file__).parent))  # bench/_common.py, imported here, not at the top (see above)
+    from _common import Figures as BenchFigures, add_json_option
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="where figures.jsonl and fsdp_train.log go")
     parser.add_argument("--budget-s", type=float, default=280.0, help="no step starts after this many seconds")
     parser.add_argument("--dry-run", action="store_true", help="tiny presets on the CPU: checks the script without a GPU")
+    add_json_option(parser)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     plan = DRY if args.dry_run else GPU
-    figures = Figures(args.out, args.budget_s)
+    figures = Figures(args.out, args.budget_s, None if args.json is None else (BenchFigures(__file__, __doc__), args.json, args))
 
     import torch
 

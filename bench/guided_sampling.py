@@ -1,6 +1,6 @@
 """Cost of classifier-free guidance at inference (PI0's and π0.5's tiny and mini presets, batch 1, two 224x224 cameras).
 
-    .venv/bin/python bench/guided_sampling.py [--repeats 7] [--threads 2]
+    .venv/bin/python bench/guided_sampling.py [--repeats 7] [--threads 2] [--json OUT]
 
 Per preset, medians of: the prefix pass alone, a 10-step sample at w=1 (conditional branch only) and
 at w=2 (both branches in one batched suffix pass per step). Reports the plain ratio t(w=2)/t(w=1) and
@@ -18,6 +18,7 @@ import statistics
 import time
 
 import torch
+from _common import Figures, add_json_option  # bench/ is on the path of a script run from it
 
 from cfgrl.policy import ModelInputs, PI0Config
 from cfgrl.policy.model import build_model
@@ -95,20 +96,31 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--presets", nargs="+", default=["tiny", "mini", "pi05_tiny", "pi05_mini"])
+    add_json_option(parser)
     args = parser.parse_args()
+    figures = Figures(__file__, __doc__)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, batch 1, 10 Euler steps, medians of {args.repeats}")
     for preset in ("pi0", "pi05"):
-        print(f"{preset} preset parameters in bf16: {bf16_gib(preset):.2f} GiB (activations and KV cache come on top)")
-    print(f"tiny: training step (batch 1) {tiny_training_step(args.repeats) * 1e3:.1f} ms")
+        gib = figures.add(f"{preset} preset parameters in bf16", bf16_gib(preset), "GiB")
+        print(f"{preset} preset parameters in bf16: {gib:.2f} GiB (activations and KV cache come on top)")
+    step_ms = figures.add("tiny: training step (batch 1)", tiny_training_step(args.repeats) * 1e3, "ms")
+    print(f"tiny: training step (batch 1) {step_ms:.1f} ms")
     results = {}
     for preset in args.presets:
         r = results[preset] = measure(preset, args.repeats)
         print(f"{preset}: prefix {r['prefix'] * 1e3:.1f} ms, w=1 {r['w1'] * 1e3:.1f} ms, w=2 {r['w2'] * 1e3:.1f} ms, "
               f"ratio t(w=2)/t(w=1) {r['ratio']:.3f}, guidance overhead {r['overhead']:.3f}")
+        figures.add(f"{preset}: prefix only", r["prefix"] * 1e3, "ms")
+        figures.add(f"{preset}: sample at w=1", r["w1"] * 1e3, "ms")
+        figures.add(f"{preset}: sample at w=2", r["w2"] * 1e3, "ms", vs=f"{preset}: sample at w=1")  # the ratio t(w=2)/t(w=1)
     for family_mini in ("mini", "pi05_mini"):  # π0.5 last
         if family_mini in results:
             print(f"guidance overhead ({family_mini}): {results[family_mini]['overhead']:.3f}")
+    for preset, r in results.items():  # in units of one unguided suffix pass: a ratio the script defines, not of two figures
+        figures.add(f"{preset}: guidance overhead", r["overhead"], "unguided suffix passes",
+                    target="<= 1.1" if preset in ("mini", "pi05_mini") else None, headline=preset in ("mini", "pi05_mini"))
+    figures.write(args.json, args)
 
 
 if __name__ == "__main__":

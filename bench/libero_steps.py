@@ -1,6 +1,6 @@
 """LIBERO step rate on this machine: stepping alone vs. stepping and rendering both cameras every step.
 
-    .venv/bin/python bench/libero_steps.py [--suite libero_spatial] [--steps 100] [--image-size 224]
+    .venv/bin/python bench/libero_steps.py [--suite libero_spatial] [--steps 100] [--image-size 224] [--json OUT]
 
 Prints env creation + reset time, then steps/s for each mode (one process, one env). The collector
 renders only at policy query steps (every replan_steps-th step), so its rate lies between the two.
@@ -13,6 +13,7 @@ import os
 import time
 
 import numpy as np
+from _common import Figures, add_json_option  # bench/ is on the path of a script run from it
 
 from cfgrl.config import EnvConfig
 from cfgrl.envs.libero import LiberoEnv
@@ -33,7 +34,9 @@ def main() -> None:
     parser.add_argument("--suite", default="libero_spatial")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--image-size", type=int, default=224)
+    add_json_option(parser)
     args = parser.parse_args()
+    figures = Figures(__file__, __doc__)
 
     start = time.perf_counter()
     env = LiberoEnv(EnvConfig(name="libero", suite=args.suite, image_size=args.image_size))
@@ -47,11 +50,18 @@ def main() -> None:
     print(f"renderer={env.renderer} image_size={args.image_size} load_average={os.getloadavg()[0]:.1f}")
     print(f"import+benchmark {imported - start:.1f}s  first reset (creates env) {first_reset - imported:.1f}s  "
           f"later reset {second_reset - first_reset:.1f}s  first step {warm - second_reset:.1f}s")
+    figures.machine["renderer"] = env.renderer
+    for name, seconds in (("import+benchmark", imported - start), ("first reset (creates env)", first_reset - imported),
+                          ("later reset", second_reset - first_reset), ("first step", warm - second_reset)):
+        figures.add(name, seconds, "s")
     for render in (False, True):
         wall_ms, cpu_ms = timed_steps(env, args.steps, render)
         label = "rendering both cameras every step" if render else "without rendering"
         print(f"{label}: {1000 / wall_ms:.1f} steps/s ({wall_ms:.0f} ms/step wall, {cpu_ms:.0f} ms/step CPU)")
+        for what, value, unit in (("steps/s", 1000 / wall_ms, "steps/s"), ("wall per step", wall_ms, "ms"), ("CPU per step", cpu_ms, "ms")):
+            figures.add(f"{label}: {what}", value, unit, vs=f"without rendering: {what}" if render else ())  # rendering's cost
     env.close()
+    figures.write(args.json, args)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Computed training memory of the published sizes: on one device per regime and dtype, and per GPU across
 devices (DDP, FSDP over 1, 2, 8 GPUs) per batch. No weights are allocated.
 
-    .venv/bin/python bench/memory_plan.py [--presets pi0 pi05] [--lora-rank 16]
+    .venv/bin/python bench/memory_plan.py [--presets pi0 pi05] [--lora-rank 16] [--json OUT]
 
 Parameters are counted on the meta device: the total P and the trainable T of each regime (full, expert-
 only = ``train.train_expert_only``, LoRA = ``train.lora_rank`` on the default ``train.lora_targets``
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 
+from _common import Figures, add_json_option  # bench/ is on the path of a script run from it
 from accelerate import init_empty_weights
 
 from cfgrl.policy import PI0Config, PI0Policy
@@ -96,7 +97,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--presets", nargs="+", default=["pi0", "pi05"])
     parser.add_argument("--lora-rank", type=int, default=16)
+    add_json_option(parser)
     args = parser.parse_args()
+    figures = Figures(__file__, __doc__)
     print("| preset | regime | dtype | trained | computed (before activations) | fits (GB, 20% spare) |")
     print("|--------|--------|-------|--------:|------------------------------:|----------------------|")
     for preset in args.presets:
@@ -105,6 +108,9 @@ def main() -> None:
                 need = bytes_needed(total, trained, dtype)
                 fits = ", ".join(str(g) for g in GPUS if need * 1.2 <= g * 1e9) or "none: shard it (FSDP)"
                 print(f"| {preset} | {regime} | {dtype} | {trained / 1e6:,.1f} M of {total / 1e9:.2f} B | {need / GiB:.1f} GiB | {fits} |")
+                figures.add(f"{preset} {regime} {dtype}: computed, before activations", need / GiB, "GiB")
+            figures.add(f"{preset} {regime}: trained parameters", trained / 1e6, "M")
+            figures.add(f"{preset} {regime}: parameters", total / 1e9, "B")
     print()
     print("Full fine-tune across devices, bf16, gradient checkpointing: per-GPU GiB at a per-GPU batch of 8 / 32 (computed)")
     print()
@@ -116,6 +122,9 @@ def main() -> None:
             small, large = per_gpu(preset, total, trained, devices, 8), per_gpu(preset, total, trained, devices, 32)
             fits = ", ".join(str(g) for g in GPUS if large * GiB * 1.2 <= g * 1e9) or "none"
             print(f"| {preset} | {devices} | {small:.1f} | {large:.1f} | {fits} |")
+            for batch, gib in ((8, small), (32, large)):
+                figures.add(f"{preset} full fine-tune, {devices}: per GPU at batch {batch}", gib, "GiB")
+    figures.write(args.json, args)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Meta-World step rates: the env alone (rendering at the policy's query steps) and `cfgrl collect`.
 
-    .venv/bin/python bench/metaworld_steps.py [--suite MT10] [--image-size 96] [--steps 1000] [--episodes 16] [--mesh-grid-mm 10] [--envs-per-worker 1,4]
+    .venv/bin/python bench/metaworld_steps.py [--suite MT10] [--image-size 96] [--steps 1000] [--episodes 16] [--mesh-grid-mm 10] [--envs-per-worker 1,4] [--json OUT]
 
 Prints, for one process and one env with random actions, render ms per frame of each camera (fast
 settings against the scene defaults, a few frames), steps/s without rendering and with both cameras
@@ -19,6 +19,7 @@ import os
 import time
 
 import numpy as np
+from _common import Figures, add_json_option
 from collect_throughput import through_collect  # bench/ is on the path of a script run from it
 
 from cfgrl.config import EnvConfig
@@ -85,7 +86,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--mesh-grid-mm", type=float, default=10.0, help="env.mesh_grid_mm measured against the meshes as shipped")
     parser.add_argument("--envs-per-worker", default="1,4", help="collect.envs_per_worker values to measure, comma-separated")
+    add_json_option(parser)
     args = parser.parse_args()
+    figures = Figures(__file__, __doc__)
     env_counts = [int(n) for n in args.envs_per_worker.split(",")]
 
     alone_rates: dict[float, float] = {}  # mesh grid -> env alone, rendering
@@ -95,12 +98,21 @@ def main() -> None:
         started = time.perf_counter()
         env = MetaWorldEnv(EnvConfig(name="metaworld", suite=args.suite, image_size=args.image_size, mesh_grid_mm=grid))
         env.reset(0, 0, 0)  # builds the benchmark's configurations and the first task's simulator
+        built = figures.add(f"{meshes}: {args.suite} built and first reset", time.perf_counter() - started, "s")
+        figures.machine["renderer"] = env.renderer
         print(f"== {meshes}: renderer={env.renderer} image_size={args.image_size} load_average={os.getloadavg()[0]:.1f}; "
-              f"{args.suite} built and first reset in {time.perf_counter() - started:.1f} s")
-        print("render ms/frame: " + ", ".join(f"{name} {ms:.1f}" for name, ms in render_ms(env, args.frames, defaults=not grid).items()))
-        print(f"env alone, no rendering:                        {steps_per_second(env, args.steps, None):8.0f} steps/s")
+              f"{args.suite} built and first reset in {built:.1f} s")
+        renders = render_ms(env, args.frames, defaults=not grid)
+        print("render ms/frame: " + ", ".join(f"{name} {ms:.1f}" for name, ms in renders.items()))
+        for name, ms in renders.items():
+            figures.add(f"{meshes}: render {name}", ms, "ms/frame", vs=() if not grid else f"meshes as shipped: render {name}")
+        still = figures.add(f"{meshes}: env alone, no rendering", steps_per_second(env, args.steps, None), "steps/s",
+                            vs=() if not grid else "meshes as shipped: env alone, no rendering")
+        print(f"env alone, no rendering:                        {still:8.0f} steps/s")
         alone = steps_per_second(env, args.steps, args.replan)
         print(f"env alone, both cameras every {args.replan}th step:          {alone:8.0f} steps/s (target >= 300)")
+        figures.add(f"{meshes}: env alone, both cameras every {args.replan}th step", alone, "steps/s", target=">= 300",
+                    vs=() if not grid else f"meshes as shipped: env alone, both cameras every {args.replan}th step", headline=bool(grid))
         env.close()
 
         env_args = ["-o", "env.name=metaworld", "-o", f"env.suite={args.suite}", "-o", f"env.image_size={args.image_size}",
@@ -112,10 +124,17 @@ def main() -> None:
                   f"({n} steps in {seconds:.1f} s, start-up included; target >= 200)")
             print(f"  {split}")
             collect_rates[grid, envs] = rate
+            first = f"meshes as shipped: cfgrl collect, {args.workers} workers x {env_counts[0]} envs"
+            name = f"{meshes}: cfgrl collect, {args.workers} workers x {envs} envs"
+            figures.add(name, rate, "env-steps/s", target=">= 200", vs=() if name == first else first,
+                        headline=bool(grid) and envs == env_counts[-1])
+            figures.add(f"{name}: steps", n, "steps")
+            figures.add(f"{name}: seconds, start-up included", seconds, "s")
     print(f"env.mesh_grid_mm={args.mesh_grid_mm:g} against meshes as shipped: env alone x{alone_rates[args.mesh_grid_mm] / alone_rates[0.0]:.2f}")
     baseline = collect_rates[0.0, env_counts[0]]
     for (grid, envs), rate in collect_rates.items():
         print(f"collect, env.mesh_grid_mm={grid:g}, {envs} envs per worker: x{rate / baseline:.2f} against meshes as shipped, {env_counts[0]} per worker")
+    figures.write(args.json, args)
 
 
 if __name__ == "__main__":

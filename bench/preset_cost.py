@@ -3,7 +3,7 @@ AdamW) at the Meta-World configuration's sizes (batch 32, two 96 px cameras, a 5
 presets measured round-robin in one run so that the machine's load moves them alike.
 
     .venv/bin/python bench/preset_cost.py                          # tiny against small
-    .venv/bin/python bench/preset_cost.py --presets tiny,small,mini --repeats 3 --json cost.json
+    .venv/bin/python bench/preset_cost.py --presets tiny,small,mini --repeats 3 --json data/bench/preset_cost.json
 
 Prints each preset's parameters and median step time, and its ratio to the first preset.
 """
@@ -11,15 +11,13 @@ Prints each preset's parameters and median step time, and its ratio to the first
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
+from _common import Figures, add_json_option  # bench/ is on the path of a script run from it
 
-from cfgrl import provenance
 from cfgrl.optimality import Label
 from cfgrl.policy import NormStats, PI0Config, PI0Policy
 
@@ -43,8 +41,9 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", type=Path, help="also write the figures here")
+    add_json_option(parser)
     args = parser.parse_args()
+    figures = Figures(__file__, __doc__)
     torch.set_num_threads(args.threads)
     names = args.presets.split(",")
     runs = {}
@@ -62,16 +61,14 @@ def main() -> None:
             optimizer.zero_grad(set_to_none=True)
             times[name].append(time.perf_counter() - start)
     first = statistics.median(times[names[0]][1:])
-    figures = {}
     for name, (policy, _, _) in runs.items():
         median = statistics.median(times[name][1:])
         params = sum(p.numel() for p in policy.parameters())
-        figures[name] = {"parameters": params, "step_seconds": median, "ratio_to_first": median / first}
+        figures.add(f"{name}: parameters", params / 1e6, "M")
+        figures.add(f"{name}: training step", median * 1e3, "ms", vs=() if name == names[0] else f"{names[0]}: training step")
         print(f"{name:>8}: {params / 1e6:6.2f} M parameters, {median * 1e3:8.1f} ms per step of {args.batch}, "
               f"{median / first:5.2f}x {names[0]}")
-    if args.json:
-        args.json.write_text(json.dumps({**provenance.record(), "batch": args.batch, "image_size": args.image_size,
-                                         "threads": args.threads, "presets": figures}, indent=1) + "\n")
+    figures.write(args.json, args)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ relabelling reads only the episode table, rewards and frame steps, never an imag
 
     .venv/bin/python bench/relabel.py                 # defaults: ~1.7M windows; 800 episodes with 2x64x64 images
     .venv/bin/python bench/relabel.py --episodes 20000 --image-episodes 50   # quicker
+    .venv/bin/python bench/relabel.py --json data/bench/relabel.json       # also the figures as JSON
 
 The ratio is printed last.
 """
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import Figures, add_json_option  # bench/ is on the path of a script run from it
 from tqdm import tqdm
 
 from cfgrl.config import CFGRLConfig
@@ -71,13 +73,17 @@ def main() -> None:
     parser.add_argument("--image-episodes", type=int, default=800, help="episodes of the image / no-image pair")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=9)
+    add_json_option(parser)
     args = parser.parse_args()
+    figures = Figures(__file__, __doc__)
     work = Path(tempfile.mkdtemp(prefix="cfgrl-bench-relabel-"))
     try:
         big = synthetic_store(work / "big.zarr", args.episodes, args.length, (), 8)
         start = time.perf_counter()
         data = [StoreData.read(Store(big.path))]
-        read = time.perf_counter() - start
+        figures.add("large store: episodes", big.num_episodes, "episodes")
+        figures.add("large store: steps", big.num_steps, "steps")
+        read = figures.add("large store: reading the episode table, rewards and frame steps", time.perf_counter() - start, "s")
         print(f"large store: {big.num_episodes:,} episodes, {big.num_steps:,} steps; reading the episode table, "
               f"rewards and frame steps: {read:.2f} s")
         for source in ("episode_rloo", "window_rloo", "window_return"):
@@ -88,6 +94,9 @@ def main() -> None:
                 table, _ = label_windows(data, settings)
                 core.append(time.perf_counter() - start)
             whole = min(time_label(big.path, work / "big.labels", source)[0] for _ in range(2))
+            figures.add(f"{source}: windows", len(table), "windows")
+            figures.add(f"{source}: labelling", len(table) / min(core), "windows/s", target=">= 1e6")
+            figures.add(f"{source}: end to end with reading, parquet, manifest and histogram", len(table) / whole, "windows/s")
             print(f"{source:>14}: {len(table):,} windows; labelling {len(table) / min(core):,.0f} windows/s "
                   f"({min(core):.2f} s, target >= 1e6/s); end to end with reading, parquet, manifest and histogram "
                   f"{len(table) / whole:,.0f} windows/s ({whole:.2f} s)")
@@ -109,6 +118,14 @@ def main() -> None:
               f"{best['plain']:.3f} s, median {med['plain']:.3f} s, CPU {cpu['plain']:.3f} s ({args.repeats} interleaved runs each)")
         print(f"median wall ratio {med['images'] / med['plain']:.3f}; median CPU ratio {cpu['images'] / cpu['plain']:.3f}")
         print(f"relabel time ratio images / no images (best of {args.repeats}): {best['images'] / best['plain']:.3f} (target <= 1.10)")
+        figures.add("store with images: size", gib, "GiB")
+        figures.add("the same episodes without images: size", without.size_bytes() / 2**20, "MiB")
+        for name, stat in (("best", best), ("median", med), ("CPU median", cpu)):  # each with images against the same without
+            figures.add(f"relabel without images: {name}", stat["plain"], "s")
+            figures.add(f"relabel with images: {name}", stat["images"], "s", vs=f"relabel without images: {name}")
+        figures.add(f"relabel time ratio images / no images (best of {args.repeats})", best["images"] / best["plain"], "x",
+                    target="<= 1.10", headline=True)
+        figures.write(args.json, args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

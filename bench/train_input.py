@@ -11,6 +11,7 @@ Targets: pipeline >= 5x (a), pipeline >= 5x (b), wait < 5%. The ratio to (a) is 
     .venv/bin/python bench/train_input.py                    # 224x224, 2 cameras, 24 episodes, no workers
     .venv/bin/python bench/train_input.py --workers 2        # also the same with loader workers
     .venv/bin/python bench/train_input.py --episodes 8 --image-size 64 --workers 0   # quick
+    .venv/bin/python bench/train_input.py --json data/bench/train_input.json          # also the figures as JSON
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import Figures, add_json_option  # bench/ is on the path of a script run from it
 
 from cfgrl.config import CFGRLConfig, load_config
 from cfgrl.label import make_label_index
@@ -133,7 +135,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per reader")
     parser.add_argument("--train-steps", type=int, default=10, help="steps of the real training run (data-wait share)")
     parser.add_argument("--dir", type=Path, default=None, help="work directory (default: a temporary one)")
+    add_json_option(parser)
     args = parser.parse_args()
+    figures = Figures(__file__, __doc__)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -142,11 +146,13 @@ def main() -> None:
         store = write_store(root / "bench.zarr", args.episodes, args.length, args.image_size)
         index = make_label_index([store], CFGRLConfig(), REPLAN)
         windows = index.windows
+        write_seconds = time.perf_counter() - started
         print(f"store: {args.episodes} episodes, {len(windows)} windows, {len(CAMERAS)} cameras at "
-              f"{args.image_size}x{args.image_size}, {store.size_bytes() / 1e6:.0f} MB on disk ({time.perf_counter() - started:.1f} s to write)")
+              f"{args.image_size}x{args.image_size}, {store.size_bytes() / 1e6:.0f} MB on disk ({write_seconds:.1f} s to write)")
         started = time.perf_counter()
         cache = ensure_cache(root / "cache", [store], windows, 50)
-        print(f"cache build: {len(windows) / (time.perf_counter() - started):,.0f} windows/s (once per store content and window set)")
+        cache_seconds = time.perf_counter() - started
+        print(f"cache build: {len(windows) / cache_seconds:,.0f} windows/s (once per store content and window set)")
 
         pipe = pipeline_rate(cache, args.workers, device, args.seconds)
         pipe0 = pipeline_rate(cache, 0, device, args.seconds) if args.workers else pipe
@@ -166,6 +172,19 @@ def main() -> None:
         print(f"real tiny training run: data-wait share {record['data_wait_share']:.2%} (target < 5%), "
               f"{record['samples_per_s']:.1f} samples/s")
         print(f"(a) tiny training step at batch {BATCH}: {model:,.1f} samples/s  -> pipeline / (a) = {pipe / model:.1f}x (target >= 5x)")
+        figures.add("store: windows", len(windows), "windows")
+        figures.add("store: size on disk", store.size_bytes() / 1e6, "MB")
+        figures.add("store: time to write and label", write_seconds, "s")
+        figures.add("cache build", len(windows) / cache_seconds, "windows/s")
+        # the pipeline against what consumes its windows and against the reader it replaces, in this run
+        figures.add("pipeline", pipe, "windows/s", vs=(f"(a) tiny training step at batch {BATCH}", "(b) per-item Zarr reader"), target=">= 5x each")
+        figures.add("pipeline with 0 workers", pipe0, "windows/s", vs="(b) per-item Zarr reader")
+        figures.add("(b) per-item Zarr reader", zarr, "windows/s")
+        figures.add("real tiny training run: data-wait share", 100 * record["data_wait_share"], "%", target="< 5%")
+        figures.add("real tiny training run", record["samples_per_s"], "samples/s")
+        figures.add(f"(a) tiny training step at batch {BATCH}", model, "windows/s")  # its samples/s: a sample is a window
+        figures.add("pipeline / (a)", pipe / model, "x", target=">= 5", headline=True)
+        figures.write(args.json, args)
     sys.exit(0)
 
 

@@ -140,6 +140,7 @@ FORMATS = [
     ("The evaluation episode log", "cfgrl.evaluate.ledger", None),
     ("Evaluation shards", "cfgrl.evaluate.shards", None),
     ("Rounds", "cfgrl.pipeline.rounds", None),
+    ("Benchmark figures (`bench/*.py --json OUT`)", "bench._common", None),  # a script's file, read by path like the modules
 ]
 
 
