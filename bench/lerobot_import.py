@@ -1,7 +1,7 @@
 """`cfgrl import` throughput at 256 px against PyAV decoding alone, in the same run (target: >= 1,000 frames/s
 with one decoding thread).
 
-    .venv/bin/python bench/lerobot_import.py [--episodes 20 --length 100 --size 256]
+    .venv/bin/python bench/lerobot_import.py [--episodes 20 --length 100 --size 256] [--json OUT]
 
 The dataset is LIBERO's shape: two 256² AV1 cameras (observation.images.image, observation.images.wrist_image),
 8-d state, 7-d action, 10 fps, written by `cfgrl export-dataset` from a synthetic store of smooth moving
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from _common import Figures, add_json_option  # bench/ is on the path of a script run from it
 
 from cfgrl.config import load_config
 from cfgrl.store import EpisodeData, StoreLayout, StoreWriter
@@ -71,7 +72,9 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--length", type=int, default=100)
     parser.add_argument("--size", type=int, default=256)
+    add_json_option(parser)
     args = parser.parse_args()
+    figures = Figures(__file__, __doc__)
     from cfgrl.lerobot_data.export import export_dataset
     from cfgrl.lerobot_data.ingest import import_dataset
 
@@ -90,8 +93,21 @@ def main() -> None:
         print(f"decode alone (1 thread): {rows / seconds:,.0f} rows/s ({frames / seconds:,.0f} camera frames/s)")
         print(f"cfgrl import (1 decoding thread, to 224 px, replan 5): {rows / imported:,.0f} rows/s "
               f"({imported / seconds:.2f}x decode alone's time); target >= 1,000 rows/s")
+        write_figures(figures, args, rows, frames, seconds, imported)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_figures(figures: Figures, args: argparse.Namespace, rows: int, frames: int, decode_s: float, import_s: float) -> None:
+    """The printed figures, for --json; the import's time against decoding alone's, measured in this run."""
+    figures.machine["pyav"] = av.__version__
+    figures.add("rows (dataset frames, 2 cameras each)", rows, "rows")
+    figures.add("decode alone (1 thread)", rows / decode_s, "rows/s")
+    figures.add("decode alone (1 thread), camera frames", frames / decode_s, "camera frames/s")
+    figures.add("cfgrl import (1 decoding thread, to 224 px, replan 5)", rows / import_s, "rows/s", target=">= 1,000", headline=True)
+    figures.add("decode alone: time", decode_s, "s")
+    figures.add("cfgrl import: time", import_s, "s", vs="decode alone: time")
+    figures.write(args.json, args)
 
 
 if __name__ == "__main__":
