@@ -4,7 +4,8 @@ For a store ``DIR/NAME.zarr`` the versions live in ``DIR/NAME.labels/<version>/`
 stores: under ``--out``, default beside the first)::
 
     <version>/windows.parquet     one row per window (columns: cfgrl.label.build.COLUMNS)
-    <version>/manifest.json       schema stamp, settings, seed, stores + fingerprints, value model, counts, created
+    <version>/manifest.json       schema stamp, settings, seed, stores + fingerprints, value model, counts, created,
+                                  provenance (cfgrl version, git commit, command line, UTC time; absent from older versions)
     <version>/summary.txt         what `cfgrl label` printed
     <version>/advantages.png      histogram of the window advantages
     names/<name>.json             {"version": id}: an alias given with --name
@@ -35,7 +36,7 @@ from typing import Any, Iterator
 import pandas as pd
 import pyarrow as pa
 
-from cfgrl import atomic
+from cfgrl import atomic, provenance
 from cfgrl.config import CFGRLConfig, InferenceConfig
 from cfgrl.errors import CfgrlError
 from cfgrl.label.advantage import StoreValues
@@ -265,6 +266,8 @@ def make_label_index(
             "counts": counts,
             "created": time.time(),
             "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            # not in the version id: the same settings on the same episodes are the same version whoever made it
+            "provenance": provenance.record(),
         }
     with _sole_writer(root):
         if name is not None:

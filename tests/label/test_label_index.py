@@ -41,6 +41,22 @@ def test_layout_manifest_and_pandas_readable(store, tmp_path):
     assert (idx.path / "advantages.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_new_version_records_its_provenance_and_an_older_one_without_still_reads(store):
+    """The manifest carries provenance.record() (outside the version id); one written before it did reads and is reused as before."""
+    import cfgrl
+
+    idx = make_label_index([store], CFGRLConfig(), REPLAN, None, None)
+    prov = json.loads((idx.path / "manifest.json").read_text())["provenance"]
+    assert set(prov) == {"cfgrl_version", "git_commit", "git_dirty", "command", "utc"} and prov["cfgrl_version"] == cfgrl.__version__
+    manifest = json.loads((idx.path / "manifest.json").read_text())
+    del manifest["provenance"]
+    (idx.path / "manifest.json").write_text(json.dumps(manifest))
+    old = load_label_index(idx.path)
+    assert "provenance" not in old.manifest and len(old.windows) == len(idx.windows)
+    again = make_label_index([store], CFGRLConfig(), REPLAN, None, None)
+    assert again.version == idx.version and again.reused
+
+
 def test_same_settings_reuse_a_version_different_settings_make_another(store):
     first = make_label_index([store], CFGRLConfig(), REPLAN, None, None)
     created = first.manifest["created"]
