@@ -152,9 +152,14 @@ docs: | $(SETUP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/python -m mkdocs build --strict --site-dir site
 	@echo "docs: site in site/ (open site/index.html)"
 
-# gpu_check.py needs a GPU machine (bench/gpu_check.sh; bench/README.md says how to run it there)
+# Every script's figures also go to $(BENCH_OUT)/<script>.json (bench/_common.py); the docs' benchmarks page is
+# rendered from the ones copied into docs/results/benchmarks/. gpu_check.py needs a GPU machine (bench/gpu_check.sh;
+# bench/README.md says how to run it there); bench/_*.py are helpers, not benches.
+BENCH_OUT ?= data/bench
 bench: | $(SETUP)
-	for b in $(filter-out bench/gpu_check.py,$(wildcard bench/*.py)); do echo "== $$b"; $(VENV)/bin/python $$b; done
+	for b in $(filter-out bench/gpu_check.py bench/_%,$(wildcard bench/*.py)); do echo "== $$b"; \
+	  $(VENV)/bin/python $$b --json $(BENCH_OUT)/$$(basename $$b .py).json; done
+	@echo "bench: figures in $(BENCH_OUT)/*.json (copy them into docs/results/benchmarks/ to publish them, then make docs)"
 
 # The wheels a lent GPU machine lacks (it has no network, and torch and the rest already): zarr 3 and
 # its dependencies, at the versions installed in $(VENV), for CPython $(WHEEL_PYTHON) on manylinux x86_64.

@@ -235,7 +235,7 @@ def main() -> None:
 
 def part_figures(figures: Figures, part: str, result: dict, weights: str) -> None:
     """A part's peak (against the weights' size: the baseline), each phase's time and peak, what it trained."""
-    figures.add(f"{part}: peak", result["peak_gib"], "GiB", vs=weights, headline=part.endswith(" lora"))
+    figures.add(f"{part}: peak", result["peak_gib"], "GiB", vs=weights)
     for key, seconds in result.items():
         if key.endswith("_s"):
             figures.add(f"{part}: {key[:-2]}", seconds, "s")

@@ -112,8 +112,7 @@ class Figures:
             n += 1
             name = f"{bench_name(record)} #{n}"
         baseline = bench_name({**record, "w": 1.0}) if record["name"] == "chunk_latency" and record.get("w") != 1.0 else None
-        bench.add(name, record["value"], record["unit"], vs=baseline if baseline in known else (),
-                  headline=record["name"] == "chunk_latency" and record.get("w") == 2.0 and record.get("batch") == 1)
+        bench.add(name, record["value"], record["unit"], vs=baseline if baseline in known else ())
         bench.write(path, args, say=False)  # figures.jsonl's line above says enough, at every figure
 
     def attempt(self, step: str, work: Callable[[], None], **context) -> None:

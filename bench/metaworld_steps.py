@@ -112,7 +112,7 @@ def main() -> None:
         alone = steps_per_second(env, args.steps, args.replan)
         print(f"env alone, both cameras every {args.replan}th step:          {alone:8.0f} steps/s (target >= 300)")
         figures.add(f"{meshes}: env alone, both cameras every {args.replan}th step", alone, "steps/s", target=">= 300",
-                    vs=() if not grid else f"meshes as shipped: env alone, both cameras every {args.replan}th step", headline=bool(grid))
+                    vs=() if not grid else f"meshes as shipped: env alone, both cameras every {args.replan}th step")
         env.close()
 
         env_args = ["-o", "env.name=metaworld", "-o", f"env.suite={args.suite}", "-o", f"env.image_size={args.image_size}",

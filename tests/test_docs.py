@@ -148,3 +148,45 @@ def test_the_demonstration_and_a_round_render_from_their_records(results, tmp_pa
     for number in ("w=2 62.5%", "58.5% (51.6–65.1)", "+4.0 (-4.0, +12.0)", "round 1 +34.0 (+27.0, +41.0)", "| 1478 |",
                    "### Round 1 (demo/rounds/round_001)", "`bbb`"):
         assert number in text, number
+
+
+def test_the_benchmarks_page_reads_each_bench_json(results, tmp_path, monkeypatch):
+    """A bench's --json file, as bench/_common.py writes it, renders with its figures, ratios, command and machine;
+    the benches with no file committed are listed as having none."""
+    import argparse
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from _common import Figures
+
+    exp = next(e for e in results.experiments() if e["slug"] == "benchmarks")
+    figures = Figures("bench/relabel.py", "Relabelling benchmark: relabel time with images against without.")
+    figures.add("relabel without images: best", 0.25, "s")
+    figures.add("relabel with images: best", 0.2625, "s", vs="relabel without images: best")
+    figures.add("relabel time ratio images / no images (best of 9)", 1.05, "x", target="<= 1.10", headline=True)
+    figures.write(tmp_path / "benchmarks" / "relabel.json", argparse.Namespace(episodes=50000, json=None))
+    monkeypatch.setattr(results, "RESULTS", tmp_path)
+    text = results.page(exp)
+    record = json.loads((tmp_path / "benchmarks" / "relabel.json").read_text())
+    for expected in ("### `bench/relabel.py`", "Relabelling benchmark: relabel time",
+                     "| relabel with images: best | 0.2625 s | 1.05× relabel without images: best |  |",
+                     "| **relabel time ratio images / no images (best of 9)** | 1.05x |  | <= 1.10 |",
+                     f"{record['provenance']['utc']}; command `{record['provenance']['command']}`",
+                     f"Machine: cpu {record['machine']['cpu']}, cpus {record['machine']['cpus']}"):
+        assert expected in text, expected
+    missing = text.split('!!! note "No artefact yet"')[1]
+    assert "`bench/train_input.py`" in missing and "`bench/relabel.py`" not in missing and "../log.md#" in missing
+    assert results.headline(exp) == ("relabel time ratio images / no images (best of 9) 1.05x", True)
+
+
+def test_a_label_version_shows_its_provenance_where_its_manifest_has_one(results, tmp_path):
+    from cfgrl.provenance import record
+
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "summary.txt").write_text("label index abc\n")
+    manifest = {"version": "abc", "settings": {"label_source": "episode_rloo"}, "created_utc": "2026-12-07T00:00:00Z"}
+    (tmp_path / "labels" / "manifest.json").write_text(json.dumps(manifest))
+    assert "(the label index records no command)" in "\n".join(results.sections(tmp_path, tmp_path))
+    prov = record()
+    (tmp_path / "labels" / "manifest.json").write_text(json.dumps({**manifest, "provenance": prov}))
+    text = "\n".join(results.sections(tmp_path, tmp_path))
+    assert f"commit `{prov['git_commit']}`" in text and f"command `{prov['command']}`" in text and "records no command" not in text
