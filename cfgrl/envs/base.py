@@ -91,14 +91,15 @@ def select_mujoco_gl(backend: str) -> str:
     return renderer
 
 
-def check_env_config(cfg: EnvConfig, suites: tuple[str, ...], backend: str) -> None:
-    """The checks a backend with fixed suites and fixed cameras makes on ``env.*`` before building anything."""
+def check_env_config(cfg: EnvConfig, suites: tuple[str, ...], backend: str, meshes: bool = False) -> None:
+    """The checks a backend with fixed suites and fixed cameras makes on ``env.*`` before building anything;
+    ``meshes``: it draws MuJoCo meshes, so ``env.mesh_grid_mm`` applies."""
     if cfg.suite not in suites:
         raise CfgrlError(f"env.suite '{cfg.suite}' is not a {backend} suite; choose one of: {', '.join(suites)}")
     if cfg.cameras is not None:
         raise CfgrlError(f"env.cameras is for Meta-World only; the {backend} env's cameras are fixed (set env.cameras: null)")
-    if cfg.mesh_grid_mm:
-        raise CfgrlError(f"env.mesh_grid_mm is for Meta-World only; the {backend} env draws its meshes as shipped (set env.mesh_grid_mm: 0)")
+    if cfg.mesh_grid_mm and not meshes:
+        raise CfgrlError(f"env.mesh_grid_mm is for Meta-World and LIBERO only; the {backend} env draws no meshes (set env.mesh_grid_mm: 0)")
     check_env_limits(cfg, backend)
 
 

@@ -168,3 +168,35 @@ def test_export_fps_is_the_simulators_control_frequency(libero):
 
     env, _ = libero
     assert env._sim.env.control_freq == CONTROL_HZ["libero"]
+
+
+@pytest.mark.libero
+def test_drawing_for_the_cpu_changes_the_frames_a_little_and_the_physics_not_at_all(libero):
+    """env.mesh_grid_mm on LIBERO: the robot's and the scanned objects' meshes lose most faces, the small
+    textured ones none; reflections and multisampling are off; the scripted expert's steps give
+    bit-identical physics, and the frames show the same scene."""
+    from cfgrl.envs.meshes import DENSE_FACES, TEXTURED_DENSE_FACES
+
+    env, _ = libero
+    coarse = make_env(EnvConfig(name="libero", suite="libero_spatial", image_size=SIZE, mesh_grid_mm=5))
+    try:
+        ours, theirs = env.reset(0, 4, seed=7), coarse.reset(0, 4, seed=7)
+        shipped, model = env._sim.env.sim.model._model, coarse._sim.env.sim.model._model
+        textured = shipped.mesh_texcoordnum > 0
+        dense = shipped.mesh_facenum > np.where(textured, TEXTURED_DENSE_FACES, DENSE_FACES)
+        assert (model.mesh_facenum[dense] < 0.6 * shipped.mesh_facenum[dense]).all()
+        assert (model.mesh_facenum[~dense] == shipped.mesh_facenum[~dense]).all() and (textured & ~dense).any()
+        assert model.mesh_facenum.sum() < 0.5 * shipped.mesh_facenum.sum()
+        assert (shipped.mat_reflectance > 0).any() and not model.mat_reflectance.any() and model.vis.quality.offsamples == 0
+        for t in range(40):
+            action = env.scripted_chunk(0.0, horizon=1)[0]
+            np.testing.assert_array_equal(coarse.scripted_chunk(0.0, horizon=1)[0], action)
+            ours, theirs = env.step(action, render=t == 39), coarse.step(action, render=t == 39)
+            np.testing.assert_array_equal(theirs.obs.state, ours.obs.state, err_msg=f"state after step {t}")
+        np.testing.assert_array_equal(coarse._sim.env.sim.data.qpos, env._sim.env.sim.data.qpos)
+        for name in ours.obs.images:
+            changed = np.abs(ours.obs.images[name].astype(int) - theirs.obs.images[name]).max(-1) > 16
+            assert 0 < changed.mean() < 0.15, name  # edges without anti-aliasing, a matt stove, coarser robot links
+        assert "dense meshes on a 5 mm grid" in coarse.renderer and "grid" not in env.renderer
+    finally:
+        coarse.close()

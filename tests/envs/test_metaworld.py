@@ -177,7 +177,7 @@ def test_coarse_meshes_change_the_drawing_not_the_physics(env):
         assert "dense meshes on a 10 mm grid" in coarse.renderer and "grid" not in env.renderer
     finally:
         coarse.close()
-    with pytest.raises(CfgrlError, match="env.mesh_grid_mm is for Meta-World only; the builtin env draws its meshes as shipped"):
+    with pytest.raises(CfgrlError, match="env.mesh_grid_mm is for Meta-World and LIBERO only; the builtin env draws no meshes"):
         make_env(EnvConfig(mesh_grid_mm=10))
 
 
