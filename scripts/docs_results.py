@@ -130,6 +130,17 @@ def labels_section(path: Path, page_dir: Path) -> list[str]:
     return out
 
 
+def demo_headline(report: dict[str, Any]) -> str:
+    """Round 1 at its chosen w against the base and each baseline at its own chosen w, on test."""
+    first = report["round_1"]
+    w = first["chosen_cfg_scale"]
+    success = first["overall_success"]
+    baselines = ", ".join(f"{objective} {pct(next((r for r in rows if r['chosen']), rows[0])['success_rate'])}"
+                          for objective, rows in report["baselines"].items())
+    return (f"round 1 at w = {w:g} (chosen on validation): {pct(success[f'w={w:g}'])} on test against the base's "
+            f"{pct(success['baseline'])}; {baselines} (each at its chosen w)")
+
+
 def demo_section(path: Path, page_dir: Path, report: dict[str, Any]) -> list[str]:
     out = [f"### The demonstration on {report['env']}", "", source(path), ""]
     for key in ("round_1", "round_2"):
@@ -272,6 +283,10 @@ def headline(exp: dict[str, Any]) -> tuple[str, bool]:
             base = test.get("baseline")
             against = f" against the baseline's {pct(base['success_rate'])}" if base else ""
             return f"w = {w:g} chosen on validation: {pct(chosen['success_rate'])} on test{against}", True
+    for path in sorted(folder.rglob("report.json")) if folder.is_dir() else []:
+        report = json.loads(path.read_text())
+        if "round_1" in report and "baselines" in report:
+            return demo_headline(report), True
     benches = bench_records(folder)
     if benches:
         marked = [f"{f['name']} {quantity(f)}" for _, record in benches for f in record["figures"] if f.get("headline")]
