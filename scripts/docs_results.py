@@ -130,6 +130,23 @@ def labels_section(path: Path, page_dir: Path) -> list[str]:
     return out
 
 
+def bench_headlines(benches: list[tuple[Path, dict[str, Any]]]) -> list[str]:
+    """Each headline figure once: a bench run several times shows the range of its runs, not a pick."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for _, record in benches:
+        for f in record["figures"]:
+            if f.get("headline"):
+                runs.setdefault(f["name"], []).append(f)
+    out = []
+    for name, figures in runs.items():
+        if len(figures) == 1:
+            out.append(f"{name} {quantity(figures[0])}")
+        else:
+            low, high = (min(figures, key=lambda f: f["value"]), max(figures, key=lambda f: f["value"]))
+            out.append(f"{name} {number(low['value'])}–{quantity(high)} over {len(figures)} runs")
+    return out
+
+
 def demo_headline(report: dict[str, Any]) -> str:
     """Round 1 at its chosen w against the base and each baseline at its own chosen w, on test."""
     first = report["round_1"]
@@ -289,7 +306,7 @@ def headline(exp: dict[str, Any]) -> tuple[str, bool]:
             return demo_headline(report), True
     benches = bench_records(folder)
     if benches:
-        marked = [f"{f['name']} {quantity(f)}" for _, record in benches for f in record["figures"] if f.get("headline")]
+        marked = bench_headlines(benches)
         more = f"; {len(marked) - HEADLINE_FIGURES} more on the page" if len(marked) > HEADLINE_FIGURES else ""
         return "; ".join(marked[:HEADLINE_FIGURES]) + more or "measured: " + ", ".join(record["bench"] for _, record in benches), True
     return f"{exp['log_headline']} — *experiment log, no artefact yet*", False
