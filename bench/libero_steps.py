@@ -83,7 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", default="libero_spatial")
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--image-size", type=int, default=128, help="the CPU demonstration's (configs/libero_cpu.yaml)")
+    parser.add_argument("--image-size", type=int, default=128, help="the LIBERO CPU demonstration's planned size")
     parser.add_argument("--mesh-grid-mm", type=float, default=5.0, help="env.mesh_grid_mm measured against drawing as shipped")
     parser.add_argument("--episodes", type=int, default=4, help="episodes of each collect run, in groups of 2 (0: no collect runs)")
     add_json_option(parser)
