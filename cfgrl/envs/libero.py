@@ -9,7 +9,7 @@ placement regions, ``cfgrl.envs.libero_layouts``), reward 1.0 only on success, a
 Rendering is the dominant cost on a CPU (llvmpipe), so the simulator is built WITHOUT camera
 observations and ``render`` draws the two cameras only when asked: at reset and at the steps whose
 images the policy uses. ``env.mesh_grid_mm`` > 0 draws for the CPU (``draw_for_cpu``): coarser meshes,
-no reflections, no multisampling, ~10x cheaper frames that a policy trained on LIBERO's own renders has
+no reflections, no multisampling, ~6x cheaper frames at 128 px that a policy trained on LIBERO's own renders has
 never seen, so it is for policies trained and tested with it (the CPU demonstration). Set-up (``scripts/setup_libero.sh``) installs LIBERO and its scene assets.
 Before LIBERO is imported this module chooses the GL back-end (``MUJOCO_GL``, default ``egl``) and
 points ``LIBERO_CONFIG_PATH`` at a config it writes beside the installed package, so importing LIBERO
