@@ -51,14 +51,16 @@ def env_alone(env_cfg: EnvConfig, steps: int, render_every: int) -> float:
     return rate
 
 
-def through_collect(env_args: list[str], policy: list[str], episodes: int, workers: int) -> tuple[float, int, float, str]:
-    """(steps/s, steps, seconds, the collector's time-split line) of `cfgrl collect` into a fresh store."""
+def through_collect(env_args: list[str], policy: list[str], episodes: int, workers: int,
+                    code: Path | None = None) -> tuple[float, int, float, str]:
+    """(steps/s, steps, seconds, the collector's time-split line) of `cfgrl collect` into a fresh store;
+    ``code``: a checkout whose cfgrl runs instead of the installed one (``python -m`` imports from its cwd first)."""
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "bench.zarr"
         command = [sys.executable, "-m", "cfgrl.cli", "collect", str(store), *policy, "--episodes", str(episodes),
                    "--workers", str(workers), *env_args]
         started = time.perf_counter()
-        done = subprocess.run(command, check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        done = subprocess.run(command, check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=code)
         seconds = time.perf_counter() - started
         steps = Store(store).num_steps
     split = next((line for line in done.stdout.splitlines() if line.startswith("collector time:")), "")

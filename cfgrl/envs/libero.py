@@ -23,6 +23,7 @@ import importlib.util
 import io
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -216,7 +217,8 @@ class LiberoEnv:
         action = np.asarray(action, np.float64)
         if action.shape != (ACTION_DIM,) or not np.all(np.isfinite(action)):
             raise ValueError(f"a LIBERO action is {ACTION_DIM} finite numbers, got shape {action.shape}")
-        raw, _, done, _ = self._sim.step(np.clip(action, -1.0, 1.0))
+        with one_forward_per_substep(self._sim.env.sim):
+            raw, _, done, _ = self._sim.step(np.clip(action, -1.0, 1.0))
         success = bool(done)  # LIBERO's done is its success check (the time limit is the engine's)
         obs = Observation(images=self.render() if render else None, state=state_vector(raw), prompt=self._prompt)
         return StepResult(obs=obs, reward=1.0 if success else 0.0, success=success)
@@ -275,6 +277,43 @@ class LiberoEnv:
             draw_for_cpu(self._sim.env.sim, self.mesh_grid)
         self._sim_task = task_id
         self._prompt = task.language
+
+
+@contextlib.contextmanager
+def one_forward_per_substep(sim: Any) -> Iterator[None]:
+    """Run robosuite's control step with MuJoCo's split step: the same state, bit for bit, for ~half the physics.
+
+    Each of a control step's 25 substeps, robosuite calls ``mj_forward`` for its controller, again in
+    the controller's ``update``, then ``mj_step``, which runs a third forward pass before integrating.
+    MuJoCo's ``mj_step1`` (positions, velocities: all a controller reads) before the controller and
+    ``mj_step2`` (actuation, acceleration, integration) after it is ``mj_step`` split in two (Euler
+    only), so a substep costs one forward pass instead of three. Inside the step only: resets and
+    ``set_init_state`` keep robosuite's whole ``mj_forward``.
+    """
+    import mujoco  # not at module level: configure_process() must choose the GL back-end first
+
+    model, data = sim.model._model, sim.data._data
+    if model.opt.integrator != mujoco.mjtIntegrator.mjINT_EULER:  # mj_step2 integrates with Euler only
+        yield
+        return
+    current = False  # whether positions and velocities were computed since the last integration
+
+    def forward() -> None:
+        nonlocal current
+        if not current:
+            mujoco.mj_step1(model, data)
+            current = True
+
+    def step(with_udd: bool = True) -> None:
+        nonlocal current
+        mujoco.mj_step2(model, data)
+        current = False
+
+    sim.forward, sim.step = forward, step  # instance attributes shadow MjSim's methods
+    try:
+        yield
+    finally:
+        del sim.forward, sim.step
 
 
 def draw_for_cpu(sim: Any, grid: float) -> None:

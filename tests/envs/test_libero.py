@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from cfgrl.cli import app
 from cfgrl.config import EnvConfig
 from cfgrl.envs import ACTION_DIM, STATE_DIM, make_env
-from cfgrl.envs.libero import NUM_WAIT_STEPS, SUITE_MAX_STEPS, LiberoEnv, quat_to_axis_angle
+from cfgrl.envs.libero import NUM_WAIT_STEPS, SUITE_MAX_STEPS, LiberoEnv, quat_to_axis_angle, state_vector
 from cfgrl.errors import CfgrlError
 from cfgrl.store import Store
 
@@ -200,3 +200,30 @@ def test_drawing_for_the_cpu_changes_the_frames_a_little_and_the_physics_not_at_
         assert "dense meshes on a 5 mm grid" in coarse.renderer and "grid" not in env.renderer
     finally:
         coarse.close()
+
+
+def test_split_substeps_give_robosuites_own_step_bit_for_bit(libero):
+    """LiberoEnv.step runs robosuite's control loop on mj_step1/mj_step2 (one forward pass per substep
+    instead of three): the expert's first 120 steps, grasp included, leave exactly the state, success
+    and observation robosuite's own loop leaves."""
+    from cfgrl.envs.libero import one_forward_per_substep
+
+    env, _ = libero
+    env.reset(0, 5, seed=3)
+    actions, ours = [], []
+    for _ in range(24):
+        for action in env.scripted_chunk(0.0, horizon=5):  # the collector's replanning
+            actions.append(action)
+            ours.append(env.step(action, render=False))
+    assert any(action[-1] > 0 for action in actions)  # the gripper closes within these steps
+    ours_state = env._sim.env.sim.get_state().flatten()
+    env.reset(0, 5, seed=3)
+    sim = env._sim.env.sim
+    for t, action in enumerate(actions):
+        raw, _, done, _ = env._sim.step(np.clip(action, -1.0, 1.0))  # robosuite's loop: mj_forward twice, then mj_step
+        assert "forward" not in vars(sim) and bool(done) == ours[t].success
+        np.testing.assert_array_equal(state_vector(raw), ours[t].obs.state, err_msg=f"state after step {t}")
+    np.testing.assert_array_equal(sim.get_state().flatten(), ours_state)
+    with one_forward_per_substep(sim):
+        assert "forward" in vars(sim)
+    assert "forward" not in vars(sim) and "step" not in vars(sim)  # restored after the step
