@@ -3,8 +3,10 @@
 #
 #   ENV=builtin (default): a base policy is pre-trained by behaviour cloning on noisy scripted
 #                          demonstrations (`make base`), then collect -> label -> train -> eval.
-#   ENV=libero POLICY=DIR: the same stages on LIBERO from a real PI0 checkpoint (ours or lerobot's).
-#   ENV=libero alone:      runs a fresh `tiny` random policy: it exercises the loop, it learns nothing.
+#   ENV=libero POLICY=DIR: the same stages on LIBERO from a real PI0 checkpoint (ours or lerobot's),
+#                          with configs/libero.yaml.
+#   ENV=libero alone:      the CPU demonstration (configs/libero_cpu.yaml): as builtin, a small base
+#                          imitates LIBERO's scripted expert on three libero_spatial tasks.
 #   ENV=metaworld:         Meta-World MT10 (configs/metaworld.yaml): as builtin, the base imitates
 #                          Meta-World's own experts (`make base`); POLICY=DIR or scripted:NOISE replaces it.
 #
@@ -19,6 +21,9 @@ ENV ?= builtin
 VENV ?= .venv
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
+ifeq ($(ENV)$(origin POLICY),liberoundefined)
+CONFIG ?= configs/libero_cpu.yaml
+endif
 CONFIG ?= configs/$(ENV).yaml
 DATA ?= data/$(ENV)
 CFGRL := $(VENV)/bin/cfgrl
@@ -30,7 +35,8 @@ EVAL := $(DATA)/eval
 
 # Environments with scripted experts start from a base policy: behaviour cloning of a fresh policy on
 # noisy expert demonstrations (`cfgrl base`), sized so that the base succeeds sometimes, not always.
-SCRIPTED_ENVS := builtin metaworld
+# On LIBERO only without POLICY=DIR: a user's checkpoint needs no base.
+SCRIPTED_ENVS := builtin metaworld $(if $(filter undefined,$(origin POLICY)),libero,)
 ifneq ($(filter $(ENV),$(SCRIPTED_ENVS)),)
 BASE := $(DATA)/base/policy
 POLICY ?= $(BASE)
@@ -51,6 +57,13 @@ DEMO_SCALES ?= [1, 2]
 # base's demonstrations, groups with one outcome are left out of training, and every training runs
 # 8000 steps (the main job's configs/metaworld.yaml trains 2000).
 DEMO_FLAGS ?= --keep-demos -o cfgrl.zero_variance_groups=drop -o train.steps=8000 -o train.decay_steps=8000
+else ifeq ($(ENV),libero)
+# An episode lasts up to 220 steps and each w costs 150 test episodes (3 tasks x 50 init states).
+DEMO_NOISE ?= 0.3
+DEMO_EPISODES ?= 150
+BASE_STEPS ?= 1500
+DEMO_SCALES ?= [1, 2]
+DEMO_FLAGS ?=
 else
 DEMO_NOISE ?= 0.3
 DEMO_EPISODES ?= 512

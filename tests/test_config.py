@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -124,3 +125,12 @@ def test_cli_prints_one_line_and_exits_nonzero():
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load_and_their_splits_pass_the_protocol_check(path):
+    """Every file under configs/ (what the Makefile runs) is valid, and its training, validation and
+    test init states never meet."""
+    from cfgrl.evaluate.plan import check_protocol
+
+    check_protocol(load_config(path))

@@ -15,7 +15,7 @@ from cfgrl.cli_common import ConfigOption, OverrideOption, resolve
 
 PolicyOption = Annotated[
     Optional[str],
-    typer.Option("--policy", help="Checkpoint DIR, scripted:NOISE (the builtin env's expert, NOISE in [0, 1]), "
+    typer.Option("--policy", help="Checkpoint DIR, scripted:NOISE (the env's scripted expert: builtin, libero, metaworld; NOISE in [0, 1]), "
                  "or nothing for a fresh random policy.preset (runs, learns nothing)."),
 ]
 
