@@ -36,6 +36,8 @@ LIFT = 0.15  # carry height of the grasp point above where it was grasped
 PLACE_CLEARANCE = 0.02  # the object's bottom is released this far above the place's top
 CLOSE_STEPS, RELEASE_STEPS = 14, 10  # the fingers close (or open) in ~10 steps (measured)
 NEAR_XY, NEAR_Z = 0.004, 0.008  # a phase target counts as reached within these (metres); a rim needs the tighter xy
+CARRY_NEAR = 0.01  # over the place, the hand need not be as exact as at the rim: lowering corrects the rest
+STALLED, STALL_NEAR = 0.001, 0.015  # a descent that moves less than STALLED between judgements within STALL_NEAR grasps there
 RIM_INSET = 0.0  # pinch the rim this far inside the middle of its wall
 FINGER_REACH = 0.045  # the outer face of an open finger, this far from the grasp point (fingers at 0.04, ~1 cm thick)
 FINGER_CLEARANCE = 0.005  # the scene must leave this much room around the fingers
@@ -56,6 +58,7 @@ class Plan:
     count: int = 0  # steps spent in a timed phase (grasp, release)
     held_offset: np.ndarray = field(default_factory=lambda: np.zeros(3))  # grip site - object, once grasped
     grasp_z: float = 0.0
+    judged_eef: np.ndarray | None = None  # the grip site at the previous judgement of a descent
 
 
 def goal_of(env: Any) -> tuple[str, str]:
@@ -210,6 +213,12 @@ class LiberoExpert:
                 obj = obj + step  # held: it moves with the hand
         return actions
 
+    def _stalled(self, eef: np.ndarray, target: np.ndarray) -> bool:
+        """Whether the descent has stopped close to its target: a finger resting on the rim or a drawer's
+        wall holds the hand a few millimetres off, where closing still pinches the rim."""
+        previous, self.plan.judged_eef = self.plan.judged_eef, eef.copy()
+        return previous is not None and np.linalg.norm(eef - previous) < STALLED and np.linalg.norm(eef - target) < STALL_NEAR
+
     def _rotation_action(self) -> np.ndarray:
         """The rotation (world axis-angle) back to the reset orientation, in OSC action units."""
         error = self.orientation @ self._eef_rotation().T
@@ -228,7 +237,7 @@ class LiberoExpert:
             target = grasp + (np.array([0, 0, HOVER]) if name == "approach" else 0.0)
             if name == "approach" and np.linalg.norm(target[:2] - eef[:2]) > 0.03:
                 target[2] = max(target[2], TRAVEL_Z)  # over the scene first, then down
-            if judge and _reached(eef, target):
+            if judge and (_reached(eef, target) or (name == "descend" and self._stalled(eef, target))):
                 p.phase += 1
             return target, OPEN
         if name == "grasp":
@@ -246,11 +255,11 @@ class LiberoExpert:
             return target, CLOSE
         if name == "carry":
             target = np.array([above[0], above[1], max(p.grasp_z + LIFT, TRAVEL_Z, above[2] + 0.05)])
-            if judge and _reached(eef, target, z=0.03):
+            if judge and _reached(eef, target, xy=CARRY_NEAR, z=0.03):
                 p.phase += 1
             return target, CLOSE
         if name == "lower":
-            if judge and _reached(eef, above):
+            if judge and _reached(eef, above, xy=CARRY_NEAR):
                 p.phase += 1
             return above, CLOSE
         if name == "release":
@@ -273,5 +282,5 @@ def _clearance(grasp: np.ndarray, towards: np.ndarray, model: Any, data: Any, ge
     return float(np.linalg.norm(gaps, axis=2).min())
 
 
-def _reached(eef: np.ndarray, target: np.ndarray, z: float = NEAR_Z) -> bool:
-    return bool(np.linalg.norm(eef[:2] - target[:2]) < NEAR_XY and abs(eef[2] - target[2]) < z)
+def _reached(eef: np.ndarray, target: np.ndarray, xy: float = NEAR_XY, z: float = NEAR_Z) -> bool:
+    return bool(np.linalg.norm(eef[:2] - target[:2]) < xy and abs(eef[2] - target[2]) < z)
