@@ -72,6 +72,16 @@ def collect(cfg: Config, store: Path, policy: str | None, shard: int = 0, num_sh
     total = Store(store).num_episodes
     typer.echo(f"collected {len(results)} episodes, success {wins}/{len(results)} ({wins / len(results):.0%}); "
                f"'{store}' now holds {total} episodes")
+    if len({r.spec.task_id for r in results}) > 1:
+        typer.echo(f"success per task: {success_per_task(results)}")
+
+
+def success_per_task(results: list) -> str:
+    """``task 0 48/50 (96%), task 1 ...``: an expert's or a policy's rate on each task this run collected."""
+    by_task: dict[int, list[bool]] = {}
+    for result in results:
+        by_task.setdefault(result.spec.task_id, []).append(result.success)
+    return ", ".join(f"task {task} {sum(wins)}/{len(wins)} ({sum(wins) / len(wins):.0%})" for task, wins in sorted(by_task.items()))
 
 
 def _collect_in_waves(cfg: Config, store: Path, tasks: list[int], inits: list[int], run: str, about: str,

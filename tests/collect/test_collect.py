@@ -73,6 +73,8 @@ def test_collect_writes_every_field_as_the_env_produced_it(tmp_path):
     assert set(ep.env) == {"builtin"} and set(ep.suite) == {"reach"} and set(ep.renderer) == {"numpy"}
     assert set(ep.init_config) == {"[]"}  # the builtin init state id alone fixes the scene
     assert (ep.num_wait_steps == 0).all() and (ep.cfg_scale == 1.0).all()
+    per_task = ", ".join(f"task {t} {int(g.success.sum())}/{len(g)} ({g.success.mean():.0%})" for t, g in ep.groupby("task_id"))
+    assert ep.task_id.nunique() > 1 and f"success per task: {per_task}" in out.stdout
     for i, row in ep.iterrows():
         states, actions, rewards, frames, frame_steps = replay(row.task_id, row.init_state_id, row.seed, 0.4, 30)
         np.testing.assert_array_equal(store.episode_steps(i, "state"), states)
