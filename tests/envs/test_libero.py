@@ -5,8 +5,14 @@ One environment is shared by the module: every LIBERO process spends ~20 s befor
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from cfgrl.cli import app
@@ -227,3 +233,33 @@ def test_split_substeps_give_robosuites_own_step_bit_for_bit(libero):
     with one_forward_per_substep(sim):
         assert "forward" in vars(sim)
     assert "forward" not in vars(sim) and "step" not in vars(sim)  # restored after the step
+
+
+def test_make_demo_on_the_cpu_config_end_to_end(tmp_path):
+    """`make demo ENV=libero` (no POLICY: configs/libero_cpu.yaml and a scripted base) cut to one task,
+    30-step episodes at 32 px and two training steps: base, round 1, filtered BC and the weighted loss on
+    the real simulator, w chosen on a drawn layout, every arm on the same fixed test init states."""
+    repo, venv = Path(__file__).resolve().parents[2], Path(sys.executable).parent.parent
+    tree = yaml.safe_load((repo / "configs" / "libero_cpu.yaml").read_text())
+    tree["env"].update(tasks=[0], image_size=32, max_steps=30)
+    tree["collect"].update(groups=1, group_size=2, workers=1)
+    # 30 steps never succeed: label every window o = 1 so that the baselines have positives to train on.
+    tree["cfgrl"] = {"label_source": "window_return", "label_threshold": 0.0, "zero_variance_groups": "keep"}
+    tree["train"].update(steps=2, decay_steps=2, warmup_steps=0, save_every=2, batch_size=8)
+    tree["evaluate"].update(init_states=[0, 1], validation_init_states=[50])
+    config = tmp_path / "libero_small.yaml"
+    config.write_text(yaml.safe_dump(tree))
+    data = tmp_path / "data"
+    done = subprocess.run(["make", "-C", str(repo), "demo", "ENV=libero", f"VENV={venv}", f"SETUP={sys.executable}",
+                           f"CONFIG={config}", f"DATA={data}", "DEMO_EPISODES=2", "BASE_STEPS=2", "DEMO_FLAGS=--one-round"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "-c " + str(config) in done.stdout and "--demo-episodes 2" in done.stdout
+    record = json.loads((data / "demo" / "report.json").read_text())
+    assert record["round_1"]["chosen_cfg_scale"] in (1.0, 2.0)
+    assert (Store(data / "demo" / "demos.zarr").episodes.init_state_id >= 100).all()  # training on drawn layouts
+    for eval_dir in (Path(record["round_1"]["eval"]), data / "demo" / "filtered_bc" / "eval", data / "demo" / "weighted" / "eval"):
+        lines = [json.loads(line) for line in (eval_dir / "episodes.jsonl").read_text().splitlines()[1:]]
+        split = {name: {(e["task_id"], e["init_state_id"]) for e in lines if e["split"] == name} for name in ("test", "validation")}
+        assert split["test"] == {(0, 0), (0, 1)}, eval_dir
+        assert split["validation"] == ({(0, 50)} if eval_dir.parent.name != "filtered_bc" else set()), eval_dir  # one w: nothing to choose
