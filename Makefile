@@ -75,7 +75,7 @@ endif
 .PHONY: help setup base collect value label train eval test docs bench wheelhouse round ablate demo spread clean-data
 
 help:
-	@sed -n '1,12p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '/^#/!q; s/^# \{0,1\}//; p' Makefile
 
 setup: $(SETUP)
 
