@@ -31,7 +31,10 @@ MOVE_PER_ACTION = 0.0128  # metres the grip site moves per step per unit action,
 GAIN = 0.6  # fraction of the remaining offset commanded per step: lower leaves the arm short of its target (OSC compliance)
 ROT_GAIN = 0.5  # holds the reset orientation (OSC rotation actions: 1 = 0.5 rad)
 HOVER = 0.10  # approach height above the grasp point
-TRAVEL_Z = 1.15  # lowest height of the grip site while moving across the table: above the cabinet's top (~1.06)
+# Lowest height of the grip site while moving across the scene, above the robot's base (which stands at
+# the table's height, or the floor's): over libero_spatial's cabinet (1.15 m there, as first tuned).
+TRAVEL_ABOVE_BASE = 0.238
+CARRY_CLEARANCE = 0.03  # a held object's bottom passes this far above the place's top (libero_object's basket rim)
 LIFT = 0.15  # carry height of the grasp point above where it was grasped
 PLACE_CLEARANCE = 0.02  # the object's bottom is released this far above the place's top
 CLOSE_STEPS, RELEASE_STEPS = 14, 10  # the fingers close (or open) in ~10 steps (measured)
@@ -58,6 +61,8 @@ class Plan:
     count: int = 0  # steps spent in a timed phase (grasp, release)
     held_offset: np.ndarray = field(default_factory=lambda: np.zeros(3))  # grip site - object, once grasped
     grasp_z: float = 0.0
+    travel_z: float = 0.0  # the grip site's lowest height crossing the scene, empty-handed
+    carry_z: float = 0.0  # ... and holding the object over the place
     judged_eef: np.ndarray | None = None  # the grip site at the previous judgement of a descent
 
 
@@ -124,6 +129,7 @@ class LiberoExpert:
         place_body, place_site = self._place(place)
         towards = self._towards_robot(body)
         self.plan = Plan(body, place_body, place_site, grasp_offset(sim, body, towards), self._release_height(place_body, body))
+        self.plan.travel_z, self.plan.carry_z = self._travel_heights(body)
         self.orientation = self._grasp_orientation(towards)  # turned to during the approach, then held
 
     def _towards_robot(self, body: int) -> np.ndarray:
@@ -178,6 +184,18 @@ class LiberoExpert:
         geoms = _geoms_of(model, place_body)
         top = geom_boxes(model, data, geoms)[1][:, 2].max() if len(geoms) else data.xpos[place_body, 2]
         return float(top - data.xpos[place_body, 2]) + depth + PLACE_CLEARANCE
+
+    def _travel_heights(self, body: int) -> tuple[float, float]:
+        """(empty-handed, holding the object) lowest heights of the grip site crossing the scene: above the
+        robot's base by TRAVEL_ABOVE_BASE, and holding, high enough that the object's bottom clears the place."""
+        model, data = self.env.sim.model._model, self.env.sim.data._data
+        base = data.xpos[self.env.sim.model.body_name2id(self.env.robots[0].robot_model.root_body)]
+        travel = float(base[2]) + TRAVEL_ABOVE_BASE
+        hang = float(data.xpos[body, 2] + self.plan.grasp_offset[2] - geom_boxes(model, data, _geoms_of(model, body))[0][:, 2].min())
+        place = self._place_point()
+        if self.plan.place_body is not None and len(geoms := _geoms_of(model, self.plan.place_body)):
+            place = geom_boxes(model, data, geoms)[1].max(axis=0)
+        return travel, max(travel, float(place[2]) + hang + CARRY_CLEARANCE)
 
     def _eef(self) -> np.ndarray:
         return self.env.sim.data.site_xpos[self.env.robots[0].eef_site_id].copy()
@@ -236,7 +254,7 @@ class LiberoExpert:
             grasp = obj + p.grasp_offset
             target = grasp + (np.array([0, 0, HOVER]) if name == "approach" else 0.0)
             if name == "approach" and np.linalg.norm(target[:2] - eef[:2]) > 0.03:
-                target[2] = max(target[2], TRAVEL_Z)  # over the scene first, then down
+                target[2] = max(target[2], p.travel_z)  # over the scene first, then down
             if judge and (_reached(eef, target) or (name == "descend" and self._stalled(eef, target))):
                 p.phase += 1
             return target, OPEN
@@ -249,12 +267,12 @@ class LiberoExpert:
         place = self._place_point()
         above = place + np.array([0.0, 0.0, p.place_height]) + p.held_offset
         if name == "lift":
-            target = np.array([eef[0], eef[1], max(p.grasp_z + LIFT, TRAVEL_Z)])
+            target = np.array([eef[0], eef[1], max(p.grasp_z + LIFT, p.carry_z)])
             if judge and abs(target[2] - eef[2]) < 0.02:
                 p.phase += 1
             return target, CLOSE
         if name == "carry":
-            target = np.array([above[0], above[1], max(p.grasp_z + LIFT, TRAVEL_Z, above[2] + 0.05)])
+            target = np.array([above[0], above[1], max(p.grasp_z + LIFT, p.carry_z, above[2] + 0.05)])
             if judge and _reached(eef, target, xy=CARRY_NEAR, z=0.03):
                 p.phase += 1
             return target, CLOSE
