@@ -11,6 +11,7 @@ renders docs/results/<slug>.md from whatever it finds there:
     report.json with a cfgrl.demo_report stamp (+ comparison.png)   the demonstration
     report.json with per_seed               the spread over seeds
     ablation.csv (+ ablation.png)           the ablation table
+    study.json (+ study.png, test.json)     scripts/metaworld_study.py: every arm's validation curves, the chosen arm on test
     round.json                              a round: its lineage and chosen w
     labels/summary.txt, labels/manifest.json   the label version's counts and settings (and provenance, where recorded)
     <script>.json with a cfgrl.bench stamp     a bench script's figures (`--json OUT`, bench/_common.py)
@@ -219,6 +220,60 @@ def round_section(path: Path, page_dir: Path) -> list[str]:
             + ", ".join(f"{arm} {pct(s)}" for arm, s in r["overall_success"].items()) + ".", ""] + provenance_lines(r.get("provenance"))
 
 
+def study_section(path: Path, page_dir: Path, study: dict[str, Any]) -> list[str]:
+    """Every arm's validation curve: along training at w = 1, and every w at its last step."""
+    arms = study["arms"]
+    rows = {name: arm["rows"] for name, arm in arms.items()}
+    steps = sorted({r["step"] for arm in rows.values() for r in arm if r["cfg_scale"] == 1.0})
+    scales = sorted({r["cfg_scale"] for arm in rows.values() for r in arm})
+    at = lambda name, step, w: next((r for r in rows[name] if r["step"] == step and r["cfg_scale"] == w), None)  # noqa: E731
+    cellof = lambda r: f"{pct(r['success_rate'])} ({interval(r['ci_low'], r['ci_high'])})" if r else ""  # noqa: E731
+    n = next(iter(rows.values()))[0]["episodes"]
+    out = ["### Every arm on validation", "", source(path), "",
+           f"Validation success ({n} episodes per cell, 95% interval) along training at w = 1 (the o = 1 branch alone; "
+           "filtered BC has no other w):", "",
+           "| arm | what it tests | " + " | ".join(f"step {s}" for s in steps) + " |", "|---|---|" + "---|" * len(steps)]
+    out += [f"| {name} | {arm['what']} | " + " | ".join(cellof(at(name, s, 1.0)) for s in steps) + " |" for name, arm in arms.items()]
+    out += ["", "At each arm's last step, every w (w = 0: the ∅ branch alone); the w chosen on validation by "
+            "`cfgrl evaluate`'s rule:", "",
+            "| arm | " + " | ".join(f"w = {w:g}" for w in scales) + " | chosen w |", "|---|" + "---|" * (len(scales) + 1)]
+    for name, arm in arms.items():
+        last = max(r["step"] for r in rows[name])
+        out.append(f"| {name} | " + " | ".join(cellof(at(name, last, w)) for w in scales) + f" | {arm['chosen_w']:g} |")
+    if study.get("not_run"):
+        out += ["", f"Not run yet: {', '.join(study['not_run'])}."]
+    out += [""] + figure(path.parent / "study.png", page_dir, "validation success of every arm")
+    test = path.parent / "test.json"
+    if test.is_file():
+        out += study_test_lines(test, json.loads(test.read_text()))
+    return out + provenance_lines(study.get("provenance"))
+
+
+def study_test_lines(path: Path, report: dict[str, Any]) -> list[str]:
+    chosen = report["chosen"]
+    out = ["### The chosen arm, once on test", "", source(path), "",
+           f"| arm | w (chosen on validation) | test success (95% CI) | {chosen} minus it, paired (95% CI) |", "|---|---|---|---|"]
+    for name, arm in report["arms"].items():
+        d = arm.get(f"{chosen}_minus_it")
+        out.append(f"| {name} | {arm['w']:g} | {pct(arm['success_rate'])} ({interval(arm['ci_low'], arm['ci_high'])}) "
+                   f"| {diff(*d) if d else ''} |")
+    return out + [""] + provenance_lines(report.get("provenance"))
+
+
+def study_headline(study: dict[str, Any], test: dict[str, Any] | None) -> str:
+    if test:
+        chosen = test["chosen"]
+        arm = test["arms"][chosen]
+        against = "; ".join(f"minus {name} {diff(*a[f'{chosen}_minus_it'])}" for name, a in test["arms"].items() if name != chosen)
+        return f"{chosen} at w = {arm['w']:g} (chosen on validation): {pct(arm['success_rate'])} on test; {against}"
+    best = []
+    for name, arm in study["arms"].items():
+        last = max(r["step"] for r in arm["rows"])
+        r = next(r for r in arm["rows"] if r["step"] == last and r["cfg_scale"] == arm["chosen_w"])
+        best.append(f"{name} {pct(r['success_rate'])} (w = {arm['chosen_w']:g})")
+    return "validation only, nothing on test yet: " + ", ".join(best)
+
+
 def number(value: Any, digits: int = 4) -> str:
     """A bench figure as a reader takes it in: thousands separated, else ``digits`` significant digits."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -274,6 +329,8 @@ def sections(folder: Path, page_dir: Path) -> list[str]:
             report = json.loads(path.read_text())
             out += (demo_section(path, page_dir, report) if report.get("schema") == DEMO_SCHEMA
                     else spread_section(path, page_dir, report) if "per_seed" in report else [])
+        elif path.name == "study.json":
+            out += study_section(path, page_dir, json.loads(path.read_text()))
         elif path.name == "ablation.csv":
             out += ablation_section(path, page_dir)
         elif path.name == "round.json":
@@ -304,6 +361,9 @@ def headline(exp: dict[str, Any]) -> tuple[str, bool]:
         report = json.loads(path.read_text())
         if "round_1" in report and "baselines" in report:
             return demo_headline(report), True
+    for path in sorted(folder.rglob("study.json")) if folder.is_dir() else []:
+        test = path.parent / "test.json"
+        return study_headline(json.loads(path.read_text()), json.loads(test.read_text()) if test.is_file() else None), True
     benches = bench_records(folder)
     if benches:
         marked = bench_headlines(benches)

@@ -21,6 +21,7 @@ def script(name: str):
     """A generator from scripts/ (not a package), imported by path."""
     spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # a dataclass looks its module up there
     spec.loader.exec_module(module)
     return module
 
@@ -148,6 +149,30 @@ def test_the_demonstration_and_a_round_render_from_their_records(results, tmp_pa
     for number in ("w=2 62.5%", "58.5% (51.6–65.1)", "+4.0 (-4.0, +12.0)", "round 1 +34.0 (+27.0, +41.0)", "| 1478 |",
                    "### Round 1 (demo/rounds/round_001)", "`bbb`"):
         assert number in text, number
+
+
+def test_the_study_gathers_every_arm_chooses_w_by_evaluates_rule_and_renders(results, tmp_path):
+    """scripts/metaworld_study.py's study.json from the arms' curve.csv files, and its section of a page."""
+    study = script("metaworld_study")
+    columns = "step,cfg_scale,episodes,successes,success_rate,ci_low,ci_high,checkpoint"
+    curves = {  # cfgrl ties at w = 1 and 1.5 on success: the higher lower bound (1.5) wins, then the smaller w
+        "cfgrl": ["4000,1.0,100,30,0.30,0.22,0.40,c", "8000,1.0,100,40,0.40,0.31,0.50,c"],
+        "cfgrl/other_w": ["8000,0.0,100,10,0.10,0.05,0.17,c", "8000,1.5,100,40,0.40,0.32,0.50,c", "8000,2.0,100,40,0.40,0.32,0.50,c"],
+        "filtered_bc": ["4000,1.0,100,45,0.45,0.35,0.55,c", "8000,1.0,100,55,0.55,0.45,0.64,c"],
+    }
+    for arm, rows in curves.items():
+        (tmp_path / "curves" / arm).mkdir(parents=True)
+        (tmp_path / "curves" / arm / "curve.csv").write_text("\n".join([columns, *rows]) + "\n")
+    gathered = study.gather(tmp_path)
+    assert {name: arm["chosen_w"] for name, arm in gathered["arms"].items()} == {"cfgrl": 1.5, "filtered_bc": 1.0}
+    assert "weighted" in gathered["not_run"] and (tmp_path / "study.png").is_file()
+    assert json.loads((tmp_path / "study.json").read_text())["schema"] == "cfgrl.study"
+    text = "\n".join(results.sections(tmp_path, tmp_path))
+    for number in ("| cfgrl | the demonstration's CFGRL recipe | 30.0% (22.0–40.0) | 40.0% (31.0–50.0) |",
+                   "| filtered_bc | o = 1 windows alone, no condition | 45.0% (35.0–55.0) | 55.0% (45.0–64.0) |",
+                   "| filtered_bc |  | 55.0% (45.0–64.0) |  |  |  | 1 |", "10.0% (5.0–17.0)", "| 1.5 |", "Not run yet: weighted"):
+        assert number in text, number
+    assert "validation only, nothing on test yet: cfgrl 40.0% (w = 1.5), filtered_bc 55.0% (w = 1)" == results.study_headline(gathered, None)
 
 
 def test_the_benchmarks_page_reads_each_bench_json(results, tmp_path, monkeypatch):

@@ -142,7 +142,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         image_size=224, patch_size=16, vision_width=64, vision_layers=2, vision_heads=4, vision_mlp=128,
         num_layers=2, num_heads=4, num_kv_heads=1, head_dim=16, prefix_width=64, prefix_mlp=128,
         vocab_size=259, expert_width=64, expert_mlp=128, tokenizer="byte", max_token_len=32,
-    ),    # Between tiny and mini (mini costs ~34x tiny per sample on Meta-World): twice tiny's depth and
+    ),
+    # Between tiny and mini (mini costs ~34x tiny per sample on Meta-World): twice tiny's depth and
     # width with tiny's tokens, so it replaces tiny in a CPU configuration and an 8000-step run stays
     # affordable (its cost against tiny: bench/preset_cost.py).
     "small": dict(
