@@ -8,7 +8,8 @@ place's bodies) and sends robosuite's OSC_POSE delta actions through the phases 
 A bowl (libero_spatial) is too wide for the Panda's 8 cm opening: it is pinched by its rim, the
 fingers (which close along world y at LIBERO's reset orientation) straddling the wall at the point of
 the rim on the bowl's y axis. Anything else (libero_object's boxes, bottles, cans) is grasped at its
-centre from above.
+centre from above, the fingers closing across its narrowest side (a butter or cream-cheese box is as
+long as the open hand is wide).
 
 ``noise`` in [0, 1] (``--policy scripted:NOISE``), drawn once per episode at reset:
 - with probability ``noise`` the expert goes for the wrong object (another object of the scene, the
@@ -44,6 +45,7 @@ STALLED, STALL_NEAR = 0.001, 0.015  # a descent that moves less than STALLED bet
 RIM_INSET = 0.0  # pinch the rim this far inside the middle of its wall
 FINGER_REACH = 0.045  # the outer face of an open finger, this far from the grasp point (fingers at 0.04, ~1 cm thick)
 FINGER_CLEARANCE = 0.005  # the scene must leave this much room around the fingers
+NARROWER = 0.01  # a compact object is pinched across its narrowest side when that is this much narrower than the robot's
 OPEN, CLOSE = -1.0, 1.0  # the gripper's action: -1 opens, +1 closes
 PHASES = ("approach", "descend", "grasp", "lift", "carry", "lower", "release", "retreat")
 
@@ -101,6 +103,21 @@ def geom_boxes(model: Any, data: Any, geoms: np.ndarray) -> tuple[np.ndarray, np
     return centre - half, centre + half
 
 
+def narrowest_side(model: Any, data: Any, body: int, facing: np.ndarray) -> tuple[np.ndarray, float]:
+    """(the horizontal unit vector across which ``body`` is narrowest, with its sign towards ``facing``;
+    how much narrower it is there than along ``facing``), from its collision geoms' box corners."""
+    geoms = _geoms_of(model, body)
+    signs = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)
+    rot = data.geom_xmat[geoms].reshape(-1, 3, 3)
+    local = model.geom_aabb[geoms, None, :3] + signs[None] * model.geom_aabb[geoms, None, 3:]
+    corners = (data.geom_xpos[geoms][:, None] + np.einsum("gij,gpj->gpi", rot, local)).reshape(-1, 3)[:, :2]
+    angles = np.radians(np.arange(0.0, 180.0, 5.0))
+    sides = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    widths = np.ptp(corners @ np.concatenate([sides, facing[None]]).T, axis=0)
+    best = sides[np.argmin(widths[:-1])]
+    return (best if best @ facing >= 0 else -best), float(widths[-1] - widths[:-1].min())
+
+
 def grasp_offset(sim: Any, body: int, towards: np.ndarray) -> np.ndarray:
     """Grasp point - body position. A bowl (its top geoms a ring far from its axis) is pinched by the
     rim on its side facing ``towards`` (a unit xy vector: the robot, the shortest reach, and no
@@ -133,11 +150,16 @@ class LiberoExpert:
         self.orientation = self._grasp_orientation(towards)  # turned to during the approach, then held
 
     def _towards_robot(self, body: int) -> np.ndarray:
-        """The side of the object to grasp from: the one nearest the robot whose finger positions are
-        clear of the scene (a bowl in a drawer is pinched where the drawer's wall leaves room)."""
+        """The side of the object to grasp from: the one nearest the robot (a compact object's narrowest
+        side, where it is clearly narrower) whose finger positions are clear of the scene (a bowl in a
+        drawer is pinched where the drawer's wall leaves room)."""
         model, data = self.env.sim.model._model, self.env.sim.data._data
         base = data.xpos[self.env.sim.model.body_name2id(self.env.robots[0].robot_model.root_body)]
         direction = (base - data.xpos[body])[:2]
+        direction /= np.linalg.norm(direction)
+        if not grasp_offset(self.env.sim, body, direction)[:2].any():  # compact: across its narrowest side
+            side, narrower = narrowest_side(model, data, body, direction)
+            direction = side if narrower > NARROWER else direction
         start = np.arctan2(direction[1], direction[0])
         others = np.flatnonzero((model.geom_bodyid != body) & ((model.geom_contype != 0) | (model.geom_conaffinity != 0))
                                 & ~np.isin(model.geom_bodyid, self._robot_bodies()))

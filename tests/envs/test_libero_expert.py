@@ -10,7 +10,7 @@ import pytest
 
 from cfgrl.config import EnvConfig
 from cfgrl.envs import make_env
-from cfgrl.envs.libero_expert import goal_of, wrong_object
+from cfgrl.envs.libero_expert import goal_of, narrowest_side, wrong_object
 
 REPLAN = 5  # the collector's inference.replan_steps: the expert plans this many actions at a time
 
@@ -55,10 +55,19 @@ def test_the_expert_succeeds_at_noise_0(libero, task, init):
 @pytest.mark.libero
 def test_the_same_phases_serve_libero_objects_floor_scene():
     """libero_object stands on the floor, not a table: the expert's heights follow the robot's base and
-    the basket's rim, so it lifts the can and drops it in the basket."""
+    the basket's rim. Its butter box is as long as the open hand is wide, along the robot's side, so
+    the fingers close across its narrow side; the expert lifts it and drops it in the basket."""
     env = make_env(EnvConfig(name="libero", suite="libero_object", image_size=32))
     try:
-        success, _, _ = play(env, 0, 0, seed=11, noise=0.0)
+        env.reset(6, 0, seed=11)
+        sim = env._sim.env
+        butter = sim.sim.model.body_name2id(sim.objects_dict[goal_of(sim)[0]].root_body)
+        data, model = sim.sim.data._data, sim.sim.model._model
+        base = data.xpos[sim.sim.model.body_name2id(sim.robots[0].robot_model.root_body)]
+        towards_robot = (base - data.xpos[butter])[:2] / np.linalg.norm((base - data.xpos[butter])[:2])
+        side, narrower = narrowest_side(model, data, butter, towards_robot)
+        assert narrower > 0.03 and abs(side[1]) > 0.9  # 4 cm across y against 8 cm along x
+        success, _, _ = play(env, 6, 0, seed=11, noise=0.0)
         assert success and env._expert.plan.carry_z < 0.5  # libero_spatial's table is at 0.9 m
     finally:
         env.close()
