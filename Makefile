@@ -154,7 +154,7 @@ spread: base
 	@echo "spread: report in $(DATA)/spread/report.md"
 
 test: | $(SETUP)
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider --durations=25   # the 25 slowest tests, to keep CI in budget
 
 # The documentation site: regenerate the reference (from the code) and results pages (from the artefacts
 # under docs/results/), then build strictly into site/ (not --quiet: it hides the warnings --strict counts).
