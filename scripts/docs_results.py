@@ -222,7 +222,8 @@ def round_section(path: Path, page_dir: Path) -> list[str]:
 
 def study_section(path: Path, page_dir: Path, study: dict[str, Any]) -> list[str]:
     """Every arm's validation curve: along training at w = 1, and every w at its last step."""
-    arms = study["arms"]
+    arms = {name: arm for name, arm in study["arms"].items() if name != "base"}
+    base = study["arms"].get("base")
     rows = {name: arm["rows"] for name, arm in arms.items()}
     steps = sorted({r["step"] for arm in rows.values() for r in arm if r["cfg_scale"] == 1.0})
     scales = sorted({r["cfg_scale"] for arm in rows.values() for r in arm})
@@ -233,6 +234,9 @@ def study_section(path: Path, page_dir: Path, study: dict[str, Any]) -> list[str
            f"Validation success ({n} episodes per cell, 95% interval) along training at w = 1 (the o = 1 branch alone; "
            "filtered BC has no other w):", "",
            "| arm | what it tests | " + " | ".join(f"step {s}" for s in steps) + " |", "|---|---|" + "---|" * len(steps)]
+    if base:
+        out[-2:-2] = [f"The base every arm starts from (no condition; step {base['rows'][0]['step']} of its behaviour cloning): "
+                      f"{cellof(base['rows'][0])} on the same validation episodes.", ""]
     out += [f"| {name} | {arm['what']} | " + " | ".join(cellof(at(name, s, 1.0)) for s in steps) + " |" for name, arm in arms.items()]
     out += ["", "At each arm's last step, every w (w = 0: the ∅ branch alone); the w chosen on validation by "
             "`cfgrl evaluate`'s rule:", "",
@@ -268,6 +272,8 @@ def study_headline(study: dict[str, Any], test: dict[str, Any] | None) -> str:
         return f"{chosen} at w = {arm['w']:g} (chosen on validation): {pct(arm['success_rate'])} on test; {against}"
     best = []
     for name, arm in study["arms"].items():
+        if name == "base":
+            continue
         last = max(r["step"] for r in arm["rows"])
         r = next(r for r in arm["rows"] if r["step"] == last and r["cfg_scale"] == arm["chosen_w"])
         best.append(f"{name} {pct(r['success_rate'])} (w = {arm['chosen_w']:g})")

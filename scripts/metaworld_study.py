@@ -9,7 +9,7 @@ configs/metaworld.yaml` (ROOT/base/policy, ROOT/demos.zarr). Every arm starts fr
 trains on the same round-1 rollouts (the base at w = 1, the config's collect.*) and demonstrations
 under one label version (the demonstration's recipe: one-outcome groups dropped), for the same steps,
 so arms differ in what the arm names and nothing else. Each arm keeps a checkpoint every --keep steps
-and `cfgrl curve` evaluates them on the validation episodes alone: no test episode runs while a
+and `cfgrl curve` evaluates them, and the base, on the validation episodes alone: no test episode runs while a
 recipe is chosen. ROOT/study.json and ROOT/study.png gather every arm's curve; every stage resumes.
 
 --test evaluates the chosen arm at its validation-chosen w, filtered BC and the weighted loss on the
@@ -40,6 +40,7 @@ from cfgrl.schemas import STUDY, STUDY_TEST
 OTHER_SCALES = "[0.0, 1.5, 2.0, 3.0]"
 # The demonstration's recipe (Makefile DEMO_FLAGS for metaworld): one-outcome groups dropped, 8000 steps.
 RECIPE = ["cfgrl.zero_variance_groups=drop"]
+BASE = "the behaviour-cloned base every arm starts from (its last checkpoint; it has no condition)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,11 +84,12 @@ def train_arm(cfg: Config, root: Path, name: str, steps: int, keep: int) -> tupl
 def run_arms(cfg: Config, root: Path, names: list[str], steps: int, keep: int, curve_every: int) -> None:
     """Each arm's curve at w = 1 along training, then its last checkpoint at the other w."""
     stages.collect(with_overrides(cfg, ["inference.cfg_scale=1.0"]), root / "rollouts.zarr", root / "base" / "policy")
+    newest_only = 1 << 30
+    run_curve(with_overrides(cfg, ["evaluate.cfg_scales=[1.0]"]), root / "base", root / "curves" / "base", every=newest_only)
     for name in names:
         setting, run = train_arm(cfg, root, name, steps, keep)
         run_curve(with_overrides(setting, ["evaluate.cfg_scales=[1.0]"]), run, root / "curves" / name, every=curve_every)
         if ARMS[name].guided:
-            newest_only = 1 << 30
             run_curve(with_overrides(setting, [f"evaluate.cfg_scales={OTHER_SCALES}"]), run,
                       root / "curves" / name / "other_w", every=newest_only)
     gather(root)
@@ -98,7 +100,8 @@ def gather(root: Path) -> dict:
     curves = {}
     for arm in sorted(p for p in (root / "curves").iterdir() if (p / "curve.csv").is_file()):
         rows = pd.concat([pd.read_csv(path) for path in sorted(arm.rglob("curve.csv"))]).sort_values(["cfg_scale", "step"])
-        curves[arm.name] = {"what": ARMS[arm.name].what, "chosen_w": chosen_w(root, arm.name),
+        what = ARMS[arm.name].what if arm.name in ARMS else BASE
+        curves[arm.name] = {"what": what, "chosen_w": chosen_w(root, arm.name),
                             "rows": rows.drop(columns="checkpoint").to_dict("records")}
     study = {**STUDY.stamp(), "arms": curves, "not_run": [n for n in ARMS if n not in curves],
              "provenance": provenance.record()}
