@@ -125,6 +125,10 @@ def plot_study(curves: dict, path: Path) -> None:
     fig, (along, over_w) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=120)
     for name, curve in curves.items():
         rows = pd.DataFrame(curve["rows"])
+        if name == "base":  # one unconditioned policy: a level to read the arms against
+            for ax in (along, over_w):
+                ax.axhline(rows.success_rate.iloc[0], color="grey", ls="--", lw=1, label="base")
+            continue
         at_one = rows[rows.cfg_scale == 1.0].sort_values("step")
         line, = along.plot(at_one.step, at_one.success_rate, "o-", label=name)
         along.fill_between(at_one.step, at_one.ci_low, at_one.ci_high, color=line.get_color(), alpha=0.12)
