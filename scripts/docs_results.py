@@ -235,8 +235,8 @@ def study_section(path: Path, page_dir: Path, study: dict[str, Any]) -> list[str
            "filtered BC has no other w):", "",
            "| arm | what it tests | " + " | ".join(f"step {s}" for s in steps) + " |", "|---|---|" + "---|" * len(steps)]
     if base:
-        out[-2:-2] = [f"The base every arm starts from (no condition; step {base['rows'][0]['step']} of its behaviour cloning): "
-                      f"{cellof(base['rows'][0])} on the same validation episodes.", ""]
+        out[4:4] = [f"The base every arm starts from (no condition; step {base['rows'][0]['step']} of its behaviour cloning): "
+                    f"{cellof(base['rows'][0])} on the validation episodes below.", ""]
     out += [f"| {name} | {arm['what']} | " + " | ".join(cellof(at(name, s, 1.0)) for s in steps) + " |" for name, arm in arms.items()]
     out += ["", "At each arm's last step, every w (w = 0: the ∅ branch alone); the w chosen on validation by "
             "`cfgrl evaluate`'s rule:", "",

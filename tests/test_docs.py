@@ -172,7 +172,7 @@ def test_the_study_gathers_every_arm_chooses_w_by_evaluates_rule_and_renders(res
     for number in ("| cfgrl | the demonstration's CFGRL recipe | 30.0% (22.0–40.0) | 40.0% (31.0–50.0) |",
                    "| filtered_bc | o = 1 windows alone, no condition | 45.0% (35.0–55.0) | 55.0% (45.0–64.0) |",
                    "| filtered_bc |  | 55.0% (45.0–64.0) |  |  | 1 |", "10.0% (5.0–17.0)", "| 1.5 |", "Not run yet: weighted",
-                   "The base every arm starts from (no condition; step 1500 of its behaviour cloning): 25.0% (18.0–34.0)"):
+                   "The base every arm starts from (no condition; step 1500 of its behaviour cloning): 25.0% (18.0–34.0) on the validation episodes below"):
         assert number in text, number
     assert "validation only, nothing on test yet: cfgrl 40.0% (w = 1.5), filtered_bc 55.0% (w = 1)" == results.study_headline(gathered, None)
 
