@@ -230,13 +230,12 @@ def study_section(path: Path, page_dir: Path, study: dict[str, Any]) -> list[str
     at = lambda name, step, w: next((r for r in rows[name] if r["step"] == step and r["cfg_scale"] == w), None)  # noqa: E731
     cellof = lambda r: f"{pct(r['success_rate'])} ({interval(r['ci_low'], r['ci_high'])})" if r else ""  # noqa: E731
     n = next(iter(rows.values()))[0]["episodes"]
-    out = ["### Every arm on validation", "", source(path), "",
+    base_line = ([f"The base every arm starts from (no condition; step {base['rows'][0]['step']} of its behaviour cloning): "
+                  f"{cellof(base['rows'][0])} on the validation episodes below.", ""] if base else [])
+    out = ["### Every arm on validation", "", source(path), "", *base_line,
            f"Validation success ({n} episodes per cell, 95% interval) along training at w = 1 (the o = 1 branch alone; "
            "filtered BC has no other w):", "",
            "| arm | what it tests | " + " | ".join(f"step {s}" for s in steps) + " |", "|---|---|" + "---|" * len(steps)]
-    if base:
-        out[4:4] = [f"The base every arm starts from (no condition; step {base['rows'][0]['step']} of its behaviour cloning): "
-                    f"{cellof(base['rows'][0])} on the validation episodes below.", ""]
     out += [f"| {name} | {arm['what']} | " + " | ".join(cellof(at(name, s, 1.0)) for s in steps) + " |" for name, arm in arms.items()]
     out += ["", "At each arm's last step, every w (w = 0: the ∅ branch alone); the w chosen on validation by "
             "`cfgrl evaluate`'s rule:", "",

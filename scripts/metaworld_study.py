@@ -99,9 +99,9 @@ def gather(root: Path) -> dict:
     """ROOT/study.json and study.png from every arm's curve.csv."""
     curves = {}
     for arm in sorted(p for p in (root / "curves").iterdir() if (p / "curve.csv").is_file()):
-        rows = pd.concat([pd.read_csv(path) for path in sorted(arm.rglob("curve.csv"))]).sort_values(["cfg_scale", "step"])
+        rows = curve_rows(root, arm.name).sort_values(["cfg_scale", "step"])
         what = ARMS[arm.name].what if arm.name in ARMS else BASE
-        curves[arm.name] = {"what": what, "chosen_w": chosen_w(root, arm.name),
+        curves[arm.name] = {"what": what, "chosen_w": chosen_w(rows),
                             "rows": rows.drop(columns="checkpoint").to_dict("records")}
     study = {**STUDY.stamp(), "arms": curves, "not_run": [n for n in ARMS if n not in curves],
              "provenance": provenance.record()}
@@ -146,9 +146,13 @@ def plot_study(curves: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def chosen_w(root: Path, name: str) -> float:
+def curve_rows(root: Path, name: str) -> pd.DataFrame:
+    """Every curve.csv row of one arm (along training, and its other w)."""
+    return pd.concat([pd.read_csv(path) for path in sorted((root / "curves" / name).rglob("curve.csv"))])
+
+
+def chosen_w(rows: pd.DataFrame) -> float:
     """The arm's w at its last step, chosen on validation by `cfgrl evaluate`'s rule."""
-    rows = pd.concat([pd.read_csv(path) for path in (root / "curves" / name).rglob("curve.csv")])
     last = rows[rows.step == rows.step.max()]
     return choose_cfg_scale([{**r, "role": POLICY, "scope": "overall", "split": VALIDATION} for r in last.to_dict("records")])
 
@@ -158,7 +162,7 @@ def run_test(cfg: Config, root: Path, name: str, steps: int, keep: int, episodes
     outcomes = {}
     for arm in dict.fromkeys([name, "filtered_bc", "weighted"]):
         setting, run = train_arm(cfg, root, arm, steps, keep)
-        w = chosen_w(root, arm)
+        w = chosen_w(curve_rows(root, arm))
         test = with_overrides(setting, [f"evaluate.cfg_scales=[{w}]", "evaluate.validation_init_states=null",
                                         f"evaluate.episodes_per_init={episodes_per_init}"])
         results = stages.evaluate(test, run / "policy", root / "test" / arm)

@@ -154,8 +154,7 @@ class LiberoExpert:
         side, where it is clearly narrower) whose finger positions are clear of the scene (a bowl in a
         drawer is pinched where the drawer's wall leaves room)."""
         model, data = self.env.sim.model._model, self.env.sim.data._data
-        base = data.xpos[self.env.sim.model.body_name2id(self.env.robots[0].robot_model.root_body)]
-        direction = (base - data.xpos[body])[:2]
+        direction = (self._robot_base() - data.xpos[body])[:2]
         direction /= np.linalg.norm(direction)
         if not grasp_offset(self.env.sim, body, direction)[:2].any():  # compact: across its narrowest side
             side, narrower = narrowest_side(model, data, body, direction)
@@ -211,13 +210,15 @@ class LiberoExpert:
         """(empty-handed, holding the object) lowest heights of the grip site crossing the scene: above the
         robot's base by TRAVEL_ABOVE_BASE, and holding, high enough that the object's bottom clears the place."""
         model, data = self.env.sim.model._model, self.env.sim.data._data
-        base = data.xpos[self.env.sim.model.body_name2id(self.env.robots[0].robot_model.root_body)]
-        travel = float(base[2]) + TRAVEL_ABOVE_BASE
+        travel = float(self._robot_base()[2]) + TRAVEL_ABOVE_BASE
         hang = float(data.xpos[body, 2] + self.plan.grasp_offset[2] - geom_boxes(model, data, _geoms_of(model, body))[0][:, 2].min())
         place = self._place_point()
         if self.plan.place_body is not None and len(geoms := _geoms_of(model, self.plan.place_body)):
             place = geom_boxes(model, data, geoms)[1].max(axis=0)
         return travel, max(travel, float(place[2]) + hang + CARRY_CLEARANCE)
+
+    def _robot_base(self) -> np.ndarray:
+        return self.env.sim.data._data.xpos[self.env.sim.model.body_name2id(self.env.robots[0].robot_model.root_body)]
 
     def _eef(self) -> np.ndarray:
         return self.env.sim.data.site_xpos[self.env.robots[0].eef_site_id].copy()
