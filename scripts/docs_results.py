@@ -222,17 +222,18 @@ def round_section(path: Path, page_dir: Path) -> list[str]:
 
 def study_section(path: Path, page_dir: Path, study: dict[str, Any]) -> list[str]:
     """Every arm's validation curve: along training at w = 1, and every w at its last step."""
-    arms = {name: arm for name, arm in study["arms"].items() if name != "base"}
-    base = study["arms"].get("base")
+    arms = {name: arm for name, arm in study["arms"].items() if arm["role"] == "arm"}
+    bases = {name: arm for name, arm in study["arms"].items() if arm["role"] == "base"}
     rows = {name: arm["rows"] for name, arm in arms.items()}
     steps = sorted({r["step"] for arm in rows.values() for r in arm if r["cfg_scale"] == 1.0})
     scales = sorted({r["cfg_scale"] for arm in rows.values() for r in arm})
     at = lambda name, step, w: next((r for r in rows[name] if r["step"] == step and r["cfg_scale"] == w), None)  # noqa: E731
     cellof = lambda r: f"{pct(r['success_rate'])} ({interval(r['ci_low'], r['ci_high'])})" if r else ""  # noqa: E731
     n = next(iter(rows.values()))[0]["episodes"]
-    base_line = ([f"The base every arm starts from (no condition; step {base['rows'][0]['step']} of its behaviour cloning): "
-                  f"{cellof(base['rows'][0])} on the validation episodes below.", ""] if base else [])
-    out = ["### Every arm on validation", "", source(path), "", *base_line,
+    base_lines = [f"- {name}, {base['what']}, step {base['rows'][0]['step']} of its behaviour cloning: {cellof(base['rows'][0])}"
+                  for name, base in bases.items()]
+    base_lines = ["The bases, on the validation episodes below:", "", *base_lines, ""] if base_lines else []
+    out = ["### Every arm on validation", "", source(path), "", *base_lines,
            f"Validation success ({n} episodes per cell, 95% interval) along training at w = 1 (the o = 1 branch alone; "
            "filtered BC has no other w):", "",
            "| arm | what it tests | " + " | ".join(f"step {s}" for s in steps) + " |", "|---|---|" + "---|" * len(steps)]
@@ -271,7 +272,7 @@ def study_headline(study: dict[str, Any], test: dict[str, Any] | None) -> str:
         return f"{chosen} at w = {arm['w']:g} (chosen on validation): {pct(arm['success_rate'])} on test; {against}"
     best = []
     for name, arm in study["arms"].items():
-        if name == "base":
+        if arm["role"] == "base":
             continue
         last = max(r["step"] for r in arm["rows"])
         r = next(r for r in arm["rows"] if r["step"] == last and r["cfg_scale"] == arm["chosen_w"])

@@ -8,7 +8,9 @@ ROOT holds the demonstration's base: `cfgrl base ROOT --demo-noise 0.3 --demo-ep
 configs/metaworld.yaml` (ROOT/base/policy, ROOT/demos.zarr). Every arm starts from that base and
 trains on the same round-1 rollouts (the base at w = 1, the config's collect.*) and demonstrations
 under one label version (the demonstration's recipe: one-outcome groups dropped), for the same steps,
-so arms differ in what the arm names and nothing else. Each arm keeps a checkpoint every --keep steps
+so arms differ in what the arm names and nothing else. A capacity arm (another `policy.preset`)
+starts from a base of its preset, behaviour-cloned on the same demonstrations for the same steps
+(ROOT/<preset>/base), and trains on the same rollouts. Each arm keeps a checkpoint every --keep steps
 and `cfgrl curve` evaluates them, and the base, on the validation episodes alone: no test episode runs while a
 recipe is chosen. ROOT/study.json and ROOT/study.png gather every arm's curve; every stage resumes.
 
@@ -31,16 +33,20 @@ from cfgrl.config import Config, load_config, with_overrides
 from cfgrl.evaluate.compare import compare_evaluations
 from cfgrl.evaluate.plan import POLICY, TEST, VALIDATION
 from cfgrl.evaluate.summary import choose_cfg_scale, overall_rows
-from cfgrl.pipeline import stages
+from cfgrl.pipeline import demo, stages
 from cfgrl.pipeline.curve import run_curve
 from cfgrl.schemas import STUDY, STUDY_TEST
 
 # Along training every arm runs at w = 1 (the o = 1 branch alone); a guided arm's last checkpoint
 # also at these (w = 0: the ∅ branch alone), so which branch falls short shows beside the guidance.
 OTHER_SCALES = "[0.0, 1.5, 2.0, 3.0]"
-# The demonstration's recipe (Makefile DEMO_FLAGS for metaworld): one-outcome groups dropped, 8000 steps.
-RECIPE = ["cfgrl.zero_variance_groups=drop"]
-BASE = "the behaviour-cloned base every arm starts from (its last checkpoint; it has no condition)"
+# The demonstration's recipe as the study found it (Makefile DEMO_FLAGS for metaworld): one-outcome
+# groups dropped, 8000 steps, failed episodes kept (configs/metaworld.yaml now drops them, the study's
+# choice: pinned here so that every arm still differs from this recipe in what it names alone).
+RECIPE = ["cfgrl.zero_variance_groups=drop", "cfgrl.failed_episodes=keep"]
+# The study's base is the demonstration's; an arm of another preset starts from a base of that preset,
+# behaviour-cloned on the same demonstrations with the same steps (cfgrl base's defaults).
+BASE_PRESET, BASE_STEPS, BASE_LR = "tiny", 1500, 1e-3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,20 +55,39 @@ class Arm:
     what: str  # the question the arm answers, one line
     train: tuple[str, ...] = ()
     label: tuple[str, ...] = ()
+    preset: str = BASE_PRESET  # the policy's size: the arm fine-tunes the base of this preset
 
     @property
     def guided(self) -> bool:
         return self.objective != "filtered_bc"
 
 
+def base_name(preset: str) -> str:
+    """The base's name among the study's curves: `base` for the demonstration's, else base_<preset>."""
+    return "base" if preset == BASE_PRESET else f"base_{preset}"
+
+
+def base_what(preset: str) -> str:
+    return f"the behaviour-cloned `{preset}` base its arms start from (its last checkpoint; it has no condition)"
+
+
+def base_dir(root: Path, preset: str) -> Path:
+    """The run directory of the base of ``preset`` (its policy is base_dir/policy)."""
+    return root / "base" if preset == BASE_PRESET else root / preset / "base"
+
+
 ARMS = {
-    "cfgrl": Arm("cfgrl", "the demonstration's CFGRL recipe"),
+    "cfgrl": Arm("cfgrl", "the demonstration's recipe before the study: failed episodes in ∅"),
     "filtered_bc": Arm("filtered_bc", "o = 1 windows alone, no condition"),
     "weighted": Arm("weighted", "the weighted two-branch loss"),
     # o = 1 is ~28% of the raw windows: repeated 12 times it is ~80% of each batch, near filtered BC's
     # exposure to the positives at the same steps, while ∅ still trains on the rest.
     "cfgrl_repeat12": Arm("cfgrl", "matched exposure: o = 1 about 80% of each batch", train=("train.optimal_repeat=12",)),
     "cfgrl_successes": Arm("cfgrl", "∅ trained on successes and demonstrations alone", label=("cfgrl.failed_episodes=drop",)),
+    # Capacity: `small` (twice tiny's depth and width, 2.5x its training step) under the best recipe.
+    "cfgrl_successes_small": Arm("cfgrl", "capacity: the ∅-on-successes recipe on the `small` preset",
+                                 label=("cfgrl.failed_episodes=drop",), preset="small"),
+    "filtered_bc_small": Arm("filtered_bc", "capacity: filtered BC on the `small` preset", preset="small"),
 }
 
 
@@ -71,10 +96,19 @@ def arm_setting(cfg: Config, arm: Arm, steps: int, keep: int) -> Config:
                                 f"train.steps={steps}", f"train.decay_steps={steps}", f"train.keep_every={keep}"])
 
 
+def build_base(cfg: Config, root: Path, preset: str) -> Path:
+    """The base of ``preset``: the demonstration's (made by `cfgrl base`), or one behaviour-cloned on
+    its demonstrations the same way (its labels beside it, so the demonstrations are only read)."""
+    if preset == BASE_PRESET:
+        return base_dir(root, preset) / "policy"
+    sized = with_overrides(cfg, [f"policy.preset={preset}"])
+    return demo.build_base_on_stores(sized, base_dir(root, preset).parent, [root / "demos.zarr"], BASE_STEPS, BASE_LR)
+
+
 def train_arm(cfg: Config, root: Path, name: str, steps: int, keep: int) -> tuple[Config, Path]:
     """Label (a reused version when another arm made it) and train one arm; returns its setting and run."""
     setting = arm_setting(cfg, ARMS[name], steps, keep)
-    base, stores = root / "base" / "policy", [root / "rollouts.zarr", root / "demos.zarr"]
+    base, stores = build_base(cfg, root, ARMS[name].preset), [root / "rollouts.zarr", root / "demos.zarr"]
     labels = stages.label(setting, stores, root / "labels", base)
     run = root / "arms" / name
     stages.train(setting, stores, labels, run, base)
@@ -85,7 +119,10 @@ def run_arms(cfg: Config, root: Path, names: list[str], steps: int, keep: int, c
     """Each arm's curve at w = 1 along training, then its last checkpoint at the other w."""
     stages.collect(with_overrides(cfg, ["inference.cfg_scale=1.0"]), root / "rollouts.zarr", root / "base" / "policy")
     newest_only = 1 << 30
-    run_curve(with_overrides(cfg, ["evaluate.cfg_scales=[1.0]"]), root / "base", root / "curves" / "base", every=newest_only)
+    for preset in dict.fromkeys([BASE_PRESET, *(ARMS[name].preset for name in names)]):
+        build_base(cfg, root, preset)
+        run_curve(with_overrides(cfg, ["evaluate.cfg_scales=[1.0]"]), base_dir(root, preset),
+                  root / "curves" / base_name(preset), every=newest_only)
     for name in names:
         setting, run = train_arm(cfg, root, name, steps, keep)
         run_curve(with_overrides(setting, ["evaluate.cfg_scales=[1.0]"]), run, root / "curves" / name, every=curve_every)
@@ -97,11 +134,12 @@ def run_arms(cfg: Config, root: Path, names: list[str], steps: int, keep: int, c
 
 def gather(root: Path) -> dict:
     """ROOT/study.json and study.png from every arm's curve.csv."""
+    bases = {base_name(arm.preset): arm.preset for arm in ARMS.values()}
     curves = {}
     for arm in sorted(p for p in (root / "curves").iterdir() if (p / "curve.csv").is_file()):
         rows = curve_rows(root, arm.name).sort_values(["cfg_scale", "step"])
-        what = ARMS[arm.name].what if arm.name in ARMS else BASE
-        curves[arm.name] = {"what": what, "chosen_w": chosen_w(rows),
+        role, what = ("arm", ARMS[arm.name].what) if arm.name in ARMS else ("base", base_what(bases[arm.name]))
+        curves[arm.name] = {"role": role, "what": what, "chosen_w": chosen_w(rows),
                             "rows": rows.drop(columns="checkpoint").to_dict("records")}
     study = {**STUDY.stamp(), "arms": curves, "not_run": [n for n in ARMS if n not in curves],
              "provenance": provenance.record()}
@@ -125,9 +163,10 @@ def plot_study(curves: dict, path: Path) -> None:
     fig, (along, over_w) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=120)
     for name, curve in curves.items():
         rows = pd.DataFrame(curve["rows"])
-        if name == "base":  # one unconditioned policy: a level to read the arms against
+        if curve["role"] == "base":  # one unconditioned policy: a level to read its arms against
+            shade = "grey" if name == "base" else "black"
             for ax in (along, over_w):
-                ax.axhline(rows.success_rate.iloc[0], color="grey", ls="--", lw=1, label="base")
+                ax.axhline(rows.success_rate.iloc[0], color=shade, ls="--", lw=1, label=name)
             continue
         at_one = rows[rows.cfg_scale == 1.0].sort_values("step")
         line, = along.plot(at_one.step, at_one.success_rate, "o-", label=name)
@@ -158,9 +197,10 @@ def chosen_w(rows: pd.DataFrame) -> float:
 
 
 def run_test(cfg: Config, root: Path, name: str, steps: int, keep: int, episodes_per_init: int) -> dict:
-    """The chosen arm at its validation-chosen w against filtered BC and the weighted loss, on test."""
+    """The chosen arm at its validation-chosen w against filtered BC and the weighted loss of its size, on test."""
+    baselines = [n for n, a in ARMS.items() if a.objective in ("filtered_bc", "weighted") and a.preset == ARMS[name].preset]
     outcomes = {}
-    for arm in dict.fromkeys([name, "filtered_bc", "weighted"]):
+    for arm in dict.fromkeys([name, *baselines]):
         setting, run = train_arm(cfg, root, arm, steps, keep)
         w = chosen_w(curve_rows(root, arm))
         test = with_overrides(setting, [f"evaluate.cfg_scales=[{w}]", "evaluate.validation_init_states=null",

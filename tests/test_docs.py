@@ -160,19 +160,22 @@ def test_the_study_gathers_every_arm_chooses_w_by_evaluates_rule_and_renders(res
         "cfgrl/other_w": ["8000,0.0,100,10,0.10,0.05,0.17,c", "8000,1.5,100,40,0.40,0.32,0.50,c", "8000,2.0,100,40,0.40,0.32,0.50,c"],
         "filtered_bc": ["4000,1.0,100,45,0.45,0.35,0.55,c", "8000,1.0,100,55,0.55,0.45,0.64,c"],
         "base": ["1500,1.0,100,25,0.25,0.18,0.34,c"],
+        "base_small": ["1500,1.0,100,30,0.30,0.22,0.40,c"],  # a capacity arm's base: a level, not an arm
     }
     for arm, rows in curves.items():
         (tmp_path / "curves" / arm).mkdir(parents=True)
         (tmp_path / "curves" / arm / "curve.csv").write_text("\n".join([columns, *rows]) + "\n")
     gathered = study.gather(tmp_path)
-    assert {name: arm["chosen_w"] for name, arm in gathered["arms"].items()} == {"base": 1.0, "cfgrl": 1.5, "filtered_bc": 1.0}
+    assert {name: arm["chosen_w"] for name, arm in gathered["arms"].items()} == {"base": 1.0, "base_small": 1.0, "cfgrl": 1.5, "filtered_bc": 1.0}
+    assert [name for name, arm in gathered["arms"].items() if arm["role"] == "base"] == ["base", "base_small"]
     assert "weighted" in gathered["not_run"] and (tmp_path / "study.png").is_file()
     assert json.loads((tmp_path / "study.json").read_text())["schema"] == "cfgrl.study"
     text = "\n".join(results.sections(tmp_path, tmp_path))
-    for number in ("| cfgrl | the demonstration's CFGRL recipe | 30.0% (22.0–40.0) | 40.0% (31.0–50.0) |",
+    for number in ("| cfgrl | the demonstration's recipe before the study: failed episodes in ∅ | 30.0% (22.0–40.0) | 40.0% (31.0–50.0) |",
                    "| filtered_bc | o = 1 windows alone, no condition | 45.0% (35.0–55.0) | 55.0% (45.0–64.0) |",
                    "| filtered_bc |  | 55.0% (45.0–64.0) |  |  | 1 |", "10.0% (5.0–17.0)", "| 1.5 |", "Not run yet: weighted",
-                   "The base every arm starts from (no condition; step 1500 of its behaviour cloning): 25.0% (18.0–34.0) on the validation episodes below"):
+                   "- base, the behaviour-cloned `tiny` base its arms start from (its last checkpoint; it has no condition), "
+                   "step 1500 of its behaviour cloning: 25.0% (18.0–34.0)", "- base_small, the behaviour-cloned `small` base"):
         assert number in text, number
     assert "validation only, nothing on test yet: cfgrl 40.0% (w = 1.5), filtered_bc 55.0% (w = 1)" == results.study_headline(gathered, None)
 
