@@ -264,6 +264,11 @@ def study_test_lines(path: Path, report: dict[str, Any]) -> list[str]:
     return out + [""] + provenance_lines(report.get("provenance"))
 
 
+def spread_headline(report: dict[str, Any]) -> str:
+    arms = ", ".join(f"{arm} {pct(f['mean'])} ± {100 * f['std']:.1f}" for arm, f in report["summary"].items() if arm != "base")
+    return f"over seeds {', '.join(map(str, report['seeds']))}, each arm at its validation-chosen w: {arms} (base {pct(report['summary']['base']['mean'])})"
+
+
 def study_headline(study: dict[str, Any], test: dict[str, Any] | None) -> str:
     if test:
         chosen = test["chosen"]
@@ -367,6 +372,8 @@ def headline(exp: dict[str, Any]) -> tuple[str, bool]:
         report = json.loads(path.read_text())
         if "round_1" in report and "baselines" in report:
             return demo_headline(report), True
+        if "per_seed" in report:
+            return spread_headline(report), True
     for path in sorted(folder.rglob("study.json")) if folder.is_dir() else []:
         test = path.parent / "test.json"
         return study_headline(json.loads(path.read_text()), json.loads(test.read_text()) if test.is_file() else None), True

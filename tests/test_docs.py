@@ -131,6 +131,7 @@ def test_a_results_page_reads_every_number_from_its_artefacts(results, tmp_path)
                    prov["utc"], "Provenance: not recorded"):  # the ablation has no provenance.json here
         assert number in text, number
     assert "![success against w]" not in text  # no figure without its file
+    assert results.spread_headline(spread) == "over seeds 0, 1, each arm at its validation-chosen w: cfgrl 64.5% ± 2.8 (base 28.5%)"
 
 
 def test_the_demonstration_and_a_round_render_from_their_records(results, tmp_path):
