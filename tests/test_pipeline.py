@@ -159,6 +159,18 @@ def test_reduced_demo_writes_its_report(tmp_path):
     assert "(reused: timed when an earlier run ran it)" in (tmp_path / "demo" / "report.md").read_text()
 
 
+def test_the_base_imitates_failed_demonstrations_whatever_the_recipe_drops(tmp_path):
+    """configs/metaworld.yaml leaves failed episodes out of fine-tuning; the base it starts from still
+    imitates every demonstration (at NOISE 1 none succeeds: dropping them would leave nothing)."""
+    config = small_config(tmp_path, cfgrl={"failed_episodes": "drop"})
+    cfgrl("base", tmp_path, "--demo-noise", "1", "--demo-episodes", "2", "--base-steps", "1", "-c", config, cwd=tmp_path)
+    from cfgrl.store import Store
+
+    assert not Store(tmp_path / "demos.zarr").episodes.success.any()
+    manifest = json.loads(next((tmp_path / "demos.labels").glob("*/manifest.json")).read_text())
+    assert "failed_episodes" not in manifest["settings"] and (tmp_path / "base" / "policy" / "config.json").is_file()
+
+
 @pytest.mark.metaworld
 def test_reduced_demo_runs_on_metaworld(tmp_path):
     """The demonstration on the real Meta-World simulator (one MT1 task, short episodes): the base

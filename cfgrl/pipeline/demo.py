@@ -58,9 +58,11 @@ def build_base_on_stores(cfg: Config, root: Path, stores: list[Path], steps: int
 
 def bc_settings(cfg: Config, steps: int, lr: float) -> Config:
     """Behaviour cloning (every window ∅) for ``steps``. From scratch a tiny PI0 needs a larger learning
-    rate than PI0's fine-tuning default; the cosine schedule decays over exactly ``steps``."""
-    return with_overrides(cfg, ["cfgrl.label_source=none", f"train.steps={steps}", f"train.decay_steps={steps}",
-                                f"train.lr={lr}", f"train.decay_lr={lr / 10}"])
+    rate than PI0's fine-tuning default; the cosine schedule decays over exactly ``steps``. The base
+    imitates every demonstration, the failed ones too, whatever the fine-tuning's recipe drops: it is
+    meant to fail sometimes, the way its demonstrations do."""
+    return with_overrides(cfg, ["cfgrl.label_source=none", "cfgrl.failed_episodes=keep", f"train.steps={steps}",
+                                f"train.decay_steps={steps}", f"train.lr={lr}", f"train.decay_lr={lr / 10}"])
 
 
 class Timer:
