@@ -232,8 +232,8 @@ def study_section(path: Path, page_dir: Path, study: dict[str, Any]) -> list[str
     n = next(iter(rows.values()))[0]["episodes"]
     base_lines = [f"- {name}, {base['what']}, step {base['rows'][0]['step']} of its behaviour cloning: {cellof(base['rows'][0])}"
                   for name, base in bases.items()]
-    base_lines = ["The bases, on the validation episodes below:", "", *base_lines, ""] if base_lines else []
-    out = ["### Every arm on validation", "", source(path), "", *base_lines,
+    out = ["### Every arm on validation", "", source(path), "",
+           *(["The bases, on the validation episodes below:", "", *base_lines, ""] if base_lines else []),
            f"Validation success ({n} episodes per cell, 95% interval) along training at w = 1 (the o = 1 branch alone; "
            "filtered BC has no other w):", "",
            "| arm | what it tests | " + " | ".join(f"step {s}" for s in steps) + " |", "|---|---|" + "---|" * len(steps)]

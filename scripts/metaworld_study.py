@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from cfgrl import atomic, provenance
-from cfgrl.config import Config, load_config, with_overrides
+from cfgrl.config import Config, config_from_dict, load_config, with_overrides
 from cfgrl.evaluate.compare import compare_evaluations
 from cfgrl.evaluate.plan import POLICY, TEST, VALIDATION
 from cfgrl.evaluate.summary import choose_cfg_scale, overall_rows
@@ -45,8 +45,8 @@ OTHER_SCALES = "[0.0, 1.5, 2.0, 3.0]"
 # choice: pinned here so that every arm still differs from this recipe in what it names alone).
 RECIPE = ["cfgrl.zero_variance_groups=drop", "cfgrl.failed_episodes=keep"]
 # The study's base is the demonstration's; an arm of another preset starts from a base of that preset,
-# behaviour-cloned on the same demonstrations with the same steps (cfgrl base's defaults).
-BASE_PRESET, BASE_STEPS, BASE_LR = "tiny", 1500, 1e-3
+# behaviour-cloned on the same demonstrations with the steps and learning rate the study's base recorded.
+BASE_PRESET = "tiny"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,11 +98,14 @@ def arm_setting(cfg: Config, arm: Arm, steps: int, keep: int) -> Config:
 
 def build_base(cfg: Config, root: Path, preset: str) -> Path:
     """The base of ``preset``: the demonstration's (made by `cfgrl base`), or one behaviour-cloned on
-    its demonstrations the same way (its labels beside it, so the demonstrations are only read)."""
+    its demonstrations with the steps and learning rate that base's run recorded (its labels beside
+    it, so the demonstrations are only read)."""
+    study_base = base_dir(root, BASE_PRESET)
     if preset == BASE_PRESET:
-        return base_dir(root, preset) / "policy"
+        return study_base / "policy"
+    recorded = config_from_dict(json.loads((study_base / "config.json").read_text())).train
     sized = with_overrides(cfg, [f"policy.preset={preset}"])
-    return demo.build_base_on_stores(sized, base_dir(root, preset).parent, [root / "demos.zarr"], BASE_STEPS, BASE_LR)
+    return demo.build_base_on_stores(sized, base_dir(root, preset).parent, [root / "demos.zarr"], recorded.steps, recorded.lr)
 
 
 def train_arm(cfg: Config, root: Path, name: str, steps: int, keep: int) -> tuple[Config, Path]:
@@ -117,12 +120,11 @@ def train_arm(cfg: Config, root: Path, name: str, steps: int, keep: int) -> tupl
 
 def run_arms(cfg: Config, root: Path, names: list[str], steps: int, keep: int, curve_every: int) -> None:
     """Each arm's curve at w = 1 along training, then its last checkpoint at the other w."""
-    stages.collect(with_overrides(cfg, ["inference.cfg_scale=1.0"]), root / "rollouts.zarr", root / "base" / "policy")
+    stages.collect(with_overrides(cfg, ["inference.cfg_scale=1.0"]), root / "rollouts.zarr", build_base(cfg, root, BASE_PRESET))
     newest_only = 1 << 30
     for preset in dict.fromkeys([BASE_PRESET, *(ARMS[name].preset for name in names)]):
-        build_base(cfg, root, preset)
-        run_curve(with_overrides(cfg, ["evaluate.cfg_scales=[1.0]"]), base_dir(root, preset),
-                  root / "curves" / base_name(preset), every=newest_only)
+        run = build_base(cfg, root, preset).parent
+        run_curve(with_overrides(cfg, ["evaluate.cfg_scales=[1.0]"]), run, root / "curves" / base_name(preset), every=newest_only)
     for name in names:
         setting, run = train_arm(cfg, root, name, steps, keep)
         run_curve(with_overrides(setting, ["evaluate.cfg_scales=[1.0]"]), run, root / "curves" / name, every=curve_every)
@@ -136,11 +138,10 @@ def gather(root: Path) -> dict:
     """ROOT/study.json and study.png from every arm's curve.csv."""
     bases = {base_name(arm.preset): arm.preset for arm in ARMS.values()}
     curves = {}
-    for arm in sorted(p for p in (root / "curves").iterdir() if (p / "curve.csv").is_file()):
-        rows = curve_rows(root, arm.name).sort_values(["cfg_scale", "step"])
-        role, what = ("arm", ARMS[arm.name].what) if arm.name in ARMS else ("base", base_what(bases[arm.name]))
-        curves[arm.name] = {"role": role, "what": what, "chosen_w": chosen_w(rows),
-                            "rows": rows.drop(columns="checkpoint").to_dict("records")}
+    for name in sorted(p.name for p in (root / "curves").iterdir() if (p / "curve.csv").is_file()):
+        rows = curve_rows(root, name).sort_values(["cfg_scale", "step"])
+        role, what = ("arm", ARMS[name].what) if name in ARMS else ("base", base_what(bases[name]))
+        curves[name] = {"role": role, "what": what, "chosen_w": chosen_w(rows), "rows": rows.drop(columns="checkpoint").to_dict("records")}
     study = {**STUDY.stamp(), "arms": curves, "not_run": [n for n in ARMS if n not in curves],
              "provenance": provenance.record()}
     atomic.write_text(root / "study.json", json.dumps(study, indent=2) + "\n")

@@ -171,6 +171,27 @@ def test_the_base_imitates_failed_demonstrations_whatever_the_recipe_drops(tmp_p
     assert "failed_episodes" not in manifest["settings"] and (tmp_path / "base" / "policy" / "config.json").is_file()
 
 
+def test_the_recipe_study_builds_a_capacity_base_as_its_base_was_built(tmp_path):
+    """scripts/metaworld_study.py: a `small` arm starts from a `small` base, behaviour-cloned on the study
+    base's demonstrations with the steps and learning rate that base's run recorded."""
+    import importlib.util
+
+    from cfgrl.config import load_config
+
+    config = small_config(tmp_path)
+    cfgrl("base", tmp_path, "--demo-episodes", "4", "--base-steps", "2", "--base-lr", "0.002", "-c", config, cwd=tmp_path)
+    spec = importlib.util.spec_from_file_location("metaworld_study", REPO / "scripts" / "metaworld_study.py")
+    study = importlib.util.module_from_spec(spec)
+    sys.modules["metaworld_study"] = study  # a dataclass looks its module up there
+    spec.loader.exec_module(study)
+    policy = study.build_base(load_config(config), tmp_path, "small")
+    assert policy == tmp_path / "small" / "base" / "policy" and (policy / "config.json").is_file()
+    run = json.loads((policy.parent / "config.json").read_text())
+    assert (run["policy"]["preset"], run["train"]["steps"], run["train"]["lr"]) == ("small", 2, 0.002)
+    assert json.loads((policy / "config.json").read_text())["config"]["expert_width"] == 128  # small's, not tiny's 64
+    assert (tmp_path / "small" / "base.labels").is_dir()  # the study's demonstrations are only read
+
+
 @pytest.mark.metaworld
 def test_reduced_demo_runs_on_metaworld(tmp_path):
     """The demonstration on the real Meta-World simulator (one MT1 task, short episodes): the base
