@@ -11,7 +11,7 @@ renders docs/results/<slug>.md from whatever it finds there:
     report.json with a cfgrl.demo_report stamp (+ comparison.png)   the demonstration
     report.json with per_seed               the spread over seeds
     ablation.csv (+ ablation.png)           the ablation table
-    study.json (+ study.png, test.json)     scripts/metaworld_study.py: every arm's validation curves, the chosen arm on test
+    study.json (+ study.png, test_ARM.json)     scripts/metaworld_study.py: every arm's validation curves, the chosen arm on test
     round.json                              a round: its lineage and chosen w
     labels/summary.txt, labels/manifest.json   the label version's counts and settings (and provenance, where recorded)
     <script>.json with a cfgrl.bench stamp     a bench script's figures (`--json OUT`, bench/_common.py)
@@ -247,15 +247,14 @@ def study_section(path: Path, page_dir: Path, study: dict[str, Any]) -> list[str
     if study.get("not_run"):
         out += ["", f"Not run yet: {', '.join(study['not_run'])}."]
     out += [""] + figure(path.parent / "study.png", page_dir, "validation success of every arm")
-    test = path.parent / "test.json"
-    if test.is_file():
+    for test in sorted(path.parent.glob("test_*.json")):
         out += study_test_lines(test, json.loads(test.read_text()))
     return out + provenance_lines(study.get("provenance"))
 
 
 def study_test_lines(path: Path, report: dict[str, Any]) -> list[str]:
     chosen = report["chosen"]
-    out = ["### The chosen arm, once on test", "", source(path), "",
+    out = [f"### {chosen}, chosen on validation, once on test", "", source(path), "",
            f"| arm | w (chosen on validation) | test success (95% CI) | {chosen} minus it, paired (95% CI) |", "|---|---|---|---|"]
     for name, arm in report["arms"].items():
         d = arm.get(f"{chosen}_minus_it")
@@ -269,12 +268,9 @@ def spread_headline(report: dict[str, Any]) -> str:
     return f"over seeds {', '.join(map(str, report['seeds']))}, each arm at its validation-chosen w: {arms} (base {pct(report['summary']['base']['mean'])})"
 
 
-def study_headline(study: dict[str, Any], test: dict[str, Any] | None) -> str:
-    if test:
-        chosen = test["chosen"]
-        arm = test["arms"][chosen]
-        against = "; ".join(f"minus {name} {diff(*a[f'{chosen}_minus_it'])}" for name, a in test["arms"].items() if name != chosen)
-        return f"{chosen} at w = {arm['w']:g} (chosen on validation): {pct(arm['success_rate'])} on test; {against}"
+def study_headline(study: dict[str, Any], tests: list[dict[str, Any]]) -> str:
+    if tests:
+        return " · ".join(map(test_headline, tests))
     best = []
     for name, arm in study["arms"].items():
         if arm["role"] == "base":
@@ -283,6 +279,13 @@ def study_headline(study: dict[str, Any], test: dict[str, Any] | None) -> str:
         r = next(r for r in arm["rows"] if r["step"] == last and r["cfg_scale"] == arm["chosen_w"])
         best.append(f"{name} {pct(r['success_rate'])} (w = {arm['chosen_w']:g})")
     return "validation only, nothing on test yet: " + ", ".join(best)
+
+
+def test_headline(test: dict[str, Any]) -> str:
+    chosen = test["chosen"]
+    arm = test["arms"][chosen]
+    against = "; ".join(f"minus {name} {diff(*a[f'{chosen}_minus_it'])}" for name, a in test["arms"].items() if name != chosen)
+    return f"{chosen} at w = {arm['w']:g} (chosen on validation): {pct(arm['success_rate'])} on test; {against}"
 
 
 def number(value: Any, digits: int = 4) -> str:
@@ -375,8 +378,8 @@ def headline(exp: dict[str, Any]) -> tuple[str, bool]:
         if "per_seed" in report:
             return spread_headline(report), True
     for path in sorted(folder.rglob("study.json")) if folder.is_dir() else []:
-        test = path.parent / "test.json"
-        return study_headline(json.loads(path.read_text()), json.loads(test.read_text()) if test.is_file() else None), True
+        tests = [json.loads(test.read_text()) for test in sorted(path.parent.glob("test_*.json"))]
+        return study_headline(json.loads(path.read_text()), tests), True
     benches = bench_records(folder)
     if benches:
         marked = bench_headlines(benches)

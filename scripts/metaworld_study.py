@@ -16,7 +16,7 @@ recipe is chosen. ROOT/study.json and ROOT/study.png gather every arm's curve; e
 
 --test evaluates the chosen arm at its validation-chosen w, filtered BC and the weighted loss on the
 test episodes (evaluate.episodes_per_init of --test-episodes-per-init) and writes the paired
-differences to ROOT/test.json.
+differences to ROOT/test_ARM.json (one report per arm reported on test).
 """
 
 from __future__ import annotations
@@ -215,8 +215,13 @@ def run_test(cfg: Config, root: Path, name: str, steps: int, keep: int, episodes
         print(f"test: {name} (w={outcomes[name]['w']:g}) minus {other} (w={outcomes[other]['w']:g}): "
               f"{100 * d.diff:+.1f} points ({100 * d.low:+.1f}, {100 * d.high:+.1f})")
     report = {**STUDY_TEST.stamp(), "chosen": name, "arms": outcomes, "episodes_per_init": episodes_per_init, "provenance": provenance.record()}
-    atomic.write_text(root / "test.json", json.dumps(report, indent=2) + "\n")
+    atomic.write_text(test_report(root, name), json.dumps(report, indent=2) + "\n")
     return report
+
+
+def test_report(root: Path, name: str) -> Path:
+    """Where the test report of the arm ``name`` goes: one per arm, so a later choice keeps the earlier one."""
+    return root / f"test_{name}.json"
 
 
 def main() -> None:

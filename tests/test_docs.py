@@ -178,7 +178,16 @@ def test_the_study_gathers_every_arm_chooses_w_by_evaluates_rule_and_renders(res
                    "- base, the behaviour-cloned `tiny` base its arms start from (its last checkpoint; it has no condition), "
                    "step 1500 of its behaviour cloning: 25.0% (18.0–34.0)", "- base_small, the behaviour-cloned `small` base"):
         assert number in text, number
-    assert "validation only, nothing on test yet: cfgrl 40.0% (w = 1.5), filtered_bc 55.0% (w = 1)" == results.study_headline(gathered, None)
+    assert "validation only, nothing on test yet: cfgrl 40.0% (w = 1.5), filtered_bc 55.0% (w = 1)" == results.study_headline(gathered, [])
+    # Each arm reported on test keeps its own report: a later choice (another size) does not replace an earlier one.
+    for chosen, rate in (("cfgrl", 0.5), ("cfgrl_small", 0.6)):
+        arms = {chosen: {"w": 1.5, "success_rate": rate, "ci_low": 0.4, "ci_high": 0.7},
+                "filtered_bc": {"w": 1.0, "success_rate": 0.45, "ci_low": 0.35, "ci_high": 0.55, f"{chosen}_minus_it": [0.05, 0.01, 0.09]}}
+        (tmp_path / study.test_report(tmp_path, chosen).name).write_text(json.dumps({"chosen": chosen, "arms": arms}))
+    headline = results.study_headline(gathered, [json.loads(p.read_text()) for p in sorted(tmp_path.glob("test_*.json"))])
+    assert headline.startswith("cfgrl at w = 1.5 (chosen on validation): 50.0% on test") and "cfgrl_small at w = 1.5" in headline
+    text = "\n".join(results.sections(tmp_path, tmp_path))
+    assert "### cfgrl, chosen on validation, once on test" in text and "### cfgrl_small, chosen" in text and "| cfgrl_small | 1.5 | 60.0% (40.0–70.0) |" in text
 
 
 def test_the_benchmarks_page_reads_each_bench_json(results, tmp_path, monkeypatch):

@@ -51,4 +51,4 @@ LEROBOT_EXPORT = Schema("cfgrl.lerobot_export", 1)  # meta/cfgrl_export.json of 
 LEROBOT_ADVANTAGES = Schema("cfgrl.lerobot_advantages", 1)  # meta/advantages_<version>.parquet's metadata
 BENCH = Schema("cfgrl.bench", 1)  # a bench script's figures (bench/_common.py, `--json OUT`)
 STUDY = Schema("cfgrl.study", 1)  # scripts/metaworld_study.py: every arm's validation curves (study.json)
-STUDY_TEST = Schema("cfgrl.study_test", 1)  # its one report on test (test.json)
+STUDY_TEST = Schema("cfgrl.study_test", 1)  # its reports on test (test_ARM.json, one per arm reported)
