@@ -11,7 +11,7 @@ renders docs/results/<slug>.md from whatever it finds there:
     report.json with a cfgrl.demo_report stamp (+ comparison.png)   the demonstration
     report.json with per_seed               the spread over seeds
     ablation.csv (+ ablation.png)           the ablation table
-    study.json (+ study.png, test_ARM.json)     scripts/metaworld_study.py: every arm's validation curves, the chosen arm on test
+    study.json (+ study.png, test_ARM.json)  scripts/metaworld_study.py: every arm's validation curves, the chosen arm on test
     round.json                              a round: its lineage and chosen w
     labels/summary.txt, labels/manifest.json   the label version's counts and settings (and provenance, where recorded)
     <script>.json with a cfgrl.bench stamp     a bench script's figures (`--json OUT`, bench/_common.py)
@@ -247,9 +247,14 @@ def study_section(path: Path, page_dir: Path, study: dict[str, Any]) -> list[str
     if study.get("not_run"):
         out += ["", f"Not run yet: {', '.join(study['not_run'])}."]
     out += [""] + figure(path.parent / "study.png", page_dir, "validation success of every arm")
-    for test in sorted(path.parent.glob("test_*.json")):
-        out += study_test_lines(test, json.loads(test.read_text()))
+    for test, report in study_tests(path.parent):
+        out += study_test_lines(test, report)
     return out + provenance_lines(study.get("provenance"))
+
+
+def study_tests(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The study's test reports (scripts/metaworld_study.py's test_ARM.json), one per arm reported, by name."""
+    return [(path, json.loads(path.read_text())) for path in sorted(folder.glob("test_*.json"))]
 
 
 def study_test_lines(path: Path, report: dict[str, Any]) -> list[str]:
@@ -378,8 +383,7 @@ def headline(exp: dict[str, Any]) -> tuple[str, bool]:
         if "per_seed" in report:
             return spread_headline(report), True
     for path in sorted(folder.rglob("study.json")) if folder.is_dir() else []:
-        tests = [json.loads(test.read_text()) for test in sorted(path.parent.glob("test_*.json"))]
-        return study_headline(json.loads(path.read_text()), tests), True
+        return study_headline(json.loads(path.read_text()), [report for _, report in study_tests(path.parent)]), True
     benches = bench_records(folder)
     if benches:
         marked = bench_headlines(benches)

@@ -183,8 +183,8 @@ def test_the_study_gathers_every_arm_chooses_w_by_evaluates_rule_and_renders(res
     for chosen, rate in (("cfgrl", 0.5), ("cfgrl_small", 0.6)):
         arms = {chosen: {"w": 1.5, "success_rate": rate, "ci_low": 0.4, "ci_high": 0.7},
                 "filtered_bc": {"w": 1.0, "success_rate": 0.45, "ci_low": 0.35, "ci_high": 0.55, f"{chosen}_minus_it": [0.05, 0.01, 0.09]}}
-        (tmp_path / study.test_report(tmp_path, chosen).name).write_text(json.dumps({"chosen": chosen, "arms": arms}))
-    headline = results.study_headline(gathered, [json.loads(p.read_text()) for p in sorted(tmp_path.glob("test_*.json"))])
+        study.test_report(tmp_path, chosen).write_text(json.dumps({"chosen": chosen, "arms": arms}))
+    headline = results.study_headline(gathered, [report for _, report in results.study_tests(tmp_path)])
     assert headline.startswith("cfgrl at w = 1.5 (chosen on validation): 50.0% on test") and "cfgrl_small at w = 1.5" in headline
     text = "\n".join(results.sections(tmp_path, tmp_path))
     assert "### cfgrl, chosen on validation, once on test" in text and "### cfgrl_small, chosen" in text and "| cfgrl_small | 1.5 | 60.0% (40.0–70.0) |" in text
